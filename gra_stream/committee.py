@@ -1,0 +1,52 @@
+"""The committee rule and the role deal, as pure functions.
+
+Arithmetic is exact (fractions): a committee mean of exactly tau, or a standard deviation of exactly
+delta, is decided the way the rule says, never by a rounding error. The standard deviation is the
+population one (divide by N), as a committee is the whole population of its reviewers' scores.
+"""
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+from typing import Sequence
+
+from gra_stream.ids import seed_int
+
+
+def exact(x: float | int | str) -> Fraction:
+    """A config number as the decimal the user wrote (8.0 -> 8, 1.5 -> 3/2)."""
+    return Fraction(str(x))
+
+
+def reviewer_mean(scores: Sequence[int]) -> Fraction:
+    return Fraction(sum(scores), len(scores))
+
+
+def committee_rule(means: Sequence[Fraction], *, tau: float, delta: float) -> tuple[str, str, Fraction, Fraction]:
+    """(decision, reason, mean, variance) for the reviewers' means: reject if mean < tau, accept if
+    the std <= delta, otherwise adjudicate."""
+    n = len(means)
+    mu = sum(means, Fraction(0)) / n
+    variance = sum(((m - mu) ** 2 for m in means), Fraction(0)) / n
+    if mu < exact(tau):
+        return "reject", "low_score", mu, variance
+    if variance <= exact(delta) ** 2:
+        return "accept", "committee_agrees", mu, variance
+    return "adjudicate", "reviewers_disagree", mu, variance
+
+
+def deal_roles(pool: Sequence[str], n_reviewers: int, *, run_seed: int, task_id: str) -> tuple[str, list[str], str]:
+    """Deal generator, reviewers and adjudicator from the pool, at random but reproducibly per task.
+
+    With at least n_reviewers + 2 models every role goes to a distinct model. With fewer, the
+    reviewers are the models other than the generator, cycled in dealt order (the generator reviews
+    only when it is the only model), and the adjudicator is the first dealt model not already used,
+    else the first reviewer that is not the generator, else the generator.
+    """
+    order = list(pool)
+    random.Random(seed_int(run_seed, "deal", task_id)).shuffle(order)
+    generator, others = order[0], order[1:] or order[:1]
+    reviewers = [others[i % len(others)] for i in range(n_reviewers)]
+    unused = [m for m in others if m not in reviewers]
+    adjudicator = unused[0] if unused else next((m for m in reviewers if m != generator), generator)
+    return generator, reviewers, adjudicator

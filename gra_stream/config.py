@@ -1,0 +1,208 @@
+"""Run configuration: frozen dataclasses loaded from TOML, validated before any model is loaded.
+
+Every error names the file, the key, the value and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gra_stream.errors import UserError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_ROOT.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
+SQL_DIR = PROJECT_ROOT / "sql"
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Which seed fields hold the instruction, its optional input and the response (dotted paths allowed,
+    e.g. "instances.0.output"). Empty means: recognise the common names."""
+    instruction: str = ""
+    input: str = ""
+    response: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the pool. backend: "vllm" (in-process engine) or "fake" (deterministic, no model)."""
+    name: str
+    backend: str = "vllm"
+    path: str = "embedded:smollm2"
+    temperature: float = 0.7
+    top_p: float = 0.95
+
+
+@dataclass(frozen=True)
+class Vllm:
+    """Settings passed to every in-process vLLM engine."""
+    dtype: str = "auto"            # "auto": float32 on CPU (bf16 is 3-5x slower on AVX2), bfloat16 on GPU
+    enforce_eager: bool = True
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
+    kv_cache_gib: int = 2          # VLLM_CPU_KVCACHE_SPACE on CPU
+    enable_prefix_caching: bool = True
+    max_num_seqs: int = 64
+
+
+@dataclass(frozen=True)
+class Committee:
+    reviewers: int = 3
+    tau: float = 8.0
+    delta: float = 1.5
+    min_reviews: int = 2           # fewer parsed reviews than this: the sample is rejected (insufficient_reviews)
+
+
+@dataclass(frozen=True)
+class Dedup:
+    num_perm: int = 128
+    bands: int = 32
+    threshold: float = 0.7         # estimated Jaccard at or above which two instructions are near-duplicates
+    shingle_words: int = 3
+
+
+@dataclass(frozen=True)
+class Filters:
+    enabled: tuple[str, ...] = ("min_length", "max_length", "refusal", "overlap")
+    params: dict[str, Any] = field(default_factory=dict)
+    directory: str = ""           # extra folder searched for NAME.sql before the bundled sql/filters
+
+
+@dataclass(frozen=True)
+class Config:
+    run_seed: int = 0
+    batch_size: int = 64           # rows per committed batch of an LLM stage
+    cpu_batch_size: int = 4096     # rows per committed batch of a CPU stage
+    tasks_per_seed: int = 1
+    max_reasks: int = 1
+    fields: Fields = Fields()
+    models: tuple[ModelSpec, ...] = (ModelSpec(name="smollm2"),)
+    vllm: Vllm = Vllm()
+    committee: Committee = Committee()
+    dedup: Dedup = Dedup()
+    filters: Filters = Filters()
+    source: str = "<defaults>"
+
+    def fingerprint(self) -> str:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+
+
+_SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup}
+
+
+def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
+    kind = {"int": int, "float": float, "str": str, "bool": bool}.get(expected if isinstance(expected, str) else "")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        raise UserError(f"{source}: {key} = {value!r} must be {'a number' if kind is float else 'of type ' + kind.__name__}")
+    return value
+
+
+def _build(cls, data: dict, source: str, prefix: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise UserError(f"{source}: unknown key {prefix}{unknown[0]}; known keys in "
+                        f"[{prefix.rstrip('.') or 'top level'}]: {', '.join(sorted(names))}")
+    values = {k: _check_type(source, prefix + k, v, names[k].type) for k, v in data.items()}
+    return cls(**values)
+
+
+def load_config(path: str | Path | None = None, *, backend: str | None = None) -> Config:
+    """Load a TOML config (the bundled default when path is None), validate it, and apply `--backend`."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.exists():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    return config_from_dict(raw, source=str(path), backend=backend)
+
+
+def config_from_dict(raw: dict, *, source: str = "<dict>", backend: str | None = None) -> Config:
+    raw = dict(raw)
+    kwargs: dict[str, Any] = {"source": source}
+    for name, cls in _SECTIONS.items():
+        if name in raw:
+            section = raw.pop(name)
+            if not isinstance(section, dict):
+                raise UserError(f"{source}: [{name}] must be a table")
+            kwargs[name] = _build(cls, section, source, f"{name}.")
+    if "filters" in raw:
+        section = dict(raw.pop("filters"))
+        enabled = section.pop("enabled", list(Filters.enabled))
+        directory = section.pop("directory", "")
+        if not isinstance(enabled, list) or not all(isinstance(x, str) for x in enabled):
+            raise UserError(f"{source}: filters.enabled = {enabled!r} must be a list of filter names")
+        bad = [k for k, v in section.items() if not isinstance(v, dict)]
+        if bad:
+            raise UserError(f"{source}: unknown key filters.{bad[0]}; filter parameters go in [filters.NAME] tables")
+        kwargs["filters"] = Filters(enabled=tuple(enabled), params=section, directory=str(directory))
+    if "models" in raw:
+        models = raw.pop("models")
+        if not isinstance(models, list) or not models:
+            raise UserError(f"{source}: [[models]] must list at least one model")
+        kwargs["models"] = tuple(_build(ModelSpec, m, source, "models.") for m in models)
+    top = {f.name: f for f in dataclasses.fields(Config)} 
+    for key, value in raw.items():
+        if key not in top or key in _SECTIONS or key in ("filters", "models", "source"):
+            raise UserError(f"{source}: unknown key {key!r}; known top-level keys: "
+                            f"run_seed, batch_size, cpu_batch_size, tasks_per_seed, max_reasks")
+        kwargs[key] = _check_type(source, key, value, top[key].type)
+    config = Config(**kwargs)
+    if backend:
+        if backend not in ("fake", "vllm"):
+            raise UserError(f"--backend {backend!r}: use fake or vllm")
+        config = dataclasses.replace(config, models=tuple(dataclasses.replace(m, backend=backend) for m in config.models))
+    validate(config)
+    return config
+
+
+def validate(c: Config) -> None:
+    s = c.source
+    checks = [
+        (c.batch_size >= 1, f"batch_size = {c.batch_size} must be at least 1"),
+        (c.cpu_batch_size >= 1, f"cpu_batch_size = {c.cpu_batch_size} must be at least 1"),
+        (1 <= c.tasks_per_seed <= 100, f"tasks_per_seed = {c.tasks_per_seed} must be between 1 and 100"),
+        (0 <= c.max_reasks <= 10, f"max_reasks = {c.max_reasks} must be between 0 and 10"),
+        (c.committee.reviewers >= 1, f"committee.reviewers = {c.committee.reviewers} must be at least 1"),
+        (1 <= c.committee.min_reviews <= c.committee.reviewers,
+         f"committee.min_reviews = {c.committee.min_reviews} must be between 1 and committee.reviewers"),
+        (0.0 <= c.committee.tau <= 10.0, f"committee.tau = {c.committee.tau} must be between 0 and 10"),
+        (0.0 <= c.committee.delta <= 10.0, f"committee.delta = {c.committee.delta} must be between 0 and 10"),
+        (c.dedup.num_perm >= 16, f"dedup.num_perm = {c.dedup.num_perm} must be at least 16"),
+        (1 <= c.dedup.bands <= c.dedup.num_perm and c.dedup.num_perm % c.dedup.bands == 0,
+         f"dedup.bands = {c.dedup.bands} must divide dedup.num_perm = {c.dedup.num_perm}"),
+        (0.0 < c.dedup.threshold <= 1.0, f"dedup.threshold = {c.dedup.threshold} must be in (0, 1]"),
+        (c.dedup.shingle_words >= 1, f"dedup.shingle_words = {c.dedup.shingle_words} must be at least 1"),
+        (c.vllm.max_model_len >= 256, f"vllm.max_model_len = {c.vllm.max_model_len} must be at least 256"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(f"{s}: {message}")
+    names = [m.name for m in c.models]
+    if len(set(names)) != len(names):
+        raise UserError(f"{s}: two [[models]] share the name {sorted(n for n in names if names.count(n) > 1)[0]!r}")
+    for m in c.models:
+        if m.backend not in ("vllm", "fake"):
+            raise UserError(f"{s}: models.backend = {m.backend!r} (model {m.name!r}) must be vllm or fake")
+        if not 0.0 <= m.temperature <= 2.0:
+            raise UserError(f"{s}: models.temperature = {m.temperature} (model {m.name!r}) must be between 0 and 2")
+        if m.backend == "vllm" and not m.path.startswith("embedded:") and "/" in m.path and m.path.startswith(("/", ".")) \
+                and not Path(m.path).exists():
+            raise UserError(f"{s}: models.path = {m.path!r} (model {m.name!r}) does not exist; "
+                            f"give a model folder or embedded:smollm2")

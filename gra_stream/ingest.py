@@ -1,0 +1,126 @@
+"""Ingest: stream seed files into the `seeds` table, recording every unusable row in `ingest_errors`.
+
+A file is identified by its path, size and modification time. Its seeds are written in chunks named
+`<file-key>-<chunk>`; the `files` row is written last and marks the file done. A file interrupted mid-way
+is ingested again from the start after its partial chunks are removed, so nothing is doubled.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from gra_stream.config import Config
+from gra_stream.errors import UserError
+from gra_stream.fields import Mapping, extract, resolve_mapping
+from gra_stream.ids import content_id
+from gra_stream.readers import iter_rows
+from gra_stream.store import Store
+
+CHUNK_ROWS = 20_000
+
+
+@dataclass
+class FileStats:
+    path: str
+    rows: int = 0
+    seeds: int = 0
+    duplicates: int = 0
+    bad_rows: int = 0
+    skipped: bool = False
+
+
+def file_key(path: Path) -> str:
+    st = path.stat()
+    return content_id(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def check_seed_files(paths: list[Path]) -> None:
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"seed file {p} does not exist")
+        if not p.is_file():
+            raise UserError(f"seed path {p} is not a file")
+
+
+def ingest_files(store: Store, paths: list[Path], config: Config,
+                 on_progress: Callable[[int], None] = lambda n: None) -> list[FileStats]:
+    done = set(store.scan("files").select("id").collect()["id"].to_list())
+    stats = []
+    for path in paths:
+        key = file_key(path)
+        if key in done:
+            stats.append(FileStats(str(path), skipped=True))
+            continue
+        stats.append(_ingest_file(store, path, key, config, on_progress))
+    return stats
+
+
+def _known_ids(store: Store, exclude_prefix: str) -> pl.Series:
+    files = [p for p in store.segments("seeds") if not p.name.startswith(exclude_prefix)]
+    if not files:
+        return pl.Series("id", [], dtype=pl.String)
+    return pl.scan_parquet(files).select("id").collect()["id"]
+
+
+def _ingest_file(store: Store, path: Path, key: str, config: Config, on_progress) -> FileStats:
+    for table in ("seeds", "ingest_errors"):
+        store.remove_segments(table, f"{key}-")
+    known = _known_ids(store, f"{key}-")
+    stats = FileStats(str(path))
+    mapping: Mapping | None = None
+    seeds: list[dict] = []
+    errors: list[dict] = []
+    chunk = 0
+    source = str(path)
+
+    def flush():
+        nonlocal chunk, known, seeds, errors
+        name = f"{key}-{chunk:06d}"
+        if errors:
+            store.write_segment("ingest_errors", name, pl.DataFrame(errors))
+        if seeds:
+            frame = pl.DataFrame(seeds).unique("id", keep="first", maintain_order=True)
+            frame = frame.filter(~pl.col("id").is_in(known.implode()))
+            stats.duplicates += len(seeds) - frame.height
+            stats.seeds += frame.height
+            if frame.height:
+                store.write_segment("seeds", name, frame)
+                known = pl.concat([known, frame["id"]])
+        on_progress(len(seeds) + len(errors))
+        seeds, errors = [], []
+        chunk += 1
+
+    for row in iter_rows(path):
+        stats.rows += 1
+        texts, reason = None, row.error
+        if row.record is not None:
+            if mapping is None:
+                mapping = resolve_mapping(row.record, config.fields, path)
+            texts, reason = extract(row.record, mapping)
+        if texts is None:
+            stats.bad_rows += 1
+            raw = row.raw or (json.dumps(row.record, default=str, ensure_ascii=False)[:300] if row.record else "")
+            errors.append({"id": content_id(source, row.line), "source": source, "line": row.line,
+                           "reason": reason, "raw": raw})
+        else:
+            instruction, input_, response = texts
+            seeds.append({"id": content_id(instruction, input_, response), "instruction": instruction,
+                          "input": input_, "response": response, "source": source, "line": row.line})
+        if len(seeds) + len(errors) >= CHUNK_ROWS:
+            flush()
+    flush()
+    if stats.rows == 0:
+        raise UserError(f"{path}: the file is empty")
+    if stats.seeds + stats.duplicates == 0:
+        first = store.scan("ingest_errors").filter(pl.col("source") == source).head(1).collect()
+        reason = f" (line {first['line'][0]}: {first['reason'][0]})" if first.height else ""
+        raise UserError(f"{path}: no usable row among {stats.rows}{reason}; "
+                        f"see `gra-stream sql DIR \"select * from ingest_errors\"`")
+    store.write_segment("files", key, pl.DataFrame([{
+        "id": key, "path": source, "bytes": path.stat().st_size, "rows": stats.rows, "seeds": stats.seeds,
+        "duplicates": stats.duplicates, "bad_rows": stats.bad_rows, "mapping": mapping.describe() if mapping else ""}]))
+    return stats

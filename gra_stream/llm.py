@@ -1,0 +1,162 @@
+"""Structured LLM calls: render, send grouped by model, parse against a JSON schema, re-ask what fails.
+
+A reply that still fails after `max_reasks` re-asks is returned as quarantined (raw text and error kept):
+bad model output never fails a batch.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from gra_stream.backends import ChatRequest, ModelPool
+
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+_SLOT = re.compile(r"\{\{(\w+)\}\}")
+
+
+def render(template: str, values: dict[str, object]) -> str:
+    """Fill {{name}} slots in one pass: text inside values is never re-read as template syntax."""
+    def fill(m: re.Match) -> str:
+        if m.group(1) not in values:
+            raise KeyError(f"template slot {{{{{m.group(1)}}}}} has no value")
+        return str(values[m.group(1)])
+
+    return _SLOT.sub(fill, template)
+
+
+def load_prompt(name: str) -> str:
+    return (PROMPTS / f"{name}.txt").read_text(encoding="utf-8")
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+@dataclass(frozen=True)
+class Call:
+    model: str
+    system: str
+    user: str
+    schema: dict
+    max_tokens: int
+    seed: int
+
+
+@dataclass
+class Reply:
+    data: dict | None
+    raw: str
+    error: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    attempts: int = 0
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None
+
+    def call_columns(self, model: str) -> dict:
+        return {"model": model, "status": "ok" if self.ok else "quarantined", "error": self.error,
+                "raw": self.raw if not self.ok else "", "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "latency_s": self.latency_s,
+                "attempts": self.attempts, "truncated": self.truncated}
+
+
+def schema_error(value, schema: dict, where: str = "reply") -> str:
+    """The first way `value` breaks `schema` (the subset of JSON Schema our prompts use), or ''."""
+    kind = schema.get("type")
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where} = {value!r} is not one of {schema['enum']}"
+    if kind == "object":
+        if not isinstance(value, dict):
+            return f"{where} is not an object"
+        for key in schema.get("required", []):
+            if key not in value:
+                return f"{where} lacks {key!r}"
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                err = schema_error(value[key], sub, f"{where}.{key}")
+                if err:
+                    return err
+    elif kind == "array":
+        if not isinstance(value, list):
+            return f"{where} is not an array"
+        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 1 << 30):
+            return f"{where} has {len(value)} items"
+        for i, item in enumerate(value):
+            err = schema_error(item, schema.get("items", {}), f"{where}[{i}]")
+            if err:
+                return err
+    elif kind == "integer":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{where} = {value!r} is not an integer"
+        if not schema.get("minimum", -1 << 62) <= value <= schema.get("maximum", 1 << 62):
+            return f"{where} = {value} is out of range"
+    elif kind == "boolean" and not isinstance(value, bool):
+        return f"{where} = {value!r} is not true/false"
+    elif kind == "string":
+        if not isinstance(value, str):
+            return f"{where} is not a string"
+        if not value.strip() and schema.get("minLength", 0) > 0:
+            return f"{where} is empty"
+    return ""
+
+
+def parse_reply(text: str, schema: dict) -> tuple[dict | None, str]:
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.strip("`").removeprefix("json").strip()
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg} at char {e.pos})"
+    err = schema_error(value, schema)
+    return (None, err) if err else (value, "")
+
+
+REASK = ("Your previous reply could not be used: {error}. Reply again with one JSON object that follows the "
+         "requested format exactly, and nothing else.")
+
+
+def ask(pool: ModelPool, calls: list[Call], *, max_reasks: int) -> list[Reply]:
+    """Run every call, batching per model, re-asking failed parses; replies come back in call order."""
+    replies = [Reply(None, "", "") for _ in calls]
+    todo = list(range(len(calls)))
+    for attempt in range(max_reasks + 1):
+        by_model: dict[str, list[int]] = defaultdict(list)
+        for i in todo:
+            by_model[calls[i].model].append(i)
+        failed = []
+        for model, indices in by_model.items():
+            spec = pool.spec(model)
+            requests = []
+            for i in indices:
+                c = calls[i]
+                messages = [{"role": "system", "content": c.system}, {"role": "user", "content": c.user}]
+                if attempt:
+                    messages += [{"role": "assistant", "content": clip(replies[i].raw, 2000)},
+                                 {"role": "user", "content": REASK.format(error=replies[i].error)}]
+                requests.append(ChatRequest(tuple(messages), c.schema, c.max_tokens, spec.temperature,
+                                            spec.top_p, c.seed + attempt))
+            for i, done in zip(indices, pool.backend(model).complete(requests)):
+                r = replies[i]
+                r.attempts += 1
+                r.prompt_tokens += done.prompt_tokens
+                r.completion_tokens += done.completion_tokens
+                r.latency_s += done.latency_s
+                r.truncated = r.truncated or done.finish_reason == "length"
+                r.raw = done.text
+                r.data, r.error = parse_reply(done.text, calls[i].schema)
+                if r.data is None and done.finish_reason == "length":
+                    r.error = f"reply cut at max_tokens ({calls[i].max_tokens}): {r.error}"
+                if r.data is None:
+                    failed.append(i)
+        todo = failed
+        if not todo:
+            break
+    return replies

@@ -1,0 +1,91 @@
+"""`gra-stream sql`: read-only SQL over a run directory, safe to use while a run is writing to it."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import duckdb
+
+from gra_stream.errors import UserError
+from gra_stream.schemas import TABLES
+from gra_stream.store import Store
+from gra_stream.views import VIEWS
+
+READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+
+
+def open_run(run_dir: Path) -> Store:
+    store = Store(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if not store.exists():
+        raise UserError(f"{run_dir} is not a gra-stream run directory (no seeds/ table)")
+    return store
+
+
+def run_query(store: Store, query: str) -> tuple[list[str], list[tuple]]:
+    con = store.connect()
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as e:
+        raise UserError(f"SQL error: {str(e).strip().splitlines()[0]}") from None
+    if not statements:
+        raise UserError("the query is empty")
+    for st in statements:
+        kind = st.type.name if hasattr(st.type, "name") else str(st.type)
+        if kind not in READ_ONLY_TYPES:
+            raise UserError(f"gra-stream sql is read-only: a {kind} statement is refused; use SELECT")
+    # Only the last statement's rows are shown; earlier ones must be SELECTs too, so they change nothing.
+    try:
+        con.execute("SET enable_external_access = false")
+        result = con.execute(statements[-1])
+        columns = [d[0] for d in result.description]
+        return columns, result.fetchall()
+    except duckdb.Error as e:
+        raise UserError(f"SQL error: {str(e).strip().splitlines()[0]}") from None
+
+
+def list_tables(store: Store) -> tuple[list[str], list[tuple]]:
+    con = store.connect()
+    rows = [(t, "table", con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in TABLES]
+    rows += [(v, "view", con.sql(f"SELECT count(*) FROM {v}").fetchall()[0][0]) for v in VIEWS]
+    return ["name", "kind", "rows"], rows
+
+
+def _plain(value):
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def format_rows(columns: list[str], rows: list[tuple], fmt: str, *, max_width: int = 60) -> str:
+    if fmt == "json":
+        return json.dumps([{c: _plain(v) for c, v in zip(columns, row)} for row in rows], ensure_ascii=False)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[json.dumps(_plain(v), ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                           for v in row] for row in rows])
+        return buf.getvalue().rstrip("\n")
+
+    def cell(v) -> str:
+        text = "NULL" if v is None else json.dumps(_plain(v), ensure_ascii=False) if isinstance(v, (list, dict)) else str(v)
+        text = text.replace("\n", "\\n")
+        return text if len(text) <= max_width else text[: max_width - 3] + "..."
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), "-+-".join("-" * w for w in widths)]
+    out += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)

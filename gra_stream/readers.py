@@ -1,0 +1,180 @@
+"""Streaming seed readers: JSONL (plain, .gz, .zst), JSON arrays, Parquet and CSV, one record at a time.
+
+Each reader yields `Row(line, record, error)`: a row that cannot be read carries the reason instead of a
+record, so one bad line never stops a file. Memory stays bounded for every format but JSON arrays, which
+are parsed whole (use JSONL for large corpora).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from gra_stream.errors import UserError
+
+RAW_PREVIEW = 300  # characters of a bad row kept for the error table
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    record: dict | None
+    error: str = ""
+    raw: str = ""
+
+
+def _open_binary(path: Path):
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".zst") or name.endswith(".zstd"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    return open(path, "rb")
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (".gz", ".zst", ".zstd"):
+        name = name.removesuffix(suffix)
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "json"
+    raise UserError(f"{path}: unknown seed file type; use .jsonl, .json, .parquet or .csv (optionally .gz/.zst)")
+
+
+def iter_rows(path: Path) -> Iterator[Row]:
+    fmt = detect_format(path)
+    if fmt == "parquet":
+        yield from _parquet_rows(path)
+    elif fmt == "csv":
+        yield from _csv_rows(path)
+    else:
+        yield from _json_rows(path)
+
+
+def _decode(raw: bytes, line: int) -> tuple[str | None, str]:
+    if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8"), ""
+    except UnicodeDecodeError as e:
+        return None, f"invalid UTF-8 at byte {e.start}"
+
+
+def _json_rows(path: Path) -> Iterator[Row]:
+    with _open_binary(path) as f:
+        stream = io.BufferedReader(f) if not isinstance(f, io.BufferedReader) else f
+        try:
+            head = stream.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+        except (OSError, EOFError, zlib.error) as e:
+            yield Row(0, None, f"unreadable file: {e}")
+            return
+        if head.startswith(b"["):
+            yield from _json_array_rows(stream)
+            return
+        line = 0
+        try:
+            for raw in stream:
+                line += 1
+                if not raw.strip():
+                    continue
+                text, err = _decode(raw, line)
+                if text is None:
+                    yield Row(line, None, err, raw[:RAW_PREVIEW].decode("utf-8", "replace"))
+                    continue
+                yield _parse_json_object(text, line)
+        except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt compressed stream
+            yield Row(line + 1, None, f"file truncated or corrupt after line {line}: {e}")
+
+
+def _parse_json_object(text: str, line: int) -> Row:
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        return Row(line, None, f"malformed JSON: {e.msg if hasattr(e, 'msg') else 'nested too deeply'}",
+                   text[:RAW_PREVIEW])
+    if not isinstance(value, dict):
+        return Row(line, None, f"expected a JSON object, got {type(value).__name__}", text[:RAW_PREVIEW])
+    return Row(line, value)
+
+
+def _json_array_rows(stream) -> Iterator[Row]:
+    data = stream.read()
+    text, err = _decode(data, 1)
+    if text is None:
+        yield Row(1, None, err)
+        return
+    try:
+        values = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        yield Row(1, None, f"malformed JSON array: {getattr(e, 'msg', 'nested too deeply')}", text[:RAW_PREVIEW])
+        return
+    if not isinstance(values, list):
+        yield Row(1, None, "expected a JSON array of objects")
+        return
+    for i, value in enumerate(values, start=1):
+        if isinstance(value, dict):
+            yield Row(i, value)
+        else:
+            yield Row(i, None, f"array item {i} is {type(value).__name__}, not an object", str(value)[:RAW_PREVIEW])
+
+
+def _parquet_rows(path: Path) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise UserError(f"{path}: not a readable Parquet file ({e})") from None
+    line = 0
+    for batch in parquet.iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            line += 1
+            yield Row(line, record)
+
+
+def _csv_rows(path: Path) -> Iterator[Row]:
+    csv.field_size_limit(1 << 30)
+    with _open_binary(path) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="strict", newline="")
+        reader = csv.DictReader(text)
+        row_number = 0
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as e:
+                yield Row(row_number + 1, None, f"invalid UTF-8 at byte {e.start}; the rest of the file is skipped")
+                return
+            except (csv.Error, OSError, EOFError, zlib.error) as e:
+                yield Row(row_number + 1, None, f"unreadable CSV: {e}")
+                return
+            row_number += 1
+            if None in record:  # more cells than header columns
+                yield Row(row_number, None, "row has more cells than the header", str(record)[:RAW_PREVIEW])
+                continue
+            yield Row(row_number, record)
+
+
+def get_path(record: Any, dotted: str) -> Any:
+    """Follow a dotted path ("instances.0.output") through dicts and lists; None where it leads nowhere."""
+    value = record
+    for part in dotted.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value

@@ -1,0 +1,30 @@
+"""JSON schemas of the model replies, one per role. Free-text fields carry a maxLength so that
+structured decoding ends them before max_tokens cuts the reply."""
+from gra_stream.schemas import CHECKS, DOMAINS, SCORE_DIMS
+
+
+def _text(max_length: int) -> dict:
+    return {"type": "string", "minLength": 1, "maxLength": max_length}
+
+
+def _keywords() -> dict:
+    return {"type": "array", "items": _text(30), "minItems": 3, "maxItems": 3}
+
+
+_SCORES = {d: {"type": "integer", "minimum": 0, "maximum": 10} for d in SCORE_DIMS}
+
+PROFILE = {"type": "object", "properties": {"domain": {"type": "string", "enum": list(DOMAINS)},
+                                            "keywords": _keywords(), "summary": _text(150)},
+           "required": ["domain", "keywords", "summary"], "additionalProperties": False}
+GENERATE = {"type": "object", "properties": {"keywords": _keywords(), "instruction": _text(400),
+                                             "response": _text(1200)},
+            "required": ["keywords", "instruction", "response"], "additionalProperties": False}
+REVIEW = {"type": "object",
+          "properties": {**{c: {"type": "boolean"} for c in CHECKS}, **_SCORES,
+                         "strengths": _text(200), "weaknesses": _text(200)},
+          "required": [*CHECKS, *SCORE_DIMS, "strengths", "weaknesses"], "additionalProperties": False}
+ADJUDICATE = {"type": "object", "properties": {**_SCORES, "comment": _text(200)},
+              "required": [*SCORE_DIMS, "comment"], "additionalProperties": False}
+
+# Generous token budgets for the schemas above (about 4 characters a token, plus JSON punctuation).
+MAX_TOKENS = {"profile": 160, "generate": 600, "review": 260, "adjudicate": 200}

@@ -1,0 +1,161 @@
+"""The runner: ingest seeds, then drive every stage over its pending rows in batches, committing each
+batch as one Parquet segment. Stopping at any moment loses at most the batch in flight; running the
+same command again computes what is still pending and finishes it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from gra_stream.backends import ModelPool
+from gra_stream.config import Config
+from gra_stream.errors import UserError
+from gra_stream.ids import content_id
+from gra_stream.ingest import check_seed_files, ingest_files
+from gra_stream.progress import Progress
+from gra_stream.sql_filters import load_filters
+from gra_stream.stages import Context, Stage, all_stages
+from gra_stream.store import RunLock, Store
+
+
+class Interrupted(Exception):
+    """SIGTERM or Ctrl-C: the run stopped at a batch boundary."""
+
+
+@dataclass
+class RunSummary:
+    new_seeds: int = 0
+    rows_by_stage: dict[str, int] = field(default_factory=dict)
+    llm_calls: int = 0
+
+    @property
+    def did_work(self) -> bool:
+        return self.new_seeds > 0 or any(self.rows_by_stage.values())
+
+
+class _StopFlag:
+    """Turns SIGTERM/SIGINT into a request to stop after the batch in flight is committed."""
+
+    def __init__(self):
+        self.raised = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _record_run(store: Store, run_id: str, started: str, t0: float, outcome: str, config: Config, seeds) -> None:
+    store.write_segment("runs", run_id, pl.DataFrame([{
+        "id": run_id, "started": started, "finished": "" if outcome == "running" else _now(),
+        "elapsed_s": time.monotonic() - t0, "outcome": outcome, "config": json.dumps(config.to_json()),
+        "seed_files": [str(p) for p in seeds]}]))
+
+
+def preflight(stages: list[Stage], con, config: Config) -> None:
+    """Every stage's pending query runs and yields the columns the stage declares, before any model loads."""
+    for stage in stages:
+        columns = con.sql(f"SELECT * FROM ({stage.pending(config)}) LIMIT 0").columns
+        missing = [c for c in stage.inputs if c not in columns]
+        if missing:
+            raise RuntimeError(f"stage {stage.name}: pending rows lack declared input columns {missing}")
+
+
+def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progress: Progress | None = None,
+                 stages: list[Stage] | None = None) -> RunSummary:
+    progress = progress or Progress()
+    check_seed_files(seed_files)
+    filters = load_filters(config)
+    stages = stages or all_stages()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir} exists and is not a directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+    store = Store(run_dir)
+    summary = RunSummary()
+    with RunLock(run_dir), _StopFlag() as stop:
+        store.init()
+        t0, started = time.monotonic(), _now()
+        run_id = content_id("run", started, os.getpid(), time.time_ns())
+        _record_run(store, run_id, started, t0, "running", config, seed_files)
+        outcome = "failed"
+        pool = ModelPool(config)
+        try:
+            bar = progress.stage("ingest", 0)
+            for stats in ingest_files(store, seed_files, config, on_progress=bar.advance):
+                summary.new_seeds += stats.seeds
+                if not stats.skipped:
+                    progress.say(f"\ningest     {stats.path}: {stats.rows} rows, {stats.seeds} new seeds, "
+                                 f"{stats.duplicates} duplicates, {stats.bad_rows} bad rows")
+            if bar.done:
+                bar.close()
+            con = store.connect()
+            preflight(stages, con, config)
+            ctx = Context(config, pool, store.connect(), filters)
+            for stage in stages:
+                summary.rows_by_stage[stage.name] = _run_stage(stage, store, con, ctx, progress, stop, summary)
+            outcome = "finished"
+        except Interrupted:
+            outcome = "interrupted"
+            raise
+        finally:
+            pool.close()
+            _record_run(store, run_id, started, t0, outcome, config, seed_files)
+    return summary
+
+
+def _run_stage(stage: Stage, store: Store, con, ctx: Context, progress: Progress, stop: _StopFlag,
+               summary: RunSummary) -> int:
+    query = stage.pending(ctx.config)
+    total = con.sql(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
+    if total == 0:
+        return 0
+    size = ctx.config.batch_size if stage.llm else ctx.config.cpu_batch_size
+    bar = progress.stage(stage.name, total)
+    reader = con.sql(query).to_arrow_reader(size)
+    pending_rows: pl.DataFrame | None = None
+    for record_batch in reader:
+        frame = pl.from_arrow(record_batch)
+        pending_rows = frame if pending_rows is None else pl.concat([pending_rows, frame])
+        while pending_rows.height >= size:
+            _commit(stage, store, ctx, pending_rows.head(size), bar, stop, summary)
+            pending_rows = pending_rows.slice(size)
+    if pending_rows is not None and pending_rows.height:
+        _commit(stage, store, ctx, pending_rows, bar, stop, summary)
+    bar.close()
+    return total
+
+
+def _commit(stage: Stage, store: Store, ctx: Context, batch: pl.DataFrame, bar, stop: _StopFlag,
+            summary: RunSummary) -> None:
+    if stop.raised:
+        raise Interrupted()
+    out = stage.run(batch, ctx)
+    ids = batch["id"].to_list()
+    store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
+    tokens = int(out["completion_tokens"].sum()) if "completion_tokens" in out.columns else 0
+    if stage.llm:
+        summary.llm_calls += out.height
+    bar.advance(batch.height, tokens)

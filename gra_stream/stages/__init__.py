@@ -1,0 +1,43 @@
+"""The pipeline's stages, in order. A stage is a pure function over one batch:
+
+    run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame
+
+Its pending input is a SQL query over the run's tables (rows of the input with no output yet, ordered by
+id), so resuming, re-running and adding seeds are the same code path. Reading, batching, committing,
+progress and accounting live once, in the runner.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import duckdb
+import polars as pl
+
+from gra_stream.backends import ModelPool
+from gra_stream.config import Config
+from gra_stream.sql_filters import SqlFilter
+
+
+@dataclass
+class Context:
+    config: Config
+    pool: ModelPool
+    con: duckdb.DuckDBPyConnection          # views over the run's tables, for lookups across batches
+    filters: list[SqlFilter] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    table: str                                  # the one table this stage writes
+    inputs: tuple[str, ...]                     # columns the stage reads from its pending rows
+    pending: Callable[[Config], str]            # SQL: rows still to process, ordered by id
+    run: Callable[[pl.DataFrame, Context], pl.DataFrame]
+    llm: bool = False
+
+
+def all_stages() -> list[Stage]:
+    from gra_stream.stages import adjudicate, decide, finalize, gate, generate, profile, review
+
+    return [profile.STAGE, generate.STAGE, gate.STAGE, review.STAGE, decide.STAGE, adjudicate.STAGE, finalize.STAGE]

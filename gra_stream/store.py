@@ -1,0 +1,116 @@
+"""The run directory: one folder per table, each a set of immutable Parquet segments.
+
+A segment is written to a hidden temporary file, flushed, and renamed into place: the rename is the
+commit, so a reader (or a crash) only ever sees whole batches. Readers never take a lock, which is how
+`gra-stream sql` works while a run is writing (a DuckDB database file would lock them out).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gra_stream.errors import UserError
+from gra_stream.schemas import TABLES
+
+EMPTY_SEGMENT = "_empty.parquet"
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- layout -------------------------------------------------------------------------------------
+    def table_dir(self, table: str) -> Path:
+        return self.root / table
+
+    def glob(self, table: str) -> str:
+        return str(self.table_dir(table) / "*.parquet")
+
+    def segments(self, table: str) -> list[Path]:
+        return sorted(self.table_dir(table).glob("*.parquet"))
+
+    def exists(self) -> bool:
+        return (self.root / "seeds").is_dir()
+
+    def init(self) -> None:
+        """Create every table folder with an empty, typed segment so that globs always match a schema."""
+        for table, schema in TABLES.items():
+            folder = self.table_dir(table)
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / EMPTY_SEGMENT).exists():
+                self._write(folder / EMPTY_SEGMENT, pa.Table.from_pylist([], schema=schema))
+
+    # -- writing ------------------------------------------------------------------------------------
+    def write_segment(self, table: str, name: str, frame: pl.DataFrame | pa.Table) -> Path:
+        schema = TABLES[table]
+        data = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+        missing = [f.name for f in schema if f.name not in data.column_names]
+        if missing:
+            raise RuntimeError(f"table {table}: batch lacks declared columns {missing}")
+        data = data.select(schema.names).cast(schema)
+        return self._write(self.table_dir(table) / f"{name}.parquet", data)
+
+    def _write(self, path: Path, data: pa.Table) -> Path:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            pq.write_table(data, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return path
+
+    def remove_segments(self, table: str, prefix: str) -> None:
+        for p in self.table_dir(table).glob(f"{prefix}*.parquet"):
+            p.unlink()
+
+    # -- reading ------------------------------------------------------------------------------------
+    def scan(self, table: str) -> pl.LazyFrame:
+        return pl.scan_parquet(self.glob(table), schema=pl.Schema(pl.from_arrow(TABLES[table].empty_table()).schema))
+
+    def read(self, table: str) -> pl.DataFrame:
+        return self.scan(table).collect()
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with one view per table (and the derived views of sql/views.sql)."""
+        from gra_stream.views import define_views
+
+        con = duckdb.connect(":memory:")
+        define_views(con, self)
+        return con
+
+
+class RunLock:
+    """An fcntl lock on DIR/.lock: the kernel drops it when the holder dies, so a crash never leaves it stuck."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise UserError(f"{self.path.parent} is in use by another gra-stream run (pid {holder}); "
+                            f"wait for it to finish or stop it first") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,36 @@
+-- Derived views over the run's tables. `gra-stream sql` defines them after one view per table
+-- (see docs/tables.md to define them yourself in plain DuckDB).
+
+-- Every row that left the pipeline, with the stage that dropped it and why.
+CREATE OR REPLACE VIEW rejections AS
+SELECT id, 'ingest' AS stage, reason, printf('%s:%d %s', source, line, raw) AS detail, NULL AS duplicate_of
+  FROM ingest_errors
+UNION ALL
+SELECT id, 'profile', 'parse_error', error, NULL FROM profiles WHERE status <> 'ok'
+UNION ALL
+SELECT id, 'generate', 'parse_error', error, NULL FROM generations WHERE status <> 'ok'
+UNION ALL
+SELECT id, 'gate', reason, detail, duplicate_of FROM gates WHERE NOT passed
+UNION ALL
+SELECT id, 'decide', reason, printf('mean=%.3f std=%.3f reviews=%d', mean, std, n_reviews), NULL
+  FROM verdicts WHERE decision = 'reject'
+UNION ALL
+SELECT id, 'adjudicate',
+       CASE WHEN status <> 'ok' THEN 'adjudicator_parse_error' ELSE 'adjudicator_rejected' END,
+       CASE WHEN status <> 'ok' THEN error ELSE printf('adjudicator mean=%.3f: %s', mean, comment) END, NULL
+  FROM adjudications WHERE status <> 'ok' OR NOT keep;
+
+-- Model replies that never parsed, and seed rows that could not be read, with the raw text.
+CREATE OR REPLACE VIEW quarantine AS
+SELECT id, 'profile' AS stage, model, error, raw, attempts FROM profiles WHERE status = 'quarantined'
+UNION ALL SELECT id, 'generate', model, error, raw, attempts FROM generations WHERE status = 'quarantined'
+UNION ALL SELECT id, 'review', model, error, raw, attempts FROM reviews WHERE status = 'quarantined'
+UNION ALL SELECT id, 'adjudicate', model, error, raw, attempts FROM adjudications WHERE status = 'quarantined'
+UNION ALL SELECT id, 'ingest', NULL, reason, raw, 0 FROM ingest_errors;
+
+-- One row per logical LLM call (re-asks included in attempts and tokens).
+CREATE OR REPLACE VIEW calls AS
+SELECT id, 'profile' AS role, model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM profiles
+UNION ALL SELECT id, 'generator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM generations
+UNION ALL SELECT id, 'reviewer', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM reviews
+UNION ALL SELECT id, 'adjudicator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM adjudications;
