@@ -37,6 +37,7 @@ class ModelSpec:
     path: str = "embedded:smollm2"
     temperature: float = 0.7
     top_p: float = 0.95
+    latency_s: float = 0.0         # fake backend only: seconds each batch of calls takes (for tests and demos)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Vllm:
     kv_cache_gib: int = 2          # VLLM_CPU_KVCACHE_SPACE on CPU
     enable_prefix_caching: bool = True
     max_num_seqs: int = 64
+    max_num_batched_tokens: int = 8192
 
 
 @dataclass(frozen=True)

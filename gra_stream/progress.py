@@ -63,6 +63,6 @@ class StageBar:
             if force or now - self.last >= 0.2:
                 print("\r" + self.line(), end="\n" if end else "", file=self.p.stream, flush=True)
                 self.last = now
-        elif end or now - self.last >= 10:
+        elif end or (now - self.last >= 10 and self.done < self.total):
             print(self.line(), file=self.p.stream, flush=True)
             self.last = now

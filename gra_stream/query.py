@@ -40,7 +40,10 @@ def run_query(store: Store, query: str) -> tuple[list[str], list[tuple]]:
             raise UserError(f"gra-stream sql is read-only: a {kind} statement is refused; use SELECT")
     # Only the last statement's rows are shown; earlier ones must be SELECTs too, so they change nothing.
     try:
+        # Reads stay inside the run directory; nothing can turn that back on.
+        con.execute("SET allowed_directories = $dirs", {"dirs": [str(store.root.resolve()) + "/"]})
         con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
         result = con.execute(statements[-1])
         columns = [d[0] for d in result.description]
         return columns, result.fetchall()

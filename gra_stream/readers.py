@@ -35,7 +35,7 @@ def _open_binary(path: Path):
     if name.endswith(".zst") or name.endswith(".zstd"):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
     return open(path, "rb")
 
 
@@ -72,19 +72,11 @@ def _decode(raw: bytes, line: int) -> tuple[str | None, str]:
 
 
 def _json_rows(path: Path) -> Iterator[Row]:
+    """JSON Lines, or a JSON array (detected by a first line that starts with '[' and is not a whole value)."""
     with _open_binary(path) as f:
-        stream = io.BufferedReader(f) if not isinstance(f, io.BufferedReader) else f
-        try:
-            head = stream.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-        except (OSError, EOFError, zlib.error) as e:
-            yield Row(0, None, f"unreadable file: {e}")
-            return
-        if head.startswith(b"["):
-            yield from _json_array_rows(stream)
-            return
         line = 0
         try:
-            for raw in stream:
+            for raw in f:
                 line += 1
                 if not raw.strip():
                     continue
@@ -92,6 +84,17 @@ def _json_rows(path: Path) -> Iterator[Row]:
                 if text is None:
                     yield Row(line, None, err, raw[:RAW_PREVIEW].decode("utf-8", "replace"))
                     continue
+                if line == 1 and text.lstrip().startswith("["):
+                    try:
+                        json.loads(text)
+                    except json.JSONDecodeError:  # a JSON array spread over many lines
+                        yield from _json_array_rows(raw + f.read())
+                        return
+                    except RecursionError:
+                        pass
+                    else:  # a JSON array on one line
+                        yield from _json_array_rows(raw)
+                        continue
                 yield _parse_json_object(text, line)
         except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt compressed stream
             yield Row(line + 1, None, f"file truncated or corrupt after line {line}: {e}")
@@ -108,8 +111,7 @@ def _parse_json_object(text: str, line: int) -> Row:
     return Row(line, value)
 
 
-def _json_array_rows(stream) -> Iterator[Row]:
-    data = stream.read()
+def _json_array_rows(data: bytes) -> Iterator[Row]:
     text, err = _decode(data, 1)
     if text is None:
         yield Row(1, None, err)

@@ -23,7 +23,7 @@ EMPTY_SEGMENT = "_empty.parquet"
 
 class Store:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = Path(root).resolve()
 
     # -- layout -------------------------------------------------------------------------------------
     def table_dir(self, table: str) -> Path:

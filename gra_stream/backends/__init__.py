@@ -53,7 +53,7 @@ class ModelPool:
             if spec.backend == "fake":
                 from gra_stream.backends.fake import FakeBackend
 
-                self._backends[name] = FakeBackend(spec.name)
+                self._backends[name] = FakeBackend(spec.name, latency_s=spec.latency_s)
             else:
                 from gra_stream.backends.vllm_engine import VllmBackend
 

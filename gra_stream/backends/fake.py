@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 
 from gra_stream.backends import ChatRequest, Completion
 
@@ -60,8 +61,9 @@ def _words(text: str) -> list[str]:
 
 
 class FakeBackend:
-    def __init__(self, name: str):
+    def __init__(self, name: str, *, latency_s: float = 0.0):
         self.name = name
+        self.latency_s = latency_s
         self.history: list[ChatRequest] = []
 
     def close(self) -> None:
@@ -69,6 +71,8 @@ class FakeBackend:
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
         self.history.extend(requests)
+        if self.latency_s:
+            time.sleep(self.latency_s)
         return [self._one(r) for r in requests]
 
     def _one(self, request: ChatRequest) -> Completion:

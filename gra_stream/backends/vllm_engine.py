@@ -46,8 +46,14 @@ class VllmBackend:
         kwargs = dict(model=path, dtype=dtype, enforce_eager=settings.enforce_eager, seed=seed,
                       max_model_len=settings.max_model_len, enable_prefix_caching=settings.enable_prefix_caching,
                       max_num_seqs=settings.max_num_seqs)
-        if not cpu:
-            kwargs.update(gpu_memory_utilization=settings.gpu_memory_utilization,
+        if cpu:
+            # vLLM's CPU sampler cannot rewind a per-request seeded generator, which a chunked prefill
+            # needs ("CPU Generator does not use offset"): schedule whole prompts instead.
+            kwargs.update(enable_chunked_prefill=False,
+                          max_num_batched_tokens=max(settings.max_model_len, settings.max_num_batched_tokens))
+        else:
+            kwargs.update(max_num_batched_tokens=settings.max_num_batched_tokens,
+                          gpu_memory_utilization=settings.gpu_memory_utilization,
                           tensor_parallel_size=settings.tensor_parallel_size)
         self.spec = spec
         self.llm = LLM(**kwargs)

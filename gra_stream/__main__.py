@@ -1,0 +1,3 @@
+from gra_stream.cli import main
+
+main()

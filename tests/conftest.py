@@ -1,0 +1,65 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gra_stream.config import config_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_SEEDS = Path(os.environ.get("GRA_SHARED_SEEDS", ROOT.parent / "shared" / "seeds"))
+SAMPLE = ROOT / "data" / "sample"
+FAKE_POOL = [{"name": f"fake-{c}", "backend": "fake"} for c in "abcde"]
+
+
+def shared_seed(name: str) -> Path:
+    path = SHARED_SEEDS / name
+    if not path.exists():
+        pytest.skip(f"shared seed corpus {path} is not present")
+    return path
+
+
+def fake_config(**overrides):
+    return config_from_dict({"models": FAKE_POOL, **overrides}, source="<test>")
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def fake_config_file(tmp_path: Path, extra: str = "", latency_s: float = 0.0) -> Path:
+    models = "".join(f'[[models]]\nname = "{m["name"]}"\nbackend = "fake"\nlatency_s = {latency_s}\n' for m in FAKE_POOL)
+    return write_toml(tmp_path / "fake.toml", extra + "\n" + models)
+
+
+def gra(*args, check=True, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess."""
+    cmd = [sys.executable, "-m", "gra_stream", *map(str, args)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stderr[-2000:]}")
+    return result
+
+
+def sql_rows(run_dir: Path, query: str) -> list[dict]:
+    return json.loads(gra("sql", run_dir, query, "--format", "json").stdout)
+
+
+def head_jsonl(src: Path, dst: Path, n: int) -> Path:
+    with open(src, encoding="utf-8") as f, open(dst, "w", encoding="utf-8") as out:
+        for i, line in enumerate(f):
+            if i >= n:
+                break
+            out.write(line)
+    return dst
+
+
+@pytest.fixture
+def sample_dir(tmp_path):
+    dst = tmp_path / "sample"
+    shutil.copytree(SAMPLE, dst)
+    return dst

@@ -1,0 +1,38 @@
+"""Consistency checks over a finished run directory, shared by the fake-backend and real-model tests."""
+from gra_stream.store import Store
+
+KEYED_TABLES = ["seeds", "profiles", "generations", "gates", "reviews", "verdicts", "adjudications", "samples"]
+
+ORPHANS = {
+    "profile without seed": "SELECT id FROM profiles ANTI JOIN seeds USING (id)",
+    "generation without profiled seed": "SELECT g.id FROM generations g ANTI JOIN (SELECT id FROM profiles WHERE status = 'ok') p ON p.id = g.seed_id",
+    "gate without generation": "SELECT id FROM gates ANTI JOIN generations USING (id)",
+    "review without passed gate": "SELECT r.id FROM reviews r ANTI JOIN (SELECT id FROM gates WHERE passed) g ON g.id = r.generation_id",
+    "verdict without reviews": "SELECT v.id FROM verdicts v ANTI JOIN reviews r ON r.generation_id = v.id",
+    "adjudication without disputed verdict": "SELECT a.id FROM adjudications a ANTI JOIN (SELECT id FROM verdicts WHERE decision = 'adjudicate') v ON v.id = a.id",
+    "sample not kept by a decision": """SELECT s.id FROM samples s ANTI JOIN (
+        SELECT id FROM verdicts WHERE decision = 'accept'
+        UNION ALL SELECT id FROM adjudications WHERE keep) k ON k.id = s.id""",
+    "sample with a rejection": "SELECT s.id FROM samples s JOIN rejections r ON r.id = s.id",
+    # A finished run leaves nothing pending between stages:
+    "ok generation never gated": "SELECT g.id FROM generations g ANTI JOIN gates x ON x.id = g.id WHERE g.status = 'ok'",
+    "passed gate never reviewed": "SELECT g.id FROM gates g ANTI JOIN reviews r ON r.generation_id = g.id WHERE g.passed",
+    "reviewed sample never decided": "SELECT DISTINCT generation_id FROM reviews ANTI JOIN verdicts v ON v.id = reviews.generation_id",
+    "dispute never adjudicated": "SELECT v.id FROM verdicts v ANTI JOIN adjudications a ON a.id = v.id WHERE v.decision = 'adjudicate'",
+    "accepted never sampled": "SELECT v.id FROM verdicts v ANTI JOIN samples s ON s.id = v.id WHERE v.decision = 'accept'",
+}
+
+
+def check_run(run_dir, *, reviewers: int = 3) -> dict:
+    con = Store(run_dir).connect()
+    q = lambda sql: con.sql(sql).fetchall()  # noqa: E731
+    for table in KEYED_TABLES:
+        dupes = q(f"SELECT id, count(*) FROM {table} GROUP BY id HAVING count(*) > 1 LIMIT 3")
+        assert not dupes, f"duplicate ids in {table}: {dupes}"
+    for name, sql in ORPHANS.items():
+        rows = q(sql + " LIMIT 3")
+        assert not rows, f"{name}: {rows}"
+    wrong = q(f"SELECT generation_id, count(*) FROM reviews GROUP BY 1 HAVING count(*) <> {reviewers} LIMIT 3")
+    assert not wrong, f"generations without exactly {reviewers} reviews: {wrong}"
+    assert not q("SELECT * FROM rejections WHERE stage IS NULL OR reason IS NULL OR reason = '' LIMIT 1")
+    return {t: q(f"SELECT count(*) FROM {t}")[0][0] for t in KEYED_TABLES + ["rejections", "quarantine"]}

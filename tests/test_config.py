@@ -1,0 +1,45 @@
+import pytest
+
+from gra_stream.config import DEFAULT_CONFIG, load_config
+from gra_stream.errors import UserError
+from tests.conftest import write_toml
+
+
+def test_default_config_loads_with_paper_values():
+    c = load_config(None)
+    assert c.source == str(DEFAULT_CONFIG)
+    assert (c.committee.reviewers, c.committee.tau, c.committee.delta) == (3, 8.0, 1.5)
+    assert [m.path for m in c.models] == ["embedded:smollm2"]
+
+
+def test_backend_override_applies_to_every_model():
+    assert {m.backend for m in load_config(None, backend="fake").models} == {"fake"}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("batch_sise = 3", "unknown key 'batch_sise'"),
+    ("batch_size = 'big'", "batch_size = 'big' must be of type int"),
+    ("batch_size = 0", "batch_size = 0 must be at least 1"),
+    ("[committee]\ntau = 11.0", "committee.tau = 11.0 must be between 0 and 10"),
+    ("[committee]\nreviewrs = 3", "unknown key committee.reviewrs"),
+    ("[committee]\nreviewers = 2\nmin_reviews = 3", "committee.min_reviews = 3"),
+    ("[dedup]\nbands = 7", "dedup.bands = 7 must divide dedup.num_perm = 128"),
+    ("[[models]]\nname = 'm'\nbackend = 'gpt'", "models.backend = 'gpt'"),
+    ("[[models]]\nname = 'm'\npath = '/no/such/model'", "models.path = '/no/such/model'"),
+    ("[[models]]\nname = 'm'\n[[models]]\nname = 'm'", "two [[models]] share the name 'm'"),
+    ("this is = not toml =", "not valid TOML"),
+])
+def test_bad_configs_name_the_file_key_and_fix(tmp_path, text, message):
+    path = write_toml(tmp_path / "bad.toml", text)
+    with pytest.raises(UserError) as e:
+        load_config(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_int_is_accepted_where_a_float_is_expected(tmp_path):
+    assert load_config(write_toml(tmp_path / "c.toml", "[committee]\ntau = 7")).committee.tau == 7.0

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from gra_stream.config import Fields
+from gra_stream.errors import UserError
+from gra_stream.fields import MAX_FIELD_CHARS, extract, resolve_mapping
+from tests.conftest import shared_seed
+
+
+def first_record(name):
+    with open(shared_seed(name), encoding="utf-8") as f:
+        return json.loads(f.readline())
+
+
+@pytest.mark.parametrize("corpus,expected", [
+    ("alpaca_52k_en_zh.jsonl", ("en_instruction", "en_input", "en_output")),
+    ("gsm8k_train.jsonl", ("question", "", "answer")),
+    ("code_alpaca_2k.jsonl", ("instruction", "input", "output")),
+    ("self_instruct_seed_tasks.jsonl", ("instruction", "instances.0.input", "instances.0.output")),
+    ("humaneval.jsonl", ("prompt", "", "canonical_solution")),
+])
+def test_real_corpora_map_by_default(corpus, expected, tmp_path):
+    record = first_record(corpus)
+    mapping = resolve_mapping(record, Fields(), tmp_path / corpus)
+    assert (mapping.instruction, mapping.input, mapping.response) == expected
+    texts, reason = extract(record, mapping)
+    assert reason == "" and texts[0] and texts[2]
+
+
+def test_alpaca_takes_the_english_fields():
+    record = first_record("alpaca_52k_en_zh.jsonl")
+    texts, _ = extract(record, resolve_mapping(record, Fields(), None))
+    assert texts[0] == record["en_instruction"].strip() and texts[2] == record["en_output"].strip()
+
+
+def test_unmappable_file_error_names_its_fields(tmp_path):
+    with pytest.raises(UserError) as e:
+        resolve_mapping({"foo": "a", "bar": "b"}, Fields(), tmp_path / "x.jsonl")
+    assert "x.jsonl" in str(e.value) and "bar, foo" in str(e.value) and "[fields]" in str(e.value)
+
+
+def test_config_fields_win_and_may_be_nested():
+    record = {"q": {"text": "What is 2+2?"}, "a": "4", "instruction": "ignored"}
+    mapping = resolve_mapping(record, Fields(instruction="q.text", response="a"), None)
+    assert extract(record, mapping)[0] == ("What is 2+2?", "", "4")
+
+
+@pytest.mark.parametrize("record,reason", [
+    ({"instruction": None, "output": "x"}, "missing instruction"),
+    ({"output": "x"}, "missing instruction"),
+    ({"instruction": "  ", "output": "x"}, "empty instruction"),
+    ({"instruction": ["a"], "output": "x"}, "is list"),
+    ({"instruction": {"a": 1}, "output": "x"}, "is dict"),
+    ({"instruction": True, "output": "x"}, "is bool"),
+    ({"instruction": "a" * (MAX_FIELD_CHARS + 1), "output": "x"}, "characters (limit"),
+    ({"instruction": "ok", "output": ""}, "empty response"),
+])
+def test_unusable_rows_get_a_reason(record, reason):
+    mapping = resolve_mapping({"instruction": "", "output": ""}, Fields(), None)
+    texts, why = extract(record, mapping)
+    assert texts is None and reason in why
+
+
+def test_numbers_become_text():
+    mapping = resolve_mapping({"question": "", "answer": ""}, Fields(), None)
+    assert extract({"question": "2+2?", "answer": 4}, mapping)[0] == ("2+2?", "", "4")

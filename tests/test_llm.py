@@ -1,0 +1,73 @@
+import json
+
+from gra_stream.backends import ChatRequest, Completion, ModelPool
+from gra_stream.llm import Call, ask, parse_reply, render, schema_error
+from gra_stream.reply_schemas import REVIEW
+from tests.conftest import fake_config
+
+
+class Scripted:
+    """A backend that plays queued replies and keeps every request it was sent."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.history: list[ChatRequest] = []
+
+    def complete(self, requests):
+        self.history.extend(requests)
+        return [Completion(self.replies.pop(0), 10, 5, "stop") for _ in requests]
+
+    def close(self):
+        pass
+
+
+GOOD = {"reasonable": True, "complete": True, "clear": False, "correctness": 7, "clarity": 8, "completeness": 9,
+        "relevance": 10, "coherence": 6, "ethics": 10, "strengths": "short", "weaknesses": "none"}
+
+
+def pool_with(backend):
+    pool = ModelPool(fake_config())
+    pool._backends["fake-a"] = backend
+    return pool
+
+
+def call(seed=1):
+    return Call("fake-a", "sys", "review this", REVIEW, 100, seed)
+
+
+def test_render_fills_slots_once_so_text_is_never_template():
+    text = render("A={{a}} B={{b}}", {"a": "{{b}}", "b": "$x {0} %s"})
+    assert text == "A={{b}} B=$x {0} %s"
+
+
+def test_schema_errors_are_specific():
+    assert schema_error({**GOOD, "clarity": 11}, REVIEW) == "reply.clarity = 11 is out of range"
+    assert schema_error({**GOOD, "clear": "yes"}, REVIEW) == "reply.clear = 'yes' is not true/false"
+    assert "lacks 'ethics'" in schema_error({k: v for k, v in GOOD.items() if k != "ethics"}, REVIEW)
+    assert schema_error(GOOD, REVIEW) == ""
+    assert parse_reply("```json\n" + json.dumps(GOOD) + "\n```", REVIEW)[0] == GOOD
+
+
+def test_a_bad_reply_is_reasked_with_the_error_then_kept():
+    backend = Scripted(["not json", json.dumps(GOOD)])
+    [reply] = ask(pool_with(backend), [call()], max_reasks=1)
+    assert reply.ok and reply.data == GOOD and reply.attempts == 2
+    assert reply.prompt_tokens == 20 and reply.completion_tokens == 10
+    second = backend.history[1]
+    assert "not valid JSON" in second.messages[-1]["content"] and second.messages[-2]["content"] == "not json"
+    assert second.seed == backend.history[0].seed + 1
+
+
+def test_a_reply_that_never_parses_is_quarantined_with_raw_text():
+    backend = Scripted(["nope", json.dumps({**GOOD, "ethics": -1})])
+    [reply] = ask(pool_with(backend), [call()], max_reasks=1)
+    assert not reply.ok and reply.raw == json.dumps({**GOOD, "ethics": -1}) and "out of range" in reply.error
+    assert reply.call_columns("fake-a")["status"] == "quarantined"
+
+
+def test_replies_come_back_in_call_order_across_models():
+    pool = ModelPool(fake_config())
+    calls = [Call(m, "s", f"q{i}", REVIEW, 200, i) for i, m in enumerate(["fake-b", "fake-a", "fake-b", "fake-c"])]
+    replies = ask(pool, calls, max_reasks=2)
+    again = [ask(pool, [c], max_reasks=2)[0] for c in calls]
+    assert [r.raw for r in replies] == [r.raw for r in again]

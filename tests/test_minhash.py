@@ -1,0 +1,37 @@
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+from gra_stream.minhash import band_keys, estimated_jaccard, shingles, signatures
+
+TEXTS = ["Write a haiku about autumn leaves falling in the park.",
+         "Write a haiku about autumn leaves falling in the garden.",
+         "Explain how a hash join works in a database engine.",
+         "", "two words"]
+
+
+def test_signatures_equal_datasketch_legacy_minhash():
+    sigs = signatures(TEXTS, num_perm=128, shingle_words=3)
+    for text, sig in zip(TEXTS, sigs):
+        reference = MinHash(num_perm=128, scheme="legacy")
+        reference.update_batch(shingles(text, 3))
+        assert np.array_equal(reference.hashvalues.astype(np.uint32), sig)
+
+
+def test_near_duplicates_share_a_band_and_others_do_not():
+    sigs = signatures(TEXTS[:3], num_perm=128, shingle_words=2)
+    keys = band_keys(sigs, 32)
+    assert set(keys[0]) & set(keys[1])
+    assert not set(keys[0]) & set(keys[2])
+    assert estimated_jaccard(sigs[0], sigs[1]) > estimated_jaccard(sigs[0], sigs[2])
+
+
+def test_band_keys_agree_with_datasketch_lsh_candidates():
+    texts = [f"Tell me a fact about item number {i} and its history" for i in range(20)] + TEXTS
+    sigs = signatures(texts, num_perm=64, shingle_words=2)
+    keys = band_keys(sigs, 16)
+    lsh = MinHashLSH(num_perm=64, params=(16, 4))
+    for i, sig in enumerate(sigs):
+        lsh.insert(str(i), MinHash(num_perm=64, hashvalues=sig, scheme="legacy"))
+    for i, sig in enumerate(sigs):
+        ours = {str(j) for j in range(len(texts)) if set(keys[i]) & set(keys[j])}
+        assert ours == set(lsh.query(MinHash(num_perm=64, hashvalues=sig, scheme="legacy")))

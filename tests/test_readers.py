@@ -1,0 +1,118 @@
+import csv
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from gra_stream.errors import UserError
+from gra_stream.readers import get_path, iter_rows
+
+RECORDS = [{"instruction": "Add 2 and 3.", "output": "5"}, {"instruction": "Name a colour.", "output": "Blue"}]
+
+
+def jsonl_bytes(records) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+@pytest.mark.parametrize("name,writer", [
+    ("s.jsonl", lambda p: p.write_bytes(jsonl_bytes(RECORDS))),
+    ("s.jsonl.gz", lambda p: p.write_bytes(gzip.compress(jsonl_bytes(RECORDS)))),
+    ("s.jsonl.zst", lambda p: p.write_bytes(zstandard.ZstdCompressor().compress(jsonl_bytes(RECORDS)))),
+    ("s.json", lambda p: p.write_text(json.dumps(RECORDS))),
+    ("s.parquet", lambda p: pq.write_table(pa.Table.from_pylist(RECORDS), p)),
+])
+def test_every_format_yields_the_same_records(tmp_path, name, writer):
+    path = tmp_path / name
+    writer(path)
+    rows = list(iter_rows(path))
+    assert [r.record for r in rows] == RECORDS
+    assert [r.line for r in rows] == [1, 2]
+
+
+def test_csv_with_embedded_newlines_and_bom(tmp_path):
+    path = tmp_path / "s.csv"
+    with open(path, "w", encoding="utf-8-sig", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["instruction", "output"])
+        w.writerow(["Write two lines.", "line one\nline two"])
+        w.writerow(["Say hi.", "hi"])
+    rows = list(iter_rows(path))
+    assert rows[0].record == {"instruction": "Write two lines.", "output": "line one\nline two"}
+    assert [r.line for r in rows] == [1, 2]
+
+
+def test_bad_jsonl_lines_are_reported_and_good_ones_kept(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(RECORDS[0]).encode() + b"\n"
+                     b"{not json\n"
+                     b"\n"
+                     b"[1, 2]\n"
+                     b'{"instruction": "caf\xe9"}\n'
+                     + json.dumps(RECORDS[1]).encode() + b"\n")
+    rows = list(iter_rows(path))
+    assert [r.record for r in rows if r.record] == RECORDS
+    errors = {r.line: r.error for r in rows if r.error}
+    assert set(errors) == {2, 4, 5}
+    assert "malformed JSON" in errors[2] and "expected a JSON object" in errors[4] and "invalid UTF-8" in errors[5]
+
+
+def test_truncated_gzip_keeps_the_lines_before_the_cut(tmp_path):
+    data = gzip.compress(jsonl_bytes(RECORDS * 200))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    rows = list(iter_rows(path))
+    assert rows[-1].error.startswith("file truncated or corrupt")
+    assert all(r.record in RECORDS for r in rows[:-1]) and len(rows) > 1
+
+
+def test_deeply_nested_json_is_a_bad_row_not_a_crash(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n" + json.dumps(RECORDS[0]) + "\n")
+    rows = list(iter_rows(path))
+    assert rows[0].error and rows[1].record == RECORDS[0]
+
+
+def test_unknown_extension_is_a_user_error(tmp_path):
+    path = tmp_path / "seeds.txt"
+    path.write_text("hello")
+    with pytest.raises(UserError, match="unknown seed file type"):
+        list(iter_rows(path))
+
+
+def test_get_path_follows_dicts_and_lists():
+    record = {"instances": [{"input": "", "output": "yes"}], "a": {"b": 1}}
+    assert get_path(record, "instances.0.output") == "yes"
+    assert get_path(record, "a.b") == 1
+    assert get_path(record, "instances.3.output") is None
+    assert get_path(record, "a.b.c") is None
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=40), st.dictionaries(st.text(max_size=8), st.text(max_size=20), max_size=3)
+                          .map(lambda d: json.dumps(d).encode())), max_size=20))
+def test_fuzzed_jsonl_never_crashes_and_accounts_for_every_line(tmp_path, lines):
+    path = tmp_path / "fuzz.jsonl"
+    lines = [l.replace(b"\n", b" ").replace(b"\r", b" ") for l in lines]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rows = list(iter_rows(path))
+    nonblank = [i + 1 for i, l in enumerate(lines) if l.strip()]
+    if lines and lines[0].lstrip(b"\xef\xbb\xbf \t").startswith(b"["):
+        return  # may be read as a JSON array
+    assert [r.line for r in rows] == nonblank
+    assert all((r.record is None) == bool(r.error) for r in rows)
+
+
+def test_a_single_line_json_array_in_a_jsonl_file(tmp_path):
+    path = tmp_path / "array.jsonl"
+    path.write_text(json.dumps(RECORDS))
+    assert [r.record for r in iter_rows(path)] == RECORDS
+
+
+def test_a_multi_line_json_array(tmp_path):
+    path = tmp_path / "array.json"
+    path.write_text(json.dumps(RECORDS, indent=2))
+    assert [r.record for r in iter_rows(path)] == RECORDS

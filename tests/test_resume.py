@@ -1,0 +1,124 @@
+"""Crash safety with real processes: SIGKILL at many points, SIGTERM, SQL while writing, the run lock."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import fake_config_file, gra, shared_seed, sql_rows
+from tests.invariants import check_run
+
+SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
+FINAL_TABLES = {
+    "samples": "SELECT id FROM samples ORDER BY id",
+    "rejections": "SELECT id, stage, reason FROM rejections ORDER BY id, stage",
+    "verdicts": "SELECT id, decision, mean FROM verdicts ORDER BY id",
+    "reviews": "SELECT id, mean, status FROM reviews ORDER BY id",
+}
+
+
+def start(seeds, run_dir, config):
+    return subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
+                             "--config", str(config), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def segments(run_dir, table):
+    folder = run_dir / table
+    return len([p for p in folder.glob("*.parquet") if p.name != "_empty.parquet"]) if folder.exists() else 0
+
+
+def wait_for(proc, condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.005)
+    raise AssertionError("timed out waiting for the run")
+
+
+def final_state(run_dir):
+    return {name: sql_rows(run_dir, q) for name, q in FINAL_TABLES.items()}
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    return shared_seed("self_instruct_seed_tasks.jsonl")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, seeds):
+    tmp = tmp_path_factory.mktemp("reference")
+    config = fake_config_file(tmp, SLOW)
+    gra("run", seeds, "--run-dir", tmp / "run", "--config", config, "--quiet")
+    return final_state(tmp / "run")
+
+
+KILL_POINTS = [("seeds", 1), ("profiles", 1), ("profiles", 9), ("generations", 2), ("generations", 14),
+               ("gates", 1), ("reviews", 1), ("reviews", 6), ("verdicts", 3), ("adjudications", 1), ("samples", 1)]
+
+
+def test_sigkill_at_many_points_then_resume_equals_an_uninterrupted_run(tmp_path, seeds, reference):
+    config = fake_config_file(tmp_path, SLOW, latency_s=0.01)
+    run_dir = tmp_path / "run"
+    kills = 0
+    for table, target in KILL_POINTS:
+        proc = start(seeds, run_dir, config)
+        reached = wait_for(proc, lambda: segments(run_dir, table) >= target)
+        if reached and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate()
+    assert kills >= len(KILL_POINTS) - 2, f"only {kills} kills landed mid-run"
+    gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet")
+    assert final_state(run_dir) == reference
+    check_run(run_dir)
+
+
+def test_sigterm_stops_at_a_batch_boundary_and_says_how_to_resume(tmp_path, seeds, reference):
+    config = fake_config_file(tmp_path, SLOW, latency_s=0.02)
+    run_dir = tmp_path / "run"
+    proc = start(seeds, run_dir, config)
+    wait_for(proc, lambda: segments(run_dir, "generations") >= 2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again to resume" in err and "Traceback" not in err
+    assert sql_rows(run_dir, "SELECT outcome FROM runs WHERE outcome <> 'running'") == [{"outcome": "interrupted"}]
+    gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet")
+    assert final_state(run_dir) == reference
+
+
+def test_sql_and_status_work_while_a_run_writes_and_a_second_run_is_refused(tmp_path, seeds):
+    config = fake_config_file(tmp_path, SLOW, latency_s=0.02)
+    run_dir = tmp_path / "run"
+    proc = start(seeds, run_dir, config)
+    try:
+        wait_for(proc, lambda: segments(run_dir, "profiles") >= 1)
+        counts = []
+        while proc.poll() is None and len(counts) < 15:
+            counts.append(sql_rows(run_dir, "SELECT count(*) AS n FROM profiles")[0]["n"])
+            gra("status", run_dir, "--json")
+        assert counts == sorted(counts) and counts[-1] > counts[0] > 0, counts
+        second = gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet", check=False)
+        if proc.poll() is None:
+            assert second.returncode != 0 and "in use by another gra-stream run" in second.stderr
+            assert "Traceback" not in second.stderr
+    finally:
+        proc.communicate(timeout=300)
+    assert proc.returncode == 0
+
+
+def test_a_crashed_run_does_not_leave_the_lock_stuck(tmp_path, seeds, reference):
+    config = fake_config_file(tmp_path, SLOW, latency_s=0.02)
+    run_dir = tmp_path / "run"
+    proc = start(seeds, run_dir, config)
+    wait_for(proc, lambda: segments(run_dir, "profiles") >= 1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert (run_dir / ".lock").exists()
+    gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet")
+    assert final_state(run_dir) == reference
