@@ -37,6 +37,7 @@ class ModelSpec:
     path: str = "embedded:smollm2"
     temperature: float = 0.7
     top_p: float = 0.95
+    repetition_penalty: float = 1.0
     latency_s: float = 0.0         # fake backend only: seconds each batch of calls takes (for tests and demos)
 
 
@@ -202,6 +203,8 @@ def validate(c: Config) -> None:
     for m in c.models:
         if m.backend not in ("vllm", "fake"):
             raise UserError(f"{s}: models.backend = {m.backend!r} (model {m.name!r}) must be vllm or fake")
+        if not 1.0 <= m.repetition_penalty <= 2.0:
+            raise UserError(f"{s}: models.repetition_penalty = {m.repetition_penalty} (model {m.name!r}) must be between 1 and 2")
         if not 0.0 <= m.temperature <= 2.0:
             raise UserError(f"{s}: models.temperature = {m.temperature} (model {m.name!r}) must be between 0 and 2")
         if m.backend == "vllm" and not m.path.startswith("embedded:") and "/" in m.path and m.path.startswith(("/", ".")) \

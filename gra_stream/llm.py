@@ -142,7 +142,7 @@ def ask(pool: ModelPool, calls: list[Call], *, max_reasks: int) -> list[Reply]:
                     messages += [{"role": "assistant", "content": clip(replies[i].raw, 2000)},
                                  {"role": "user", "content": REASK.format(error=replies[i].error)}]
                 requests.append(ChatRequest(tuple(messages), c.schema, c.max_tokens, spec.temperature,
-                                            spec.top_p, c.seed + attempt))
+                                            spec.top_p, c.seed + attempt, spec.repetition_penalty))
             for i, done in zip(indices, pool.backend(model).complete(requests)):
                 r = replies[i]
                 r.attempts += 1

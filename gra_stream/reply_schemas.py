@@ -26,5 +26,6 @@ REVIEW = {"type": "object",
 ADJUDICATE = {"type": "object", "properties": {**_SCORES, "comment": _text(200)},
               "required": [*SCORE_DIMS, "comment"], "additionalProperties": False}
 
-# Generous token budgets for the schemas above (about 4 characters a token, plus JSON punctuation).
-MAX_TOKENS = {"profile": 160, "generate": 600, "review": 260, "adjudicate": 200}
+# Token budgets for the schemas above: the JSON structure plus the free-text maxLengths at two
+# characters a token (small models degenerate into one-character tokens: "1.1.1.1...").
+MAX_TOKENS = {"profile": 240, "generate": 1000, "review": 400, "adjudicate": 260}

@@ -24,6 +24,9 @@ from gra_stream.stages import Context, Stage, all_stages
 from gra_stream.store import RunLock, Store
 
 
+DUCKDB_MEMORY = "1GB"  # per connection; pending-work sorts beyond it spill to disk
+
+
 class Interrupted(Exception):
     """SIGTERM or Ctrl-C: the run stopped at a batch boundary."""
 
@@ -111,9 +114,9 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
                                  f"{stats.duplicates} duplicates, {stats.bad_rows} bad rows")
             if bar.done:
                 bar.close()
-            con = store.connect()
+            con = store.connect(memory_limit=DUCKDB_MEMORY)
             preflight(stages, con, config)
-            ctx = Context(config, pool, store.connect(), filters)
+            ctx = Context(config, pool, store.connect(memory_limit=DUCKDB_MEMORY), filters)
             for stage in stages:
                 summary.rows_by_stage[stage.name] = _run_stage(stage, store, con, ctx, progress, stop, summary)
             outcome = "finished"

@@ -81,11 +81,17 @@ class Store:
     def read(self, table: str) -> pl.DataFrame:
         return self.scan(table).collect()
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB with one view per table (and the derived views of sql/views.sql)."""
+    def connect(self, *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with one view per table (and the derived views of sql/views.sql).
+
+        With `memory_limit`, large sorts and joins spill to DIR/.tmp instead of growing the process."""
         from gra_stream.views import define_views
 
         con = duckdb.connect(":memory:")
+        if memory_limit:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            con.execute("SET temp_directory = $dir", {"dir": str(self.root / ".tmp")})
+            con.execute("SET preserve_insertion_order = false")
         define_views(con, self)
         return con
 

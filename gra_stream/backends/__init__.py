@@ -18,6 +18,7 @@ class ChatRequest:
     temperature: float
     top_p: float
     seed: int
+    repetition_penalty: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def prepare_environment(settings: Vllm) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
 class VllmBackend:
@@ -68,7 +68,7 @@ class VllmBackend:
             structured = (StructuredOutputsParams(json=r.schema, disable_any_whitespace=True)
                           if r.schema is not None else None)
             params.append(SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                                         seed=r.seed, structured_outputs=structured))
+                                         seed=r.seed, repetition_penalty=r.repetition_penalty, structured_outputs=structured))
         started = time.perf_counter()
         outputs = self.llm.chat([list(r.messages) for r in requests], sampling_params=params, use_tqdm=False)
         per_request = (time.perf_counter() - started) / max(1, len(requests))

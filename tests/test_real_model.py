@@ -1,0 +1,60 @@
+"""End to end on the embedded model (SmolLM2-135M-Instruct) with a real in-process vLLM engine.
+
+A 135M model's verdicts are close to random: these tests check shapes and consistency, not quality.
+"""
+import json
+
+import pytest
+
+from tests.conftest import SAMPLE, gra, head_jsonl, sql_rows
+from tests.invariants import check_run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("real")
+    seeds = [head_jsonl(SAMPLE / name, tmp / name, 2) for name in ("gsm8k.jsonl", "code_alpaca.jsonl", "self_instruct.jsonl")]
+    run_dir = tmp / "run"
+    result = gra("run", *seeds, "--run-dir", run_dir, "--config", "configs/default.toml", timeout=1800)
+    return run_dir, seeds, result
+
+
+def test_real_run_fills_every_table_consistently(real_run):
+    run_dir, _, _ = real_run
+    counts = check_run(run_dir, reviewers=3)
+    assert counts["seeds"] == 6
+    assert counts["profiles"] == 6 and counts["generations"] >= 1
+    profiles = sql_rows(run_dir, "SELECT domain, keywords, summary, model, status FROM profiles WHERE status = 'ok'")
+    assert profiles, "no profile parsed"
+    for p in profiles:
+        assert p["domain"] in {"coding", "math", "question answering", "reasoning", "role-play", "language", "creative writing"}
+        assert len(p["keywords"]) == 3 and p["summary"] and p["model"] == "smollm2"
+
+
+def test_real_reviews_are_well_formed_and_verdicts_follow_them(real_run):
+    run_dir, _, _ = real_run
+    reviews = sql_rows(run_dir, "SELECT * FROM reviews WHERE status = 'ok'")
+    for r in reviews:
+        scores = [r[d] for d in ("correctness", "clarity", "completeness", "relevance", "coherence", "ethics")]
+        assert all(0 <= s <= 10 for s in scores) and r["mean"] == pytest.approx(sum(scores) / 6)
+        assert isinstance(r["reasonable"], bool) and r["prompt_tokens"] > 0 and r["completion_tokens"] > 0
+    verdicts = sql_rows(run_dir, "SELECT * FROM verdicts")
+    assert {v["decision"] for v in verdicts} <= {"accept", "reject", "adjudicate"}
+    assert len(verdicts) == len(sql_rows(run_dir, "SELECT DISTINCT generation_id FROM reviews"))
+
+
+def test_real_calls_are_accounted(real_run):
+    run_dir, _, _ = real_run
+    status = json.loads(gra("status", run_dir, "--json").stdout)
+    roles = {c["role"]: c for c in status["calls"]}
+    assert {"profile", "generator"} <= set(roles)
+    assert roles["profile"]["calls"] == 6 and roles["profile"]["completion_tokens"] > 0
+    assert roles["profile"]["tokens_per_s"] > 0
+
+
+def test_rerun_with_the_real_model_does_no_work(real_run):
+    run_dir, seeds, _ = real_run
+    result = gra("run", *seeds, "--run-dir", run_dir, "--config", "configs/default.toml")
+    assert "nothing to do" in result.stderr
