@@ -96,6 +96,15 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+    try:
+        return _run_locked(seed_files, run_dir, config, progress, filters, stages)
+    except OSError as e:
+        where = e.filename or run_dir
+        raise UserError(f"cannot write the run: {e.strerror or e} ({where}); fix that and run the same command "
+                        f"again to resume") from None
+
+
+def _run_locked(seed_files, run_dir, config, progress, filters, stages) -> RunSummary:
     store = Store(run_dir)
     summary = RunSummary()
     with RunLock(run_dir), _StopFlag() as stop:
@@ -125,7 +134,10 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
             raise
         finally:
             pool.close()
-            _record_run(store, run_id, started, t0, outcome, config, seed_files)
+            try:
+                _record_run(store, run_id, started, t0, outcome, config, seed_files)
+            except OSError:
+                pass  # the run log is informative only; the error that stopped the run is the one to show
     return summary
 
 

@@ -58,11 +58,15 @@ class Store:
 
     def _write(self, path: Path, data: pa.Table) -> Path:
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            pq.write_table(data, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                pq.write_table(data, f, compression="zstd")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written segment is never left behind, even on a full disk
+            raise
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
