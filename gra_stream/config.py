@@ -61,6 +61,7 @@ class Committee:
     tau: float = 8.0
     delta: float = 1.5
     min_reviews: int = 2           # fewer parsed reviews than this: the sample is rejected (insufficient_reviews)
+    short_circuit: bool = True     # skip review calls whose verdict is already certain (same decisions)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ FUNNEL_SQL = {
     "profiled": "SELECT count(*) FROM profiles WHERE status = 'ok'",
     "generations": "SELECT count(*) FROM generations WHERE status = 'ok'",
     "passed_gates": "SELECT count(*) FROM gates WHERE passed",
-    "reviews": "SELECT count(*) FROM reviews",
+    "reviews": "SELECT count(*) FROM reviews WHERE status <> 'skipped'",
+    "review_calls_saved": "SELECT count(*) FROM reviews WHERE status = 'skipped'",
     "reviewed": "SELECT count(DISTINCT generation_id) FROM reviews",
     "verdicts": "SELECT count(*) FROM verdicts",
     "accepted": "SELECT count(*) FROM verdicts WHERE decision = 'accept'",
@@ -43,7 +44,8 @@ def format_status(status: dict) -> str:
              f" {status['runs']['elapsed_s']:.1f} s in all)", "", "funnel"]
     for label, key in [("seeds", "seeds"), ("bad seed rows", "ingest_errors"), ("profiled", "profiled"),
                        ("generated", "generations"), ("passed gates", "passed_gates"), ("reviewed", "reviewed"),
-                       ("reviews", "reviews"), ("decided", "verdicts"), ("accepted by committee", "accepted"),
+                       ("review calls", "reviews"),
+                       ("review calls saved", "review_calls_saved"), ("decided", "verdicts"), ("accepted by committee", "accepted"),
                        ("adjudicated", "adjudicated"), ("kept by adjudicator", "adjudicator_kept"),
                        ("samples (kept)", "samples"), ("quarantined", "quarantined")]:
         lines.append(f"  {label:<24}{f[key]:>10}")

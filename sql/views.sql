@@ -32,5 +32,5 @@ UNION ALL SELECT id, 'ingest', NULL, reason, raw, 0 FROM ingest_errors;
 CREATE OR REPLACE VIEW calls AS
 SELECT id, 'profile' AS role, model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM profiles
 UNION ALL SELECT id, 'generator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM generations
-UNION ALL SELECT id, 'reviewer', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM reviews
+UNION ALL SELECT id, 'reviewer', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM reviews WHERE status <> 'skipped'
 UNION ALL SELECT id, 'adjudicator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM adjudications;

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from hypothesis import given, strategies as st
 
 from gra_stream.config import Fields
 from gra_stream.errors import UserError
@@ -65,3 +66,26 @@ def test_unusable_rows_get_a_reason(record, reason):
 def test_numbers_become_text():
     mapping = resolve_mapping({"question": "", "answer": ""}, Fields(), None)
     assert extract({"question": "2+2?", "answer": 4}, mapping)[0] == ("2+2?", "", "4")
+
+
+_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                       max_leaves=8)
+_keys = st.sampled_from(["instruction", "en_instruction", "input", "output", "question", "answer", "text", "code",
+                         "instances", "prompt", "misc", ""]) | st.text(max_size=8)
+
+
+@given(st.lists(st.dictionaries(_keys, _values, max_size=6), min_size=1, max_size=5))
+def test_fuzzed_records_map_or_fail_cleanly(records):
+    try:
+        mapping = resolve_mapping(records[0], Fields(), None)
+    except UserError as e:
+        assert "cannot find the" in str(e)
+        return
+    for record in records:
+        texts, reason = extract(record, mapping)
+        if texts is None:
+            assert reason
+        else:
+            instruction, input_, response = texts
+            assert isinstance(input_, str) and instruction.strip() and response.strip() and not reason
