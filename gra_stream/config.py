@@ -73,6 +73,16 @@ class Dedup:
 
 
 @dataclass(frozen=True)
+class Diversity:
+    """The paper's embedding filter: walk kept samples by descending committee mean and keep one only if
+    its highest cosine similarity to what is already kept (and to the seeds) is below the threshold."""
+    enabled: bool = True
+    model: str = "embedded:all-minilm-l6-v2"   # or "hashing": a bag-of-words vector, no model
+    threshold: float = 0.9
+    compare_seeds: bool = True
+
+
+@dataclass(frozen=True)
 class Filters:
     enabled: tuple[str, ...] = ("min_length", "max_length", "refusal", "overlap")
     params: dict[str, Any] = field(default_factory=dict)
@@ -85,12 +95,17 @@ class Config:
     batch_size: int = 64           # rows per committed batch of an LLM stage
     cpu_batch_size: int = 4096     # rows per committed batch of a CPU stage
     tasks_per_seed: int = 1
+    mode: str = "synthesis"        # synthesis | refinement | integrated (refined seeds + synthetic samples)
+    rounds: int = 1                # samples kept in round r anchor the tasks of round r + 1
+    tasks_per_round: int = 0       # at most this many synthesis tasks per round (0: one per anchor and tasks_per_seed)
     max_reasks: int = 1
+    prompts_dir: str = ""          # a folder of NAME.txt templates that replace the bundled ones
     fields: Fields = Fields()
     models: tuple[ModelSpec, ...] = (ModelSpec(name="smollm2"),)
     vllm: Vllm = Vllm()
     committee: Committee = Committee()
     dedup: Dedup = Dedup()
+    diversity: Diversity = Diversity()
     filters: Filters = Filters()
     source: str = "<defaults>"
 
@@ -103,7 +118,7 @@ class Config:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
 
 
-_SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup}
+_SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup, "diversity": Diversity}
 
 
 def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
@@ -165,13 +180,16 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", backend: str | None =
     for key, value in raw.items():
         if key not in top or key in _SECTIONS or key in ("filters", "models", "source"):
             raise UserError(f"{source}: unknown key {key!r}; known top-level keys: "
-                            f"run_seed, batch_size, cpu_batch_size, tasks_per_seed, max_reasks")
+                            f"run_seed, batch_size, cpu_batch_size, tasks_per_seed, mode, rounds, tasks_per_round, "
+                            f"max_reasks, prompts_dir")
         kwargs[key] = _check_type(source, key, value, top[key].type)
     config = Config(**kwargs)
     if backend:
         if backend not in ("fake", "vllm"):
             raise UserError(f"--backend {backend!r}: use fake or vllm")
         config = dataclasses.replace(config, models=tuple(dataclasses.replace(m, backend=backend) for m in config.models))
+        if backend == "fake":  # no model at all: the diversity filter uses the hashing embedder too
+            config = dataclasses.replace(config, diversity=dataclasses.replace(config.diversity, model="hashing"))
     validate(config)
     return config
 
@@ -182,6 +200,13 @@ def validate(c: Config) -> None:
         (c.batch_size >= 1, f"batch_size = {c.batch_size} must be at least 1"),
         (c.cpu_batch_size >= 1, f"cpu_batch_size = {c.cpu_batch_size} must be at least 1"),
         (1 <= c.tasks_per_seed <= 100, f"tasks_per_seed = {c.tasks_per_seed} must be between 1 and 100"),
+        (c.mode in ("synthesis", "refinement", "integrated"),
+         f"mode = {c.mode!r} must be synthesis, refinement or integrated"),
+        (1 <= c.rounds <= 100, f"rounds = {c.rounds} must be between 1 and 100"),
+        (c.tasks_per_round >= 0, f"tasks_per_round = {c.tasks_per_round} must be 0 (no cap) or more"),
+        (0.0 < c.diversity.threshold <= 1.0, f"diversity.threshold = {c.diversity.threshold} must be in (0, 1]"),
+        (c.diversity.model in ("embedded:all-minilm-l6-v2", "hashing"),
+         f"diversity.model = {c.diversity.model!r} must be \"embedded:all-minilm-l6-v2\" or \"hashing\""),
         (0 <= c.max_reasks <= 10, f"max_reasks = {c.max_reasks} must be between 0 and 10"),
         (c.committee.reviewers >= 1, f"committee.reviewers = {c.committee.reviewers} must be at least 1"),
         (1 <= c.committee.min_reviews <= c.committee.reviewers,
@@ -198,6 +223,9 @@ def validate(c: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(f"{s}: {message}")
+    from gra_stream.llm import check_prompts
+
+    check_prompts(c.prompts_dir, s)
     names = [m.name for m in c.models]
     if len(set(names)) != len(names):
         raise UserError(f"{s}: two [[models]] share the name {sorted(n for n in names if names.count(n) > 1)[0]!r}")

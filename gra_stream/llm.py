@@ -27,8 +27,44 @@ def render(template: str, values: dict[str, object]) -> str:
     return _SLOT.sub(fill, template)
 
 
-def load_prompt(name: str) -> str:
-    return (PROMPTS / f"{name}.txt").read_text(encoding="utf-8")
+# The slots each prompt is rendered with; a user's template may use any of them and no others.
+PROMPT_SLOTS = {
+    "system": set(),
+    "profile": {"instruction", "response"},
+    "generate": {"domain", "keywords_1", "summary_1", "keywords_2", "summary_2"},
+    "refine": {"domain", "instruction", "response"},
+    "review": {"instruction", "response"},
+    "adjudicate": {"instruction", "response", "reviews"},
+}
+
+
+def prompt_path(name: str, prompts_dir: str = "") -> Path:
+    """The user's NAME.txt in `prompts_dir` if there is one, else the bundled template."""
+    if prompts_dir and (Path(prompts_dir) / f"{name}.txt").exists():
+        return Path(prompts_dir) / f"{name}.txt"
+    return PROMPTS / f"{name}.txt"
+
+
+def load_prompt(name: str, prompts_dir: str = "") -> str:
+    return prompt_path(name, prompts_dir).read_text(encoding="utf-8")
+
+
+def check_prompts(prompts_dir: str, source: str) -> None:
+    """Every template reads and uses only its known slots: checked before any model loads."""
+    from gra_stream.errors import UserError
+
+    if prompts_dir and not Path(prompts_dir).is_dir():
+        raise UserError(f"{source}: prompts_dir = {prompts_dir!r} is not a folder")
+    for name, slots in PROMPT_SLOTS.items():
+        path = prompt_path(name, prompts_dir)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: cannot read the prompt template ({e})") from None
+        unknown = sorted(set(_SLOT.findall(text)) - slots)
+        if unknown:
+            raise UserError(f"{path}: unknown slot {{{{{unknown[0]}}}}}; this prompt can use: "
+                            f"{', '.join('{{' + s + '}}' for s in sorted(slots)) or 'no slots'}")
 
 
 def clip(text: str, limit: int) -> str:

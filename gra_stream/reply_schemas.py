@@ -19,6 +19,8 @@ PROFILE = {"type": "object", "properties": {"domain": {"type": "string", "enum":
 GENERATE = {"type": "object", "properties": {"keywords": _keywords(), "instruction": _text(400),
                                              "response": _text(1200)},
             "required": ["keywords", "instruction", "response"], "additionalProperties": False}
+REFINE = {"type": "object", "properties": {"keywords": _keywords(), "response": _text(1200)},
+          "required": ["keywords", "response"], "additionalProperties": False}
 REVIEW = {"type": "object",
           "properties": {**{c: {"type": "boolean"} for c in CHECKS}, **_SCORES,
                          "strengths": _text(200), "weaknesses": _text(200)},

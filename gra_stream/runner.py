@@ -126,8 +126,14 @@ def _run_locked(seed_files, run_dir, config, progress, filters, stages) -> RunSu
             con = store.connect(memory_limit=DUCKDB_MEMORY)
             preflight(stages, con, config)
             ctx = Context(config, pool, store.connect(memory_limit=DUCKDB_MEMORY), filters)
-            for stage in stages:
-                summary.rows_by_stage[stage.name] = _run_stage(stage, store, con, ctx, progress, stop, summary)
+            # Each pass runs every stage over what is pending; kept samples of round r anchor round r + 1,
+            # so a pass that finds work can make more: stop after the first pass that finds none.
+            for _ in range(config.rounds + 1):
+                done = {stage.name: _run_stage(stage, store, con, ctx, progress, stop, summary) for stage in stages}
+                for name, rows in done.items():
+                    summary.rows_by_stage[name] = summary.rows_by_stage.get(name, 0) + rows
+                if not any(done.values()):
+                    break
             outcome = "finished"
         except Interrupted:
             outcome = "interrupted"

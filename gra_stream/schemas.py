@@ -3,6 +3,7 @@ import pyarrow as pa
 
 S, I, F, B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 STRS = pa.list_(pa.string())
+VEC = pa.list_(pa.float32())
 
 SCORE_DIMS = ("correctness", "clarity", "completeness", "relevance", "coherence", "ethics")
 CHECKS = ("reasonable", "complete", "clear")
@@ -25,7 +26,7 @@ TABLES: dict[str, pa.Schema] = {
     "files": _schema(("id", S), ("path", S), ("bytes", I), ("rows", I), ("seeds", I), ("duplicates", I),
                      ("bad_rows", I), ("mapping", S)),
     "profiles": _schema(("id", S), ("domain", S), ("keywords", STRS), ("summary", S), *CALL_COLUMNS),
-    "generations": _schema(("id", S), ("seed_id", S), ("example_ids", STRS), ("domain", S), ("generator", S),
+    "generations": _schema(("id", S), ("anchor_id", S), ("seed_id", S), ("round", I), ("kind", S), ("example_ids", STRS), ("domain", S), ("generator", S),
                            ("reviewers", STRS), ("adjudicator", S), ("keywords", STRS), ("instruction", S),
                            ("response", S), *CALL_COLUMNS),
     "gates": _schema(("id", S), ("passed", B), ("reason", S), ("detail", S), ("duplicate_of", S),
@@ -36,9 +37,13 @@ TABLES: dict[str, pa.Schema] = {
     "verdicts": _schema(("id", S), ("n_reviews", I), ("mean", F), ("std", F), ("decision", S), ("reason", S)),
     "adjudications": _schema(("id", S), *[(d, I) for d in SCORE_DIMS], ("mean", F), ("keep", B), ("comment", S),
                              *CALL_COLUMNS),
-    "samples": _schema(("id", S), ("seed_id", S), ("instruction", S), ("response", S), ("domain", S),
-                       ("keywords", STRS), ("score", F), ("decided_by", S), ("generator", S),
-                       ("reviewers", STRS), ("adjudicator", S)),
+    "seed_embeddings": _schema(("id", S), ("embedding", VEC)),
+    "diversity": _schema(("id", S), ("kept", B), ("similarity", F), ("duplicate_of", S), ("embedding", VEC)),
+    "annotations": _schema(("id", S), ("domain", S), ("keywords", STRS), ("summary", S), *CALL_COLUMNS),
+    "samples": _schema(("id", S), ("seed_id", S), ("anchor_id", S), ("round", I), ("kind", S), ("instruction", S),
+                       ("response", S), ("domain", S), ("keywords", STRS), ("summary", S), ("score", F),
+                       ("decided_by", S), ("generator", S), ("reviewers", STRS), ("adjudicator", S),
+                       ("annotator", S)),
     "runs": _schema(("id", S), ("started", S), ("finished", S), ("elapsed_s", F), ("outcome", S),
                     ("config", S), ("seed_files", STRS)),
 }

@@ -16,6 +16,8 @@ FUNNEL_SQL = {
     "accepted": "SELECT count(*) FROM verdicts WHERE decision = 'accept'",
     "adjudicated": "SELECT count(*) FROM adjudications",
     "adjudicator_kept": "SELECT count(*) FROM adjudications WHERE keep",
+    "diverse": "SELECT count(*) FROM diversity WHERE kept",
+    "annotated": "SELECT count(*) FROM annotations WHERE status = 'ok'",
     "samples": "SELECT count(*) FROM samples",
     "quarantined": "SELECT count(*) FROM quarantine",
 }
@@ -47,6 +49,7 @@ def format_status(status: dict) -> str:
                        ("review calls", "reviews"),
                        ("review calls saved", "review_calls_saved"), ("decided", "verdicts"), ("accepted by committee", "accepted"),
                        ("adjudicated", "adjudicated"), ("kept by adjudicator", "adjudicator_kept"),
+                       ("diverse enough", "diverse"), ("annotated", "annotated"),
                        ("samples (kept)", "samples"), ("quarantined", "quarantined")]:
         lines.append(f"  {label:<24}{f[key]:>10}")
     lines += ["", "rejections by stage and reason"]

@@ -18,7 +18,10 @@ UNION ALL
 SELECT id, 'adjudicate',
        CASE WHEN status <> 'ok' THEN 'adjudicator_parse_error' ELSE 'adjudicator_rejected' END,
        CASE WHEN status <> 'ok' THEN error ELSE printf('adjudicator mean=%.3f: %s', mean, comment) END, NULL
-  FROM adjudications WHERE status <> 'ok' OR NOT keep;
+  FROM adjudications WHERE status <> 'ok' OR NOT keep
+UNION ALL
+SELECT id, 'diversity', 'too_similar', printf('cosine similarity %.3f', similarity), duplicate_of
+  FROM diversity WHERE NOT kept;
 
 -- Model replies that never parsed, and seed rows that could not be read, with the raw text.
 CREATE OR REPLACE VIEW quarantine AS
@@ -26,6 +29,7 @@ SELECT id, 'profile' AS stage, model, error, raw, attempts FROM profiles WHERE s
 UNION ALL SELECT id, 'generate', model, error, raw, attempts FROM generations WHERE status = 'quarantined'
 UNION ALL SELECT id, 'review', model, error, raw, attempts FROM reviews WHERE status = 'quarantined'
 UNION ALL SELECT id, 'adjudicate', model, error, raw, attempts FROM adjudications WHERE status = 'quarantined'
+UNION ALL SELECT id, 'annotate', model, error, raw, attempts FROM annotations WHERE status = 'quarantined'
 UNION ALL SELECT id, 'ingest', NULL, reason, raw, 0 FROM ingest_errors;
 
 -- One row per logical LLM call (re-asks included in attempts and tokens).
@@ -33,4 +37,5 @@ CREATE OR REPLACE VIEW calls AS
 SELECT id, 'profile' AS role, model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM profiles
 UNION ALL SELECT id, 'generator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM generations
 UNION ALL SELECT id, 'reviewer', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM reviews WHERE status <> 'skipped'
-UNION ALL SELECT id, 'adjudicator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM adjudications;
+UNION ALL SELECT id, 'adjudicator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM adjudications
+UNION ALL SELECT id, 'annotator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM annotations;

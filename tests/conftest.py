@@ -23,7 +23,7 @@ def shared_seed(name: str) -> Path:
 
 
 def fake_config(**overrides):
-    return config_from_dict({"models": FAKE_POOL, **overrides}, source="<test>")
+    return config_from_dict({"models": FAKE_POOL, "diversity": {"model": "hashing"}, **overrides}, source="<test>")
 
 
 def write_toml(path: Path, text: str) -> Path:
@@ -33,7 +33,7 @@ def write_toml(path: Path, text: str) -> Path:
 
 def fake_config_file(tmp_path: Path, extra: str = "", latency_s: float = 0.0) -> Path:
     models = "".join(f'[[models]]\nname = "{m["name"]}"\nbackend = "fake"\nlatency_s = {latency_s}\n' for m in FAKE_POOL)
-    return write_toml(tmp_path / "fake.toml", extra + "\n" + models)
+    return write_toml(tmp_path / "fake.toml", extra + "\n" + models + '[diversity]\nmodel = "hashing"\n')
 
 
 def gra(*args, check=True, timeout=600, **kwargs) -> subprocess.CompletedProcess:

@@ -1,7 +1,8 @@
 """Consistency checks over a finished run directory, shared by the fake-backend and real-model tests."""
 from gra_stream.store import Store
 
-KEYED_TABLES = ["seeds", "profiles", "generations", "gates", "reviews", "verdicts", "adjudications", "samples"]
+KEYED_TABLES = ["seeds", "profiles", "generations", "gates", "reviews", "verdicts", "adjudications", "diversity",
+                "annotations", "samples"]
 
 ORPHANS = {
     "profile without seed": "SELECT id FROM profiles ANTI JOIN seeds USING (id)",
@@ -19,7 +20,11 @@ ORPHANS = {
     "passed gate never reviewed": "SELECT g.id FROM gates g ANTI JOIN reviews r ON r.generation_id = g.id WHERE g.passed",
     "reviewed sample never decided": "SELECT DISTINCT generation_id FROM reviews ANTI JOIN verdicts v ON v.id = reviews.generation_id",
     "dispute never adjudicated": "SELECT v.id FROM verdicts v ANTI JOIN adjudications a ON a.id = v.id WHERE v.decision = 'adjudicate'",
-    "accepted never sampled": "SELECT v.id FROM verdicts v ANTI JOIN samples s ON s.id = v.id WHERE v.decision = 'accept'",
+    "accepted never walked by the diversity filter":
+        "SELECT v.id FROM verdicts v ANTI JOIN diversity d ON d.id = v.id WHERE v.decision = 'accept'",
+    "diverse never annotated": "SELECT d.id FROM diversity d ANTI JOIN annotations a ON a.id = d.id WHERE d.kept",
+    "annotated never sampled": "SELECT a.id FROM annotations a ANTI JOIN samples s ON s.id = a.id",
+    "sample not diverse": "SELECT s.id FROM samples s ANTI JOIN (SELECT id FROM diversity WHERE kept) d ON d.id = s.id",
 }
 
 

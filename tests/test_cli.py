@@ -65,7 +65,7 @@ def test_sql_is_read_only_and_errors_are_one_line(run_dir, query, message):
 def test_status_json_and_text(run_dir):
     data = json.loads(cli("status", run_dir, "--json").output)
     assert data["funnel"]["seeds"] == 175 and data["funnel"]["samples"] > 0
-    assert {c["role"] for c in data["calls"]} == {"profile", "generator", "reviewer", "adjudicator"}
+    assert {c["role"] for c in data["calls"]} == {"profile", "generator", "reviewer", "adjudicator", "annotator"}
     assert sum(r["rows"] for r in data["rejections"]) > 0 and data["runs"]["last_outcome"] == "finished"
     text = cli("status", run_dir).output
     assert "funnel" in text and "rejections by stage and reason" in text and "near_duplicate" in text

@@ -38,6 +38,8 @@ class Stage:
 
 
 def all_stages() -> list[Stage]:
-    from gra_stream.stages import adjudicate, decide, finalize, gate, generate, profile, review
+    from gra_stream.stages import (adjudicate, annotate, decide, diversity, finalize, gate, generate, profile,
+                                   review)
 
-    return [profile.STAGE, generate.STAGE, gate.STAGE, review.STAGE, decide.STAGE, adjudicate.STAGE, finalize.STAGE]
+    return [profile.STAGE, diversity.SEEDS_STAGE, generate.STAGE, gate.STAGE, review.STAGE, decide.STAGE,
+            adjudicate.STAGE, diversity.STAGE, annotate.STAGE, finalize.STAGE]

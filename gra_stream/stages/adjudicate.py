@@ -27,7 +27,7 @@ def pending(config) -> str:
 
 
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    config, system, template = ctx.config, load_prompt("system"), load_prompt("adjudicate")
+    config, system, template = ctx.config, load_prompt("system", ctx.config.prompts_dir), load_prompt("adjudicate", ctx.config.prompts_dir)
     calls = []
     for row in batch.iter_rows(named=True):
         user = render(template, {"instruction": clip(row["instruction"], 2000), "response": clip(row["response"], 4000),

@@ -1,5 +1,5 @@
-"""Finalize: gather the kept samples (accepted by the committee, or kept by the adjudicator) with their
-provenance into `samples`."""
+"""Finalize: gather the kept samples (accepted by the committee or kept by the adjudicator, diverse
+enough, annotated) with their provenance into `samples`."""
 import polars as pl
 
 from gra_stream.stages import Context, Stage
@@ -7,14 +7,14 @@ from gra_stream.stages import Context, Stage
 
 def pending(config) -> str:
     return """
-    WITH kept AS (
-        SELECT id, mean AS score, 'committee' AS decided_by FROM verdicts WHERE decision = 'accept'
-        UNION ALL
-        SELECT v.id, v.mean, 'adjudicator' FROM verdicts v JOIN adjudications a ON a.id = v.id
-        WHERE v.decision = 'adjudicate' AND a.status = 'ok' AND a.keep)
-    SELECT g.id, g.seed_id, g.instruction, g.response, g.domain, g.keywords, k.score, k.decided_by,
-           g.generator, g.reviewers, g.adjudicator
-    FROM kept k JOIN generations g ON g.id = k.id ANTI JOIN samples s ON s.id = k.id ORDER BY g.id
+    SELECT g.id, g.seed_id, g.anchor_id, g.round, g.kind, g.instruction, g.response, g.domain,
+           coalesce(a.keywords, g.keywords) AS keywords, coalesce(a.summary, left(g.instruction, 150)) AS summary,
+           v.mean AS score, CASE WHEN v.decision = 'accept' THEN 'committee' ELSE 'adjudicator' END AS decided_by,
+           g.generator, g.reviewers, g.adjudicator, a.model AS annotator
+    FROM diversity d JOIN generations g ON g.id = d.id JOIN verdicts v ON v.id = d.id
+    JOIN annotations a ON a.id = d.id
+    ANTI JOIN samples s ON s.id = d.id
+    WHERE d.kept ORDER BY g.id
     """
 
 

@@ -51,7 +51,7 @@ def _row(generation_id: str, index: int, model: str, reply: Reply | None, skippe
 
 
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    config, system, template = ctx.config, load_prompt("system"), load_prompt("review")
+    config, system, template = ctx.config, load_prompt("system", ctx.config.prompts_dir), load_prompt("review", ctx.config.prompts_dir)
     rows = list(batch.iter_rows(named=True))
     # The sample comes first and is identical for every reviewer: vLLM's prefix cache reuses it.
     prompts = {r["id"]: render(template, {"instruction": clip(r["instruction"], 2000),

