@@ -38,6 +38,7 @@ class ModelSpec:
     temperature: float = 0.7
     top_p: float = 0.95
     repetition_penalty: float = 1.0
+    trust_remote_code: bool = False   # some hub models (InternLM3) ship their own model code
     latency_s: float = 0.0         # fake backend only: seconds each batch of calls takes (for tests and demos)
 
 

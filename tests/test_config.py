@@ -43,3 +43,17 @@ def test_missing_config_file(tmp_path):
 
 def test_int_is_accepted_where_a_float_is_expected(tmp_path):
     assert load_config(write_toml(tmp_path / "c.toml", "[committee]\ntau = 7")).committee.tau == 7.0
+
+
+def test_paper_config_has_the_papers_pool_and_values():
+    c = load_config(DEFAULT_CONFIG.parent / "paper.toml")
+    assert [m.path for m in c.models] == ["meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
+                                          "internlm/internlm3-8b-instruct", "mistralai/Mistral-7B-Instruct-v0.3",
+                                          "allenai/Llama-3.1-Tulu-3-8B"]
+    assert (c.committee.reviewers, c.committee.tau, c.committee.delta, c.rounds) == (3, 8.0, 1.5, 5)
+    assert c.diversity.threshold == 0.9
+
+
+def test_fake_backend_swaps_the_embedder_too():
+    c = load_config(DEFAULT_CONFIG.parent / "paper.toml", backend="fake")
+    assert {m.backend for m in c.models} == {"fake"} and c.diversity.model == "hashing"

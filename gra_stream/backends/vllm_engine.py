@@ -43,7 +43,7 @@ class VllmBackend:
         path = resolve_model_path(spec.path)
         cpu = _on_cpu()
         dtype = settings.dtype if settings.dtype != "auto" else ("float32" if cpu else "auto")
-        kwargs = dict(model=path, dtype=dtype, enforce_eager=settings.enforce_eager, seed=seed,
+        kwargs = dict(model=path, dtype=dtype, trust_remote_code=spec.trust_remote_code, enforce_eager=settings.enforce_eager, seed=seed,
                       max_model_len=settings.max_model_len, enable_prefix_caching=settings.enable_prefix_caching,
                       max_num_seqs=settings.max_num_seqs)
         if cpu:
