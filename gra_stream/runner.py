@@ -78,7 +78,7 @@ def _record_run(store: Store, run_id: str, started: str, t0: float, outcome: str
 def preflight(stages: list[Stage], con, config: Config) -> None:
     """Every stage's pending query runs and yields the columns the stage declares, before any model loads."""
     for stage in stages:
-        columns = con.sql(f"SELECT * FROM ({stage.pending(config)}) LIMIT 0").columns
+        columns = con.sql(f"SELECT * FROM ({stage.pending(config, rounds_open=config.rounds)}) LIMIT 0").columns
         missing = [c for c in stage.inputs if c not in columns]
         if missing:
             raise RuntimeError(f"stage {stage.name}: pending rows lack declared input columns {missing}")
@@ -123,17 +123,19 @@ def _run_locked(seed_files, run_dir, config, progress, filters, stages) -> RunSu
                                  f"{stats.duplicates} duplicates, {stats.bad_rows} bad rows")
             if bar.done:
                 bar.close()
+            needed = config.committee.reviewers + 2
+            if len(config.models) < needed:
+                progress.say(f"note: the pool has {len(config.models)} model(s), fewer than reviewers + 2 = {needed}: "
+                             f"some roles go to the same model (see docs/config.md, 'Roles with a small pool')")
             con = store.connect(memory_limit=DUCKDB_MEMORY)
             preflight(stages, con, config)
             ctx = Context(config, pool, store.connect(memory_limit=DUCKDB_MEMORY), filters)
-            # Each pass runs every stage over what is pending; kept samples of round r anchor round r + 1,
-            # so a pass that finds work can make more: stop after the first pass that finds none.
-            for _ in range(config.rounds + 1):
-                done = {stage.name: _run_stage(stage, store, con, ctx, progress, stop, summary) for stage in stages}
-                for name, rows in done.items():
-                    summary.rows_by_stage[name] = summary.rows_by_stage.get(name, 0) + rows
-                if not any(done.values()):
-                    break
+            # Pass r runs every stage over what is pending with rounds 1..r open: round r's tasks are
+            # dealt only once round r - 1 has been through every stage, so its samples are in the pool.
+            for round_no in range(1, config.rounds + 1):
+                for stage in stages:
+                    rows = _run_stage(stage, store, con, ctx, progress, stop, summary, round_no)
+                    summary.rows_by_stage[stage.name] = summary.rows_by_stage.get(stage.name, 0) + rows
             outcome = "finished"
         except Interrupted:
             outcome = "interrupted"
@@ -148,8 +150,8 @@ def _run_locked(seed_files, run_dir, config, progress, filters, stages) -> RunSu
 
 
 def _run_stage(stage: Stage, store: Store, con, ctx: Context, progress: Progress, stop: _StopFlag,
-               summary: RunSummary) -> int:
-    query = stage.pending(ctx.config)
+               summary: RunSummary, rounds_open: int) -> int:
+    query = stage.pending(ctx.config, rounds_open=rounds_open)
     total = con.sql(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     if total == 0:
         return 0

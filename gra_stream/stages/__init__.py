@@ -32,7 +32,7 @@ class Stage:
     name: str
     table: str                                  # the one table this stage writes
     inputs: tuple[str, ...]                     # columns the stage reads from its pending rows
-    pending: Callable[[Config], str]            # SQL: rows still to process, ordered by id
+    pending: Callable[..., str]                 # (config, rounds_open=N) -> SQL: rows still to process
     run: Callable[[pl.DataFrame, Context], pl.DataFrame]
     llm: bool = False
 

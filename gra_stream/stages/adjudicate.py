@@ -12,7 +12,7 @@ from gra_stream.schemas import SCORE_DIMS
 from gra_stream.stages import Context, Stage
 
 
-def pending(config) -> str:
+def pending(config, rounds_open: int = 1) -> str:
     return """
     SELECT g.id, g.instruction, g.response, g.adjudicator,
            list(printf('Reviewer %d: scores %d/%d/%d/%d/%d/%d (mean %.2f). Strengths: %s. Weaknesses: %s.',

@@ -6,7 +6,7 @@ from gra_stream.stages import Context, Stage
 from gra_stream.stages.profile import profile_rows
 
 
-def pending(config) -> str:
+def pending(config, rounds_open: int = 1) -> str:
     return ("SELECT g.id, g.instruction, '' AS input, g.response FROM diversity d JOIN generations g ON g.id = d.id "
             "ANTI JOIN annotations a ON a.id = d.id WHERE d.kept ORDER BY g.id")
 

@@ -8,7 +8,7 @@ from gra_stream.committee import committee_rule, reviewer_mean
 from gra_stream.stages import Context, Stage
 
 
-def pending(config) -> str:
+def pending(config, rounds_open: int = 1) -> str:
     checks = "reasonable AND complete AND clear"
     return f"""
     SELECT generation_id AS id,

@@ -11,7 +11,7 @@ from gra_stream.embeddings import DIM, get_embedder
 from gra_stream.stages import Context, Stage
 
 
-def seeds_pending(config) -> str:
+def seeds_pending(config, rounds_open: int = 1) -> str:
     on = config.diversity.enabled and config.diversity.compare_seeds
     return (f"SELECT s.id, s.instruction FROM seeds s ANTI JOIN seed_embeddings e ON e.id = s.id "
             f"WHERE {str(on).lower()} ORDER BY s.id")
@@ -22,7 +22,7 @@ def embed_seeds(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return pl.DataFrame({"id": batch["id"], "embedding": list(vectors)})
 
 
-def pending(config) -> str:
+def pending(config, rounds_open: int = 1) -> str:
     return """
     WITH kept AS (
         SELECT id, mean AS score FROM verdicts WHERE decision = 'accept'

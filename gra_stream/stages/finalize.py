@@ -5,7 +5,7 @@ import polars as pl
 from gra_stream.stages import Context, Stage
 
 
-def pending(config) -> str:
+def pending(config, rounds_open: int = 1) -> str:
     return """
     SELECT g.id, g.seed_id, g.anchor_id, g.round, g.kind, g.instruction, g.response, g.domain,
            coalesce(a.keywords, g.keywords) AS keywords, coalesce(a.summary, left(g.instruction, 150)) AS summary,

@@ -15,7 +15,7 @@ WHERE band IN (SELECT band FROM batch_bands)
 """
 
 
-def pending(config) -> str:
+def pending(config, rounds_open: int = 1) -> str:
     return ("SELECT g.* FROM generations g ANTI JOIN gates x ON x.id = g.id "
             "WHERE g.status = 'ok' ORDER BY g.id")
 

@@ -1,10 +1,11 @@
 """Generate: per task, a dealt generator model writes a new sample.
 
-Synthesis tasks are anchored: round 1 on each profiled seed, round r + 1 on each sample kept in round r
-(`tasks_per_seed` tasks per anchor, at most `tasks_per_round` per round, taken in task-id order). The
-generator sees two examples of the anchor's domain, the anchor and the item k + 1 places after it in id
-order within that domain, by their keywords and summaries, and writes 3 keywords, an instruction and a
-response. Refinement tasks (mode refinement or integrated) ask the generator to rewrite a seed's own
+Synthesis tasks are anchored on the pool: in round r, every profiled seed and every sample kept in
+rounds before r anchors `tasks_per_seed` tasks, of which at most `tasks_per_round` are taken, in task-id
+order (a random subset). Round r opens only after round r - 1 has finished every stage (the runner's
+pass r), so accepted samples of round r join the example pool of round r + 1. The generator sees two
+examples of the anchor's domain, the anchor and the item k + 1 places after it in id order within
+that domain, by their keywords and summaries, and writes 3 keywords, an instruction and a response. Refinement tasks (mode refinement or integrated) ask the generator to rewrite a seed's own
 response. A task's id hashes (run seed, anchor, task index, round), and its roles are dealt from that id,
 so adding seeds adds only their tasks and a resumed run deals the same roles.
 """
@@ -17,7 +18,7 @@ from gra_stream.llm import Call, ask, clip, load_prompt, render
 from gra_stream.stages import Context, Stage
 
 
-def pending(config) -> str:
+def pending(config, rounds_open: int = 1) -> str:
     synthesis = config.mode in ("synthesis", "integrated")
     refine = config.mode in ("refinement", "integrated")
     cap = config.tasks_per_round
@@ -29,11 +30,11 @@ def pending(config) -> str:
     ranked AS (SELECT *, row_number() OVER (PARTITION BY domain ORDER BY id) - 1 AS rank,
                          count(*) OVER (PARTITION BY domain) AS n FROM pool),
     synth AS (
-        SELECT left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, a.id, k::VARCHAR, (a.round + 1)::VARCHAR)), 16) AS id,
-               a.id AS anchor_id, a.seed_id, a.round + 1 AS round, 'synthesis' AS kind, a.domain,
+        SELECT left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, a.id, k::VARCHAR, r.round::VARCHAR)), 16) AS id,
+               a.id AS anchor_id, a.seed_id, r.round, 'synthesis' AS kind, a.domain,
                a.keywords AS keywords_1, a.summary AS summary_1, (a.rank + 1 + k) % a.n AS other_rank
-        FROM ranked a, range({config.tasks_per_seed}) t(k)
-        WHERE {str(synthesis).lower()} AND a.round + 1 <= {config.rounds}),
+        FROM ranked a, range({config.tasks_per_seed}) t(k), range(1, {min(rounds_open, config.rounds) + 1}) r(round)
+        WHERE {str(synthesis).lower()} AND a.round < r.round),
     synth_pending AS (
         SELECT s.* FROM synth s ANTI JOIN generations g ON g.id = s.id),
     done AS (SELECT round, count(*) AS n FROM generations WHERE kind = 'synthesis' GROUP BY round),

@@ -8,7 +8,7 @@ from gra_stream.llm import Call, ask, clip, load_prompt, render
 from gra_stream.stages import Context, Stage
 
 
-def pending(config) -> str:
+def pending(config, rounds_open: int = 1) -> str:
     return "SELECT s.* FROM seeds s ANTI JOIN profiles p ON p.id = s.id ORDER BY s.id"
 
 

@@ -20,7 +20,7 @@ from gra_stream.schemas import CHECKS, SCORE_DIMS
 from gra_stream.stages import Context, Stage
 
 
-def pending(config) -> str:
+def pending(config, rounds_open: int = 1) -> str:
     return ("SELECT g.id, g.instruction, g.response, g.reviewers FROM generations g "
             "JOIN gates x ON x.id = g.id AND x.passed "
             "ANTI JOIN (SELECT DISTINCT generation_id FROM reviews) r ON r.generation_id = g.id ORDER BY g.id")
