@@ -84,3 +84,37 @@ def status(run_dir, as_json):
 
     data = collect_status(open_run(run_dir))
     click.echo(json.dumps(data, indent=2) if as_json else format_status(data))
+
+
+@main.command()
+@click.argument("labelled", required=False, type=click.Path(path_type=Path))
+@click.option("--make-set", "make_set", type=click.Path(path_type=Path),
+              help="Write a labelled set (good and corrupted samples) to this JSONL file instead.")
+@click.option("--from", "sources", multiple=True, type=click.Path(path_type=Path),
+              help="Seed files for --make-set (default: GSM8K train from ../shared/seeds).")
+@click.option("--size", default=60, show_default=True, help="Samples in the labelled set (half corrupted).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path))
+@click.option("--backend", type=click.Choice(["fake", "vllm"]))
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def calibrate(labelled, make_set, sources, size, config_path, backend, as_json):
+    """Measure how well the review committee tells good samples from corrupted ones.
+
+    gra-stream calibrate --make-set labelled.jsonl     then     gra-stream calibrate labelled.jsonl
+    """
+    from gra_stream import calibrate as cal
+    from gra_stream.config import PROJECT_ROOT, load_config
+    from gra_stream.ingest import check_seed_files
+
+    if make_set:
+        paths = list(sources) or [PROJECT_ROOT.parent / "shared" / "seeds" / "gsm8k_train.jsonl"]
+        check_seed_files(paths)
+        kinds = cal.make_labelled_set(paths, make_set, size=size)
+        click.echo(f"wrote {sum(kinds.values())} labelled samples to {make_set}: " +
+                   ", ".join(f"{k} {v}" for k, v in kinds.items()))
+        return
+    if labelled is None:
+        raise click.UsageError("give a LABELLED set, or --make-set FILE to create one")
+    check_seed_files([labelled])
+    report = cal.calibrate(labelled, load_config(config_path, backend=backend))
+    click.echo(json.dumps(report, indent=2) if as_json else cal.format_report(report))
