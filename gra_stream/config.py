@@ -102,7 +102,7 @@ class Config:
     max_reasks: int = 1
     prompts_dir: str = ""          # a folder of NAME.txt templates that replace the bundled ones
     fields: Fields = Fields()
-    models: tuple[ModelSpec, ...] = (ModelSpec(name="smollm2"),)
+    models: tuple[ModelSpec, ...] = (ModelSpec(name="smollm2", repetition_penalty=1.1),)
     vllm: Vllm = Vllm()
     committee: Committee = Committee()
     dedup: Dedup = Dedup()

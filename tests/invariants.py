@@ -40,4 +40,5 @@ def check_run(run_dir, *, reviewers: int = 3) -> dict:
     wrong = q(f"SELECT generation_id, count(*) FROM reviews GROUP BY 1 HAVING count(*) <> {reviewers} LIMIT 3")
     assert not wrong, f"generations without exactly {reviewers} reviews: {wrong}"
     assert not q("SELECT * FROM rejections WHERE stage IS NULL OR reason IS NULL OR reason = '' LIMIT 1")
+    assert not q("SELECT * FROM rejections WHERE reason IN ('near_duplicate', 'too_similar') AND duplicate_of IS NULL LIMIT 1")
     return {t: q(f"SELECT count(*) FROM {t}")[0][0] for t in KEYED_TABLES + ["rejections", "quarantine"]}

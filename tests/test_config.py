@@ -57,3 +57,11 @@ def test_paper_config_has_the_papers_pool_and_values():
 def test_fake_backend_swaps_the_embedder_too():
     c = load_config(DEFAULT_CONFIG.parent / "paper.toml", backend="fake")
     assert {m.backend for m in c.models} == {"fake"} and c.diversity.model == "hashing"
+
+
+def test_default_toml_states_the_built_in_defaults():
+    import dataclasses
+
+    from gra_stream.config import config_from_dict
+
+    assert dataclasses.replace(load_config(None), source="") == dataclasses.replace(config_from_dict({}), source="")

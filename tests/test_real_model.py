@@ -58,3 +58,18 @@ def test_rerun_with_the_real_model_does_no_work(real_run):
     run_dir, seeds, _ = real_run
     result = gra("run", *seeds, "--run-dir", run_dir, "--config", "configs/default.toml")
     assert "nothing to do" in result.stderr
+
+
+def test_refinement_round_with_the_real_model(tmp_path):
+    seeds = head_jsonl(SAMPLE / "gsm8k.jsonl", tmp_path / "gsm.jsonl", 3)
+    config = tmp_path / "refine.toml"
+    config.write_text('mode = "refinement"\n')
+    gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, timeout=1800)
+    gens = sql_rows(tmp_path / "run", "SELECT g.kind, g.instruction, s.instruction AS seed_instruction, g.status "
+                                      "FROM generations g JOIN seeds s ON s.id = g.seed_id")
+    assert len(gens) == sum(1 for p in sql_rows(tmp_path / "run", "SELECT status FROM profiles") if p["status"] == "ok")
+    for g in gens:
+        assert g["kind"] == "refine"
+        if g["status"] == "ok":
+            assert g["instruction"] == g["seed_instruction"]
+    check_run(tmp_path / "run", reviewers=3)
