@@ -18,4 +18,4 @@ def define_views(con: duckdb.DuckDBPyConnection, store) -> None:
     con.execute((SQL_DIR / "views.sql").read_text(encoding="utf-8"))
 
 
-VIEWS = ("rejections", "quarantine", "calls")
+VIEWS = ("rejections", "quarantine", "calls", "decisions")

@@ -39,3 +39,16 @@ UNION ALL SELECT id, 'generator', model, status, prompt_tokens, completion_token
 UNION ALL SELECT id, 'reviewer', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM reviews WHERE status <> 'skipped'
 UNION ALL SELECT id, 'adjudicator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM adjudications
 UNION ALL SELECT id, 'annotator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated FROM annotations;
+
+-- The final outcome of every generation that reached a verdict: the committee's decision and, where the
+-- reviewers disagreed, what the adjudicator made of it; then the later filters.
+CREATE OR REPLACE VIEW decisions AS
+SELECT v.id, v.decision AS committee, v.mean, v.std, a.mean AS adjudicator_mean,
+       CASE WHEN s.id IS NOT NULL THEN 'kept'
+            WHEN d.kept = false THEN 'too_similar'
+            WHEN v.decision = 'reject' THEN 'rejected'
+            WHEN v.decision = 'adjudicate' AND a.id IS NULL THEN 'pending'
+            WHEN v.decision = 'adjudicate' AND NOT coalesce(a.keep, false) THEN 'rejected by adjudicator'
+            ELSE 'pending' END AS outcome
+FROM verdicts v LEFT JOIN adjudications a ON a.id = v.id LEFT JOIN diversity d ON d.id = v.id
+LEFT JOIN samples s ON s.id = v.id;
