@@ -67,9 +67,10 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gra-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "fake.toml"
     config.write_text("batch_size = 1024\n" + "".join(
-        f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\n' for c in "abcde"))
+        f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\n' for c in "abcde") + '[diversity]\nmodel = "hashing"\n')
     print(f"workdir {work}; {os.cpu_count()} cores")
     print(GOALS)
     peaks = []

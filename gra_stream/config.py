@@ -70,7 +70,7 @@ class Dedup:
     num_perm: int = 128
     bands: int = 32
     threshold: float = 0.7         # estimated Jaccard at or above which two instructions are near-duplicates
-    shingle_words: int = 3
+    shingle_chars: int = 5
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def validate(c: Config) -> None:
         (1 <= c.dedup.bands <= c.dedup.num_perm and c.dedup.num_perm % c.dedup.bands == 0,
          f"dedup.bands = {c.dedup.bands} must divide dedup.num_perm = {c.dedup.num_perm}"),
         (0.0 < c.dedup.threshold <= 1.0, f"dedup.threshold = {c.dedup.threshold} must be in (0, 1]"),
-        (c.dedup.shingle_words >= 1, f"dedup.shingle_words = {c.dedup.shingle_words} must be at least 1"),
+        (1 <= c.dedup.shingle_chars <= 32, f"dedup.shingle_chars = {c.dedup.shingle_chars} must be between 1 and 32"),
         (c.vllm.max_model_len >= 256, f"vllm.max_model_len = {c.vllm.max_model_len} must be at least 256"),
     ]
     for ok, message in checks:

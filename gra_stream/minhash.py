@@ -1,9 +1,11 @@
-"""Batch MinHash signatures and LSH band keys, bit-identical to datasketch's legacy scheme.
+"""Batch MinHash signatures and LSH band keys, computed for a whole batch at once in numpy.
 
-datasketch hashes a document's shingles with SHA-1 and permutes them one document at a time; here the
-permutation and the min-reduction run over a whole batch in numpy, using datasketch's own permutations.
-LSH banding is a join: each band of a signature becomes one 64-bit key, and two documents are
-candidates when they share a key, which DuckDB finds over any number of Parquet segments.
+Shingles are the character 5-grams of the normalised text (lower case, single spaces), taken over its
+UTF-8 bytes; each is hashed with a polynomial hash finished by a 32-bit avalanche mix (`shingle_hash`,
+also available per shingle so datasketch can use the very same function). Permutations are datasketch's
+own (legacy scheme), so a signature equals `datasketch.MinHash(hashfunc=shingle_hash)` over the same
+shingles, bit for bit; only the loop is gone. LSH banding is a join: each band of a signature becomes one
+64-bit key, and documents sharing a key are candidates, which DuckDB finds across Parquet segments.
 """
 from __future__ import annotations
 
@@ -12,19 +14,49 @@ from functools import lru_cache
 
 import numpy as np
 from datasketch import MinHash
-from datasketch.hashfunc import sha1_hash32
 
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint64((1 << 32) - 1)
-_WORD = re.compile(r"\w+", re.UNICODE)
-_ROWS_PER_CHUNK = 65_536  # shingles permuted at once: bounds the temporary (rows x num_perm) matrix
+SHINGLE = 5
+_SPACES = re.compile(r"\s+")
+_BASE = np.uint64(1_000_003)
+_ROWS_PER_CHUNK = 32_768  # shingles permuted at once: bounds the temporary (rows x num_perm) matrix
 
 
-def shingles(text: str, n: int) -> list[bytes]:
-    words = _WORD.findall(text.lower())
-    if len(words) <= n:
-        return [" ".join(words).encode()] if words else [b""]
-    return sorted({" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)})
+def normalise(text: str) -> bytes:
+    return _SPACES.sub(" ", text.lower()).strip().encode("utf-8")
+
+
+def _mix32(h: np.ndarray) -> np.ndarray:
+    """murmur3's 32-bit finaliser, vectorised: spreads every input bit over the whole hash."""
+    h = h & MAX_HASH
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & MAX_HASH
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & MAX_HASH
+    h ^= h >> np.uint64(16)
+    return h
+
+
+def _window_hashes(data: np.ndarray, k: int) -> np.ndarray:
+    """Hash of every k-byte window of `data` (uint8), as uint64 values below 2**32."""
+    with np.errstate(over="ignore"):
+        h = np.zeros(len(data) - k + 1, dtype=np.uint64)
+        for j in range(k):
+            h = h * _BASE + data[j: len(data) - k + 1 + j].astype(np.uint64)
+    return _mix32(h)
+
+
+def shingle_hash(shingle: bytes) -> int:
+    """The hash of one shingle, for datasketch's `hashfunc` (equal to the vectorised one)."""
+    return int(_window_hashes(np.frombuffer(shingle, dtype=np.uint8), len(shingle))[0])
+
+
+def shingles(text: str, k: int = SHINGLE) -> list[bytes]:
+    data = normalise(text)
+    if len(data) <= k:
+        return [data]
+    return [data[i:i + k] for i in range(len(data) - k + 1)]
 
 
 @lru_cache(maxsize=8)
@@ -33,23 +65,26 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.uint64), b.astype(np.uint64)
 
 
-def signatures(texts: list[str], *, num_perm: int, shingle_words: int, seed: int = 1) -> np.ndarray:
+def signatures(texts: list[str], *, num_perm: int, k: int = SHINGLE, seed: int = 1) -> np.ndarray:
     """One uint32 MinHash signature per text, shape (len(texts), num_perm)."""
     a, b = permutations(num_perm, seed)
-    out = np.empty((len(texts), num_perm), dtype=np.uint64)
-    hashes: list[int] = []
-    owners: list[int] = []
+    hashes, owners = [], []
     for i, text in enumerate(texts):
-        hs = [sha1_hash32(s) for s in shingles(text, shingle_words)]
-        hashes.extend(hs)
-        owners.extend([i] * len(hs))
-    hv = np.asarray(hashes, dtype=np.uint64)
-    own = np.asarray(owners, dtype=np.int64)
-    out.fill(MAX_HASH)
+        data = np.frombuffer(normalise(text), dtype=np.uint8)
+        width = min(k, len(data)) or 0
+        hs = _window_hashes(data, width) if width else _mix32(np.zeros(1, dtype=np.uint64))
+        hashes.append(hs)
+        owners.append(np.full(len(hs), i, dtype=np.int64))
+    out = np.full((len(texts), num_perm), MAX_HASH, dtype=np.uint64)
+    if not texts:
+        return out.astype(np.uint32)
+    hv, own = np.concatenate(hashes), np.concatenate(owners)
     for start in range(0, len(hv), _ROWS_PER_CHUNK):
-        chunk = hv[start:start + _ROWS_PER_CHUNK, None]
+        chunk, who = hv[start:start + _ROWS_PER_CHUNK, None], own[start:start + _ROWS_PER_CHUNK]
         permuted = ((chunk * a + b) % MERSENNE_PRIME) & MAX_HASH
-        np.minimum.at(out, own[start:start + _ROWS_PER_CHUNK], permuted)
+        # rows are grouped by owner: reduce each owner's run of rows, then fold into the output
+        starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+        np.minimum.at(out, who[starts], np.minimum.reduceat(permuted, starts, axis=0))
     return out.astype(np.uint32)
 
 

@@ -50,7 +50,9 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                             schema_overrides={"similarity": pl.Float64, "duplicate_of": pl.String,
                                               "embedding": pl.List(pl.Float32)})
     vectors = get_embedder(d.model).embed(batch["instruction"].to_list())
-    kept_ids, kept = _matrix(ctx, "SELECT id, embedding FROM diversity WHERE kept")
+    kept_ids, earlier = _matrix(ctx, "SELECT id, embedding FROM diversity WHERE kept")
+    kept = np.zeros((len(earlier) + batch.height, DIM), dtype=np.float32)  # earlier rows, then this batch's
+    kept[: len(earlier)] = earlier
     seed_ids, seeds = (_matrix(ctx, "SELECT id, embedding FROM seed_embeddings ORDER BY id") if d.compare_seeds
                        else ([], np.zeros((0, DIM), dtype=np.float32)))
     seed_sims = vectors @ seeds.T if len(seed_ids) else np.zeros((len(vectors), 0), dtype=np.float32)
@@ -64,7 +66,7 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             j = int(np.argmax(sims))
             best, best_id = float(sims[j]), seed_ids[j]
         if len(kept_ids):
-            sims = kept @ vectors[i]
+            sims = kept[: len(kept_ids)] @ vectors[i]
             j = int(np.argmax(sims))
             if sims[j] > best:
                 best, best_id = float(sims[j]), kept_ids[j]
@@ -72,8 +74,8 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows.append({"id": row["id"], "kept": keep, "similarity": best if best_id else None,
                      "duplicate_of": None if keep else best_id, "embedding": vectors[i].tolist()})
         if keep:
+            kept[len(kept_ids)] = vectors[i]
             kept_ids.append(row["id"])
-            kept = np.vstack([kept, vectors[i][None, :]])
     return pl.DataFrame(rows, schema={"id": pl.String, "kept": pl.Boolean, "similarity": pl.Float64,
                                       "duplicate_of": pl.String, "embedding": pl.List(pl.Float32)})
 
