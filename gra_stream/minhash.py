@@ -49,6 +49,8 @@ def _window_hashes(data: np.ndarray, k: int) -> np.ndarray:
 
 def shingle_hash(shingle: bytes) -> int:
     """The hash of one shingle, for datasketch's `hashfunc` (equal to the vectorised one)."""
+    if not shingle:
+        return int(_mix32(np.zeros(1, dtype=np.uint64))[0])
     return int(_window_hashes(np.frombuffer(shingle, dtype=np.uint8), len(shingle))[0])
 
 
@@ -65,26 +67,40 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.uint64), b.astype(np.uint64)
 
 
+def shingle_hashes(texts: list[str], k: int = SHINGLE) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, owner row) of every shingle of every text, computed over the texts' bytes at once."""
+    encoded = [normalise(t) for t in texts]
+    lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(texts) else np.zeros(0, dtype=np.int64)
+    owner_of_byte = np.repeat(np.arange(len(texts)), lengths)
+    hashes, owners = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    if len(data) >= k:
+        window = _window_hashes(data, k)
+        pos = np.arange(len(window))
+        inside = pos + k <= (starts + lengths)[owner_of_byte[: len(window)]]  # no window spans two texts
+        hashes, owners = window[inside], owner_of_byte[: len(window)][inside]
+    short = np.flatnonzero(lengths < k)  # a text shorter than k is one shingle: itself
+    if len(short):
+        extra = np.array([shingle_hash(encoded[i]) if lengths[i] else int(_mix32(np.zeros(1, dtype=np.uint64))[0])
+                          for i in short], dtype=np.uint64)
+        hashes, owners = np.concatenate([hashes, extra]), np.concatenate([owners, short])
+        order = np.argsort(owners, kind="stable")
+        hashes, owners = hashes[order], owners[order]
+    return hashes, owners
+
+
 def signatures(texts: list[str], *, num_perm: int, k: int = SHINGLE, seed: int = 1) -> np.ndarray:
     """One uint32 MinHash signature per text, shape (len(texts), num_perm)."""
     a, b = permutations(num_perm, seed)
-    hashes, owners = [], []
-    for i, text in enumerate(texts):
-        data = np.frombuffer(normalise(text), dtype=np.uint8)
-        width = min(k, len(data)) or 0
-        hs = _window_hashes(data, width) if width else _mix32(np.zeros(1, dtype=np.uint64))
-        hashes.append(hs)
-        owners.append(np.full(len(hs), i, dtype=np.int64))
     out = np.full((len(texts), num_perm), MAX_HASH, dtype=np.uint64)
-    if not texts:
-        return out.astype(np.uint32)
-    hv, own = np.concatenate(hashes), np.concatenate(owners)
+    hv, own = shingle_hashes(texts, k)
     for start in range(0, len(hv), _ROWS_PER_CHUNK):
         chunk, who = hv[start:start + _ROWS_PER_CHUNK, None], own[start:start + _ROWS_PER_CHUNK]
         permuted = ((chunk * a + b) % MERSENNE_PRIME) & MAX_HASH
         # rows are grouped by owner: reduce each owner's run of rows, then fold into the output
-        starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
-        np.minimum.at(out, who[starts], np.minimum.reduceat(permuted, starts, axis=0))
+        runs = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+        np.minimum.at(out, who[runs], np.minimum.reduceat(permuted, runs, axis=0))
     return out.astype(np.uint32)
 
 

@@ -1,0 +1,92 @@
+"""Engine saturation: does the pipeline keep vLLM busy?
+
+Runs the pipeline in-process with the embedded model and the in-process vLLM engine over N real seeds,
+recording every request it sends and the wall time from its first model call to its last (model load
+excluded, everything else included: prompt rendering, parsing, re-asks, SQL between stages, commits).
+Then replays exactly the same requests (same prompts, sampling parameters and seeds) through plain
+`vllm.LLM.chat` on the same engine, in one call. Prints output tokens/s of both and their ratio.
+
+    python benchmarks/saturation.py [--seeds 32] [--batch-size 64]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+from gra_stream.backends import vllm_engine
+from gra_stream.config import load_config
+from gra_stream.progress import Progress
+from gra_stream.runner import run_pipeline
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+GOAL = "goal: pipeline / raw >= 0.90"
+
+
+class Recorder:
+    def __init__(self):
+        self.requests, self.first, self.last, self.tokens, self.engine = [], None, None, 0, None
+
+    def wrap(self):
+        original = vllm_engine.VllmBackend.complete
+        recorder = self
+
+        def complete(backend, requests):
+            recorder.engine = backend.llm
+            recorder.first = recorder.first or time.perf_counter()
+            out = original(backend, requests)
+            recorder.last = time.perf_counter()
+            recorder.requests.extend(requests)
+            recorder.tokens += sum(c.completion_tokens for c in out)
+            return out
+
+        vllm_engine.VllmBackend.complete = complete
+        close = vllm_engine.VllmBackend.close
+        vllm_engine.VllmBackend.close = lambda backend: None  # keep the engine for the replay
+        return close
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=24)
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="gra-saturation-"))
+    files = sorted(SAMPLE.glob("*.jsonl"))
+    per_file = max(1, args.seeds // len(files))
+    seeds = []
+    for f in files:
+        dst = work / f.name
+        dst.write_text("".join(f.read_text(encoding="utf-8").splitlines(keepends=True)[:per_file]), encoding="utf-8")
+        seeds.append(dst)
+    config = dataclasses.replace(load_config(None), batch_size=args.batch_size)
+    recorder = Recorder()
+    recorder.wrap()
+    run_pipeline(seeds, work / "run", config, progress=Progress(quiet=True))
+    pipeline_s = recorder.last - recorder.first
+    pipeline_rate = recorder.tokens / pipeline_s
+
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.seed,
+                             repetition_penalty=r.repetition_penalty,
+                             structured_outputs=StructuredOutputsParams(json=r.schema, disable_any_whitespace=True)
+                             if r.schema else None) for r in recorder.requests]
+    t0 = time.perf_counter()
+    outputs = recorder.engine.chat([list(r.messages) for r in recorder.requests], sampling_params=params, use_tqdm=False)
+    raw_s = time.perf_counter() - t0
+    raw_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    raw_rate = raw_tokens / raw_s
+    print(f"{len(recorder.requests)} requests from {sum(1 for _ in seeds)} seed files ({per_file} seeds each), "
+          f"batch_size {args.batch_size}")
+    print(GOAL)
+    print(f"pipeline: {recorder.tokens:7,} output tokens in {pipeline_s:7.1f} s = {pipeline_rate:7.1f} tok/s")
+    print(f"raw chat: {raw_tokens:7,} output tokens in {raw_s:7.1f} s = {raw_rate:7.1f} tok/s")
+    print(f"ratio pipeline / raw: {pipeline_rate / raw_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
