@@ -31,10 +31,16 @@ class Fields:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of the pool. backend: "vllm" (in-process engine) or "fake" (deterministic, no model)."""
+    """One model of the pool. backend: "vllm" (in-process engine), "openai" (an OpenAI-compatible server
+    at `url`) or "fake" (deterministic, no model)."""
     name: str
     backend: str = "vllm"
     path: str = "embedded:smollm2"
+    url: str = ""                  # openai backend: base URL, e.g. http://127.0.0.1:8000/v1
+    api_model: str = ""            # openai backend: the served model name (default: path)
+    max_in_flight: int = 32        # openai backend: concurrent requests to this endpoint
+    timeout_s: float = 120.0       # openai backend: per request
+    max_retries: int = 5           # openai backend: transport-level retries (429, 5xx, timeouts, garbage)
     temperature: float = 0.7
     top_p: float = 0.95
     repetition_penalty: float = 1.0
@@ -187,7 +193,7 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", backend: str | None =
     config = Config(**kwargs)
     if backend:
         if backend not in ("fake", "vllm"):
-            raise UserError(f"--backend {backend!r}: use fake or vllm")
+            raise UserError(f"--backend {backend!r}: use fake or vllm (servers are configured per model)")
         config = dataclasses.replace(config, models=tuple(dataclasses.replace(m, backend=backend) for m in config.models))
         if backend == "fake":  # no model at all: the diversity filter uses the hashing embedder too
             config = dataclasses.replace(config, diversity=dataclasses.replace(config.diversity, model="hashing"))
@@ -231,8 +237,13 @@ def validate(c: Config) -> None:
     if len(set(names)) != len(names):
         raise UserError(f"{s}: two [[models]] share the name {sorted(n for n in names if names.count(n) > 1)[0]!r}")
     for m in c.models:
-        if m.backend not in ("vllm", "fake"):
-            raise UserError(f"{s}: models.backend = {m.backend!r} (model {m.name!r}) must be vllm or fake")
+        if m.backend not in ("vllm", "fake", "openai"):
+            raise UserError(f"{s}: models.backend = {m.backend!r} (model {m.name!r}) must be vllm, openai or fake")
+        if m.backend == "openai" and not m.url.startswith(("http://", "https://")):
+            raise UserError(f"{s}: models.url = {m.url!r} (model {m.name!r}) must be an http(s) URL for the openai backend, "
+                            f"e.g. http://127.0.0.1:8000/v1")
+        if not (1 <= m.max_in_flight <= 4096 and m.timeout_s > 0 and 0 <= m.max_retries <= 20):
+            raise UserError(f"{s}: model {m.name!r}: max_in_flight must be 1..4096, timeout_s > 0, max_retries 0..20")
         if not 1.0 <= m.repetition_penalty <= 2.0:
             raise UserError(f"{s}: models.repetition_penalty = {m.repetition_penalty} (model {m.name!r}) must be between 1 and 2")
         if not 0.0 <= m.temperature <= 2.0:

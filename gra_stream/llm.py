@@ -91,6 +91,7 @@ class Reply:
     latency_s: float = 0.0
     attempts: int = 0
     truncated: bool = False
+    retries: int = 0
 
     @property
     def ok(self) -> bool:
@@ -100,7 +101,7 @@ class Reply:
         return {"model": model, "status": "ok" if self.ok else "quarantined", "error": self.error,
                 "raw": self.raw if not self.ok else "", "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "latency_s": self.latency_s,
-                "attempts": self.attempts, "truncated": self.truncated}
+                "attempts": self.attempts, "truncated": self.truncated, "retries": self.retries}
 
 
 def schema_error(value, schema: dict, where: str = "reply") -> str:
@@ -174,7 +175,7 @@ def ask(pool: ModelPool, calls: list[Call], *, max_reasks: int) -> list[Reply]:
             for i in indices:
                 c = calls[i]
                 messages = [{"role": "system", "content": c.system}, {"role": "user", "content": c.user}]
-                if attempt:
+                if attempt and replies[i].raw:  # a reply that did not parse: show it and say what was wrong
                     messages += [{"role": "assistant", "content": clip(replies[i].raw, 2000)},
                                  {"role": "user", "content": REASK.format(error=replies[i].error)}]
                 requests.append(ChatRequest(tuple(messages), c.schema, c.max_tokens, spec.temperature,
@@ -186,9 +187,12 @@ def ask(pool: ModelPool, calls: list[Call], *, max_reasks: int) -> list[Reply]:
                 r.completion_tokens += done.completion_tokens
                 r.latency_s += done.latency_s
                 r.truncated = r.truncated or done.finish_reason == "length"
+                r.retries += done.retries
                 r.raw = done.text
                 r.data, r.error = parse_reply(done.text, calls[i].schema)
-                if r.data is None and done.finish_reason == "length":
+                if done.finish_reason == "error":
+                    r.data, r.error = None, f"no reply: {done.error}"
+                elif r.data is None and done.finish_reason == "length":
                     r.error = f"reply cut at max_tokens ({calls[i].max_tokens}): {r.error}"
                 if r.data is None:
                     failed.append(i)

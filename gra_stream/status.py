@@ -29,11 +29,12 @@ def collect_status(store: Store) -> dict:
     funnel = {name: one(sql) for name, sql in FUNNEL_SQL.items()}
     rejections = [dict(stage=s, reason=r, rows=n) for s, r, n in con.execute(
         "SELECT stage, reason, count(*) FROM rejections GROUP BY ALL ORDER BY 3 DESC, 1, 2").fetchall()]
-    calls = [dict(role=r, model=m, calls=n, quarantined=q, attempts=a, truncated=t, prompt_tokens=pt,
+    calls = [dict(role=r, model=m, calls=n, quarantined=q, attempts=a, truncated=t, retries=rt, prompt_tokens=pt,
                   completion_tokens=ct, tokens_per_s=round(ct / s, 1) if s else None)
-             for r, m, n, q, a, t, pt, ct, s in con.execute("""
+             for r, m, n, q, a, t, rt, pt, ct, s in con.execute("""
                 SELECT role, model, count(*), count(*) FILTER (WHERE status <> 'ok'), sum(attempts),
-                       count(*) FILTER (WHERE truncated), sum(prompt_tokens), sum(completion_tokens), sum(latency_s)
+                       count(*) FILTER (WHERE truncated), sum(retries), sum(prompt_tokens), sum(completion_tokens),
+                       sum(latency_s)
                 FROM calls GROUP BY ALL ORDER BY 1, 2""").fetchall()]
     runs = con.sql("SELECT count(*), coalesce(sum(elapsed_s), 0), arg_max(outcome, started) FROM runs").fetchall()[0]
     return {"run_dir": str(store.root), "funnel": funnel, "rejections": rejections, "calls": calls,
@@ -55,8 +56,10 @@ def format_status(status: dict) -> str:
     lines += ["", "rejections by stage and reason"]
     lines += [f"  {r['stage']:<12}{r['reason']:<28}{r['rows']:>8}" for r in status["rejections"]] or ["  (none)"]
     lines += ["", "LLM calls per role and model",
-              f"  {'role':<12}{'model':<16}{'calls':>7}{'quar.':>7}{'trunc.':>7}{'tok in':>10}{'tok out':>10}{'tok/s':>9}"]
-    lines += [f"  {c['role']:<12}{c['model']:<16}{c['calls']:>7}{c['quarantined']:>7}{c['truncated']:>7}"
+              f"  {'role':<12}{'model':<16}{'calls':>7}{'re-ask':>7}{'quar.':>7}{'trunc.':>7}{'retry':>7}"
+              f"{'tok in':>10}{'tok out':>10}{'tok/s':>9}"]
+    lines += [f"  {c['role']:<12}{c['model']:<16}{c['calls']:>7}{c['attempts'] - c['calls']:>7}{c['quarantined']:>7}"
+              f"{c['truncated']:>7}{c['retries']:>7}"
               f"{c['prompt_tokens']:>10}{c['completion_tokens']:>10}{c['tokens_per_s'] or 0:>9}" for c in status["calls"]] \
         or ["  (none)"]
     return "\n".join(lines)

