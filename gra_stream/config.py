@@ -44,6 +44,7 @@ class ModelSpec:
     temperature: float = 0.7
     top_p: float = 0.95
     repetition_penalty: float = 1.0
+    max_tokens: int = 0            # caps every role's token budget (0: the role's own budget)
     trust_remote_code: bool = False   # some hub models (InternLM3) ship their own model code
     latency_s: float = 0.0         # fake backend only: seconds each batch of calls takes (for tests and demos)
 
@@ -244,6 +245,8 @@ def validate(c: Config) -> None:
                             f"e.g. http://127.0.0.1:8000/v1")
         if not (1 <= m.max_in_flight <= 4096 and m.timeout_s > 0 and 0 <= m.max_retries <= 20):
             raise UserError(f"{s}: model {m.name!r}: max_in_flight must be 1..4096, timeout_s > 0, max_retries 0..20")
+        if m.max_tokens < 0:
+            raise UserError(f"{s}: models.max_tokens = {m.max_tokens} (model {m.name!r}) must be 0 (role budgets) or more")
         if not 1.0 <= m.repetition_penalty <= 2.0:
             raise UserError(f"{s}: models.repetition_penalty = {m.repetition_penalty} (model {m.name!r}) must be between 1 and 2")
         if not 0.0 <= m.temperature <= 2.0:

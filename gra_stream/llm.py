@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from gra_stream.backends import ChatRequest, ModelPool
+from gra_stream.backends import ChatRequest, Completion, ModelPool
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
@@ -160,6 +161,56 @@ REASK = ("Your previous reply could not be used: {error}. Reply again with one J
          "requested format exactly, and nothing else.")
 
 
+def _apply(reply: Reply, done: Completion, call: Call, max_tokens: int) -> bool:
+    """Fold one completion into its reply; True when it parsed."""
+    reply.attempts += 1
+    reply.prompt_tokens += done.prompt_tokens
+    reply.completion_tokens += done.completion_tokens
+    reply.latency_s += done.latency_s
+    reply.truncated = reply.truncated or done.finish_reason == "length"
+    reply.retries += done.retries
+    reply.raw = done.text
+    reply.data, reply.error = parse_reply(done.text, call.schema)
+    if done.finish_reason == "error":
+        reply.data, reply.error = None, f"no reply: {done.error}"
+    elif reply.data is None and done.finish_reason == "length":
+        reply.error = f"reply cut at max_tokens ({max_tokens}): {reply.error}"
+    return reply.data is not None
+
+
+def _complete(pool: ModelPool, groups: dict[str, list[ChatRequest]]) -> dict[str, list[Completion]]:
+    """Send each model's requests; HTTP endpoints all at once (every server kept busy), engines in turn.
+    Finished calls come from the call cache where it has them, and go into it otherwise."""
+    cache = pool.cache
+    results: dict[str, list[Completion | None]] = {}
+    missing: dict[str, list[int]] = {}
+    for model, requests in groups.items():
+        spec = pool.spec(model)
+        hits = cache.get(spec, requests) if cache and spec.backend != "fake" else {}
+        results[model] = [hits.get(i) for i in range(len(requests))]
+        missing[model] = [i for i in range(len(requests)) if i not in hits]
+
+    def fresh(model: str) -> list[Completion]:
+        return pool.backend(model).complete([groups[model][i] for i in missing[model]])
+
+    todo = [m for m in groups if missing[m]]
+    parallel = [m for m in todo if getattr(pool.backend(m), "concurrent", False)]
+    done: dict[str, list[Completion]] = {}
+    if len(parallel) > 1:
+        with ThreadPoolExecutor(max_workers=len(parallel)) as workers:
+            done.update(zip(parallel, workers.map(fresh, parallel)))
+    for model in todo:
+        if model not in done:
+            done[model] = fresh(model)
+    for model, completions in done.items():
+        for i, completion in zip(missing[model], completions):
+            results[model][i] = completion
+        spec = pool.spec(model)
+        if cache and spec.backend != "fake":
+            cache.put(spec, [groups[model][i] for i in missing[model]], completions)
+    return results
+
+
 def ask(pool: ModelPool, calls: list[Call], *, max_reasks: int) -> list[Reply]:
     """Run every call, batching per model, re-asking failed parses; replies come back in call order."""
     replies = [Reply(None, "", "") for _ in calls]
@@ -168,7 +219,7 @@ def ask(pool: ModelPool, calls: list[Call], *, max_reasks: int) -> list[Reply]:
         by_model: dict[str, list[int]] = defaultdict(list)
         for i in todo:
             by_model[calls[i].model].append(i)
-        failed = []
+        groups = {}
         for model, indices in by_model.items():
             spec = pool.spec(model)
             requests = []
@@ -178,25 +229,14 @@ def ask(pool: ModelPool, calls: list[Call], *, max_reasks: int) -> list[Reply]:
                 if attempt and replies[i].raw:  # a reply that did not parse: show it and say what was wrong
                     messages += [{"role": "assistant", "content": clip(replies[i].raw, 2000)},
                                  {"role": "user", "content": REASK.format(error=replies[i].error)}]
-                requests.append(ChatRequest(tuple(messages), c.schema, c.max_tokens, spec.temperature,
+                max_tokens = min(c.max_tokens, spec.max_tokens) if spec.max_tokens else c.max_tokens
+                requests.append(ChatRequest(tuple(messages), c.schema, max_tokens, spec.temperature,
                                             spec.top_p, c.seed + attempt, spec.repetition_penalty))
-            for i, done in zip(indices, pool.backend(model).complete(requests)):
-                r = replies[i]
-                r.attempts += 1
-                r.prompt_tokens += done.prompt_tokens
-                r.completion_tokens += done.completion_tokens
-                r.latency_s += done.latency_s
-                r.truncated = r.truncated or done.finish_reason == "length"
-                r.retries += done.retries
-                r.raw = done.text
-                r.data, r.error = parse_reply(done.text, calls[i].schema)
-                if done.finish_reason == "error":
-                    r.data, r.error = None, f"no reply: {done.error}"
-                elif r.data is None and done.finish_reason == "length":
-                    r.error = f"reply cut at max_tokens ({calls[i].max_tokens}): {r.error}"
-                if r.data is None:
-                    failed.append(i)
-        todo = failed
+            groups[model] = requests
+        results = _complete(pool, groups)
+        todo = [i for model, indices in by_model.items()
+                for i, request, done in zip(indices, groups[model], results[model])
+                if not _apply(replies[i], done, calls[i], request.max_tokens)]
         if not todo:
             break
     return replies

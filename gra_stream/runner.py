@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from gra_stream.backends import ModelPool
+from gra_stream.call_cache import CallCache
 from gra_stream.config import Config
 from gra_stream.errors import UserError
 from gra_stream.ids import content_id
@@ -113,7 +114,7 @@ def _run_locked(seed_files, run_dir, config, progress, filters, stages) -> RunSu
         run_id = content_id("run", started, os.getpid(), time.time_ns())
         _record_run(store, run_id, started, t0, "running", config, seed_files)
         outcome = "failed"
-        pool = ModelPool(config)
+        pool = ModelPool(config, cache=CallCache(store))
         try:
             bar = progress.stage("ingest", 0)
             for stats in ingest_files(store, seed_files, config, on_progress=bar.advance):

@@ -44,6 +44,8 @@ TABLES: dict[str, pa.Schema] = {
                        ("response", S), ("domain", S), ("keywords", STRS), ("summary", S), ("score", F),
                        ("decided_by", S), ("generator", S), ("reviewers", STRS), ("adjudicator", S),
                        ("annotator", S)),
+    "call_cache": _schema(("key", S), ("text", S), ("prompt_tokens", I), ("completion_tokens", I),
+                          ("finish_reason", S)),
     "runs": _schema(("id", S), ("started", S), ("finished", S), ("elapsed_s", F), ("outcome", S),
                     ("config", S), ("seed_files", STRS)),
 }

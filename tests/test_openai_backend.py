@@ -116,3 +116,21 @@ repetition_penalty = 1.1
         server.terminate()
         server.wait(timeout=60)
         log.close()
+
+
+def test_finished_calls_are_replayed_from_the_call_cache(tmp_path):
+    seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 20)
+    run_dir = tmp_path / "run"
+    with FaultServer(faults=False) as server:
+        run_pipeline([seeds], run_dir, http_config(server.url), progress=Progress(quiet=True))
+        first = server.requests
+        before = table(run_dir, "SELECT id, mean, status FROM reviews ORDER BY id")
+        # lose everything from the review stage on, as a crash inside those batches would
+        for folder in ("reviews", "verdicts", "adjudications", "diversity", "annotations", "samples"):
+            for segment in (run_dir / folder).glob("*.parquet"):
+                if segment.name != "_empty.parquet":
+                    segment.unlink()
+        run_pipeline([seeds], run_dir, http_config(server.url), progress=Progress(quiet=True))
+        assert server.requests == first, "every redone call should have come from the cache"
+    assert table(run_dir, "SELECT id, mean, status FROM reviews ORDER BY id") == before
+    assert table(run_dir, "SELECT count(DISTINCT key) FROM call_cache")[0][0] == first

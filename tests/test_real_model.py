@@ -73,3 +73,19 @@ def test_refinement_round_with_the_real_model(tmp_path):
         if g["status"] == "ok":
             assert g["instruction"] == g["seed_instruction"]
     check_run(tmp_path / "run", reviewers=3)
+
+
+def test_a_forced_parse_failure_with_the_real_engine_lands_in_quarantine(tmp_path):
+    seeds = head_jsonl(SAMPLE / "code_alpaca.jsonl", tmp_path / "code.jsonl", 2)
+    config = tmp_path / "tiny.toml"
+    config.write_text('max_reasks = 1\n[[models]]\nname = "smollm2"\nmax_tokens = 6\n')
+    gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, timeout=1800)
+    rows = sql_rows(tmp_path / "run", "SELECT status, truncated, attempts, error, raw FROM profiles")
+    assert len(rows) == 2
+    for r in rows:
+        assert r["status"] == "quarantined" and r["truncated"] and r["attempts"] == 2
+        assert "reply cut at max_tokens (6)" in r["error"] and r["raw"]
+    quarantine = sql_rows(tmp_path / "run", "SELECT stage, error FROM quarantine")
+    assert [q["stage"] for q in quarantine] == ["profile", "profile"]
+    status = json.loads(gra("status", tmp_path / "run", "--json").stdout)
+    assert status["calls"][0]["truncated"] == 2 and status["funnel"]["quarantined"] == 2

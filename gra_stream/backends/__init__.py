@@ -43,6 +43,7 @@ class Backend(Protocol):
 class ModelPool:
     """Backends for the pool's models, started on first use and kept for the whole run."""
     config: Config
+    cache: object | None = None    # a CallCache: finished calls are reused instead of paid again
     _backends: dict[str, Backend] = field(default_factory=dict)
 
     def spec(self, name: str) -> ModelSpec:
