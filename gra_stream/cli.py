@@ -51,7 +51,7 @@ def run(seeds, run_dir, config_path, backend, quiet):
     try:
         summary = run_pipeline(list(seeds), run_dir, config, progress=progress)
     except Interrupted:
-        click.echo(f"stopped at a batch boundary; run the same command again to resume", err=True)
+        click.echo("stopped at a batch boundary; run the same command again to resume", err=True)
         sys.exit(130)
     if not summary.did_work:
         progress.say("nothing to do: every stage is up to date (no LLM calls made)")

@@ -26,6 +26,21 @@ def fake_config(**overrides):
     return config_from_dict({"models": FAKE_POOL, "diversity": {"model": "hashing"}, **overrides}, source="<test>")
 
 
+def run_fake(seeds, run_dir, **overrides):
+    """The whole pipeline in-process with the five-model fake pool."""
+    from gra_stream.progress import Progress
+    from gra_stream.runner import run_pipeline
+
+    return run_pipeline(list(seeds), run_dir, fake_config(**overrides), progress=Progress(quiet=True))
+
+
+def frame(run_dir, sql):
+    """A query over a run directory, as a Polars frame."""
+    from gra_stream.store import Store
+
+    return Store(run_dir).connect().sql(sql).pl()
+
+
 def write_toml(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path

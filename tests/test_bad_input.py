@@ -4,7 +4,6 @@ import csv
 import gzip
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from gra_stream.backends import ModelPool

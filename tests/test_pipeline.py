@@ -4,19 +4,10 @@ import json
 import polars as pl
 import pytest
 
-from gra_stream.progress import Progress
-from gra_stream.runner import run_pipeline
-from gra_stream.store import Store
-from tests.conftest import fake_config, head_jsonl, shared_seed
+from tests.conftest import frame, head_jsonl, run_fake, shared_seed
 from tests.invariants import check_run
 
-
-def run(seeds, run_dir, **overrides):
-    return run_pipeline(list(seeds), run_dir, fake_config(**overrides), progress=Progress(quiet=True))
-
-
-def table(run_dir, sql):
-    return Store(run_dir).connect().sql(sql).pl()
+run, table = run_fake, frame
 
 
 @pytest.fixture(scope="module")
