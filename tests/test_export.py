@@ -1,0 +1,52 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from gra_stream.cli import main
+from tests.conftest import frame, run_fake, shared_seed
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    run_fake([shared_seed("self_instruct_seed_tasks.jsonl")], run_dir)
+    return run_dir
+
+
+def export(run_dir, fmt, out, *extra):
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--format", fmt, "-o", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_every_format_holds_every_sample(run_dir, tmp_path):
+    samples = frame(run_dir, "SELECT id, instruction, response FROM samples ORDER BY id")
+    pairs = set(zip(samples["instruction"], samples["response"]))
+    assert f"wrote {samples.height} samples" in export(run_dir, "jsonl", tmp_path / "s.jsonl")
+    rows = [json.loads(l) for l in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert {(r["instruction"], r["response"]) for r in rows} == pairs and set(rows[0]) == {"instruction", "response"}
+    export(run_dir, "alpaca", tmp_path / "a.json")
+    alpaca = json.loads((tmp_path / "a.json").read_text())
+    assert {(r["instruction"], r["output"]) for r in alpaca} == pairs and all(r["input"] == "" for r in alpaca)
+    export(run_dir, "sharegpt", tmp_path / "g.jsonl")
+    convs = [json.loads(l)["conversations"] for l in (tmp_path / "g.jsonl").read_text().splitlines()]
+    assert {(c[0]["value"], c[1]["value"]) for c in convs} == pairs and convs[0][0]["from"] == "human"
+    export(run_dir, "parquet", tmp_path / "s.parquet")
+    assert pq.read_table(tmp_path / "s.parquet").num_rows == samples.height
+    export(run_dir, "hf", tmp_path / "hf")
+    table = pq.read_table(tmp_path / "hf" / "data" / "train-00000-of-00001.parquet")
+    assert table.num_rows == samples.height and "data/train-*.parquet" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_metadata_carries_scores_and_provenance(run_dir, tmp_path):
+    export(run_dir, "jsonl", tmp_path / "m.jsonl", "--metadata")
+    row = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
+    assert row["score"] >= 8.0 and len(row["reviewers"]) == 3 and row["generator"] and row["decided_by"]
+    assert row["generator"] not in row["reviewers"]
+
+
+def test_export_errors_are_clean(tmp_path):
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.jsonl")])
+    assert result.exit_code == 1 and "does not exist" in result.output
