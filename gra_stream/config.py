@@ -91,6 +91,14 @@ class Diversity:
 
 
 @dataclass(frozen=True)
+class Decontamination:
+    """Drop samples sharing a word n-gram with a benchmark test set (reason `contaminated`), at the gate,
+    before any review call is spent on them."""
+    references: tuple[str, ...] = ()   # files of benchmark items, e.g. ../shared/seeds/gsm8k_test.jsonl
+    ngram: int = 13
+
+
+@dataclass(frozen=True)
 class Filters:
     enabled: tuple[str, ...] = ("min_length", "max_length", "refusal", "overlap")
     params: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +122,7 @@ class Config:
     committee: Committee = Committee()
     dedup: Dedup = Dedup()
     diversity: Diversity = Diversity()
+    decontamination: Decontamination = Decontamination()
     filters: Filters = Filters()
     source: str = "<defaults>"
 
@@ -126,10 +135,15 @@ class Config:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
 
 
-_SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup, "diversity": Diversity}
+_SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup, "diversity": Diversity,
+             "decontamination": Decontamination}
 
 
 def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
+    if expected == "tuple[str, ...]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{source}: {key} = {value!r} must be a list of strings")
+        return tuple(value)
     kind = {"int": int, "float": float, "str": str, "bool": bool}.get(expected if isinstance(expected, str) else "")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -221,6 +235,10 @@ def validate(c: Config) -> None:
          f"committee.min_reviews = {c.committee.min_reviews} must be between 1 and committee.reviewers"),
         (0.0 <= c.committee.tau <= 10.0, f"committee.tau = {c.committee.tau} must be between 0 and 10"),
         (0.0 <= c.committee.delta <= 10.0, f"committee.delta = {c.committee.delta} must be between 0 and 10"),
+        (5 <= c.decontamination.ngram <= 50, f"decontamination.ngram = {c.decontamination.ngram} must be between 5 and 50"),
+        (all(Path(p).is_file() for p in c.decontamination.references),
+         f"decontamination.references: {next((p for p in c.decontamination.references if not Path(p).is_file()), '')} "
+         f"does not exist"),
         (c.dedup.num_perm >= 16, f"dedup.num_perm = {c.dedup.num_perm} must be at least 16"),
         (1 <= c.dedup.bands <= c.dedup.num_perm and c.dedup.num_perm % c.dedup.bands == 0,
          f"dedup.bands = {c.dedup.bands} must divide dedup.num_perm = {c.dedup.num_perm}"),

@@ -1,5 +1,5 @@
 """Gate: cheap checks before the expensive review calls. First the SQL quality filters (sql/filters),
-then MinHash near-duplicate removal of instructions against every sample that already passed, in this
+then decontamination against benchmark test sets (word n-gram overlap), then MinHash near-duplicate removal of instructions against every sample that already passed, in this
 run and earlier ones (persistent and incremental: the signatures and band keys are columns of `gates`).
 """
 from collections import defaultdict
@@ -7,6 +7,7 @@ from collections import defaultdict
 import numpy as np
 import polars as pl
 
+from gra_stream.decontaminate import contaminated, reference_sets
 from gra_stream.minhash import band_keys, signatures
 from gra_stream.sql_filters import apply_filters
 from gra_stream.stages import Context, Stage
@@ -74,6 +75,14 @@ def _earlier(ctx: Context, keys: np.ndarray, num_perm: int, bands: int) -> BandI
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     d = ctx.config.dedup
     drops = apply_filters(ctx.filters, batch)
+    decon = ctx.config.decontamination
+    if decon.references:
+        references = reference_sets(decon.references, decon.ngram)
+        for row in batch.iter_rows(named=True):
+            if row["id"] not in drops:
+                hit = contaminated(f"{row['instruction']}\n{row['response']}", references, decon.ngram)
+                if hit:
+                    drops[row["id"]] = ("contaminated", f"shares a {decon.ngram}-gram with {hit}")
     ids = batch["id"].to_list()
     survivors = [i for i, id_ in enumerate(ids) if id_ not in drops]
     texts = batch["instruction"].to_list()

@@ -1,0 +1,56 @@
+"""Decontamination: drop samples that share a long word n-gram (13 by default) with a benchmark's
+test set, so synthetic data never teaches the test. Reference files are seed-like files (any format
+and field names the readers understand); their instruction, input and response texts all count."""
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from gra_stream.config import Fields
+from gra_stream.errors import UserError
+from gra_stream.fields import resolve_mapping
+from gra_stream.readers import get_path, iter_rows
+
+_WORD = re.compile(r"\w+")
+
+
+def ngram_hashes(text: str, n: int) -> set[int]:
+    words = _WORD.findall(text.lower())
+    return {int.from_bytes(hashlib.blake2b(" ".join(words[i:i + n]).encode(), digest_size=8).digest(), "little")
+            for i in range(len(words) - n + 1)}
+
+
+@lru_cache(maxsize=4)
+def _reference(path: str, mtime_ns: int, n: int) -> frozenset[int]:
+    hashes: set[int] = set()
+    mapping = None
+    for row in iter_rows(Path(path)):
+        if row.record is None:
+            continue
+        mapping = mapping or resolve_mapping(row.record, Fields(), Path(path))
+        for field in (mapping.instruction, mapping.input, mapping.response):
+            value = get_path(row.record, field) if field else None
+            if isinstance(value, str):
+                hashes |= ngram_hashes(value, n)
+    return frozenset(hashes)
+
+
+def reference_sets(paths: tuple[str, ...], n: int) -> list[tuple[str, frozenset[int]]]:
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise UserError(f"decontamination reference {p} does not exist")
+        out.append((p, _reference(str(path.resolve()), path.stat().st_mtime_ns, n)))
+    return out
+
+
+def contaminated(text: str, references: list[tuple[str, frozenset[int]]], n: int) -> str:
+    """The reference a text shares an n-gram with, or ''."""
+    grams = ngram_hashes(text, n)
+    for name, hashes in references:
+        if grams & hashes:
+            return name
+    return ""
