@@ -34,8 +34,9 @@ def main():
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config (default: configs/default.toml).")
 @click.option("--backend", type=click.Choice(["fake", "vllm"]), help="Serve every pool model with this backend.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--dry-run", is_flag=True, help="Check config, field mapping and SQL filters; show the first prompts.")
 @user_errors
-def run(seeds, run_dir, config_path, backend, quiet):
+def run(seeds, run_dir, config_path, backend, quiet, dry_run):
     """Run the GRA pipeline over SEEDS (JSONL, JSON, Parquet, CSV; .gz/.zst) into --run-dir.
 
     Re-running the same command resumes an interrupted run; adding seed files processes only the new seeds.
@@ -47,6 +48,11 @@ def run(seeds, run_dir, config_path, backend, quiet):
     from gra_stream.store import Store
 
     config = load_config(config_path, backend=backend)
+    if dry_run:
+        from gra_stream.guide import dry_run as check
+
+        click.echo(check(list(seeds), config))
+        return
     progress = Progress(quiet=quiet)
     try:
         summary = run_pipeline(list(seeds), run_dir, config, progress=progress)
@@ -134,3 +140,16 @@ def export_command(run_dir, fmt, output, metadata):
 
     n = export(open_run(run_dir), fmt, output, metadata=metadata)
     click.echo(f"wrote {n} samples to {output} ({fmt})")
+
+
+@main.command()
+@click.argument("seeds", type=click.Path(path_type=Path))
+@click.option("-o", "--output", default="gra-stream.toml", show_default=True, type=click.Path(path_type=Path))
+@user_errors
+def init(seeds, output):
+    """Write a commented config for SEEDS, with its fields mapped."""
+    from gra_stream.config import load_config
+    from gra_stream.guide import init_config
+
+    mapping = init_config(seeds, output, load_config(None))
+    click.echo(f"wrote {output} ({mapping}); check it, then: gra-stream run {seeds} --run-dir runs/NAME --config {output}")
