@@ -28,6 +28,8 @@ demo: $(STAMP)
 	@echo "inspect it: $(BIN)/gra-stream sql $(RUN_DIR) \"select stage, reason, count(*) from rejections group by all\""
 
 test: $(STAMP)
+	# Debian's Chromium renders the HTML report in tests/test_report.py (skipped where it cannot be installed).
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || true
 	$(BIN)/python -m pytest -ra
 
 clean:

@@ -153,3 +153,16 @@ def init(seeds, output):
 
     mapping = init_config(seeds, output, load_config(None))
     click.echo(f"wrote {output} ({mapping}); check it, then: gra-stream run {seeds} --run-dir runs/NAME --config {output}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The HTML file to write.")
+@user_errors
+def report(run_dir, output):
+    """Write a self-contained HTML report of a run (charts, no network needed)."""
+    from gra_stream.query import open_run
+    from gra_stream.report import write_report
+
+    write_report(open_run(run_dir), output)
+    click.echo(f"wrote {output}")

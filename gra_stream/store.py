@@ -39,12 +39,14 @@ class Store:
         return (self.root / "seeds").is_dir()
 
     def init(self) -> None:
-        """Create every table folder with an empty, typed segment so that globs always match a schema."""
+        """Create every table folder with an empty, typed segment so that globs always match a schema
+        (renewed when the declared schema has grown since the directory was made)."""
         for table, schema in TABLES.items():
             folder = self.table_dir(table)
             folder.mkdir(parents=True, exist_ok=True)
-            if not (folder / EMPTY_SEGMENT).exists():
-                self._write(folder / EMPTY_SEGMENT, pa.Table.from_pylist([], schema=schema))
+            empty = folder / EMPTY_SEGMENT
+            if not empty.exists() or not pq.read_schema(empty).equals(schema, check_metadata=False):
+                self._write(empty, pa.Table.from_pylist([], schema=schema))
 
     # -- writing ------------------------------------------------------------------------------------
     def write_segment(self, table: str, name: str, frame: pl.DataFrame | pa.Table) -> Path:

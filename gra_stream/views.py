@@ -1,4 +1,8 @@
-"""SQL views over a run directory: one per table (over its Parquet segments) plus sql/views.sql."""
+"""SQL views over a run directory: one per table (over its Parquet segments) plus sql/views.sql.
+
+Each table view is unioned by name with an empty relation of the table's declared schema, so a run
+directory written by an older version (a table folder missing, a column added since) still reads, with
+NULL where it has no data."""
 from __future__ import annotations
 
 import duckdb
@@ -12,9 +16,14 @@ def _quote(path: str) -> str:
 
 
 def define_views(con: duckdb.DuckDBPyConnection, store) -> None:
-    for table in TABLES:
-        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM "
-                    f"read_parquet({_quote(store.glob(table))}, union_by_name = true)")
+    for table, schema in TABLES.items():
+        empty = f"__declared_{table}"
+        con.register(empty, schema.empty_table())
+        if store.segments(table):
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({_quote(store.glob(table))}, "
+                        f"union_by_name = true) UNION ALL BY NAME SELECT * FROM {empty}")
+        else:
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {empty}")
     con.execute((SQL_DIR / "views.sql").read_text(encoding="utf-8"))
 
 

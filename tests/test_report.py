@@ -1,0 +1,45 @@
+"""The HTML report, rendered in headless Chromium: every chart must be drawn, with no network."""
+import re
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from gra_stream.cli import main
+from tests.conftest import run_fake, shared_seed
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    run_fake([shared_seed("self_instruct_seed_tasks.jsonl")], tmp / "run", rounds=2)
+    out = tmp / "report.html"
+    result = CliRunner().invoke(main, ["report", str(tmp / "run"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_report_is_self_contained(report):
+    html = report.read_text()
+    assert not re.search(r"""(src|href)=["']?https?://""", html), "the report must not fetch anything"
+    for heading in ("Funnel", "Reviewers", "Adjudication", "Acceptance", "Cost", "Diversity"):
+        assert f"<h2>{heading}</h2>" in html
+    assert "adjudicator overturn rate" in html and "agreement on" in html and "round 2" in html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)")
+def test_chromium_draws_every_chart(report, tmp_path):
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    charts = report.read_text().count('<svg class="chart"')
+    drawn = re.search(r"<title>charts drawn: (\d+)</title>", dom)
+    assert drawn and int(drawn.group(1)) == charts == 11
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1400,2600",
+                    f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000, "a screenshot of drawn charts is not a blank page"
