@@ -21,7 +21,8 @@ from gra_stream.config import load_config
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
+CORPORA = ("gsm8k_train.jsonl", "code_alpaca_2k.jsonl", "self_instruct_seed_tasks.jsonl")
 GOAL = "goal: pipeline / raw >= 0.90"
 
 
@@ -54,12 +55,12 @@ def main():
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gra-saturation-"))
-    files = sorted(SAMPLE.glob("*.jsonl"))
-    per_file = max(1, args.seeds // len(files))
+    per_file = max(1, args.seeds // len(CORPORA))
     seeds = []
-    for f in files:
-        dst = work / f.name
-        dst.write_text("".join(f.read_text(encoding="utf-8").splitlines(keepends=True)[:per_file]), encoding="utf-8")
+    for name in CORPORA:
+        dst = work / name
+        with open(SHARED / name, encoding="utf-8") as f:
+            dst.write_text("".join(line for _, line in zip(range(per_file), f)), encoding="utf-8")
         seeds.append(dst)
     config = dataclasses.replace(load_config(None), batch_size=args.batch_size)
     recorder = Recorder()
@@ -80,7 +81,7 @@ def main():
     raw_s = time.perf_counter() - t0
     raw_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
     raw_rate = raw_tokens / raw_s
-    print(f"{len(recorder.requests)} requests from {sum(1 for _ in seeds)} seed files ({per_file} seeds each), "
+    print(f"{len(recorder.requests)} requests from {len(seeds)} seed files ({per_file} seeds each), "
           f"batch_size {args.batch_size}")
     print(GOAL)
     print(f"pipeline: {recorder.tokens:7,} output tokens in {pipeline_s:7.1f} s = {pipeline_rate:7.1f} tok/s")
