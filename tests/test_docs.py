@@ -48,3 +48,24 @@ def test_the_filter_example_in_the_docs_works(tmp_path):
     batch = pl.DataFrame({"id": ["a", "b"], "instruction": ["Say hi.", "Say hi."],
                           "response": ["Hi!", "Hello there, it is good to meet you."]})
     assert apply_filters(load_filters(config), batch) == {"a": ("too_short", "3 chars")}
+
+
+def test_the_stage_example_in_the_docs_works(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from gra_stream import schemas
+    from gra_stream.progress import Progress
+    from gra_stream.runner import run_pipeline
+    from gra_stream.stages import all_stages
+    from gra_stream.store import Store
+
+    code = next(b for b in blocks("docs/stages.md", "python") if "STAGE = Stage" in b)
+    scope = {}
+    exec(code, scope)
+    monkeypatch.setitem(schemas.TABLES, "shouts", pa.schema([("id", pa.string()), ("instruction", pa.string())]))
+    seeds = shared_seed("gsm8k_test.jsonl")
+    run_pipeline([seeds], tmp_path / "run", fake_config(), progress=Progress(quiet=True),
+                 stages=[*all_stages(), scope["STAGE"]])
+    con = Store(tmp_path / "run").connect()
+    shouts = con.sql("SELECT x.instruction, s.instruction FROM shouts x JOIN samples s USING (id)").fetchall()
+    assert shouts and all(a == b.upper() for a, b in shouts)
