@@ -61,6 +61,7 @@ class Vllm:
     enable_prefix_caching: bool = True
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 8192
+    resident_engines: int = 0      # at most this many in-process engines loaded at once (0: the whole pool)
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,7 @@ def validate(c: Config) -> None:
          f"dedup.bands = {c.dedup.bands} must divide dedup.num_perm = {c.dedup.num_perm}"),
         (0.0 < c.dedup.threshold <= 1.0, f"dedup.threshold = {c.dedup.threshold} must be in (0, 1]"),
         (1 <= c.dedup.shingle_chars <= 32, f"dedup.shingle_chars = {c.dedup.shingle_chars} must be between 1 and 32"),
+        (c.vllm.resident_engines >= 0, f"vllm.resident_engines = {c.vllm.resident_engines} must be 0 (all) or more"),
         (c.vllm.max_model_len >= 256, f"vllm.max_model_len = {c.vllm.max_model_len} must be at least 256"),
     ]
     for ok, message in checks:

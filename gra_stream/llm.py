@@ -193,8 +193,9 @@ def _complete(pool: ModelPool, groups: dict[str, list[ChatRequest]]) -> dict[str
     def fresh(model: str) -> list[Completion]:
         return pool.backend(model).complete([groups[model][i] for i in missing[model]])
 
-    todo = [m for m in groups if missing[m]]
-    parallel = [m for m in todo if getattr(pool.backend(m), "concurrent", False)]
+    # engines already loaded go first, so a pool that cannot hold every engine swaps as little as possible
+    todo = sorted((m for m in groups if missing[m]), key=lambda m: not pool.loaded(m))
+    parallel = [m for m in todo if pool.spec(m).backend == "openai"]  # servers can all work at once
     done: dict[str, list[Completion]] = {}
     if len(parallel) > 1:
         with ThreadPoolExecutor(max_workers=len(parallel)) as workers:

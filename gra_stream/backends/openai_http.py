@@ -24,8 +24,6 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class OpenAIBackend:
-    concurrent = True  # ask() may drive several endpoints at once from threads
-
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.url = spec.url.rstrip("/") + "/chat/completions"

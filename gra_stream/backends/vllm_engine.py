@@ -81,4 +81,15 @@ class VllmBackend:
         return completions
 
     def close(self) -> None:
+        """Stop the engine and give its memory back (the pool may start another in its place)."""
+        import gc
+
         self.llm = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
