@@ -48,10 +48,16 @@ def _window_hashes(data: np.ndarray, k: int) -> np.ndarray:
 
 
 def shingle_hash(shingle: bytes) -> int:
-    """The hash of one shingle, for datasketch's `hashfunc` (equal to the vectorised one)."""
-    if not shingle:
-        return int(_mix32(np.zeros(1, dtype=np.uint64))[0])
-    return int(_window_hashes(np.frombuffer(shingle, dtype=np.uint8), len(shingle))[0])
+    """The hash of one shingle in plain Python, for datasketch's `hashfunc`: equal to the vectorised one."""
+    h = 0
+    for byte in shingle:
+        h = (h * 1_000_003 + byte) & 0xFFFFFFFFFFFFFFFF
+    h &= 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
 
 
 def shingles(text: str, k: int = SHINGLE) -> list[bytes]:

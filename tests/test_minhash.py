@@ -44,3 +44,13 @@ def test_band_keys_agree_with_datasketch_lsh_candidates():
     for i, sig in enumerate(sigs):
         ours = {str(j) for j in range(len(texts)) if set(keys[i]) & set(keys[j])}
         assert ours == set(lsh.query(MinHash(num_perm=64, hashvalues=sig, scheme="legacy")))
+
+
+def test_the_plain_python_hash_equals_the_vectorised_one():
+    from gra_stream.minhash import shingle_hashes
+
+    texts = ["abcdefgh", "Ünïcödé", "x", ""]
+    hashes, owners = shingle_hashes(texts)
+    expected = [shingle_hash(s) for t in texts for s in shingles(t)]
+    assert hashes.tolist() == expected
+    assert owners.tolist() == [i for i, t in enumerate(texts) for _ in shingles(t)]
