@@ -106,8 +106,8 @@ def score(found, planted):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=52002)
-    ap.add_argument("--num-perm", type=int, default=128)
-    ap.add_argument("--bands", type=int, default=32)
+    ap.add_argument("--num-perm", type=int, default=120)
+    ap.add_argument("--bands", type=int, default=20)
     ap.add_argument("--threshold", type=float, default=0.7)
     args = ap.parse_args()
     texts, planted = corpus(args.rows)

@@ -25,7 +25,7 @@ from gra_stream.stages import Context, Stage, all_stages
 from gra_stream.store import RunLock, Store
 
 
-DUCKDB_MEMORY = "1GB"  # per connection; pending-work sorts beyond it spill to disk
+DUCKDB_MEMORY = "512MB"  # per connection; pending-work sorts and joins beyond it spill to DIR/.tmp
 
 
 class Interrupted(Exception):

@@ -94,6 +94,7 @@ class Store:
         from gra_stream.views import define_views
 
         con = duckdb.connect(":memory:")
+        con.execute("SET enable_external_file_cache = false")  # segments are read once per query: no point keeping them
         if memory_limit:
             con.execute(f"SET memory_limit = '{memory_limit}'")
             con.execute("SET temp_directory = $dir", {"dir": str(self.root / ".tmp")})

@@ -23,7 +23,7 @@ def test_backend_override_applies_to_every_model():
     ("[committee]\ntau = 11.0", "committee.tau = 11.0 must be between 0 and 10"),
     ("[committee]\nreviewrs = 3", "unknown key committee.reviewrs"),
     ("[committee]\nreviewers = 2\nmin_reviews = 3", "committee.min_reviews = 3"),
-    ("[dedup]\nbands = 7", "dedup.bands = 7 must divide dedup.num_perm = 128"),
+    ("[dedup]\nbands = 7", "dedup.bands = 7 must divide dedup.num_perm = 120"),
     ("[[models]]\nname = 'm'\nbackend = 'gpt'", "models.backend = 'gpt'"),
     ("[[models]]\nname = 'm'\npath = '/no/such/model'", "models.path = '/no/such/model'"),
     ("[[models]]\nname = 'm'\n[[models]]\nname = 'm'", "two [[models]] share the name 'm'"),

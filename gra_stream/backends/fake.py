@@ -120,8 +120,9 @@ class FakeBackend:
             roll = dice()
             if roll < 0.06:  # an exact duplicate of other tasks: exercises near-duplicate removal
                 text = "Explain the main idea of this topic in simple terms."
-            else:
-                text = dice.pick(TEMPLATES).format(a=a, b=b)
+            else:  # a template, two topic words, and a few more words so that tasks differ
+                detail = " ".join(dice.pick(words) for _ in range(4))
+                text = dice.pick(TEMPLATES).format(a=a, b=b) + f" Focus on {detail}."
         elif name == "response":
             roll = dice()
             if roll < 0.04:

@@ -35,11 +35,31 @@ def pending(config, rounds_open: int = 1) -> str:
     """
 
 
-def _matrix(ctx: Context, sql: str) -> tuple[list[str], np.ndarray]:
-    frame = ctx.con.sql(sql).pl()
-    if frame.is_empty():
-        return [], np.zeros((0, DIM), dtype=np.float32)
-    return frame["id"].to_list(), frame["embedding"].list.to_array(DIM).to_numpy().astype(np.float32)
+REFERENCE_CHUNK = 4096  # reference rows compared at once: bounds memory whatever the table sizes
+
+
+def _best_matches(ctx: Context, sql: str, vectors: np.ndarray, exclude: list[str | None]) -> tuple[np.ndarray, list]:
+    """For each batch vector, the highest cosine similarity to the rows of `sql` (id, embedding) and the
+    id that has it, reading the reference in chunks; `exclude[i]` is an id row i is not compared with."""
+    best = np.full(len(vectors), -1.0, dtype=np.float32)
+    best_ids: list = [None] * len(vectors)
+    for chunk in ctx.con.sql(sql).to_arrow_reader(REFERENCE_CHUNK):
+        frame = pl.from_arrow(chunk)
+        if frame.is_empty():
+            continue
+        ids = frame["id"].to_list()
+        sims = vectors @ frame["embedding"].list.to_array(DIM).to_numpy().astype(np.float32).T
+        position = {id_: j for j, id_ in enumerate(ids)}
+        for i, own in enumerate(exclude):
+            if own in position:
+                sims[i, position[own]] = -1.0
+        j = sims.argmax(axis=1)
+        top = sims[np.arange(len(vectors)), j]
+        better = top > best
+        best[better] = top[better]
+        for i in np.flatnonzero(better):
+            best_ids[i] = ids[j[i]]
+    return best, best_ids
 
 
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -50,34 +70,31 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                             schema_overrides={"similarity": pl.Float64, "duplicate_of": pl.String,
                                               "embedding": pl.List(pl.Float32)})
     vectors = get_embedder(d.model).embed(batch["instruction"].to_list())
-    kept_ids, earlier = _matrix(ctx, "SELECT id, embedding FROM diversity WHERE kept")
-    kept = np.zeros((len(earlier) + batch.height, DIM), dtype=np.float32)  # earlier rows, then this batch's
-    kept[: len(earlier)] = earlier
-    seed_ids, seeds = (_matrix(ctx, "SELECT id, embedding FROM seed_embeddings ORDER BY id") if d.compare_seeds
-                       else ([], np.zeros((0, DIM), dtype=np.float32)))
-    seed_sims = vectors @ seeds.T if len(seed_ids) else np.zeros((len(vectors), 0), dtype=np.float32)
-    rows = []
-    for i, row in enumerate(batch.iter_rows(named=True)):  # already in descending committee mean
-        best, best_id = -1.0, None
-        if len(seed_ids):
-            sims = seed_sims[i].copy()
-            if row["kind"] == "refine":
-                sims[[j for j, s in enumerate(seed_ids) if s == row["seed_id"]]] = -1.0
-            j = int(np.argmax(sims))
-            best, best_id = float(sims[j]), seed_ids[j]
-        if len(kept_ids):
+    rows = list(batch.iter_rows(named=True))
+    best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM diversity WHERE kept", vectors, [None] * len(rows))
+    if d.compare_seeds:  # a refined seed is not compared with its own seed
+        own = [r["seed_id"] if r["kind"] == "refine" else None for r in rows]
+        seed_best, seed_ids = _best_matches(ctx, "SELECT id, embedding FROM seed_embeddings", vectors, own)
+        for i in np.flatnonzero(seed_best > best):
+            best[i], best_ids[i] = seed_best[i], seed_ids[i]
+    kept = np.zeros((len(rows), DIM), dtype=np.float32)  # this batch's kept rows, in walk order
+    kept_ids: list[str] = []
+    out = []
+    for i, row in enumerate(rows):  # already in descending committee mean
+        score, match = float(best[i]), best_ids[i]
+        if kept_ids:
             sims = kept[: len(kept_ids)] @ vectors[i]
             j = int(np.argmax(sims))
-            if sims[j] > best:
-                best, best_id = float(sims[j]), kept_ids[j]
-        keep = best < d.threshold
-        rows.append({"id": row["id"], "kept": keep, "similarity": best if best_id else None,
-                     "duplicate_of": None if keep else best_id, "embedding": vectors[i].tolist()})
+            if sims[j] > score:
+                score, match = float(sims[j]), kept_ids[j]
+        keep = score < d.threshold
+        out.append({"id": row["id"], "kept": keep, "similarity": score if match else None,
+                    "duplicate_of": None if keep else match, "embedding": vectors[i].tolist()})
         if keep:
             kept[len(kept_ids)] = vectors[i]
             kept_ids.append(row["id"])
-    return pl.DataFrame(rows, schema={"id": pl.String, "kept": pl.Boolean, "similarity": pl.Float64,
-                                      "duplicate_of": pl.String, "embedding": pl.List(pl.Float32)})
+    return pl.DataFrame(out, schema={"id": pl.String, "kept": pl.Boolean, "similarity": pl.Float64,
+                                     "duplicate_of": pl.String, "embedding": pl.List(pl.Float32)})
 
 
 SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds)

@@ -12,11 +12,20 @@ from gra_stream.minhash import band_keys, signatures
 from gra_stream.sql_filters import apply_filters
 from gra_stream.stages import Context, Stage
 
-CANDIDATES_SQL = """
-SELECT g.id, g.minhash FROM gates g
-WHERE g.passed AND g.id IN (
-    SELECT id FROM (SELECT id, unnest(bands) AS band FROM gates WHERE passed)
-    WHERE band IN (SELECT band FROM batch_bands))
+# Candidates share a band key with the batch; their estimated Jaccard is computed inside DuckDB, so memory
+# stays bounded whatever the number of earlier samples; only the best match at or above the threshold
+# comes back.
+EARLIER_SQL = """
+WITH b AS (SELECT id, unnest(bands) AS band FROM batch_sigs),
+     g AS (SELECT id, unnest(bands) AS band FROM gates WHERE passed),
+     pairs AS (SELECT DISTINCT b.id, g.id AS other FROM b JOIN g ON g.band = b.band),
+     scored AS (
+        SELECT p.id, p.other,
+               list_sum(list_transform(list_zip(bs.minhash, gs.minhash), lambda x: (x[1] = x[2])::INT))
+                 / len(bs.minhash) AS score
+        FROM pairs p JOIN batch_sigs bs ON bs.id = p.id JOIN gates gs ON gs.id = p.other)
+SELECT id, other, score FROM scored WHERE score >= $threshold
+QUALIFY row_number() OVER (PARTITION BY id ORDER BY score DESC, other) = 1
 """
 SCHEMA = {"id": pl.String, "passed": pl.Boolean, "reason": pl.String, "detail": pl.String,
           "duplicate_of": pl.String, "minhash": pl.List(pl.UInt32), "bands": pl.List(pl.UInt64)}
@@ -28,7 +37,7 @@ def pending(config, rounds_open: int = 1) -> str:
 
 
 class BandIndex:
-    """Band key -> rows of a growing signature matrix; the earlier passes are loaded once per batch."""
+    """Band key -> rows of a growing signature matrix: the rows of this batch that passed so far."""
 
     def __init__(self, num_perm: int):
         self.ids: list[str] = []
@@ -59,17 +68,16 @@ class BandIndex:
         return self.ids[rows[best]], float(scores[best])
 
 
-def _earlier(ctx: Context, keys: np.ndarray, num_perm: int, bands: int) -> BandIndex:
-    index = BandIndex(num_perm)
-    if not keys.size:
-        return index
-    ctx.con.register("batch_bands", pl.DataFrame({"band": np.unique(keys.ravel())}).to_arrow())
-    frame = ctx.con.sql(CANDIDATES_SQL).pl()
-    ctx.con.unregister("batch_bands")
-    if frame.height:
-        sigs = frame["minhash"].list.to_array(num_perm).to_numpy().astype(np.uint32)
-        index.add(frame["id"].to_list(), sigs, band_keys(sigs, bands))
-    return index
+def _earlier(ctx: Context, ids: list[str], sigs: np.ndarray, keys: np.ndarray, threshold: float) -> dict:
+    """id -> (earlier id, estimated Jaccard) for batch rows with a near-duplicate among earlier passes."""
+    if not ids:
+        return {}
+    ctx.con.register("batch_sigs", pl.DataFrame({"id": ids, "minhash": list(sigs), "bands": list(keys)},
+                                                schema={"id": pl.String, "minhash": pl.List(pl.UInt32),
+                                                        "bands": pl.List(pl.UInt64)}).to_arrow())
+    rows = ctx.con.execute(EARLIER_SQL, {"threshold": threshold}).fetchall()
+    ctx.con.unregister("batch_sigs")
+    return {id_: (other, score) for id_, other, score in rows}
 
 
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -88,10 +96,15 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     texts = batch["instruction"].to_list()
     sigs = signatures([texts[i] for i in survivors], num_perm=d.num_perm, k=d.shingle_chars)
     keys = band_keys(sigs, d.bands)
-    index = _earlier(ctx, keys, d.num_perm, d.bands)
+    earlier = _earlier(ctx, [ids[i] for i in survivors], sigs, keys, d.threshold)
+    index = BandIndex(d.num_perm)  # this batch's passed rows
     out = {id_: (False, reason, detail, None, None, None) for id_, (reason, detail) in drops.items()}
     for row, i in enumerate(survivors):  # id order: the first of a near-duplicate group is kept
         match = index.best_match(sigs[row], keys[row])
+        if match is None or match[1] < d.threshold:
+            match = earlier.get(ids[i])
+        elif ids[i] in earlier and earlier[ids[i]][1] > match[1]:
+            match = earlier[ids[i]]
         if match and match[1] >= d.threshold:
             out[ids[i]] = (False, "near_duplicate", f"estimated Jaccard {match[1]:.2f}", match[0], sigs[row], keys[row])
             continue
