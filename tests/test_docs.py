@@ -69,3 +69,18 @@ def test_the_stage_example_in_the_docs_works(tmp_path, monkeypatch):
     con = Store(tmp_path / "run").connect()
     shouts = con.sql("SELECT x.instruction, s.instruction FROM shouts x JOIN samples s USING (id)").fetchall()
     assert shouts and all(a == b.upper() for a, b in shouts)
+
+
+def test_the_toml_examples_in_the_docs_are_valid_configs(tmp_path):
+    import tomllib
+
+    from gra_stream.config import config_from_dict
+
+    server = tomllib.loads(blocks("docs/backends.md", "toml")[0])
+    config = config_from_dict(server, source="docs/backends.md")
+    assert config.models[0].backend == "openai" and config.models[0].max_in_flight == 64
+    filters = tomllib.loads(blocks("docs/sql-filters.md", "toml")[0])
+    (tmp_path / "my_filters").mkdir()
+    (tmp_path / "my_filters" / "mine.sql").write_text("SELECT id, 'mine' AS reason, '' AS detail FROM batch WHERE false")
+    filters["filters"]["directory"] = str(tmp_path / "my_filters")
+    assert [f.name for f in load_filters(fake_config(**filters))] == ["min_length", "max_length", "refusal", "overlap", "mine"]
