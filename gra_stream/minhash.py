@@ -121,7 +121,3 @@ def band_keys(sigs: np.ndarray, bands: int) -> np.ndarray:
             key = key * np.uint64(1_000_003) + view[:, :, r]
             key ^= key >> np.uint64(29)
     return key
-
-
-def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
-    return float(np.count_nonzero(sig_a == sig_b)) / len(sig_a)

@@ -84,9 +84,6 @@ class Store:
     def scan(self, table: str) -> pl.LazyFrame:
         return pl.scan_parquet(self.glob(table), schema=pl.Schema(pl.from_arrow(TABLES[table].empty_table()).schema))
 
-    def read(self, table: str) -> pl.DataFrame:
-        return self.scan(table).collect()
-
     def connect(self, *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with one view per table (and the derived views of sql/views.sql).
 
