@@ -22,12 +22,17 @@ def reviewer_mean(scores: Sequence[int]) -> Fraction:
     return Fraction(sum(scores), len(scores))
 
 
+def committee_stats(means: Sequence[Fraction]) -> tuple[Fraction, Fraction]:
+    """(mean, population variance) of the reviewers' means."""
+    n = len(means)
+    mu = sum(means, Fraction(0)) / n
+    return mu, sum(((m - mu) ** 2 for m in means), Fraction(0)) / n
+
+
 def committee_rule(means: Sequence[Fraction], *, tau: float, delta: float) -> tuple[str, str, Fraction, Fraction]:
     """(decision, reason, mean, variance) for the reviewers' means: reject if mean < tau, accept if
     the std <= delta, otherwise adjudicate."""
-    n = len(means)
-    mu = sum(means, Fraction(0)) / n
-    variance = sum(((m - mu) ** 2 for m in means), Fraction(0)) / n
+    mu, variance = committee_stats(means)
     if mu < exact(tau):
         return "reject", "low_score", mu, variance
     if variance <= exact(delta) ** 2:

@@ -181,12 +181,11 @@ def _apply(reply: Reply, done: Completion, call: Call, max_tokens: int) -> bool:
 def _complete(pool: ModelPool, groups: dict[str, list[ChatRequest]]) -> dict[str, list[Completion]]:
     """Send each model's requests; HTTP endpoints all at once (every server kept busy), engines in turn.
     Finished calls come from the call cache where it has them, and go into it otherwise."""
-    cache = pool.cache
+    cached = {m: pool.cache if pool.cache and pool.spec(m).backend != "fake" else None for m in groups}
     results: dict[str, list[Completion | None]] = {}
     missing: dict[str, list[int]] = {}
     for model, requests in groups.items():
-        spec = pool.spec(model)
-        hits = cache.get(spec, requests) if cache and spec.backend != "fake" else {}
+        hits = cached[model].get(pool.spec(model), requests) if cached[model] else {}
         results[model] = [hits.get(i) for i in range(len(requests))]
         missing[model] = [i for i in range(len(requests)) if i not in hits]
 
@@ -206,9 +205,8 @@ def _complete(pool: ModelPool, groups: dict[str, list[ChatRequest]]) -> dict[str
     for model, completions in done.items():
         for i, completion in zip(missing[model], completions):
             results[model][i] = completion
-        spec = pool.spec(model)
-        if cache and spec.backend != "fake":
-            cache.put(spec, [groups[model][i] for i in missing[model]], completions)
+        if cached[model]:
+            cached[model].put(pool.spec(model), [groups[model][i] for i in missing[model]], completions)
     return results
 
 

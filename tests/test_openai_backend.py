@@ -45,9 +45,7 @@ def test_faults_are_retried_counted_and_lose_nothing(tmp_path):
 
 def test_a_dead_endpoint_quarantines_calls_and_the_run_still_finishes(tmp_path):
     seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 5)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    port = free_port()  # nothing listens there once the probing socket is closed
     config = fake_config(models=[{"name": "dead", "backend": "openai", "url": f"http://127.0.0.1:{port}/v1",
                                   "max_retries": 1, "timeout_s": 1.0}], max_reasks=0)
     run_pipeline([seeds], tmp_path / "run", config, progress=Progress(quiet=True))

@@ -1,10 +1,9 @@
 """Decide: apply the committee rule to each generation's reviews (no model call)."""
-from fractions import Fraction
 from math import sqrt
 
 import polars as pl
 
-from gra_stream.committee import committee_rule, reviewer_mean
+from gra_stream.committee import committee_rule, committee_stats, reviewer_mean
 from gra_stream.stages import Context, Stage
 
 
@@ -25,8 +24,7 @@ def decide_one(scores: list[list[int]] | None, check_failed: bool | None, config
     means = [reviewer_mean(s) for s in scores or []]
     if check_failed:
         decision, reason = "reject", "instruction_check_failed"
-        mu = sum(means, Fraction(0)) / len(means)
-        variance = sum(((m - mu) ** 2 for m in means), Fraction(0)) / len(means)
+        mu, variance = committee_stats(means)
     elif len(means) < c.min_reviews:
         decision, reason, mu, variance = "reject", "insufficient_reviews", None, None
     else:

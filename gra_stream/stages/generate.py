@@ -46,12 +46,12 @@ def pending(config, rounds_open: int = 1) -> str:
            NULL::VARCHAR AS seed_instruction, NULL::VARCHAR AS seed_response
     FROM synth_capped t JOIN ranked o ON o.domain = t.domain AND o.rank = t.other_rank
     UNION ALL
-    SELECT left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, p.id, 'refine')), 16), p.id, p.id, 1,
-           'refine', p.domain, p.keywords, p.summary, NULL, NULL, [p.id],
+    SELECT r.id, r.seed_id, r.seed_id, 1, 'refine', p.domain, p.keywords, p.summary, NULL, NULL, [r.seed_id],
            concat_ws(chr(10) || chr(10), s.instruction, nullif(s.input, '')), s.response
-    FROM profiles p JOIN seeds s ON s.id = p.id
-    ANTI JOIN generations g ON g.id = left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, p.id, 'refine')), 16)
-    WHERE {str(refine).lower()} AND p.status = 'ok'
+    FROM (SELECT left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, id, 'refine')), 16) AS id, id AS seed_id
+          FROM profiles WHERE {str(refine).lower()} AND status = 'ok') r
+    JOIN profiles p ON p.id = r.seed_id JOIN seeds s ON s.id = r.seed_id
+    ANTI JOIN generations g ON g.id = r.id
     ORDER BY id
     """
 

@@ -43,8 +43,7 @@ def _row(generation_id: str, index: int, model: str, reply: Reply | None, skippe
     scores = [data.get(d) for d in SCORE_DIMS]
     mean = float(reviewer_mean(scores)) if reply and reply.ok else None
     calls = reply.call_columns(model) if reply else {
-        "model": model, "status": "skipped", "error": f"not asked: {skipped_because}", "raw": "",
-        "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0, "attempts": 0, "truncated": False, "retries": 0}
+        **Reply(None, "", f"not asked: {skipped_because}").call_columns(model), "status": "skipped", "raw": ""}
     return {"id": content_id(generation_id, index), "generation_id": generation_id, "reviewer_index": index,
             **{c: data.get(c) for c in CHECKS}, **dict(zip(SCORE_DIMS, scores)), "mean": mean,
             "strengths": data.get("strengths"), "weaknesses": data.get("weaknesses"), **calls}
