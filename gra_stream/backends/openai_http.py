@@ -13,7 +13,6 @@ import asyncio
 import json
 import random
 import time
-from collections import Counter
 
 import httpx
 
@@ -28,7 +27,6 @@ class OpenAIBackend:
         self.spec = spec
         self.url = spec.url.rstrip("/") + "/chat/completions"
         self.model = spec.api_model or spec.path
-        self.faults: Counter = Counter()
 
     def close(self) -> None:
         pass
@@ -64,7 +62,6 @@ class OpenAIBackend:
                     response = await client.post(self.url, json=body)
                 except (httpx.TimeoutException, httpx.TransportError) as e:
                     last_error = f"{type(e).__name__}"
-                    self.faults["timeout" if isinstance(e, httpx.TimeoutException) else "connection"] += 1
                 else:
                     latency = time.perf_counter() - started
                     if response.status_code == 200:
@@ -72,13 +69,10 @@ class OpenAIBackend:
                         if done is not None:
                             return done
                         last_error = "malformed response body"
-                        self.faults["garbage"] += 1
                     elif response.status_code in RETRYABLE_STATUS:
                         last_error = f"HTTP {response.status_code}"
-                        self.faults[f"http_{response.status_code}"] += 1
                         wait = _retry_after(response) or wait
                     else:  # 4xx other than the above: the request itself is wrong; retrying cannot help
-                        self.faults[f"http_{response.status_code}"] += 1
                         return Completion("", 0, 0, "error", 0.0, retries=retries,
                                           error=f"HTTP {response.status_code}: {response.text[:200]}")
             if attempt < self.spec.max_retries:
