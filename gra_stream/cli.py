@@ -35,8 +35,11 @@ def main():
 @click.option("--backend", type=click.Choice(["fake", "vllm"]), help="Serve every pool model with this backend.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--dry-run", is_flag=True, help="Check config, field mapping and SQL filters; show the first prompts.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Run batches in this process, or on a Ray cluster (pip install 'gra-stream[ray]').")
+@click.option("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one).")
 @user_errors
-def run(seeds, run_dir, config_path, backend, quiet, dry_run):
+def run(seeds, run_dir, config_path, backend, quiet, dry_run, executor, ray_address):
     """Run the GRA pipeline over SEEDS (JSONL, JSON, Parquet, CSV; .gz/.zst) into --run-dir.
 
     Re-running the same command resumes an interrupted run; adding seed files processes only the new seeds.
@@ -47,6 +50,8 @@ def run(seeds, run_dir, config_path, backend, quiet, dry_run):
     from gra_stream.status import collect_status, format_status
     from gra_stream.store import Store
 
+    if ray_address and executor != "ray":
+        raise click.UsageError("--ray-address needs --executor ray")
     config = load_config(config_path, backend=backend)
     if dry_run:
         from gra_stream.guide import dry_run as check
@@ -55,7 +60,8 @@ def run(seeds, run_dir, config_path, backend, quiet, dry_run):
         return
     progress = Progress(quiet=quiet)
     try:
-        summary = run_pipeline(list(seeds), run_dir, config, progress=progress)
+        summary = run_pipeline(list(seeds), run_dir, config, progress=progress, executor=executor,
+                               ray_address=ray_address)
     except Interrupted:
         click.echo("stopped at a batch boundary; run the same command again to resume", err=True)
         sys.exit(130)

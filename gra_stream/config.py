@@ -107,6 +107,15 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class Ray:
+    """`--executor ray`: LLM stages run on `workers` actors (each holds its own engines), CPU stages as
+    Ray Data tasks, `workers` batches at a time."""
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = -1.0  # -1: vllm.tensor_parallel_size where the cluster has GPUs, else 0
+
+
+@dataclass(frozen=True)
 class Config:
     run_seed: int = 0
     batch_size: int = 64           # rows per committed batch of an LLM stage
@@ -125,6 +134,7 @@ class Config:
     diversity: Diversity = Diversity()
     decontamination: Decontamination = Decontamination()
     filters: Filters = Filters()
+    ray: Ray = Ray()
     source: str = "<defaults>"
 
     def fingerprint(self) -> str:
@@ -137,7 +147,7 @@ class Config:
 
 
 _SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup, "diversity": Diversity,
-             "decontamination": Decontamination}
+             "decontamination": Decontamination, "ray": Ray}
 
 
 def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
@@ -246,6 +256,10 @@ def validate(c: Config) -> None:
         (0.0 < c.dedup.threshold <= 1.0, f"dedup.threshold = {c.dedup.threshold} must be in (0, 1]"),
         (1 <= c.dedup.shingle_chars <= 32, f"dedup.shingle_chars = {c.dedup.shingle_chars} must be between 1 and 32"),
         (c.vllm.resident_engines >= 0, f"vllm.resident_engines = {c.vllm.resident_engines} must be 0 (all) or more"),
+        (c.ray.workers >= 1, f"ray.workers = {c.ray.workers} must be at least 1"),
+        (c.ray.cpus_per_worker > 0, f"ray.cpus_per_worker = {c.ray.cpus_per_worker} must be more than 0"),
+        (c.ray.gpus_per_worker == -1 or c.ray.gpus_per_worker >= 0,
+         f"ray.gpus_per_worker = {c.ray.gpus_per_worker} must be -1 (auto) or 0 or more"),
         (c.vllm.max_model_len >= 256, f"vllm.max_model_len = {c.vllm.max_model_len} must be at least 256"),
     ]
     for ok, message in checks:

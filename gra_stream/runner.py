@@ -13,11 +13,10 @@ from pathlib import Path
 
 import polars as pl
 
-from gra_stream.backends import ModelPool
-from gra_stream.call_cache import CallCache
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM, minilm_folder
-from gra_stream.errors import UserError
+from gra_stream.errors import Interrupted, UserError
+from gra_stream.executor import DUCKDB_MEMORY, Executor, LocalExecutor, open_context
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
 from gra_stream.progress import Progress
@@ -25,12 +24,7 @@ from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
 from gra_stream.store import RunLock, Store
 
-
-DUCKDB_MEMORY = "512MB"  # per connection; pending-work sorts and joins beyond it spill to DIR/.tmp
-
-
-class Interrupted(Exception):
-    """SIGTERM or Ctrl-C: the run stopped at a batch boundary."""
+__all__ = ["Interrupted", "RunSummary", "run_pipeline"]
 
 
 @dataclass
@@ -55,6 +49,11 @@ class _StopFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
+
+    def reinstall(self) -> None:
+        """Take the signals back from a library that installed its own handlers (Ray does, in ray.init)."""
+        for sig in self._old:
+            signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         if self.raised:  # a second signal: stop now
@@ -87,10 +86,12 @@ def preflight(stages: list[Stage], con, config: Config) -> None:
 
 
 def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progress: Progress | None = None,
-                 stages: list[Stage] | None = None) -> RunSummary:
+                 stages: list[Stage] | None = None, executor: str = "local", ray_address: str = "") -> RunSummary:
+    """Ingest `seed_files` into `run_dir` and run every stage over what is pending there. `executor` is
+    "local" (this process) or "ray" (a Ray cluster at `ray_address`, or a local one started for the run)."""
     progress = progress or Progress()
     check_seed_files(seed_files)
-    filters = load_filters(config)
+    load_filters(config)  # a bad filter fails here, before the run directory is touched
     if config.diversity.enabled and config.diversity.model == MINILM:
         minilm_folder()
     stages = stages or all_stages()
@@ -101,14 +102,22 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
     except OSError as e:
         raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
     try:
-        return _run_locked(seed_files, run_dir, config, progress, filters, stages)
+        return _run_locked(seed_files, run_dir, config, progress, stages, executor, ray_address)
     except OSError as e:
         where = e.filename or run_dir
         raise UserError(f"cannot write the run: {e.strerror or e} ({where}); fix that and run the same command "
                         f"again to resume") from None
 
 
-def _run_locked(seed_files, run_dir, config, progress, filters, stages) -> RunSummary:
+def _make_executor(kind: str, run_dir: Path, config: Config, ray_address: str, progress: Progress) -> Executor:
+    if kind == "local":
+        return LocalExecutor()
+    from gra_stream.ray_executor import RayExecutor  # Ray is an optional extra: the local path never imports it
+
+    return RayExecutor(run_dir, config, address=ray_address, progress=progress)
+
+
+def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ray_address) -> RunSummary:
     store = Store(run_dir)
     summary = RunSummary()
     with RunLock(run_dir), _StopFlag() as stop:
@@ -117,8 +126,11 @@ def _run_locked(seed_files, run_dir, config, progress, filters, stages) -> RunSu
         run_id = content_id("run", started, os.getpid(), time.time_ns())
         _record_run(store, run_id, started, t0, "running", config, seed_files)
         outcome = "failed"
-        pool = ModelPool(config, cache=CallCache(store))
+        ctx: Context | None = None
+        executor: Executor | None = None
         try:
+            executor = _make_executor(executor_kind, run_dir, config, ray_address, progress)
+            stop.reinstall()
             bar = progress.stage("ingest", 0)
             for stats in ingest_files(store, seed_files, config, on_progress=bar.advance):
                 summary.new_seeds += stats.seeds
@@ -133,19 +145,22 @@ def _run_locked(seed_files, run_dir, config, progress, filters, stages) -> RunSu
                              f"some roles go to the same model (see docs/config.md, 'Roles with a small pool')")
             con = store.connect(memory_limit=DUCKDB_MEMORY)
             preflight(stages, con, config)
-            ctx = Context(config, pool, store.connect(memory_limit=DUCKDB_MEMORY), filters)
+            ctx = open_context(store, config)
             # Pass r runs every stage over what is pending with rounds 1..r open: round r's tasks are
             # dealt only once round r - 1 has been through every stage, so its samples are in the pool.
             for round_no in range(1, config.rounds + 1):
                 for stage in stages:
-                    rows = _run_stage(stage, store, con, ctx, progress, stop, summary, round_no)
+                    rows = _run_stage(stage, store, con, ctx, executor, progress, stop, summary, round_no)
                     summary.rows_by_stage[stage.name] = summary.rows_by_stage.get(stage.name, 0) + rows
             outcome = "finished"
         except Interrupted:
             outcome = "interrupted"
             raise
         finally:
-            pool.close()
+            if executor is not None:
+                executor.close()
+            if ctx is not None:
+                ctx.pool.close()
             try:
                 _record_run(store, run_id, started, t0, outcome, config, seed_files)
             except OSError:
@@ -153,36 +168,31 @@ def _run_locked(seed_files, run_dir, config, progress, filters, stages) -> RunSu
     return summary
 
 
-def _run_stage(stage: Stage, store: Store, con, ctx: Context, progress: Progress, stop: _StopFlag,
-               summary: RunSummary, rounds_open: int) -> int:
+def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor, progress: Progress,
+               stop: _StopFlag, summary: RunSummary, rounds_open: int) -> int:
     query = stage.pending(ctx.config, rounds_open=rounds_open)
     total = con.sql(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     if total == 0:
         return 0
     size = ctx.config.batch_size if stage.llm else ctx.config.cpu_batch_size
     bar = progress.stage(stage.name, total)
-    reader = con.sql(query).to_arrow_reader(size)
-    pending_rows: pl.DataFrame | None = None
-    for record_batch in reader:
-        frame = pl.from_arrow(record_batch)
-        pending_rows = frame if pending_rows is None else pl.concat([pending_rows, frame])
-        while pending_rows.height >= size:
-            _commit(stage, store, ctx, pending_rows.head(size), bar, stop, summary)
-            pending_rows = pending_rows.slice(size)
-    if pending_rows is not None and pending_rows.height:
-        _commit(stage, store, ctx, pending_rows, bar, stop, summary)
+    for ids, out in executor.map(stage, _batches(con, query, size), ctx, stop):
+        store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
+        if stage.llm:
+            summary.llm_calls += out.height
+        bar.advance(len(ids), int(out["completion_tokens"].sum()) if "completion_tokens" in out.columns else 0)
     bar.close()
     return total
 
 
-def _commit(stage: Stage, store: Store, ctx: Context, batch: pl.DataFrame, bar, stop: _StopFlag,
-            summary: RunSummary) -> None:
-    if stop.raised:
-        raise Interrupted()
-    out = stage.run(batch, ctx)
-    ids = batch["id"].to_list()
-    store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
-    tokens = int(out["completion_tokens"].sum()) if "completion_tokens" in out.columns else 0
-    if stage.llm:
-        summary.llm_calls += out.height
-    bar.advance(batch.height, tokens)
+def _batches(con, query: str, size: int):
+    """The pending rows of `query`, in id order, as frames of `size` rows (the last one shorter)."""
+    pending_rows: pl.DataFrame | None = None
+    for record_batch in con.sql(query).to_arrow_reader(size):
+        frame = pl.from_arrow(record_batch)
+        pending_rows = frame if pending_rows is None else pl.concat([pending_rows, frame])
+        while pending_rows.height >= size:
+            yield pending_rows.head(size)
+            pending_rows = pending_rows.slice(size)
+    if pending_rows is not None and pending_rows.height:
+        yield pending_rows

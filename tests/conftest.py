@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,24 @@ def sample_dir(tmp_path):
     dst = tmp_path / "sample"
     shutil.copytree(SAMPLE, dst)
     return dst
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local two-CPU Ray cluster started with `ray start`, as a user would; its address."""
+    ray = Path(sys.executable).parent / "ray"
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}  # loopback only
+    subprocess.run([ray, "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--port", str(port),
+                    "--include-dashboard", "false", "--object-store-memory", str(512 * 2**20), "--disable-usage-stats"],
+                   check=True, capture_output=True, env=env, timeout=180)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=180)

@@ -1,7 +1,6 @@
 """The OpenAI-compatible HTTP backend: against a local server that injects faults, and (slow) against a
 real `vllm serve` on loopback with the embedded model."""
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import pytest
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 from gra_stream.store import Store
-from tests.conftest import FAKE_POOL, fake_config, head_jsonl, shared_seed, write_toml, gra, sql_rows
+from tests.conftest import FAKE_POOL, fake_config, free_port, gra, head_jsonl, shared_seed, sql_rows, write_toml
 from tests.fault_server import FaultServer
 from tests.invariants import check_run
 
@@ -59,12 +58,6 @@ def test_openai_url_is_validated(tmp_path):
 
     with pytest.raises(UserError, match="must be an http"):
         fake_config(models=[{"name": "m", "backend": "openai", "url": "localhost:8000"}])
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

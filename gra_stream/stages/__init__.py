@@ -4,7 +4,11 @@
 
 Its pending input is a SQL query over the run's tables (rows of the input with no output yet, ordered by
 id), so resuming, re-running and adding seeds are the same code path. Reading, batching, committing,
-progress and accounting live once, in the runner.
+progress and accounting live once, in the runner; where batches run (this process, or a Ray cluster)
+is the executor's business (gra_stream/executor.py, gra_stream/ray_executor.py).
+
+An `ordered` stage reads what its own earlier batches committed (near-duplicates against everything kept
+so far), so its batches run one after another, in id order, under every executor.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ class Stage:
     pending: Callable[..., str]                 # (config, rounds_open=N) -> SQL: rows still to process
     run: Callable[[pl.DataFrame, Context], pl.DataFrame]
     llm: bool = False
+    ordered: bool = False                       # a batch reads what earlier batches of this stage committed
 
 
 def all_stages() -> list[Stage]:

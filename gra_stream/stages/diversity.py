@@ -98,4 +98,5 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
 
 
 SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds)
-STAGE = Stage("diversity", "diversity", ("id", "instruction", "seed_id", "kind", "score"), pending, run)
+STAGE = Stage("diversity", "diversity", ("id", "instruction", "seed_id", "kind", "score"), pending, run,
+              ordered=True)

@@ -119,4 +119,4 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=SCHEMA)
 
 
-STAGE = Stage("gate", "gates", ("id", "instruction", "response"), pending, run)
+STAGE = Stage("gate", "gates", ("id", "instruction", "response"), pending, run, ordered=True)

@@ -1,0 +1,59 @@
+"""Executors decide where a stage's batches run; the runner decides what is pending and commits results.
+
+An executor maps a stage over an iterator of pending batches and yields `(batch ids, output frame)` pairs
+as they finish, in any order. Only the runner writes the stage's table, always from the process that holds
+the run lock, so a run is as crash-safe on a cluster as on one machine: a batch counts once its segment
+is renamed into place, and whatever was in flight elsewhere is simply pending again.
+
+`LocalExecutor` runs every batch in this process, one after another. `RayExecutor`
+(gra_stream/ray_executor.py, imported only for `--executor ray`) spreads them over a Ray cluster.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+import polars as pl
+
+from gra_stream.backends import ModelPool
+from gra_stream.call_cache import CallCache
+from gra_stream.config import Config
+from gra_stream.errors import Interrupted
+from gra_stream.sql_filters import load_filters
+from gra_stream.stages import Context, Stage
+from gra_stream.store import Store
+
+DUCKDB_MEMORY = "512MB"  # per connection; pending-work sorts and joins beyond it spill to DIR/.tmp
+
+Finished = tuple[list[str], pl.DataFrame]
+
+
+class StopRequest(Protocol):
+    raised: bool
+
+
+class Executor(Protocol):
+    def map(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context,
+            stop: StopRequest) -> Iterator[Finished]: ...
+
+    def close(self) -> None: ...
+
+
+def open_context(store: Store, config: Config) -> Context:
+    """What a stage needs to run a batch: the model pool (engines load on first use), lookups over the
+    run's tables, and the SQL filters. Built once per process that runs batches."""
+    return Context(config, ModelPool(config, cache=CallCache(store)), store.connect(memory_limit=DUCKDB_MEMORY),
+                   load_filters(config))
+
+
+class LocalExecutor:
+    """Every batch in this process, in order; a stop request is honoured before the next batch starts."""
+
+    def map(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context,
+            stop: StopRequest) -> Iterator[Finished]:
+        for batch in batches:
+            if stop.raised:
+                raise Interrupted()
+            yield batch["id"].to_list(), stage.run(batch, ctx)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,216 @@
+"""`--executor ray`: the same stages, the same run directory, batches spread over a Ray cluster.
+
+- LLM stages run on a pool of `ray.workers` actors. Each actor opens its own context (model pool, SQL
+  filters, lookups over the run directory) once, so an engine loads once per actor and stays loaded across
+  stages and rounds. `ray.gpus_per_worker` GPUs per actor.
+- CPU stages run as Ray Data `map_batches` tasks, `ray.workers` batches at a time. The actors keep their
+  engines (and their CPU reservation) while a CPU stage runs, and Ray Data schedules nothing while less
+  than one CPU is free, so the actors' reservation is capped to leave one CPU for the tasks.
+- Ordered stages (the gate's near-duplicate removal and the diversity filter compare each batch with
+  everything kept before it) run on the driver, one batch after another in id order: that sequential pass
+  over the LSH band keys stored in the run's `gates` table is what keeps deduplication global across
+  workers, and what makes a cluster run decide exactly what a local run decides.
+
+Workers return outputs; only the driver, which holds the run lock, writes the stage tables. A killed
+driver takes its actors with it (Ray ties non-detached actors to their owner), and nothing a worker had
+in flight was committed, so a rerun resumes exactly like a local one. The run directory must be at the
+same path on every node (a shared filesystem): workers read it for lookups and write the call cache.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import polars as pl
+import pyarrow as pa
+
+from gra_stream.config import Config
+from gra_stream.errors import Interrupted, UserError
+from gra_stream.executor import Finished, LocalExecutor, StopRequest, open_context
+from gra_stream.progress import Progress
+from gra_stream.stages import Context, Stage, all_stages
+from gra_stream.store import Store
+
+try:
+    import ray
+    import ray.data
+except ImportError:  # pragma: no cover - exercised by the error message test without Ray installed
+    ray = None
+
+IN_FLIGHT_PER_WORKER = 2  # one batch running, one queued: an actor never waits for the driver's commit
+
+# Per worker process: one context per (run directory, config), reused by every batch that lands there.
+_CONTEXTS: dict[tuple[str, str], Context] = {}
+
+
+def _context(run_dir: str, config: Config, cwd: str) -> Context:
+    key = (run_dir, config.fingerprint())
+    if key not in _CONTEXTS:
+        if os.path.isdir(cwd):
+            os.chdir(cwd)  # relative paths in the config (references, prompts, filters) mean what they meant
+        _CONTEXTS[key] = open_context(Store(run_dir), config)
+    return _CONTEXTS[key]
+
+
+def run_batch(run_dir: str, config: Config, cwd: str, stage_name: str, table: pa.Table) -> tuple[list[str], bytes]:
+    """Run one batch of one stage in a worker; the output travels back as Arrow IPC bytes."""
+    stage = next(s for s in all_stages() if s.name == stage_name)
+    batch = pl.from_arrow(table)
+    out = stage.run(batch, _context(run_dir, config, cwd))
+    buffer = io.BytesIO()
+    out.write_ipc(buffer)
+    return batch["id"].to_list(), buffer.getvalue()
+
+
+def _data_batch(table: pa.Table, run_dir: str, config: Config, cwd: str, stage_name: str) -> pa.Table:
+    ids, ipc = run_batch(run_dir, config, cwd, stage_name, table)
+    return pa.table({"ids": [ids], "ipc": [ipc]})
+
+
+class StageWorker:
+    """A Ray actor that runs LLM-stage batches with engines it keeps loaded."""
+
+    def __init__(self, run_dir: str, config: Config, cwd: str):
+        self.args = (run_dir, config, cwd)
+
+    def run(self, stage_name: str, table: pa.Table) -> tuple[list[str], bytes]:
+        return run_batch(*self.args, stage_name, table)
+
+    def close(self) -> None:
+        for ctx in _CONTEXTS.values():
+            ctx.pool.close()
+        _CONTEXTS.clear()
+
+
+def _unwrap(error: Exception) -> Exception:
+    """The exception a stage raised inside a worker, where Ray kept it (so UserErrors stay one line)."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, UserError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return error
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on a HOST:PORT nothing listens at (ray.init would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", ray:// client addresses: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}; "
+                        f"start one with `ray start --head` or give its address") from None
+
+
+class RayExecutor:
+    def __init__(self, run_dir: Path, config: Config, *, address: str = "", progress: Progress | None = None):
+        if ray is None:
+            raise UserError("--executor ray needs Ray: pip install 'gra-stream[ray]'")
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        if address:
+            _check_reachable(address)
+        try:
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, configure_logging=True)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise UserError(f"cannot start or reach the Ray cluster{' at ' + address if address else ''}: "
+                            f"{str(e).splitlines()[0]}") from None
+        data_context = ray.data.DataContext.get_current()
+        data_context.enable_progress_bars = False
+        data_context.print_on_execution_start = False
+        self.run_dir, self.config, self.cwd = str(Path(run_dir).resolve()), config, os.getcwd()
+        self.progress = progress or Progress(quiet=True)
+        self.workers: list = []
+        self.local = LocalExecutor()
+        cpus, workers = ray.cluster_resources().get("CPU", 1.0), config.ray.workers
+        self.actor_cpus = max(0.0, min(config.ray.cpus_per_worker, (cpus - 1) / workers))
+        self.task_cpus = max(0.01, min(config.ray.cpus_per_worker, 1.0, (cpus - self.actor_cpus * workers) / workers))
+        self.progress.say(f"ray: {cpus:g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; {workers} workers "
+                          f"({self.actor_cpus:.2g} CPU, {self._gpus():g} GPU each)")
+
+    # -- dispatch -----------------------------------------------------------------------------------
+    def map(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context, stop: StopRequest) -> Iterator[Finished]:
+        if stage.ordered:
+            return self.local.map(stage, batches, ctx, stop)
+        if stage.llm:
+            return self._on_actors(stage, batches, stop)
+        return self._on_data_tasks(stage, batches, stop)
+
+    def _gpus(self) -> float:
+        if self.config.ray.gpus_per_worker >= 0:
+            return self.config.ray.gpus_per_worker
+        has_engines = any(m.backend == "vllm" for m in self.config.models)
+        return float(self.config.vllm.tensor_parallel_size) if has_engines and ray.cluster_resources().get("GPU") else 0.0
+
+    def _actors(self) -> list:
+        if not self.workers:
+            cls = ray.remote(StageWorker).options(num_cpus=self.actor_cpus, num_gpus=self._gpus())
+            self.workers = [cls.remote(self.run_dir, self.config, self.cwd) for _ in range(self.config.ray.workers)]
+        return self.workers
+
+    def _on_actors(self, stage: Stage, batches: Iterator[pl.DataFrame], stop: StopRequest) -> Iterator[Finished]:
+        """Keep every actor busy with up to IN_FLIGHT_PER_WORKER batches; yield results as they finish."""
+        workers = self._actors()
+        load = {i: 0 for i in range(len(workers))}
+        in_flight: dict = {}
+        exhausted = False
+        while True:
+            while not exhausted and not stop.raised and len(in_flight) < IN_FLIGHT_PER_WORKER * len(workers):
+                batch = next(batches, None)
+                if batch is None:
+                    exhausted = True
+                    break
+                i = min(load, key=load.get)
+                load[i] += 1
+                in_flight[workers[i].run.remote(stage.name, batch.to_arrow())] = i
+            if not in_flight:
+                break
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            load[in_flight.pop(ref)] -= 1
+            try:
+                ids, ipc = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                raise _unwrap(e) from None
+            yield ids, pl.read_ipc(io.BytesIO(ipc))
+        if stop.raised and not exhausted:
+            raise Interrupted()
+
+    def _on_data_tasks(self, stage: Stage, batches: Iterator[pl.DataFrame], stop: StopRequest) -> Iterator[Finished]:
+        """Windows of `ray.workers` batches, each window one Ray Data pass of `map_batches` tasks."""
+        window: list[pa.Table] = []
+        for batch in batches:
+            if stop.raised:
+                raise Interrupted()
+            window.append(batch.to_arrow())
+            if len(window) == self.config.ray.workers:
+                yield from self._data_window(stage, window)
+                window = []
+        if window:
+            yield from self._data_window(stage, window)
+
+    def _data_window(self, stage: Stage, window: list[pa.Table]) -> Iterator[Finished]:
+        dataset = ray.data.from_arrow(window).map_batches(
+            _data_batch, fn_args=(self.run_dir, self.config, self.cwd, stage.name), batch_size=None,
+            batch_format="pyarrow", num_cpus=self.task_cpus)
+        try:
+            for row in dataset.iter_rows():
+                yield list(row["ids"]), pl.read_ipc(io.BytesIO(row["ipc"]))
+        except ray.exceptions.RayError as e:
+            raise _unwrap(e) from None
+
+    def close(self) -> None:
+        for worker in self.workers:
+            try:
+                ray.get(worker.close.remote(), timeout=60)
+            except Exception:  # noqa: BLE001 - an actor that died already has nothing left to close
+                pass
+            ray.kill(worker)
+        self.workers = []
+        ray.shutdown()
