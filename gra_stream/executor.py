@@ -10,7 +10,8 @@ is renamed into place, and whatever was in flight elsewhere is simply pending ag
 """
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import polars as pl
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import socket
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import polars as pl
 import pyarrow as pa
@@ -75,6 +76,8 @@ class StageWorker:
     """A Ray actor that runs LLM-stage batches with engines it keeps loaded."""
 
     def __init__(self, run_dir: str, config: Config, cwd: str):
+        # Ray sets OMP_NUM_THREADS to the actor's (capped) CPU reservation; a CPU engine gets what was asked.
+        os.environ["OMP_NUM_THREADS"] = str(max(1, math.ceil(config.ray.cpus_per_worker)))
         self.args = (run_dir, config, cwd)
 
     def run(self, stage_name: str, table: pa.Table) -> tuple[list[str], bytes]:

@@ -84,3 +84,16 @@ def test_the_toml_examples_in_the_docs_are_valid_configs(tmp_path):
     (tmp_path / "my_filters" / "mine.sql").write_text("SELECT id, 'mine' AS reason, '' AS detail FROM batch WHERE false")
     filters["filters"]["directory"] = str(tmp_path / "my_filters")
     assert [f.name for f in load_filters(fake_config(**filters))] == ["min_length", "max_length", "refusal", "overlap", "mine"]
+
+
+def test_the_scaling_out_page_shows_a_valid_config_and_real_options():
+    import tomllib
+
+    from gra_stream.config import config_from_dict
+
+    config = config_from_dict(tomllib.loads(blocks("docs/scaling-out.md", "toml")[0]), source="docs/scaling-out.md")
+    assert (config.ray.workers, config.ray.cpus_per_worker, config.ray.gpus_per_worker) == (8, 4.0, -1.0)
+    run_help = subprocess.run([sys.executable, "-m", "gra_stream", "run", "--help"], capture_output=True, text=True).stdout
+    command = next(line for line in blocks("docs/scaling-out.md", "bash")[0].splitlines() if line.startswith("gra-stream"))
+    for option in (a for a in shlex.split(command) if a.startswith("--")):
+        assert option in run_help, option

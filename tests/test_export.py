@@ -50,3 +50,21 @@ def test_metadata_carries_scores_and_provenance(run_dir, tmp_path):
 def test_export_errors_are_clean(tmp_path):
     result = CliRunner().invoke(main, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.jsonl")])
     assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_the_hf_export_loads_with_the_datasets_package(run_dir, tmp_path, monkeypatch):
+    """Read back by Hugging Face `datasets` itself, offline, both as a folder and as parquet files."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    export(run_dir, "hf", tmp_path / "hf", "--metadata")
+    samples = frame(run_dir, "SELECT id, instruction, response, score FROM samples ORDER BY id")
+    for loaded in (datasets.load_dataset(str(tmp_path / "hf"), split="train"),
+                   datasets.load_dataset("parquet", data_dir=str(tmp_path / "hf" / "data"), split="train")):
+        assert loaded.num_rows == samples.height > 0
+        by_id = {r["id"]: r for r in loaded}
+        first = samples.row(0, named=True)
+        assert by_id[first["id"]]["instruction"] == first["instruction"]
+        assert by_id[first["id"]]["score"] == pytest.approx(first["score"])
+        assert isinstance(by_id[first["id"]]["reviewers"], list)  # provenance survives as a list column

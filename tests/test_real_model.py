@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import SAMPLE, gra, head_jsonl, sql_rows
+from tests.conftest import SAMPLE, gra, head_jsonl, sql_rows, write_toml
 from tests.invariants import check_run
 
 pytestmark = pytest.mark.slow
@@ -89,3 +89,20 @@ def test_a_forced_parse_failure_with_the_real_engine_lands_in_quarantine(tmp_pat
     assert [q["stage"] for q in quarantine] == ["profile", "profile"]
     status = json.loads(gra("status", tmp_path / "run", "--json").stdout)
     assert status["calls"][0]["truncated"] == 2 and status["funnel"]["quarantined"] == 2
+
+
+def test_the_embedded_model_on_a_ray_cluster_matches_the_local_run(real_run, ray_cluster, tmp_path):
+    """The same seeds through a Ray actor holding the vLLM engine: same seeds, same profiled ids, the same
+    model in the same roles, a consistent run. (Replies are not compared: sampling is seeded per request,
+    but vLLM does not promise bit-equal logits across processes.)"""
+    local_dir, seeds, _ = real_run
+    config = write_toml(tmp_path / "ray.toml", "[ray]\nworkers = 1\ncpus_per_worker = 2.0\n")
+    result = gra("run", *seeds, "--run-dir", tmp_path / "run", "--config", config, "--executor", "ray",
+                 "--ray-address", ray_cluster, timeout=1800)
+    assert "1 workers" in result.stderr
+    for query in ("SELECT id FROM seeds ORDER BY id", "SELECT id FROM profiles ORDER BY id",
+                  "SELECT DISTINCT model, role FROM calls ORDER BY ALL"):
+        assert sql_rows(tmp_path / "run", query) == sql_rows(local_dir, query)
+    assert sql_rows(tmp_path / "run", "SELECT count(*) > 0 AS dealt FROM generations") == [{"dealt": True}]
+    assert sql_rows(tmp_path / "run", "SELECT sum(completion_tokens) > 0 AS real FROM calls") == [{"real": True}]
+    check_run(tmp_path / "run", reviewers=3)
