@@ -89,14 +89,15 @@ class StageWorker:
         _CONTEXTS.clear()
 
 
-def _unwrap(error: Exception) -> Exception:
-    """The exception a stage raised inside a worker, where Ray kept it (so UserErrors stay one line)."""
+def _failure(error: Exception, stop: StopRequest) -> Exception:
+    """What to raise for a failed remote batch: the UserError a stage raised inside a worker (Ray keeps it
+    as the cause), an interruption when Ctrl-C reached the workers too, else Ray's own error."""
     seen = error
     while seen is not None:
         if isinstance(seen, UserError):
             return seen
         seen = getattr(seen, "cause", None) or seen.__cause__
-    return error
+    return Interrupted() if stop.raised else error
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -180,7 +181,7 @@ class RayExecutor:
             try:
                 ids, ipc = ray.get(ref)
             except ray.exceptions.RayError as e:
-                raise _unwrap(e) from None
+                raise _failure(e, stop) from None
             yield ids, pl.read_ipc(io.BytesIO(ipc))
         if stop.raised and not exhausted:
             raise Interrupted()
@@ -193,12 +194,12 @@ class RayExecutor:
                 raise Interrupted()
             window.append(batch.to_arrow())
             if len(window) == self.config.ray.workers:
-                yield from self._data_window(stage, window)
+                yield from self._data_window(stage, window, stop)
                 window = []
         if window:
-            yield from self._data_window(stage, window)
+            yield from self._data_window(stage, window, stop)
 
-    def _data_window(self, stage: Stage, window: list[pa.Table]) -> Iterator[Finished]:
+    def _data_window(self, stage: Stage, window: list[pa.Table], stop: StopRequest) -> Iterator[Finished]:
         dataset = ray.data.from_arrow(window).map_batches(
             _data_batch, fn_args=(self.run_dir, self.config, self.cwd, stage.name), batch_size=None,
             batch_format="pyarrow", num_cpus=self.task_cpus)
@@ -206,7 +207,7 @@ class RayExecutor:
             for row in dataset.iter_rows():
                 yield list(row["ids"]), pl.read_ipc(io.BytesIO(row["ipc"]))
         except ray.exceptions.RayError as e:
-            raise _unwrap(e) from None
+            raise _failure(e, stop) from None
 
     def close(self) -> None:
         for worker in self.workers:

@@ -82,7 +82,7 @@ def test_the_local_executor_never_imports_ray(tmp_path):
     assert sql_rows(tmp_path / "run", "SELECT count(*) AS n FROM seeds") == [{"n": 5}]
 
 
-def test_ray_executor_errors_are_one_line(tmp_path):
+def test_ray_executor_errors_are_one_line(tmp_path, ray_cluster):
     seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 5)
     config = fake_config_file(tmp_path)
     result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, "--executor", "ray",
@@ -91,3 +91,10 @@ def test_ray_executor_errors_are_one_line(tmp_path):
     assert "Ray cluster at 127.0.0.1:1" in result.stderr
     result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, "--ray-address", "x:1", check=False)
     assert result.returncode == 2 and "--ray-address needs --executor ray" in result.stderr
+    # a mistake found inside a worker (here: loading the model) still reads as one line
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('[[models]]\nname = "m"\npath = "embedded:nope"\n[diversity]\nmodel = "hashing"\n')
+    result = gra("run", seeds, "--run-dir", tmp_path / "run2", "--config", unknown, "--executor", "ray",
+                 "--ray-address", ray_cluster, check=False, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "unknown embedded model 'embedded:nope'" in result.stderr or "unknown embedded model 'nope'" in result.stderr
