@@ -112,9 +112,8 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
 def _make_executor(kind: str, run_dir: Path, config: Config, ray_address: str, progress: Progress) -> Executor:
     if kind == "local":
         return LocalExecutor()
-    from gra_stream.ray_executor import (
-        RayExecutor,  # Ray is an optional extra: the local path never imports it
-    )
+    # Ray is an optional extra: the local path never imports it.
+    from gra_stream.ray_executor import RayExecutor
 
     return RayExecutor(run_dir, config, address=ray_address, progress=progress)
 
