@@ -33,7 +33,7 @@ from gra_stream.config import Config
 from gra_stream.errors import Interrupted, UserError
 from gra_stream.executor import Finished, LocalExecutor, StopRequest, open_context
 from gra_stream.progress import Progress
-from gra_stream.stages import Context, Stage, all_stages
+from gra_stream.stages import Context, Stage
 from gra_stream.store import Store
 
 try:
@@ -57,9 +57,8 @@ def _context(run_dir: str, config: Config, cwd: str) -> Context:
     return _CONTEXTS[key]
 
 
-def run_batch(run_dir: str, config: Config, cwd: str, stage_name: str, table: pa.Table) -> tuple[list[str], bytes]:
+def run_batch(run_dir: str, config: Config, cwd: str, stage: Stage, table: pa.Table) -> tuple[list[str], bytes]:
     """Run one batch of one stage in a worker; the output travels back as Arrow IPC bytes."""
-    stage = next(s for s in all_stages() if s.name == stage_name)
     batch = pl.from_arrow(table)
     out = stage.run(batch, _context(run_dir, config, cwd))
     buffer = io.BytesIO()
@@ -67,8 +66,8 @@ def run_batch(run_dir: str, config: Config, cwd: str, stage_name: str, table: pa
     return batch["id"].to_list(), buffer.getvalue()
 
 
-def _data_batch(table: pa.Table, run_dir: str, config: Config, cwd: str, stage_name: str) -> pa.Table:
-    ids, ipc = run_batch(run_dir, config, cwd, stage_name, table)
+def _data_batch(table: pa.Table, run_dir: str, config: Config, cwd: str, stage: Stage) -> pa.Table:
+    ids, ipc = run_batch(run_dir, config, cwd, stage, table)
     return pa.table({"ids": [ids], "ipc": [ipc]})
 
 
@@ -80,8 +79,8 @@ class StageWorker:
         os.environ["OMP_NUM_THREADS"] = str(max(1, math.ceil(config.ray.cpus_per_worker)))
         self.args = (run_dir, config, cwd)
 
-    def run(self, stage_name: str, table: pa.Table) -> tuple[list[str], bytes]:
-        return run_batch(*self.args, stage_name, table)
+    def run(self, stage: Stage, table: pa.Table) -> tuple[list[str], bytes]:
+        return run_batch(*self.args, stage, table)
 
     def close(self) -> None:
         for ctx in _CONTEXTS.values():
@@ -133,11 +132,13 @@ class RayExecutor:
         self.progress = progress or Progress(quiet=True)
         self.workers: list = []
         self.local = LocalExecutor()
-        cpus, workers = ray.cluster_resources().get("CPU", 1.0), config.ray.workers
+        resources, workers = ray.cluster_resources(), config.ray.workers
+        cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
         self.actor_cpus = max(0.0, min(config.ray.cpus_per_worker, (cpus - 1) / workers))
         self.task_cpus = max(0.01, min(config.ray.cpus_per_worker, 1.0, (cpus - self.actor_cpus * workers) / workers))
-        self.progress.say(f"ray: {cpus:g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; {workers} workers "
-                          f"({self.actor_cpus:.2g} CPU, {self._gpus():g} GPU each)")
+        self.actor_gpus = self._gpus(config, gpus)
+        self.progress.say(f"ray: {cpus:g} CPUs, {gpus:g} GPUs; {workers} workers "
+                          f"({self.actor_cpus:.2g} CPU, {self.actor_gpus:g} GPU each)")
 
     # -- dispatch -----------------------------------------------------------------------------------
     def map(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context, stop: StopRequest) -> Iterator[Finished]:
@@ -147,15 +148,16 @@ class RayExecutor:
             return self._on_actors(stage, batches, stop)
         return self._on_data_tasks(stage, batches, stop)
 
-    def _gpus(self) -> float:
-        if self.config.ray.gpus_per_worker >= 0:
-            return self.config.ray.gpus_per_worker
-        has_engines = any(m.backend == "vllm" for m in self.config.models)
-        return float(self.config.vllm.tensor_parallel_size) if has_engines and ray.cluster_resources().get("GPU") else 0.0
+    @staticmethod
+    def _gpus(config: Config, cluster_gpus: float) -> float:
+        if config.ray.gpus_per_worker >= 0:
+            return config.ray.gpus_per_worker
+        has_engines = any(m.backend == "vllm" for m in config.models)
+        return float(config.vllm.tensor_parallel_size) if has_engines and cluster_gpus else 0.0
 
     def _actors(self) -> list:
         if not self.workers:
-            cls = ray.remote(StageWorker).options(num_cpus=self.actor_cpus, num_gpus=self._gpus())
+            cls = ray.remote(StageWorker).options(num_cpus=self.actor_cpus, num_gpus=self.actor_gpus)
             self.workers = [cls.remote(self.run_dir, self.config, self.cwd) for _ in range(self.config.ray.workers)]
         return self.workers
 
@@ -173,7 +175,7 @@ class RayExecutor:
                     break
                 i = min(load, key=load.get)
                 load[i] += 1
-                in_flight[workers[i].run.remote(stage.name, batch.to_arrow())] = i
+                in_flight[workers[i].run.remote(stage, batch.to_arrow())] = i
             if not in_flight:
                 break
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)
@@ -201,7 +203,7 @@ class RayExecutor:
 
     def _data_window(self, stage: Stage, window: list[pa.Table], stop: StopRequest) -> Iterator[Finished]:
         dataset = ray.data.from_arrow(window).map_batches(
-            _data_batch, fn_args=(self.run_dir, self.config, self.cwd, stage.name), batch_size=None,
+            _data_batch, fn_args=(self.run_dir, self.config, self.cwd, stage), batch_size=None,
             batch_format="pyarrow", num_cpus=self.task_cpus)
         try:
             for row in dataset.iter_rows():
