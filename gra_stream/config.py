@@ -118,7 +118,7 @@ class Ray:
 @dataclass(frozen=True)
 class Config:
     run_seed: int = 0
-    batch_size: int = 64           # rows per committed batch of an LLM stage
+    batch_size: int = 256          # rows per committed batch of an LLM stage (benchmarks/saturation.py)
     cpu_batch_size: int = 4096     # rows per committed batch of a CPU stage
     tasks_per_seed: int = 1
     mode: str = "synthesis"        # synthesis | refinement | integrated (refined seeds + synthetic samples)

@@ -73,7 +73,8 @@ def test_a_real_vllm_server_on_loopback(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                                "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2",
                                "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
-                               "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192"],
+                               "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
+                               "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}'],
                               stdout=subprocess.DEVNULL, stderr=log, env=env)
     try:
         deadline = time.monotonic() + 600

@@ -3,6 +3,7 @@
 A 135M model's verdicts are close to random: these tests check shapes and consistency, not quality.
 """
 import json
+import re
 
 import pytest
 
@@ -52,6 +53,18 @@ def test_real_calls_are_accounted(real_run):
     assert {"profile", "generator"} <= set(roles)
     assert roles["profile"]["calls"] == 6 and roles["profile"]["completion_tokens"] > 0
     assert roles["profile"]["tokens_per_s"] > 0
+
+
+def test_the_engine_replies_in_compact_json(real_run):
+    """No whitespace between JSON tokens (the engine-wide xgrammar setting): a small model otherwise pads
+    replies with newlines until max_tokens cuts them."""
+    run_dir, _, _ = real_run
+    replies = sql_rows(run_dir, "SELECT text FROM call_cache WHERE finish_reason = 'stop'")
+    assert len(replies) >= 12  # 6 profiles, at least 6 generations, reviews
+    for r in replies:
+        assert json.loads(r["text"]) is not None
+        outside_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', r["text"])
+        assert not re.search(r"\s", outside_strings), r["text"][:300]
 
 
 def test_rerun_with_the_real_model_does_no_work(real_run):

@@ -9,32 +9,35 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 import time
 
 from gra_stream.backends import ChatRequest, Completion
 
 REFUSAL = "I'm sorry, but I cannot help with that request."
-TEMPLATES = (
-    "Explain how {a} relates to {b}, with one short example.",
-    "Write a step-by-step guide that uses {a} to solve a problem about {b}.",
-    "Compare {a} and {b} and say when each is the better choice.",
-    "Describe a common mistake people make with {a} and how {b} helps avoid it.",
-)
+# Instructions open with one of these and go on with the prompt's own words: like a real model's tasks,
+# two instructions share little text unless they come from similar prompts. (Fixed sentence templates
+# made a quarter of all fake tasks share half their characters: thousands of times the near-duplicate
+# candidates real data has, which measured the templates instead of the pipeline.)
+OPENERS = ("Explain", "Describe", "Compare", "Summarize", "List the steps to", "Write a short guide on",
+           "Give an example of", "Outline", "Suggest ways to improve", "Classify", "Evaluate", "Define",
+           "Write a poem about", "Plan", "Rewrite in plain words:", "Answer a question about")
 
 
 class _Dice:
-    """A stream of deterministic numbers in [0, 1) from one hash."""
+    """A stream of deterministic numbers in [0, 1) from one hash: each SHA-256 digest gives eight."""
 
     def __init__(self, *parts: object):
         self.state = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass")).digest()
+        self.values = struct.unpack(">8I", self.state)
         self.i = 0
 
     def __call__(self) -> float:
-        if self.i + 4 > len(self.state):
-            self.state, self.i = hashlib.sha256(self.state).digest(), 0
-        value = int.from_bytes(self.state[self.i:self.i + 4], "big") / 2**32
-        self.i += 4
-        return value
+        if self.i == 8:
+            self.state = hashlib.sha256(self.state).digest()
+            self.values, self.i = struct.unpack(">8I", self.state), 0
+        self.i += 1
+        return self.values[self.i - 1] / 4294967296
 
     def pick(self, seq):
         return seq[int(self() * len(seq))]
@@ -49,15 +52,17 @@ def _template_words() -> set[str]:
 _TEMPLATE_WORDS = _template_words()
 
 
+_WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
+
+
+def _by_length(word: str) -> tuple[int, str]:
+    return -len(word), word
+
+
 def _words(text: str) -> list[str]:
     """The prompt's own content words (not the template's), longest first."""
-    seen, out = set(_TEMPLATE_WORDS), []
-    for w in re.findall(r"[A-Za-z][A-Za-z-]{3,}", text):
-        lw = w.lower()
-        if lw not in seen:
-            seen.add(lw)
-            out.append(lw)
-    return sorted(out, key=lambda w: (-len(w), w))[:12] or ["topic", "example", "detail"]
+    words = set(map(str.lower, _WORD.findall(text))) - _TEMPLATE_WORDS
+    return sorted(words, key=_by_length)[:12] or ["topic", "example", "detail"]
 
 
 class FakeBackend:
@@ -120,9 +125,9 @@ class FakeBackend:
             roll = dice()
             if roll < 0.06:  # an exact duplicate of other tasks: exercises near-duplicate removal
                 text = "Explain the main idea of this topic in simple terms."
-            else:  # a template, two topic words, and a few more words so that tasks differ
+            else:  # an opener, two topic words, and a few more of the prompt's words so that tasks differ
                 detail = " ".join(dice.pick(words) for _ in range(4))
-                text = dice.pick(TEMPLATES).format(a=a, b=b) + f" Focus on {detail}."
+                text = f"{dice.pick(OPENERS)} {a} and {b}, focusing on {detail}."
         elif name == "response":
             roll = dice()
             if roll < 0.04:

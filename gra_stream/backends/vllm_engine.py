@@ -43,9 +43,14 @@ class VllmBackend:
         path = resolve_model_path(spec.path)
         cpu = _on_cpu()
         dtype = settings.dtype if settings.dtype != "auto" else ("float32" if cpu else "auto")
-        kwargs = dict(model=path, dtype=dtype, trust_remote_code=spec.trust_remote_code, enforce_eager=settings.enforce_eager, seed=seed,
-                      max_model_len=settings.max_model_len, enable_prefix_caching=settings.enable_prefix_caching,
-                      max_num_seqs=settings.max_num_seqs)
+        kwargs = {"model": path, "dtype": dtype, "trust_remote_code": spec.trust_remote_code,
+                  "enforce_eager": settings.enforce_eager, "seed": seed, "max_model_len": settings.max_model_len,
+                  "enable_prefix_caching": settings.enable_prefix_caching, "max_num_seqs": settings.max_num_seqs,
+                  # Compact JSON, through xgrammar (it supports every schema in reply_schemas.py). xgrammar
+                  # reads this engine-wide flag, not the per-request one: without it a small model can fill
+                  # its whole token budget with the newlines and tabs JSON allows between tokens, and the
+                  # reply is cut (then re-asked, at a fraction of the batch's rate).
+                  "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
         if cpu:
             # vLLM's CPU sampler cannot rewind a per-request seeded generator, which a chunked prefill
             # needs ("CPU Generator does not use offset"): schedule whole prompts instead.
@@ -65,7 +70,7 @@ class VllmBackend:
 
         params = []
         for r in requests:
-            structured = (StructuredOutputsParams(json=r.schema, disable_any_whitespace=True)
+            structured = (StructuredOutputsParams(json=r.schema)
                           if r.schema is not None else None)
             params.append(SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
                                          seed=r.seed, repetition_penalty=r.repetition_penalty, structured_outputs=structured))

@@ -70,31 +70,37 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                             schema_overrides={"similarity": pl.Float64, "duplicate_of": pl.String,
                                               "embedding": pl.List(pl.Float32)})
     vectors = get_embedder(d.model).embed(batch["instruction"].to_list())
-    rows = list(batch.iter_rows(named=True))
-    best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM diversity WHERE kept", vectors, [None] * len(rows))
+    best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM diversity WHERE kept", vectors,
+                                   [None] * batch.height)
     if d.compare_seeds:  # a refined seed is not compared with its own seed
-        own = [r["seed_id"] if r["kind"] == "refine" else None for r in rows]
+        own = [seed if kind == "refine" else None for seed, kind in zip(batch["seed_id"], batch["kind"])]
         seed_best, seed_ids = _best_matches(ctx, "SELECT id, embedding FROM seed_embeddings", vectors, own)
         for i in np.flatnonzero(seed_best > best):
             best[i], best_ids[i] = seed_best[i], seed_ids[i]
-    kept = np.zeros((len(rows), DIM), dtype=np.float32)  # this batch's kept rows, in walk order
-    kept_ids: list[str] = []
-    out = []
-    for i, row in enumerate(rows):  # already in descending committee mean
+    # Within the batch: row i's best match among the rows kept before it in the walk. One similarity
+    # matrix for the batch, then each kept row raises the running best of every row (n^2, no Python loop
+    # per pair); the first kept row with the highest similarity wins, as in a walk that compares one by one.
+    within = vectors @ vectors.T
+    best_within = np.full(batch.height, -np.inf, dtype=np.float32)
+    best_within_row = np.full(batch.height, -1)
+    ids = batch["id"].to_list()
+    kept, similarity, duplicate_of = [], [], []
+    for i in range(len(ids)):  # already in descending committee mean
         score, match = float(best[i]), best_ids[i]
-        if kept_ids:
-            sims = kept[: len(kept_ids)] @ vectors[i]
-            j = int(np.argmax(sims))
-            if sims[j] > score:
-                score, match = float(sims[j]), kept_ids[j]
+        if best_within[i] > score:
+            score, match = float(best_within[i]), ids[best_within_row[i]]
         keep = score < d.threshold
-        out.append({"id": row["id"], "kept": keep, "similarity": score if match else None,
-                    "duplicate_of": None if keep else match, "embedding": vectors[i].tolist()})
+        kept.append(keep)
+        similarity.append(score if match else None)
+        duplicate_of.append(None if keep else match)
         if keep:
-            kept[len(kept_ids)] = vectors[i]
-            kept_ids.append(row["id"])
-    return pl.DataFrame(out, schema={"id": pl.String, "kept": pl.Boolean, "similarity": pl.Float64,
-                                     "duplicate_of": pl.String, "embedding": pl.List(pl.Float32)})
+            raised = within[i] > best_within
+            best_within[raised] = within[i][raised]
+            best_within_row[raised] = i
+    return pl.DataFrame({"id": ids, "kept": kept, "similarity": similarity, "duplicate_of": duplicate_of,
+                         "embedding": pl.Series(vectors).cast(pl.List(pl.Float32))},
+                        schema={"id": pl.String, "kept": pl.Boolean, "similarity": pl.Float64,
+                                "duplicate_of": pl.String, "embedding": pl.List(pl.Float32)})
 
 
 SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds)
