@@ -84,7 +84,7 @@ def test_untrusted_text_passes_through_as_plain_data(tmp_path, monkeypatch):
     ]
     seeds = tmp_path / "hostile.jsonl"
     seeds.write_text("".join(json.dumps(h) + "\n" for h in hostile))
-    recorder = FakeBackend("fake-a")
+    recorder = FakeBackend("fake-a", record=True)
     monkeypatch.setattr(ModelPool, "backend", lambda self, name: recorder)
     run_pipeline([seeds], tmp_path / "run", fake_config(), progress=Progress(quiet=True))
     stored = sql_rows(tmp_path / "run", "SELECT instruction, response FROM seeds")

@@ -91,7 +91,7 @@ def test_prompt_override_is_used_and_checked(tmp_path, gsm, monkeypatch):
     config = fake_config(prompts_dir=str(prompts))
     from gra_stream.backends.fake import FakeBackend
 
-    recorder = FakeBackend("fake-a")
+    recorder = FakeBackend("fake-a", record=True)
     monkeypatch.setattr(ModelPool, "backend", lambda self, name: recorder)
     run_pipeline([gsm], tmp_path / "run", config, progress=Progress(quiet=True))
     review_prompts = [r.messages[1]["content"] for r in recorder.history if "reasonable" in r.schema["properties"]]

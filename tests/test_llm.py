@@ -71,3 +71,13 @@ def test_replies_come_back_in_call_order_across_models():
     replies = ask(pool, calls, max_reasks=2)
     again = [ask(pool, [c], max_reasks=2)[0] for c in calls]
     assert [r.raw for r in replies] == [r.raw for r in again]
+
+
+def test_the_fake_backend_keeps_requests_only_when_asked_to():
+    """A run sends millions of requests through the fake backend: it must not hold on to them."""
+    from gra_stream.backends.fake import FakeBackend
+
+    request = ChatRequest(({"role": "user", "content": "hello there"},), REVIEW, 100, 0.7, 1.0, 1)
+    quiet, recording = FakeBackend("fake-a"), FakeBackend("fake-a", record=True)
+    assert quiet.complete([request] * 3) == recording.complete([request] * 3)
+    assert quiet.history == [] and recording.history == [request] * 3

@@ -66,16 +66,18 @@ def _words(text: str) -> list[str]:
 
 
 class FakeBackend:
-    def __init__(self, name: str, *, latency_s: float = 0.0):
+    def __init__(self, name: str, *, latency_s: float = 0.0, record: bool = False):
         self.name = name
         self.latency_s = latency_s
-        self.history: list[ChatRequest] = []
+        self.record = record
+        self.history: list[ChatRequest] = []  # every request, with record=True (tests); unbounded, so off in runs
 
     def close(self) -> None:
         pass
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
-        self.history.extend(requests)
+        if self.record:
+            self.history.extend(requests)
         if self.latency_s:
             time.sleep(self.latency_s)
         return [self._one(r) for r in requests]
