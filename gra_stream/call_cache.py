@@ -22,8 +22,15 @@ def call_key(spec: ModelSpec, r: ChatRequest) -> str:
 class CallCache:
     def __init__(self, store):
         self.store = store
-        self.con = store.connect()
+        self._con = None
         self.hits = 0
+
+    @property
+    def con(self):
+        """Opened on first use: a run of fake models never reads the cache."""
+        if self._con is None:
+            self._con = self.store.connect()
+        return self._con
 
     def get(self, spec: ModelSpec, requests: list[ChatRequest]) -> dict[int, Completion]:
         keys = [call_key(spec, r) for r in requests]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
+import duckdb
 import polars as pl
 
 from gra_stream.backends import ModelPool
@@ -39,11 +40,12 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def open_context(store: Store, config: Config) -> Context:
+def open_context(store: Store, config: Config, con: duckdb.DuckDBPyConnection | None = None) -> Context:
     """What a stage needs to run a batch: the model pool (engines load on first use), lookups over the
-    run's tables, and the SQL filters. Built once per process that runs batches."""
-    return Context(config, ModelPool(config, cache=CallCache(store)), store.connect(memory_limit=DUCKDB_MEMORY),
-                   load_filters(config))
+    run's tables (`con`, or a connection of its own), and the SQL filters. Built once per process that
+    runs batches."""
+    return Context(config, ModelPool(config, cache=CallCache(store)),
+                   con if con is not None else store.connect(memory_limit=DUCKDB_MEMORY), load_filters(config))
 
 
 class LocalExecutor:

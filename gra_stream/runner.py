@@ -20,6 +20,7 @@ from gra_stream.executor import DUCKDB_MEMORY, Executor, LocalExecutor, open_con
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
 from gra_stream.progress import Progress
+from gra_stream.schemas import TABLES
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
 from gra_stream.store import RunLock, Store
@@ -69,11 +70,30 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _record_run(store: Store, run_id: str, started: str, t0: float, outcome: str, config: Config, seeds) -> None:
+# What a stage pass reads: every table but the run log and the call cache.
+_PASS_INPUTS = [t for t in TABLES if t not in ("runs", "call_cache")]
+
+
+def _record_run(store: Store, run_id: str, started: str, t0: float, outcome: str, config: Config, seeds,
+                stage_names: list[str]) -> None:
     store.write_segment("runs", run_id, pl.DataFrame([{
         "id": run_id, "started": started, "finished": "" if outcome == "running" else _now(),
         "elapsed_s": time.monotonic() - t0, "outcome": outcome, "config": json.dumps(config.to_json()),
-        "seed_files": [str(p) for p in seeds]}]))
+        "seed_files": [str(p) for p in seeds],
+        # after a finished pass nothing is pending: a later run whose tables, config and stages are the
+        # same has nothing to do, which it can tell without a query (`_nothing_changed`)
+        "tables_digest": _pass_digest(store, config, stage_names) if outcome == "finished" else ""}]))
+
+
+def _pass_digest(store: Store, config: Config, stage_names: list[str]) -> str:
+    return content_id(store.digest(_PASS_INPUTS), json.dumps(config.to_json(), sort_keys=True), *stage_names)
+
+
+def _nothing_changed(store: Store, config: Config, stage_names: list[str]) -> bool:
+    """True when a finished run left exactly these tables behind, under this config and these stages."""
+    digests = {d for d in store.scan("runs").filter(pl.col("outcome") == "finished")
+               .select("tables_digest").collect()["tables_digest"].to_list() if d}
+    return _pass_digest(store, config, stage_names) in digests
 
 
 def preflight(stages: list[Stage], con, config: Config) -> None:
@@ -125,13 +145,12 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
         store.init()
         t0, started = time.monotonic(), _now()
         run_id = content_id("run", started, os.getpid(), time.time_ns())
-        _record_run(store, run_id, started, t0, "running", config, seed_files)
+        names = [s.name for s in stages]
+        _record_run(store, run_id, started, t0, "running", config, seed_files, names)
         outcome = "failed"
         ctx: Context | None = None
         executor: Executor | None = None
         try:
-            executor = _make_executor(executor_kind, run_dir, config, ray_address, progress)
-            stop.reinstall()
             bar = progress.stage("ingest", 0)
             for stats in ingest_files(store, seed_files, config, on_progress=bar.advance):
                 summary.new_seeds += stats.seeds
@@ -140,13 +159,19 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
                                  f"{stats.duplicates} duplicates, {stats.bad_rows} bad rows")
             if bar.done:
                 bar.close()
+            if not summary.new_seeds and _nothing_changed(store, config, names):
+                outcome = "finished"
+                return summary
+            executor = _make_executor(executor_kind, run_dir, config, ray_address, progress)
+            stop.reinstall()
             needed = config.committee.reviewers + 2
             if len(config.models) < needed:
                 progress.say(f"note: the pool has {len(config.models)} model(s), fewer than reviewers + 2 = {needed}: "
                              f"some roles go to the same model (see docs/config.md, 'Roles with a small pool')")
             con = store.connect(memory_limit=DUCKDB_MEMORY)
             preflight(stages, con, config)
-            ctx = open_context(store, config)
+            # The stages' lookups run on a cursor of the same database: one memory limit for both.
+            ctx = open_context(store, config, con.cursor())
             # Pass r runs every stage over what is pending with rounds 1..r open: round r's tasks are
             # dealt only once round r - 1 has been through every stage, so its samples are in the pool.
             for round_no in range(1, config.rounds + 1):
@@ -163,7 +188,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             if ctx is not None:
                 ctx.pool.close()
             try:
-                _record_run(store, run_id, started, t0, outcome, config, seed_files)
+                _record_run(store, run_id, started, t0, outcome, config, seed_files, names)
             except OSError:
                 pass  # the run log is informative only; the error that stopped the run is the one to show
     return summary

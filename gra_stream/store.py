@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gra_stream.errors import UserError
+from gra_stream.ids import content_id
 from gra_stream.schemas import TABLES
 
 EMPTY_SEGMENT = "_empty.parquet"
@@ -34,6 +35,13 @@ class Store:
 
     def segments(self, table: str) -> list[Path]:
         return sorted(self.table_dir(table).glob("*.parquet"))
+
+    def digest(self, tables) -> str:
+        """A hash of which segments `tables` hold: segments are immutable and named by their content, so
+        an equal digest means equal tables (a listing of folders; no file is read)."""
+        names = [f"{t}/{e.name}" for t in sorted(tables) if self.table_dir(t).is_dir()
+                 for e in os.scandir(self.table_dir(t)) if e.name.endswith(".parquet")]
+        return content_id(*sorted(names))
 
     def exists(self) -> bool:
         return (self.root / "seeds").is_dir()

@@ -18,7 +18,10 @@ def _quote(path: str) -> str:
 def define_views(con: duckdb.DuckDBPyConnection, store) -> None:
     for table, schema in TABLES.items():
         empty = f"__declared_{table}"
-        con.register(empty, schema.empty_table())
+        # a table of the database, not a registration of this connection: cursors see it too
+        con.register("__declared", schema.empty_table())
+        con.execute(f"CREATE OR REPLACE TABLE {empty} AS SELECT * FROM __declared")
+        con.unregister("__declared")
         if store.segments(table):
             con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({_quote(store.glob(table))}, "
                         f"union_by_name = true) UNION ALL BY NAME SELECT * FROM {empty}")

@@ -62,6 +62,30 @@ def test_rerunning_a_finished_run_does_no_work(self_instruct_run):
     assert {p.name for p in self_instruct_run.rglob("*.parquet") if p.parent.name != "runs"} == segments
 
 
+def test_a_rerun_skips_the_queries_only_when_nothing_changed(tmp_path, monkeypatch):
+    """A finished run records a digest of its tables and config; a rerun with the same digest does no
+    pending query at all, and any change (a deleted segment, another config) is seen and processed."""
+    from gra_stream import runner
+
+    gsm = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 40)
+    run_dir = tmp_path / "run"
+    run([gsm], run_dir)
+    counted = []
+    monkeypatch.setattr(runner, "preflight", lambda *args: counted.append(1))
+    assert not run([gsm], run_dir).did_work and counted == []
+    assert table(run_dir, "SELECT count(*) AS n FROM runs WHERE outcome = 'finished' AND tables_digest <> ''")["n"][0] == 2
+
+    reviews = table(run_dir, "SELECT * EXCLUDE (latency_s) FROM reviews ORDER BY id")
+    next(p for p in (run_dir / "reviews").glob("review-*.parquet")).unlink()
+    summary = run([gsm], run_dir)
+    assert counted == [1] and summary.rows_by_stage["review"] > 0
+    assert table(run_dir, "SELECT * EXCLUDE (latency_s) FROM reviews ORDER BY id").equals(reviews)
+
+    summary = run([gsm], run_dir, rounds=2)  # a new config: round 2's tasks are pending
+    assert summary.rows_by_stage["generate"] > 0
+    assert table(run_dir, "SELECT max(round) AS r FROM generations")["r"][0] == 2
+
+
 def test_adding_seeds_processes_only_the_new_ones(tmp_path):
     gsm = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 40)
     code = head_jsonl(shared_seed("code_alpaca_2k.jsonl"), tmp_path / "code.jsonl", 30)
