@@ -65,9 +65,10 @@ def run(seeds, run_dir, config_path, backend, quiet, dry_run, executor, ray_addr
     except Interrupted:
         click.echo("stopped at a batch boundary; run the same command again to resume", err=True)
         sys.exit(130)
-    if not summary.did_work:
-        progress.say("nothing to do: every stage is up to date (no LLM calls made)")
-    if not quiet:
+    if not summary.did_work:  # the status table would read every table again: say where it is instead
+        progress.say(f"nothing to do: every stage is up to date (no LLM calls made); "
+                     f"`gra-stream status {run_dir}` shows the run")
+    elif not quiet:
         click.echo(format_status(collect_status(Store(run_dir))))
 
 

@@ -24,7 +24,9 @@ from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage
 from gra_stream.store import Store
 
-DUCKDB_MEMORY = "512MB"  # per connection; pending-work sorts and joins beyond it spill to DIR/.tmp
+# Per database (the runner's pending stream and the stages' lookups share one); sorts and joins beyond it
+# spill to DIR/.tmp. 256MB is too little: a 1M-row pending sort then fails to pin a block.
+DUCKDB_MEMORY = "512MB"
 
 Finished = tuple[list[str], pl.DataFrame]
 
