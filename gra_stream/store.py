@@ -37,11 +37,17 @@ class Store:
         return sorted(self.table_dir(table).glob("*.parquet"))
 
     def digest(self, tables) -> str:
-        """A hash of which segments `tables` hold: segments are immutable and named by their content, so
-        an equal digest means equal tables (a listing of folders; no file is read)."""
-        names = [f"{t}/{e.name}" for t in sorted(tables) if self.table_dir(t).is_dir()
-                 for e in os.scandir(self.table_dir(t)) if e.name.endswith(".parquet")]
-        return content_id(*sorted(names))
+        """A hash of the segments `tables` hold (name, size, modification time): segments are immutable
+        and named by the ids of their batch, so an equal digest means equal tables. A listing of the
+        folders: no file is read."""
+        entries = []
+        for t in sorted(tables):
+            if self.table_dir(t).is_dir():
+                for e in os.scandir(self.table_dir(t)):
+                    if e.name.endswith(".parquet"):
+                        st = e.stat()
+                        entries.append(f"{t}/{e.name}:{st.st_size}:{st.st_mtime_ns}")
+        return content_id(*sorted(entries))
 
     def exists(self) -> bool:
         return (self.root / "seeds").is_dir()
