@@ -76,15 +76,9 @@ def request_key(r) -> str:
 
 def replay(engine, requests) -> tuple[int, float]:
     """Output tokens and seconds of `requests` sent to plain `vllm.LLM.chat` in one call."""
-    from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
-
-    params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.seed,
-                             repetition_penalty=r.repetition_penalty,
-                             structured_outputs=StructuredOutputsParams(json=r.schema) if r.schema else None)
-              for r in requests]
     t0 = time.perf_counter()
-    outputs = engine.chat([list(r.messages) for r in requests], sampling_params=params, use_tqdm=False)
+    outputs = engine.chat([list(r.messages) for r in requests], sampling_params=vllm_engine.sampling_params(requests),
+                          use_tqdm=False)
     return sum(len(o.outputs[0].token_ids) for o in outputs), time.perf_counter() - t0
 
 

@@ -32,6 +32,17 @@ def prepare_environment(settings: Vllm) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
+def sampling_params(requests: list[ChatRequest]) -> list:
+    """vLLM's SamplingParams for each request: its seed, budget and JSON schema (structured outputs)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return [SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.seed,
+                           repetition_penalty=r.repetition_penalty,
+                           structured_outputs=StructuredOutputsParams(json=r.schema) if r.schema is not None else None)
+            for r in requests]
+
+
 class VllmBackend:
     def __init__(self, spec: ModelSpec, settings: Vllm, *, seed: int = 0):
         prepare_environment(settings)
@@ -65,15 +76,7 @@ class VllmBackend:
         self.max_model_len = settings.max_model_len
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
-        from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
-
-        params = []
-        for r in requests:
-            structured = (StructuredOutputsParams(json=r.schema)
-                          if r.schema is not None else None)
-            params.append(SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                                         seed=r.seed, repetition_penalty=r.repetition_penalty, structured_outputs=structured))
+        params = sampling_params(requests)
         started = time.perf_counter()
         outputs = self.llm.chat([list(r.messages) for r in requests], sampling_params=params, use_tqdm=False)
         per_request = (time.perf_counter() - started) / max(1, len(requests))
