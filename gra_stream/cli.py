@@ -35,8 +35,9 @@ def main():
 @click.option("--backend", type=click.Choice(["fake", "vllm"]), help="Serve every pool model with this backend.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--dry-run", is_flag=True, help="Check config, field mapping and SQL filters; show the first prompts.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Run batches in this process, or on a Ray cluster (pip install 'gra-stream[ray]').")
+@click.option("--executor", type=click.Choice(["local", "processes", "ray"]), default="local", show_default=True,
+              help="Run batches in this process, in worker processes on this machine ([processes] workers), "
+                   "or on a Ray cluster (pip install 'gra-stream[ray]').")
 @click.option("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one).")
 @user_errors
 def run(seeds, run_dir, config_path, backend, quiet, dry_run, executor, ray_address):

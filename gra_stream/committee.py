@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import random
 from fractions import Fraction
+from functools import lru_cache
 from typing import Sequence
 
 from gra_stream.ids import seed_int
 
 
+@lru_cache(maxsize=256)  # called per row with the same few config numbers
 def exact(x: float | int | str) -> Fraction:
     """A config number as the decimal the user wrote (8.0 -> 8, 1.5 -> 3/2)."""
     return Fraction(str(x))

@@ -79,6 +79,9 @@ class Dedup:
     bands: int = 20                # 20 bands of 6 rows: candidates from Jaccard ~0.6 up, few below
     threshold: float = 0.7         # estimated Jaccard at or above which two instructions are near-duplicates
     shingle_chars: int = 5
+    # Rows per gate batch: each batch reads the band keys of every earlier sample once (the gate's cost
+    # that grows with the corpus), so batches larger than cpu_batch_size make that pass rarer.
+    batch_size: int = 16384
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class Diversity:
     model: str = "embedded:all-minilm-l6-v2"   # or "hashing": a bag-of-words vector, no model
     threshold: float = 0.9
     compare_seeds: bool = True
+    index: str = "exact"          # or "ivf": compare with the references in the `probes` nearest of `cells` cells
+    cells: int = 256
+    probes: int = 8
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,12 @@ class Ray:
 
 
 @dataclass(frozen=True)
+class Processes:
+    """`--executor processes`: batches of the unordered stages run in `workers` processes (0: one per core)."""
+    workers: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     run_seed: int = 0
     batch_size: int = 256          # rows per committed batch of an LLM stage (benchmarks/saturation.py)
@@ -135,6 +147,7 @@ class Config:
     decontamination: Decontamination = Decontamination()
     filters: Filters = Filters()
     ray: Ray = Ray()
+    processes: Processes = Processes()
     source: str = "<defaults>"
 
     def fingerprint(self) -> str:
@@ -147,7 +160,8 @@ class Config:
 
 
 _SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup, "diversity": Diversity,
-             "decontamination": Decontamination, "ray": Ray}
+             "decontamination": Decontamination, "ray": Ray,
+             "processes": Processes}
 
 
 def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
@@ -238,6 +252,9 @@ def validate(c: Config) -> None:
         (1 <= c.rounds <= 100, f"rounds = {c.rounds} must be between 1 and 100"),
         (c.tasks_per_round >= 0, f"tasks_per_round = {c.tasks_per_round} must be 0 (no cap) or more"),
         (0.0 < c.diversity.threshold <= 1.0, f"diversity.threshold = {c.diversity.threshold} must be in (0, 1]"),
+        (c.diversity.index in ("exact", "ivf"), f"diversity.index = {c.diversity.index!r} must be \"exact\" or \"ivf\""),
+        (c.diversity.cells >= 1, f"diversity.cells = {c.diversity.cells} must be at least 1"),
+        (c.diversity.probes >= 1, f"diversity.probes = {c.diversity.probes} must be at least 1"),
         (c.diversity.model in ("embedded:all-minilm-l6-v2", "hashing"),
          f"diversity.model = {c.diversity.model!r} must be \"embedded:all-minilm-l6-v2\" or \"hashing\""),
         (0 <= c.max_reasks <= 10, f"max_reasks = {c.max_reasks} must be between 0 and 10"),
@@ -254,9 +271,11 @@ def validate(c: Config) -> None:
         (1 <= c.dedup.bands <= c.dedup.num_perm and c.dedup.num_perm % c.dedup.bands == 0,
          f"dedup.bands = {c.dedup.bands} must divide dedup.num_perm = {c.dedup.num_perm}"),
         (0.0 < c.dedup.threshold <= 1.0, f"dedup.threshold = {c.dedup.threshold} must be in (0, 1]"),
+        (c.dedup.batch_size >= 1, f"dedup.batch_size = {c.dedup.batch_size} must be at least 1"),
         (1 <= c.dedup.shingle_chars <= 32, f"dedup.shingle_chars = {c.dedup.shingle_chars} must be between 1 and 32"),
         (c.vllm.resident_engines >= 0, f"vllm.resident_engines = {c.vllm.resident_engines} must be 0 (all) or more"),
         (c.ray.workers >= 1, f"ray.workers = {c.ray.workers} must be at least 1"),
+        (c.processes.workers >= 0, f"processes.workers = {c.processes.workers} must be 0 (one per core) or more"),
         (c.ray.cpus_per_worker > 0, f"ray.cpus_per_worker = {c.ray.cpus_per_worker} must be more than 0"),
         (c.ray.gpus_per_worker == -1 or c.ray.gpus_per_worker >= 0,
          f"ray.gpus_per_worker = {c.ray.gpus_per_worker} must be -1 (auto) or 0 or more"),

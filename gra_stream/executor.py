@@ -5,16 +5,21 @@ as they finish, in any order. Only the runner writes the stage's table, always f
 the run lock, so a run is as crash-safe on a cluster as on one machine: a batch counts once its segment
 is renamed into place, and whatever was in flight elsewhere is simply pending again.
 
-`LocalExecutor` runs every batch in this process, one after another. `RayExecutor`
-(gra_stream/ray_executor.py, imported only for `--executor ray`) spreads them over a Ray cluster.
+`LocalExecutor` runs every batch in this process, one after another. `ProcessExecutor`
+(gra_stream/process_executor.py, `--executor processes`) runs them in worker processes on this machine,
+and `RayExecutor` (gra_stream/ray_executor.py, imported only for `--executor ray`) spreads them over a
+Ray cluster. Both hand a worker `run_batch`, which opens the worker's context once and keeps it.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import os
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from gra_stream.backends import ModelPool
 from gra_stream.call_cache import CallCache
@@ -47,7 +52,7 @@ def open_context(store: Store, config: Config, con: duckdb.DuckDBPyConnection | 
     run's tables (`con`, or a connection of its own), and the SQL filters. Built once per process that
     runs batches."""
     return Context(config, ModelPool(config, cache=CallCache(store)),
-                   con if con is not None else store.connect(memory_limit=DUCKDB_MEMORY), load_filters(config))
+                   con if con is not None else store.connect(memory_limit=DUCKDB_MEMORY), load_filters(config), store)
 
 
 class LocalExecutor:
@@ -62,3 +67,33 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
+
+
+# Per worker process: one context per (run directory, config), reused by every batch that lands there.
+_CONTEXTS: dict[tuple[str, str], Context] = {}
+
+
+def worker_context(run_dir: str, config: Config, cwd: str) -> Context:
+    key = (run_dir, config.fingerprint())
+    if key not in _CONTEXTS:
+        if os.path.isdir(cwd):
+            os.chdir(cwd)  # relative paths in the config (references, prompts, filters) mean what they meant
+        _CONTEXTS[key] = open_context(Store(run_dir), config)
+    return _CONTEXTS[key]
+
+
+def close_worker_contexts() -> None:
+    for ctx in _CONTEXTS.values():
+        ctx.pool.close()
+    _CONTEXTS.clear()
+
+
+def run_batch(run_dir: str, config: Config, cwd: str, step: Callable[[pl.DataFrame, Context], pl.DataFrame],
+              table: pa.Table) -> tuple[list[str], bytes]:
+    """Run one batch through `step` (a stage's `run`, or the `prepare` of an ordered one) in a worker; the
+    output travels back as Arrow IPC bytes."""
+    batch = pl.from_arrow(table)
+    out = step(batch, worker_context(run_dir, config, cwd))
+    buffer = io.BytesIO()
+    out.write_ipc(buffer)
+    return batch["id"].to_list(), buffer.getvalue()

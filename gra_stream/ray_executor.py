@@ -31,10 +31,9 @@ import pyarrow as pa
 
 from gra_stream.config import Config
 from gra_stream.errors import Interrupted, UserError
-from gra_stream.executor import Finished, LocalExecutor, StopRequest, open_context
+from gra_stream.executor import Finished, LocalExecutor, StopRequest, close_worker_contexts, run_batch
 from gra_stream.progress import Progress
 from gra_stream.stages import Context, Stage
-from gra_stream.store import Store
 
 try:
     import ray
@@ -44,30 +43,8 @@ except ImportError:  # pragma: no cover - exercised by the error message test wi
 
 IN_FLIGHT_PER_WORKER = 2  # one batch running, one queued: an actor never waits for the driver's commit
 
-# Per worker process: one context per (run directory, config), reused by every batch that lands there.
-_CONTEXTS: dict[tuple[str, str], Context] = {}
-
-
-def _context(run_dir: str, config: Config, cwd: str) -> Context:
-    key = (run_dir, config.fingerprint())
-    if key not in _CONTEXTS:
-        if os.path.isdir(cwd):
-            os.chdir(cwd)  # relative paths in the config (references, prompts, filters) mean what they meant
-        _CONTEXTS[key] = open_context(Store(run_dir), config)
-    return _CONTEXTS[key]
-
-
-def run_batch(run_dir: str, config: Config, cwd: str, stage: Stage, table: pa.Table) -> tuple[list[str], bytes]:
-    """Run one batch of one stage in a worker; the output travels back as Arrow IPC bytes."""
-    batch = pl.from_arrow(table)
-    out = stage.run(batch, _context(run_dir, config, cwd))
-    buffer = io.BytesIO()
-    out.write_ipc(buffer)
-    return batch["id"].to_list(), buffer.getvalue()
-
-
 def _data_batch(table: pa.Table, run_dir: str, config: Config, cwd: str, stage: Stage) -> pa.Table:
-    ids, ipc = run_batch(run_dir, config, cwd, stage, table)
+    ids, ipc = run_batch(run_dir, config, cwd, stage.run, table)
     return pa.table({"ids": [ids], "ipc": [ipc]})
 
 
@@ -80,12 +57,10 @@ class StageWorker:
         self.args = (run_dir, config, cwd)
 
     def run(self, stage: Stage, table: pa.Table) -> tuple[list[str], bytes]:
-        return run_batch(*self.args, stage, table)
+        return run_batch(*self.args, stage.run, table)
 
     def close(self) -> None:
-        for ctx in _CONTEXTS.values():
-            ctx.pool.close()
-        _CONTEXTS.clear()
+        close_worker_contexts()
 
 
 def _failure(error: Exception, stop: StopRequest) -> Exception:

@@ -108,7 +108,7 @@ def preflight(stages: list[Stage], con, config: Config) -> None:
 def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progress: Progress | None = None,
                  stages: list[Stage] | None = None, executor: str = "local", ray_address: str = "") -> RunSummary:
     """Ingest `seed_files` into `run_dir` and run every stage over what is pending there. `executor` is
-    "local" (this process) or "ray" (a Ray cluster at `ray_address`, or a local one started for the run)."""
+    "local" (this process), "processes" (worker processes on this machine) or "ray" (a Ray cluster at `ray_address`, or a local one started for the run)."""
     progress = progress or Progress()
     check_seed_files(seed_files)
     load_filters(config)  # a bad filter fails here, before the run directory is touched
@@ -132,6 +132,10 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
 def _make_executor(kind: str, run_dir: Path, config: Config, ray_address: str, progress: Progress) -> Executor:
     if kind == "local":
         return LocalExecutor()
+    if kind == "processes":
+        from gra_stream.process_executor import ProcessExecutor
+
+        return ProcessExecutor(run_dir, config)
     # Ray is an optional extra: the local path never imports it.
     from gra_stream.ray_executor import RayExecutor
 
@@ -200,7 +204,7 @@ def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor
     total = con.sql(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     if total == 0:
         return 0
-    size = ctx.config.batch_size if stage.llm else ctx.config.cpu_batch_size
+    size = stage.rows_per_batch(ctx.config)
     bar = progress.stage(stage.name, total)
     for ids, out in executor.map(stage, _batches(con, query, size), ctx, stop):
         store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)

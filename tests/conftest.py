@@ -47,9 +47,9 @@ def write_toml(path: Path, text: str) -> Path:
     return path
 
 
-def fake_config_file(tmp_path: Path, extra: str = "", latency_s: float = 0.0) -> Path:
+def fake_config_file(tmp_path: Path, extra: str = "", latency_s: float = 0.0, diversity: str = "") -> Path:
     models = "".join(f'[[models]]\nname = "{m["name"]}"\nbackend = "fake"\nlatency_s = {latency_s}\n' for m in FAKE_POOL)
-    return write_toml(tmp_path / "fake.toml", extra + "\n" + models + '[diversity]\nmodel = "hashing"\n')
+    return write_toml(tmp_path / "fake.toml", extra + "\n" + models + '[diversity]\nmodel = "hashing"\n' + diversity)
 
 
 def gra(*args, check=True, timeout=600, **kwargs) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ import json
 import re
 import struct
 import time
+from functools import lru_cache
 
 from gra_stream.backends import ChatRequest, Completion
 
@@ -59,10 +60,11 @@ def _by_length(word: str) -> tuple[int, str]:
     return -len(word), word
 
 
-def _words(text: str) -> list[str]:
+@lru_cache(maxsize=1024)  # the reviewers of one sample are sent the same prompt
+def _words(text: str) -> tuple[str, ...]:
     """The prompt's own content words (not the template's), longest first."""
     words = set(map(str.lower, _WORD.findall(text))) - _TEMPLATE_WORDS
-    return sorted(words, key=_by_length)[:12] or ["topic", "example", "detail"]
+    return tuple(sorted(words, key=_by_length)[:12]) or ("topic", "example", "detail")
 
 
 class FakeBackend:

@@ -8,7 +8,10 @@ progress and accounting live once, in the runner; where batches run (this proces
 is the executor's business (gra_stream/executor.py, gra_stream/ray_executor.py).
 
 An `ordered` stage reads what its own earlier batches committed (near-duplicates against everything kept
-so far), so its batches run one after another, in id order, under every executor.
+so far), so its batches run one after another, in id order, under every executor. Such a stage may split
+its work: `prepare` (per row, no lookups: filters, signatures, embeddings) can run ahead in other
+processes, and `finish` (the part that reads earlier batches) runs in order; `run` is always
+`finish(prepare(batch))`.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import polars as pl
 from gra_stream.backends import ModelPool
 from gra_stream.config import Config
 from gra_stream.sql_filters import SqlFilter
+from gra_stream.store import Store
 
 
 @dataclass
@@ -29,6 +33,7 @@ class Context:
     pool: ModelPool
     con: duckdb.DuckDBPyConnection          # views over the run's tables, for lookups across batches
     filters: list[SqlFilter] = field(default_factory=list)
+    store: Store | None = None              # the run directory (indexes kept beside the tables)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,14 @@ class Stage:
     run: Callable[[pl.DataFrame, Context], pl.DataFrame]
     llm: bool = False
     ordered: bool = False                       # a batch reads what earlier batches of this stage committed
+    prepare: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None  # ordered stages: the per-row part
+    finish: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None   # and the part run in order
+    batch_size: Callable[[Config], int] | None = None   # rows per batch, where not batch_size / cpu_batch_size
+
+    def rows_per_batch(self, config: Config) -> int:
+        if self.batch_size is not None:
+            return self.batch_size(config)
+        return config.batch_size if self.llm else config.cpu_batch_size
 
 
 def all_stages() -> list[Stage]:

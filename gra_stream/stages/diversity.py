@@ -1,6 +1,8 @@
 """Diversity: the paper's embedding filter. Kept samples are walked in descending committee mean; one is
 kept only if its highest cosine similarity to every sample kept before it (this run and earlier ones)
 and to the seeds is below `diversity.threshold`. A refined seed is not compared with its own seed.
+The search is exact by default; `index = "ivf"` searches cells instead (gra_stream/vector_index.py),
+for corpora where exact search costs hours. Within a batch the walk is always exact.
 
 Also `embed_seeds`, which embeds the seeds once (only when the filter compares with seeds).
 """
@@ -9,6 +11,7 @@ import polars as pl
 
 from gra_stream.embeddings import DIM, get_embedder
 from gra_stream.stages import Context, Stage
+from gra_stream.vector_index import CellIndex
 
 
 def seeds_pending(config, rounds_open: int = 1) -> str:
@@ -62,19 +65,36 @@ def _best_matches(ctx: Context, sql: str, vectors: np.ndarray, exclude: list[str
     return best, best_ids
 
 
-def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    """Per row, no lookups (runs ahead in worker processes under `--executor processes`): the embedding."""
+    d = ctx.config.diversity
+    if not d.enabled:
+        return batch.with_columns(pl.lit(None, dtype=pl.List(pl.Float32)).alias("embedding"))
+    vectors = get_embedder(d.model).embed(batch["instruction"].to_list())
+    return batch.with_columns(pl.Series("embedding", vectors).cast(pl.List(pl.Float32)))
+
+
+def finish(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    """The walk, in descending committee mean, against everything kept before (and the seeds)."""
     d = ctx.config.diversity
     if not d.enabled:
         return pl.DataFrame({"id": batch["id"], "kept": [True] * batch.height, "similarity": [None] * batch.height,
                              "duplicate_of": [None] * batch.height, "embedding": [None] * batch.height},
                             schema_overrides={"similarity": pl.Float64, "duplicate_of": pl.String,
                                               "embedding": pl.List(pl.Float32)})
-    vectors = get_embedder(d.model).embed(batch["instruction"].to_list())
-    best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM diversity WHERE kept", vectors,
-                                   [None] * batch.height)
+    vectors = batch["embedding"].list.to_array(DIM).to_numpy().astype(np.float32)
+    if d.index == "ivf":
+        index = CellIndex(ctx.store, d.model, d.cells, d.probes)
+        best, best_ids = index.best_matches("diversity", vectors, [None] * batch.height)
+    else:
+        best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM diversity WHERE kept", vectors,
+                                       [None] * batch.height)
     if d.compare_seeds:  # a refined seed is not compared with its own seed
         own = [seed if kind == "refine" else None for seed, kind in zip(batch["seed_id"], batch["kind"])]
-        seed_best, seed_ids = _best_matches(ctx, "SELECT id, embedding FROM seed_embeddings", vectors, own)
+        if d.index == "ivf":
+            seed_best, seed_ids = index.best_matches("seed_embeddings", vectors, own)
+        else:
+            seed_best, seed_ids = _best_matches(ctx, "SELECT id, embedding FROM seed_embeddings", vectors, own)
         for i in np.flatnonzero(seed_best > best):
             best[i], best_ids[i] = seed_best[i], seed_ids[i]
     # Within the batch: row i's best match among the rows kept before it in the walk. One similarity
@@ -98,11 +118,15 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             best_within[raised] = within[i][raised]
             best_within_row[raised] = i
     return pl.DataFrame({"id": ids, "kept": kept, "similarity": similarity, "duplicate_of": duplicate_of,
-                         "embedding": pl.Series(vectors).cast(pl.List(pl.Float32))},
+                         "embedding": batch["embedding"]},
                         schema={"id": pl.String, "kept": pl.Boolean, "similarity": pl.Float64,
                                 "duplicate_of": pl.String, "embedding": pl.List(pl.Float32)})
 
 
 SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds)
+def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    return finish(prepare(batch, ctx), ctx)
+
+
 STAGE = Stage("diversity", "diversity", ("id", "instruction", "seed_id", "kind", "score"), pending, run,
-              ordered=True)
+              ordered=True, prepare=prepare, finish=finish)

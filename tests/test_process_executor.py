@@ -1,0 +1,99 @@
+"""`--executor processes`: same outputs as the local executor, batches really in worker processes, kill-safe."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import fake_config_file, gra, head_jsonl, shared_seed
+from tests.invariants import KEYED_TABLES, check_run
+from tests.test_ray_executor import SMALL_BATCHES, state
+from tests.test_resume import segments, wait_for
+
+# small gate and diversity batches too, so that workers prepare several of them ahead of the ordered finish
+WORKERS = SMALL_BATCHES + "[processes]\nworkers = 2\n[dedup]\nbatch_size = 16\n"
+
+
+def start(seeds, run_dir, config):
+    return subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
+                             "--config", str(config), "--quiet", "--executor", "processes"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state_field = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state_field != "Z"
+
+
+def test_a_processes_run_decides_exactly_what_a_local_run_decides(tmp_path):
+    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 60)
+    config = fake_config_file(tmp_path, WORKERS)
+    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet")
+    gra("run", seeds, "--run-dir", tmp_path / "procs", "--config", config, "--quiet", "--executor", "processes")
+    local, in_processes = state(tmp_path / "local"), state(tmp_path / "procs")
+    assert in_processes == local
+    assert len(local["samples"]) > 0 and len(local["generations"]) > 60  # two rounds
+    assert segments(tmp_path / "procs", "gates") >= 4  # the gate's finish ran over several prepared batches
+    check_run(tmp_path / "procs")
+    again = gra("run", seeds, "--run-dir", tmp_path / "procs", "--config", config, "--executor", "processes")
+    assert "nothing to do" in again.stderr
+
+
+def test_a_stopped_then_killed_processes_run_resumes_to_the_local_result(tmp_path):
+    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 60)
+    # the diversity filter's cell index too: its centroids and sidecars are written as the run goes
+    config = fake_config_file(tmp_path, WORKERS, latency_s=0.05, diversity='index = "ivf"\ncells = 4\nprobes = 1\n')
+    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet")
+    run_dir = tmp_path / "procs"
+
+    proc = start(seeds, run_dir, config)  # SIGTERM: stops at a batch boundary
+    assert wait_for(proc, lambda: segments(run_dir, "profiles") >= 2, timeout=300)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "run the same command again to resume" in err and "Traceback" not in err
+
+    proc = start(seeds, run_dir, config)  # SIGKILL: the runner dies mid-stage, its workers with it
+    assert wait_for(proc, lambda: segments(run_dir, "reviews") >= 2, timeout=300)
+    workers = children(proc.pid)
+    assert len(workers) >= 2  # the batches run in worker processes
+    proc.kill()
+    proc.communicate()
+    committed = {t: segments(run_dir, t) for t in KEYED_TABLES}
+    deadline = time.monotonic() + 10
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if alive(w)], "worker processes outlived the killed runner"
+    assert {t: segments(run_dir, t) for t in KEYED_TABLES} == committed  # only the runner commits
+
+    gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet", "--executor", "processes")
+    assert state(run_dir) == state(tmp_path / "local")
+    assert list((run_dir / ".index" / "diversity").glob("centroids-*.npy"))
+    check_run(run_dir)
+
+
+def test_a_mistake_found_in_a_worker_reads_as_one_line(tmp_path):
+    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 5)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('[[models]]\nname = "m"\npath = "embedded:nope"\n[diversity]\nmodel = "hashing"\n')
+    result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", unknown, "--executor", "processes",
+                 check=False, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "unknown embedded model" in result.stderr
+    assert os.listdir(tmp_path / "run" / "profiles") == ["_empty.parquet"]

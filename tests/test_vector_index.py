@@ -1,0 +1,143 @@
+"""The diversity filter's cell index (`index = "ivf"`): exact when every cell is probed, high agreement with
+exact search when few are, and its stored parts (centroids, sidecars) reused and rebuilt as they should."""
+import numpy as np
+import polars as pl
+import pytest
+
+from gra_stream.backends import ModelPool
+from gra_stream.embeddings import DIM
+from gra_stream.stages import Context, diversity
+from gra_stream.store import Store
+from gra_stream.vector_index import CellIndex, spherical_kmeans
+from tests.conftest import fake_config
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(rng, n: int, topics: int = 40) -> np.ndarray:
+    """Vectors around `topics` directions, like embeddings of a corpus with themes."""
+    centres = unit(rng.normal(size=(topics, DIM)))
+    return unit(centres[rng.integers(0, topics, n)] + rng.normal(scale=0.06, size=(n, DIM)))
+
+
+def near_copies(rng, vectors: np.ndarray) -> np.ndarray:
+    """A vector at cosine about 0.93 from each of `vectors`."""
+    return unit(vectors + rng.normal(scale=0.019, size=vectors.shape))
+
+
+def write_references(store: Store, table: str, ids: list[str], vectors: np.ndarray, segment_rows: int = 500):
+    for start in range(0, len(ids), segment_rows):
+        part = {"id": ids[start:start + segment_rows], "embedding": list(vectors[start:start + segment_rows])}
+        if table == "diversity":
+            n = len(part["id"])
+            part.update(kept=[True] * n, similarity=[None] * n, duplicate_of=[None] * n)
+        store.write_segment(table, f"part-{start:06d}", pl.DataFrame(part))
+
+
+def exact(queries, ids, vectors, exclude):
+    sims = queries @ vectors.T
+    for i, own in enumerate(exclude):
+        if own is not None:
+            sims[i, ids.index(own)] = -1.0
+    j = sims.argmax(axis=1)
+    return sims[np.arange(len(queries)), j], [ids[k] for k in j]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "run")
+    s.init()
+    return s
+
+
+def test_probing_every_cell_is_exact_search(store):
+    rng = np.random.default_rng(1)
+    vectors = clustered(rng, 3000)
+    ids = [f"s{i:05d}" for i in range(len(vectors))]
+    write_references(store, "seed_embeddings", ids, vectors)
+    queries = np.concatenate([near_copies(rng, vectors[:50]), clustered(rng, 150)])
+    exclude = [ids[0], None, ids[7]] + [None] * (len(queries) - 3)  # a refined seed skips its own seed
+    index = CellIndex(store, "hashing", cells=32, probes=32)
+    best, best_ids = index.best_matches("seed_embeddings", queries, exclude)
+    want, want_ids = exact(queries, ids, vectors, exclude)
+    assert np.allclose(best, want, atol=1e-5)
+    assert best_ids == want_ids
+    assert best_ids[0] != ids[0] and best_ids[1] == ids[1]
+
+
+def test_few_probes_find_nearly_every_close_pair_at_a_fraction_of_the_work(store):
+    rng = np.random.default_rng(2)
+    vectors = clustered(rng, 8000, topics=4000)  # spread out: cell borders cut between close pairs
+    ids = [f"s{i:05d}" for i in range(len(vectors))]
+    write_references(store, "seed_embeddings", ids, vectors)
+    queries = near_copies(rng, vectors[rng.choice(len(vectors), 400, replace=False)])
+    want, _ = exact(queries, ids, vectors, [None] * len(queries))
+    close = want >= 0.9
+    assert close.sum() > 350
+    best = {}
+    for probes in (1, 4):
+        best[probes], _ = CellIndex(store, "hashing", cells=64, probes=probes).best_matches(
+            "seed_embeddings", queries, [None] * len(queries))
+        assert np.all(best[probes] <= want + 1e-5)  # a probe can miss a match, never invent one
+    assert np.all(best[4] >= best[1] - 1e-6)  # the 4 nearest cells include the nearest one
+    recall = float(((best[4] >= 0.9) & close).sum() / close.sum())
+    assert recall >= 0.98, recall
+
+
+def test_centroids_and_sidecars_are_stored_once_and_reused(store):
+    rng = np.random.default_rng(3)
+    vectors = clustered(rng, 2000)
+    ids = [f"s{i:05d}" for i in range(len(vectors))]
+    write_references(store, "seed_embeddings", ids, vectors)
+    queries = clustered(rng, 100)
+    first = CellIndex(store, "hashing", cells=16, probes=2).best_matches("seed_embeddings", queries, [None] * 100)
+    stored = sorted(p.relative_to(store.root) for p in (store.root / ".index").rglob("*") if p.is_file())
+    assert len([p for p in stored if p.name.startswith("centroids-")]) == 1
+    assert len([p for p in stored if not p.name.startswith("centroids-")]) == 4  # one sidecar per segment
+    mtimes = {p: (store.root / p).stat().st_mtime_ns for p in stored}
+    again = CellIndex(store, "hashing", cells=16, probes=2).best_matches("seed_embeddings", queries, [None] * 100)
+    assert np.array_equal(first[0], again[0]) and first[1] == again[1]
+    assert {p: (store.root / p).stat().st_mtime_ns for p in stored} == mtimes  # read, not rewritten
+    # derived data: deleted, it is rebuilt to the same answers
+    import shutil
+    shutil.rmtree(store.root / ".index")
+    rebuilt = CellIndex(store, "hashing", cells=16, probes=2).best_matches("seed_embeddings", queries, [None] * 100)
+    assert np.array_equal(first[0], rebuilt[0]) and first[1] == rebuilt[1]
+
+
+def test_few_training_vectors_give_fewer_cells():
+    rng = np.random.default_rng(4)
+    vectors = clustered(rng, 60, topics=3)
+    centroids = spherical_kmeans(vectors, 3)
+    assert centroids.shape == (3, DIM) and np.allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_diversity_stage_with_every_cell_probed_decides_as_exact_search(tmp_path):
+    rng = np.random.default_rng(5)
+    seeds = clustered(rng, 1500)
+    seed_ids = [f"seed{i:05d}" for i in range(len(seeds))]
+    kept = clustered(rng, 700)
+    kept_ids = [f"kept{i:05d}" for i in range(len(kept))]
+    batch_vectors = np.concatenate([near_copies(rng, seeds[:30]), near_copies(rng, kept[:30]), clustered(rng, 200)])
+    batch = pl.DataFrame({"id": [f"b{i:04d}" for i in range(len(batch_vectors))],
+                          "score": np.linspace(9.9, 6.0, len(batch_vectors)),
+                          "kind": ["refine"] + ["synthesis"] * (len(batch_vectors) - 1),
+                          "seed_id": [seed_ids[0]] + ["x"] * (len(batch_vectors) - 1),
+                          "instruction": ["?"] * len(batch_vectors),
+                          "embedding": list(batch_vectors)}).with_columns(pl.col("embedding").cast(pl.List(pl.Float32)))
+    outcomes = {}
+    for index in ("exact", "ivf"):
+        store = Store(tmp_path / index)
+        store.init()
+        write_references(store, "seed_embeddings", seed_ids, seeds)
+        write_references(store, "diversity", kept_ids, kept)
+        config = fake_config(diversity={"model": "hashing", "index": index, "cells": 8, "probes": 8})
+        ctx = Context(config, ModelPool(config), store.connect(), store=store)
+        outcomes[index] = diversity.finish(batch, ctx).select("id", "kept", "duplicate_of", "similarity")
+    assert outcomes["ivf"]["kept"].to_list() == outcomes["exact"]["kept"].to_list()
+    assert outcomes["ivf"]["duplicate_of"].to_list() == outcomes["exact"]["duplicate_of"].to_list()
+    assert np.allclose(outcomes["ivf"]["similarity"].to_numpy(), outcomes["exact"]["similarity"].to_numpy(), atol=1e-5)
+    dropped = outcomes["exact"].filter(~pl.col("kept"))
+    assert dropped.height >= 55  # the planted copies of seeds and of kept samples (row 0 is its own seed's refinement)
