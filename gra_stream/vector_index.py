@@ -9,8 +9,9 @@ they nearly always share one of those cells; a miss keeps a sample the exact fil
 (benchmarks/README.md gives the measured agreement). With `probes >= cells` it is exact.
 
 What is stored, under DIR/.index/diversity/ (derived data: delete it and it is rebuilt):
-- `centroids-<key>.npy`, trained once, on the first batch the filter sees plus up to TRAIN_ROWS seed
-  embeddings in id order, deterministically; the key names the embedding model and the cell count.
+- `centroids-<key>.npy`, trained once, deterministically, on up to TRAIN_ROWS seed embeddings (in
+  segment order), or on the first batch when the filter does not compare with seeds; the key names the
+  embedding model and the cell count.
 - one sidecar per reference segment (`<key>/<table>/<segment>.npy`: ids, cells, embeddings of the rows
   that count as references), written the first time the segment is read. Segments never change, so a
   sidecar never goes stale; reading it is a copy, where the Parquet list column needed a decode.
@@ -35,11 +36,13 @@ KMEANS_ITERATIONS = 10
 CHUNK_ROWS = 32768        # references searched at once: bounds memory whatever the table sizes
 
 
-def _save(path: Path, writer) -> None:
+def _save(path: Path, arrays: list[np.ndarray]) -> None:
+    """`arrays` one after another in one file (np.load them back in order), renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two workers may write the same file
     with open(tmp, "wb") as f:
-        writer(f)
+        for array in arrays:
+            np.save(f, array, allow_pickle=False)
     os.replace(tmp, path)
 
 
@@ -72,18 +75,19 @@ class CellIndex:
 
     # -- centroids ----------------------------------------------------------------------------------
     def centroids(self, batch_vectors: np.ndarray) -> np.ndarray:
-        """The run's centroids: loaded, or trained now on `batch_vectors` and the first seed embeddings."""
+        """The run's centroids: loaded, or trained now on the first seed embeddings (what every worker
+        sees alike, so workers racing to train write the same file), else on `batch_vectors`."""
         if self._centroids is None:
             path = self.root / f"centroids-{self.key}.npy"
             if not path.exists():
-                sample = [batch_vectors]
+                sample: list[np.ndarray] = []
                 for _, _, vectors in self._segments("seed_embeddings"):
                     sample.append(vectors)
                     if sum(len(s) for s in sample) >= TRAIN_ROWS:
                         break
-                train = np.concatenate(sample)[:TRAIN_ROWS]
+                train = np.concatenate(sample or [batch_vectors])[:TRAIN_ROWS]
                 cells = max(1, min(self.cells, len(train) // MIN_ROWS_PER_CELL))
-                _save(path, lambda f: np.save(f, spherical_kmeans(train, cells)))
+                _save(path, [spherical_kmeans(train, cells)])
             self._centroids = np.load(path)
         return self._centroids
 
@@ -117,7 +121,7 @@ class CellIndex:
                 yield ids, np.full(len(ids), -1, dtype=np.int32), vectors
                 continue
             cells = self.nearest_cells(vectors, 1)[:, 0].astype(np.int32) if len(ids) else np.zeros(0, np.int32)
-            _save(sidecar, lambda f: [np.save(f, a) for a in (ids, cells, vectors)])
+            _save(sidecar, [ids, cells, vectors])
             yield ids, cells, vectors
 
     def chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -114,7 +114,18 @@ def test_few_training_vectors_give_fewer_cells():
     assert centroids.shape == (3, DIM) and np.allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
 
 
-def test_the_diversity_stage_with_every_cell_probed_decides_as_exact_search(tmp_path):
+class Planted:
+    """An embedder that returns the test's vectors, row for row."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def embed(self, texts):
+        assert len(texts) == len(self.vectors)
+        return self.vectors
+
+
+def test_the_diversity_stage_with_every_cell_probed_decides_as_exact_search(tmp_path, monkeypatch):
     rng = np.random.default_rng(5)
     seeds = clustered(rng, 1500)
     seed_ids = [f"seed{i:05d}" for i in range(len(seeds))]
@@ -125,8 +136,8 @@ def test_the_diversity_stage_with_every_cell_probed_decides_as_exact_search(tmp_
                           "score": np.linspace(9.9, 6.0, len(batch_vectors)),
                           "kind": ["refine"] + ["synthesis"] * (len(batch_vectors) - 1),
                           "seed_id": [seed_ids[0]] + ["x"] * (len(batch_vectors) - 1),
-                          "instruction": ["?"] * len(batch_vectors),
-                          "embedding": list(batch_vectors)}).with_columns(pl.col("embedding").cast(pl.List(pl.Float32)))
+                          "instruction": ["?"] * len(batch_vectors)})
+    monkeypatch.setattr(diversity, "get_embedder", lambda model: Planted(batch_vectors))
     outcomes = {}
     for index in ("exact", "ivf"):
         store = Store(tmp_path / index)
@@ -135,7 +146,7 @@ def test_the_diversity_stage_with_every_cell_probed_decides_as_exact_search(tmp_
         write_references(store, "diversity", kept_ids, kept)
         config = fake_config(diversity={"model": "hashing", "index": index, "cells": 8, "probes": 8})
         ctx = Context(config, ModelPool(config), store.connect(), store=store)
-        outcomes[index] = diversity.finish(batch, ctx).select("id", "kept", "duplicate_of", "similarity")
+        outcomes[index] = diversity.run(batch, ctx).select("id", "kept", "duplicate_of", "similarity")
     assert outcomes["ivf"]["kept"].to_list() == outcomes["exact"]["kept"].to_list()
     assert outcomes["ivf"]["duplicate_of"].to_list() == outcomes["exact"]["duplicate_of"].to_list()
     assert np.allclose(outcomes["ivf"]["similarity"].to_numpy(), outcomes["exact"]["similarity"].to_numpy(), atol=1e-5)

@@ -66,12 +66,23 @@ def _best_matches(ctx: Context, sql: str, vectors: np.ndarray, exclude: list[str
 
 
 def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    """Per row, no lookups (runs ahead in worker processes under `--executor processes`): the embedding."""
+    """What does not depend on earlier batches (runs ahead in worker processes under `--executor
+    processes`): the embeddings, and each row's best match among the seeds, which are all embedded
+    before this stage starts."""
     d = ctx.config.diversity
     if not d.enabled:
         return batch.with_columns(pl.lit(None, dtype=pl.List(pl.Float32)).alias("embedding"))
     vectors = get_embedder(d.model).embed(batch["instruction"].to_list())
-    return batch.with_columns(pl.Series("embedding", vectors).cast(pl.List(pl.Float32)))
+    batch = batch.with_columns(pl.Series("embedding", vectors).cast(pl.List(pl.Float32)))
+    if not d.compare_seeds:
+        return batch
+    own = [seed if kind == "refine" else None for seed, kind in zip(batch["seed_id"], batch["kind"])]
+    if d.index == "ivf":  # a refined seed is not compared with its own seed
+        best, best_ids = CellIndex(ctx.store, d.model, d.cells, d.probes).best_matches("seed_embeddings", vectors, own)
+    else:
+        best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM seed_embeddings", vectors, own)
+    return batch.with_columns(pl.Series("seed_similarity", best, dtype=pl.Float32),
+                              pl.Series("seed_match", best_ids, dtype=pl.String))
 
 
 def finish(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -84,17 +95,13 @@ def finish(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                                               "embedding": pl.List(pl.Float32)})
     vectors = batch["embedding"].list.to_array(DIM).to_numpy().astype(np.float32)
     if d.index == "ivf":
-        index = CellIndex(ctx.store, d.model, d.cells, d.probes)
-        best, best_ids = index.best_matches("diversity", vectors, [None] * batch.height)
+        best, best_ids = CellIndex(ctx.store, d.model, d.cells, d.probes).best_matches(
+            "diversity", vectors, [None] * batch.height)
     else:
         best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM diversity WHERE kept", vectors,
                                        [None] * batch.height)
-    if d.compare_seeds:  # a refined seed is not compared with its own seed
-        own = [seed if kind == "refine" else None for seed, kind in zip(batch["seed_id"], batch["kind"])]
-        if d.index == "ivf":
-            seed_best, seed_ids = index.best_matches("seed_embeddings", vectors, own)
-        else:
-            seed_best, seed_ids = _best_matches(ctx, "SELECT id, embedding FROM seed_embeddings", vectors, own)
+    if d.compare_seeds:
+        seed_best, seed_ids = batch["seed_similarity"].to_numpy(), batch["seed_match"].to_list()
         for i in np.flatnonzero(seed_best > best):
             best[i], best_ids[i] = seed_best[i], seed_ids[i]
     # Within the batch: row i's best match among the rows kept before it in the walk. One similarity
@@ -123,10 +130,11 @@ def finish(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                                 "duplicate_of": pl.String, "embedding": pl.List(pl.Float32)})
 
 
-SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds)
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return finish(prepare(batch, ctx), ctx)
 
+
+SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds)
 
 STAGE = Stage("diversity", "diversity", ("id", "instruction", "seed_id", "kind", "score"), pending, run,
               ordered=True, prepare=prepare, finish=finish)
