@@ -160,8 +160,7 @@ class Config:
 
 
 _SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup, "diversity": Diversity,
-             "decontamination": Decontamination, "ray": Ray,
-             "processes": Processes}
+             "decontamination": Decontamination, "ray": Ray, "processes": Processes}
 
 
 def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
@@ -275,10 +274,10 @@ def validate(c: Config) -> None:
         (1 <= c.dedup.shingle_chars <= 32, f"dedup.shingle_chars = {c.dedup.shingle_chars} must be between 1 and 32"),
         (c.vllm.resident_engines >= 0, f"vllm.resident_engines = {c.vllm.resident_engines} must be 0 (all) or more"),
         (c.ray.workers >= 1, f"ray.workers = {c.ray.workers} must be at least 1"),
-        (c.processes.workers >= 0, f"processes.workers = {c.processes.workers} must be 0 (one per core) or more"),
         (c.ray.cpus_per_worker > 0, f"ray.cpus_per_worker = {c.ray.cpus_per_worker} must be more than 0"),
         (c.ray.gpus_per_worker == -1 or c.ray.gpus_per_worker >= 0,
          f"ray.gpus_per_worker = {c.ray.gpus_per_worker} must be -1 (auto) or 0 or more"),
+        (c.processes.workers >= 0, f"processes.workers = {c.processes.workers} must be 0 (one per core) or more"),
         (c.vllm.max_model_len >= 256, f"vllm.max_model_len = {c.vllm.max_model_len} must be at least 256"),
     ]
     for ok, message in checks:
