@@ -31,10 +31,20 @@ def committee_stats(means: Sequence[Fraction]) -> tuple[Fraction, Fraction]:
     return mu, sum(((m - mu) ** 2 for m in means), Fraction(0)) / n
 
 
+def stats_from_sums(n: int, total: int, squares: int, dims: int) -> tuple[Fraction, Fraction]:
+    """`committee_stats` of n reviewers' means from the sum of their score totals (each the sum of
+    `dims` scores) and the sum of those totals squared: what SQL can aggregate in fixed-size state."""
+    mu = Fraction(total, dims * n)
+    return mu, Fraction(n * squares - total * total, dims * dims * n * n)
+
+
 def committee_rule(means: Sequence[Fraction], *, tau: float, delta: float) -> tuple[str, str, Fraction, Fraction]:
     """(decision, reason, mean, variance) for the reviewers' means: reject if mean < tau, accept if
     the std <= delta, otherwise adjudicate."""
-    mu, variance = committee_stats(means)
+    return rule_from_stats(*committee_stats(means), tau=tau, delta=delta)
+
+
+def rule_from_stats(mu: Fraction, variance: Fraction, *, tau: float, delta: float) -> tuple[str, str, Fraction, Fraction]:
     if mu < exact(tau):
         return "reject", "low_score", mu, variance
     if variance <= exact(delta) ** 2:

@@ -12,9 +12,11 @@ What is stored, under DIR/.index/diversity/ (derived data: delete it and it is r
 - `centroids-<key>.npy`, trained once, deterministically, on up to TRAIN_ROWS seed embeddings (in
   segment order), or on the first batch when the filter does not compare with seeds; the key names the
   embedding model and the cell count.
-- one sidecar per reference segment (`<key>/<table>/<segment>.npy`: ids, cells, embeddings of the rows
-  that count as references), written the first time the segment is read. Segments never change, so a
-  sidecar never goes stale; reading it is a copy, where the Parquet list column needed a decode.
+- one sidecar per reference segment (`<key>/<table>/<segment>.npy`: the rows that count as references,
+  sorted by cell, with where each cell starts; see `Sidecar`), written the first time the segment is
+  read. Segments never change, so a sidecar never goes stale. A search reads, per group of cells, only
+  those cells' slices of each sidecar, and compares each query with the references of one cell in one
+  matrix product; the ids are read only for the best matches.
 Both are written to a temporary name and renamed, like segments, so a crash never leaves half a file.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ TRAIN_ROWS = 32768        # vectors k-means sees at most
 MIN_ROWS_PER_CELL = 39    # fewer training vectors than this per cell: fewer cells (as FAISS advises)
 KMEANS_ITERATIONS = 10
 CHUNK_ROWS = 32768        # references searched at once: bounds memory whatever the table sizes
+SIDECAR_FORMAT = 2        # rows sorted by cell; part of the key, so sidecars of another layout are not read
 
 
 def _save(path: Path, arrays: list[np.ndarray]) -> None:
@@ -63,6 +66,56 @@ def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = KMEANS_I
     return centroids.astype(np.float32)
 
 
+def id_keys(ids) -> np.ndarray:
+    """A 64-bit hash of each id: how a query recognises the one reference it must skip (its own seed)."""
+    return np.array([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little")
+                     for i in ids], dtype=np.uint64)
+
+
+class Sidecar:
+    """One reference segment, its rows sorted by cell: `starts` (where each cell's rows begin, one more
+    than there are cells), then `keys` (id hashes), `vectors` and `ids` (utf-8 bytes, fixed width). Rows
+    of a range of cells are one contiguous slice of each array, read from the file without the rest."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "rb")
+        self.starts = np.load(self.file)
+        self._keys_at, self.rows, _ = self._header()
+        self._vectors_at, _, _ = self._header(self._keys_at + self.rows * 8)
+        self._ids_at, _, self._id_dtype = self._header(self._vectors_at + self.rows * DIM * 4)
+
+    def _header(self, offset: int | None = None) -> tuple[int, int, np.dtype]:
+        """(where the data begin, rows, dtype) of the array whose header is at `offset` (default: here)."""
+        if offset is not None:
+            self.file.seek(offset)
+        version = np.lib.format.read_magic(self.file)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(self.file)
+        return self.file.tell(), shape[0], dtype
+
+    def _read(self, offset: int, dtype, count: int, width: int = 1) -> np.ndarray:
+        out = np.empty((count, width) if width > 1 else count, dtype=dtype)
+        self.file.seek(offset)
+        self.file.readinto(memoryview(out).cast("B"))
+        return out
+
+    def slice(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) of rows lo..hi."""
+        return (self._read(self._keys_at + lo * 8, np.uint64, hi - lo),
+                self._read(self._vectors_at + lo * DIM * 4, np.float32, hi - lo, DIM))
+
+    def ids(self, rows: np.ndarray) -> list[str]:
+        width = self._id_dtype.itemsize
+        out = []
+        for row in rows.tolist():
+            self.file.seek(self._ids_at + row * width)
+            out.append(self.file.read(width).rstrip(b"\0").decode())
+        return out
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class CellIndex:
     def __init__(self, store: Store, model: str, cells: int, probes: int):
         self.store, self.model, self.cells, self.probes = store, model, cells, probes
@@ -71,7 +124,7 @@ class CellIndex:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(f"{self.model}\x1f{self.cells}\x1f{DIM}".encode()).hexdigest()[:12]
+        return hashlib.sha256(f"{self.model}\x1f{self.cells}\x1f{DIM}\x1f{SIDECAR_FORMAT}".encode()).hexdigest()[:12]
 
     # -- centroids ----------------------------------------------------------------------------------
     def centroids(self, batch_vectors: np.ndarray) -> np.ndarray:
@@ -81,8 +134,8 @@ class CellIndex:
             path = self.root / f"centroids-{self.key}.npy"
             if not path.exists():
                 sample: list[np.ndarray] = []
-                for _, _, vectors in self._segments("seed_embeddings"):
-                    sample.append(vectors)
+                for segment in self._reference_segments("seed_embeddings"):
+                    sample.append(_read_references(segment, "seed_embeddings")[1])
                     if sum(len(s) for s in sample) >= TRAIN_ROWS:
                         break
                 train = np.concatenate(sample or [batch_vectors])[:TRAIN_ROWS]
@@ -105,37 +158,37 @@ class CellIndex:
         return np.take_along_axis(top, order, axis=1)
 
     # -- references ---------------------------------------------------------------------------------
-    def _segments(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(ids, cells, vectors) of each reference segment of `table`, from its sidecar (made if missing).
-        Cells are -1 until centroids exist (only while the centroids themselves are trained)."""
-        for segment in self.store.segments(table):
-            if segment.name == EMPTY_SEGMENT:
-                continue
-            sidecar = self.root / self.key / table / f"{segment.stem}.npy"
-            if sidecar.exists():
-                with open(sidecar, "rb") as f:  # three arrays, one after another
-                    yield np.load(f), np.load(f), np.load(f)
-                continue
-            ids, vectors = _read_references(segment, table)
-            if self._centroids is None:
-                yield ids, np.full(len(ids), -1, dtype=np.int32), vectors
-                continue
-            cells = self.nearest_cells(vectors, 1)[:, 0].astype(np.int32) if len(ids) else np.zeros(0, np.int32)
-            _save(sidecar, [ids, cells, vectors])
-            yield ids, cells, vectors
+    def _reference_segments(self, table: str) -> list[Path]:
+        return [s for s in self.store.segments(table) if s.name != EMPTY_SEGMENT]
 
-    def chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The references of `table` in chunks of about CHUNK_ROWS rows."""
-        parts: list = []
-        rows = 0
-        for part in self._segments(table):
-            parts.append(part)
-            rows += len(part[0])
-            if rows >= CHUNK_ROWS:
-                yield tuple(np.concatenate(column) for column in zip(*parts))
-                parts, rows = [], 0
-        if rows:
-            yield tuple(np.concatenate(column) for column in zip(*parts))
+    def _sidecar(self, segment: Path, table: str) -> Sidecar:
+        """The segment's sidecar, made the first time it is needed (the centroids must exist)."""
+        path = self.root / self.key / table / f"{segment.stem}.npy"
+        if not path.exists():
+            ids, vectors = _read_references(segment, table)
+            cells = self.nearest_cells(vectors, 1)[:, 0] if len(ids) else np.zeros(0, np.int64)
+            order = np.argsort(cells, kind="stable")
+            starts = np.searchsorted(cells[order], np.arange(len(self._centroids) + 1)).astype(np.int64)
+            encoded = [i.encode() for i in ids[order].tolist()]
+            _save(path, [starts, id_keys(ids[order]), np.ascontiguousarray(vectors[order]),
+                         np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")])
+        return Sidecar(path)
+
+    def _groups(self, sidecars: list[Sidecar], probed_cells: np.ndarray) -> Iterator[tuple[int, int]]:
+        """Ranges of cells [lo, hi) holding about CHUNK_ROWS references in all, skipping cells no query
+        probes: the unit read and searched at once, so memory is bounded whatever the table sizes."""
+        counts = sum((np.diff(s.starts) for s in sidecars), np.zeros(len(self._centroids), np.int64))
+        lo, rows = None, 0
+        for cell in range(len(counts)):
+            wanted = probed_cells[cell] and counts[cell] > 0
+            if lo is not None and (not wanted or rows + counts[cell] > CHUNK_ROWS):
+                yield lo, cell
+                lo, rows = None, 0
+            if wanted:
+                lo = cell if lo is None else lo
+                rows += counts[cell]
+        if lo is not None:
+            yield lo, len(counts)
 
     # -- search -------------------------------------------------------------------------------------
     def best_matches(self, table: str, queries: np.ndarray, exclude: list[str | None]) -> tuple[np.ndarray, list]:
@@ -146,39 +199,51 @@ class CellIndex:
         if not len(queries):
             return best, best_ids
         self.centroids(queries)
+        cells = len(self._centroids)
         probed = self.nearest_cells(queries, self.probes)
         # cell -> the queries that probe it
         flat = probed.ravel()
         order = np.argsort(flat, kind="stable")
-        query_of = (order // probed.shape[1])
-        cell_starts = np.searchsorted(flat[order], np.arange(len(self._centroids) + 1))
-        excluded = {i: own for i, own in enumerate(exclude) if own is not None}
-        best_ref = np.full(len(queries), -1, dtype=np.int64)  # row of the best match in the current chunk
-        for ids, cells, vectors in self.chunks(table):
-            by_cell = np.argsort(cells, kind="stable")
-            ids, cells, vectors = ids[by_cell], cells[by_cell], vectors[by_cell]  # each cell one slice
-            ref_starts = np.searchsorted(cells, np.arange(len(self._centroids) + 1))
-            skip: dict[int, list[tuple[int, int]]] = {}  # cell -> (query, reference row) pairs not to compare
-            if excluded:
-                position = {id_: j for j, id_ in enumerate(ids.tolist())}
-                for i, own in excluded.items():
-                    if own in position:
-                        skip.setdefault(int(cells[position[own]]), []).append((i, position[own]))
-            best_ref[:] = -1
-            for cell in np.flatnonzero((np.diff(ref_starts) > 0) & (np.diff(cell_starts) > 0)).tolist():
-                lo, hi = ref_starts[cell], ref_starts[cell + 1]
-                who = query_of[cell_starts[cell]:cell_starts[cell + 1]]
-                sims = queries[who] @ vectors[lo:hi].T
-                for i, ref in skip.get(cell, ()):
-                    sims[who == i, ref - lo] = -1.0
-                j = sims.argmax(axis=1)
-                top = sims[np.arange(len(who)), j]
-                better = top > best[who]
-                best[who[better]] = top[better]
-                best_ref[who[better]] = lo + j[better]
-            found = np.flatnonzero(best_ref >= 0)
-            for i, id_ in zip(found.tolist(), ids[best_ref[found]].tolist()):
-                best_ids[i] = id_
+        query_of = order // probed.shape[1]
+        cell_starts = np.searchsorted(flat[order], np.arange(cells + 1))
+        skips = np.array([own is not None for own in exclude])
+        own_keys = id_keys(["" if own is None else own for own in exclude])
+        best_segment = np.full(len(queries), -1, dtype=np.int64)
+        best_row = np.zeros(len(queries), dtype=np.int64)
+        sidecars = [self._sidecar(segment, table) for segment in self._reference_segments(table)]
+        try:
+            for lo, hi in self._groups(sidecars, np.diff(cell_starts) > 0):
+                parts = [(n, s.starts[lo], s.starts[hi]) for n, s in enumerate(sidecars) if s.starts[hi] > s.starts[lo]]
+                slices = [sidecars[n].slice(a, b) for n, a, b in parts]
+                label = np.concatenate([np.repeat(np.arange(lo, hi), np.diff(sidecars[n].starts[lo:hi + 1]))
+                                        for n, _, _ in parts])
+                by_cell = np.argsort(label, kind="stable")  # each cell one slice, in segment order within it
+                keys = np.concatenate([k for k, _ in slices])[by_cell]
+                vectors = np.concatenate([v for _, v in slices])[by_cell]
+                segment = np.concatenate([np.full(b - a, n) for n, a, b in parts])[by_cell]
+                row = np.concatenate([np.arange(a, b) for _, a, b in parts])[by_cell]
+                ref_starts = np.searchsorted(label[by_cell], np.arange(lo, hi + 1))
+                for cell in range(lo, hi):
+                    a, b = ref_starts[cell - lo], ref_starts[cell - lo + 1]
+                    who = query_of[cell_starts[cell]:cell_starts[cell + 1]]
+                    if a == b or not len(who):
+                        continue
+                    sims = queries[who] @ vectors[a:b].T
+                    if skips[who].any():
+                        sims[(keys[a:b][None, :] == own_keys[who][:, None]) & skips[who][:, None]] = -1.0
+                    j = sims.argmax(axis=1)
+                    top = sims[np.arange(len(who)), j]
+                    better = top > best[who]
+                    best[who[better]] = top[better]
+                    best_segment[who[better]] = segment[a + j[better]]
+                    best_row[who[better]] = row[a + j[better]]
+            for n in np.unique(best_segment[best_segment >= 0]).tolist():
+                mine = np.flatnonzero(best_segment == n)
+                for i, id_ in zip(mine.tolist(), sidecars[n].ids(best_row[mine])):
+                    best_ids[i] = id_
+        finally:
+            for s in sidecars:
+                s.close()
         return best, best_ids
 
 

@@ -4,7 +4,7 @@ from math import sqrt
 import pytest
 from hypothesis import given, strategies as st
 
-from gra_stream.committee import committee_rule, deal_roles, reviewer_mean
+from gra_stream.committee import committee_rule, committee_stats, deal_roles, reviewer_mean, stats_from_sums
 
 
 def rule(*means, tau=8.0, delta=1.5):
@@ -55,6 +55,14 @@ def test_rule_matches_a_float_reference_away_from_the_boundaries(score_lists, ta
     expected = "reject" if fmu < tau else "accept" if fstd <= delta else "adjudicate"
     assert decision == expected
     assert float(mu) == pytest.approx(fmu)
+
+
+@given(st.lists(st.lists(st.integers(0, 10), min_size=6, max_size=6), min_size=1, max_size=8))
+def test_stats_from_sums_equal_the_stats_of_the_means(score_lists):
+    # the decide stage aggregates sums in SQL; its mean and variance must be the very same fractions
+    totals = [sum(s) for s in score_lists]
+    assert stats_from_sums(len(totals), sum(totals), sum(t * t for t in totals), 6) == \
+        committee_stats([reviewer_mean(s) for s in score_lists])
 
 
 def test_deal_is_distinct_with_a_large_pool_and_reproducible():
