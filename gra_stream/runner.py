@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM, minilm_folder
@@ -200,29 +201,51 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
 
 def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor, progress: Progress,
                stop: _StopFlag, summary: RunSummary, rounds_open: int) -> int:
-    query = stage.pending(ctx.config, rounds_open=rounds_open)
-    total = con.sql(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
-    if total == 0:
-        return 0
-    size = stage.rows_per_batch(ctx.config)
-    bar = progress.stage(stage.name, total)
-    for ids, out in executor.map(stage, _batches(con, query, size), ctx, stop):
-        store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
-        if stage.llm:
-            summary.llm_calls += out.height
-        bar.advance(len(ids), int(out["completion_tokens"].sum()) if "completion_tokens" in out.columns else 0)
-    bar.close()
-    return total
+    pending = store.root / ".tmp" / f"pending-{stage.name}-{os.getpid()}.arrow"
+    try:
+        total = _drain(con, stage.pending(ctx.config, rounds_open=rounds_open), pending)
+        if total == 0:
+            return 0
+        size = stage.rows_per_batch(ctx.config)
+        bar = progress.stage(stage.name, total)
+        for ids, out in executor.map(stage, _batches(pending, size), ctx, stop):
+            store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
+            if stage.llm:
+                summary.llm_calls += out.height
+            bar.advance(len(ids), int(out["completion_tokens"].sum()) if "completion_tokens" in out.columns else 0)
+        bar.close()
+        return total
+    finally:
+        pending.unlink(missing_ok=True)
 
 
-def _batches(con, query: str, size: int):
-    """The pending rows of `query`, in id order, as frames of `size` rows (the last one shorter)."""
+def _drain(con, query: str, path: Path) -> int:
+    """Run `query` to its end into an Arrow file at `path` (in its order) and return its row count.
+
+    The stage then reads its batches from that file, not from DuckDB: the pending query's sort is over
+    and its memory back before the stage's own lookups (the gate's band join) need DuckDB's, so the two
+    never hold memory at once, and the count is known without evaluating the query twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    reader = con.sql(query).to_arrow_reader(65536)
+    rows = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+        for record_batch in reader:
+            writer.write_batch(record_batch)
+            rows += record_batch.num_rows
+    reader.close()
+    return rows
+
+
+def _batches(path: Path, size: int):
+    """The rows of the Arrow file at `path`, in order, as frames of `size` rows (the last one shorter)."""
     pending_rows: pl.DataFrame | None = None
-    for record_batch in con.sql(query).to_arrow_reader(size):
-        frame = pl.from_arrow(record_batch)
-        pending_rows = frame if pending_rows is None else pl.concat([pending_rows, frame])
-        while pending_rows.height >= size:
-            yield pending_rows.head(size)
-            pending_rows = pending_rows.slice(size)
+    with pa.OSFile(str(path), "rb") as source:
+        file = pa.ipc.open_file(source)
+        for i in range(file.num_record_batches):
+            frame = pl.from_arrow(file.get_batch(i))
+            pending_rows = frame if pending_rows is None else pl.concat([pending_rows, frame])
+            while pending_rows.height >= size:
+                yield pending_rows.head(size)
+                pending_rows = pending_rows.slice(size)
     if pending_rows is not None and pending_rows.height:
         yield pending_rows

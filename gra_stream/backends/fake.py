@@ -12,6 +12,7 @@ import re
 import struct
 import time
 from functools import lru_cache
+from itertools import chain
 
 from gra_stream.backends import ChatRequest, Completion
 
@@ -26,22 +27,25 @@ OPENERS = ("Explain", "Describe", "Compare", "Summarize", "List the steps to", "
 
 
 class _Dice:
-    """A stream of deterministic numbers in [0, 1) from one hash: each SHA-256 digest gives eight."""
+    """A stream of deterministic numbers in [0, 1) from one hash: each SHA-256 digest gives eight.
+    `next` is the stream's own (C-level) `__next__`: what the reply builders call, once per draw."""
 
     def __init__(self, *parts: object):
-        self.state = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass")).digest()
-        self.values = struct.unpack(">8I", self.state)
-        self.i = 0
+        seed = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass")).digest()
+        self.next = chain.from_iterable(_blocks(seed)).__next__
 
     def __call__(self) -> float:
-        if self.i == 8:
-            self.state = hashlib.sha256(self.state).digest()
-            self.values, self.i = struct.unpack(">8I", self.state), 0
-        self.i += 1
-        return self.values[self.i - 1] / 4294967296
+        return self.next()
 
     def pick(self, seq):
-        return seq[int(self() * len(seq))]
+        return seq[int(self.next() * len(seq))]
+
+
+def _blocks(state: bytes):
+    """Eight numbers per digest, then the digest of the digest, and so on."""
+    while True:
+        yield [v / 4294967296 for v in struct.unpack(">8I", state)]
+        state = hashlib.sha256(state).digest()
 
 
 def _template_words() -> set[str]:
@@ -56,15 +60,11 @@ _TEMPLATE_WORDS = _template_words()
 _WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
 
 
-def _by_length(word: str) -> tuple[int, str]:
-    return -len(word), word
-
-
 @lru_cache(maxsize=1024)  # the reviewers of one sample are sent the same prompt
 def _words(text: str) -> tuple[str, ...]:
-    """The prompt's own content words (not the template's), longest first."""
+    """The prompt's own content words (not the template's), longest first (ties in alphabetical order)."""
     words = set(map(str.lower, _WORD.findall(text))) - _TEMPLATE_WORDS
-    return tuple(sorted(words, key=_by_length)[:12]) or ("topic", "example", "detail")
+    return tuple(sorted(sorted(words), key=len, reverse=True)[:12]) or ("topic", "example", "detail")
 
 
 class FakeBackend:
@@ -94,53 +94,80 @@ class FakeBackend:
         elif roll < 0.04:
             text = dice.pick(["Sure! Here is the answer you asked for.", "{\"oops\": ", "```json\nnot json\n```"])
         else:
-            value = self._value(request.schema, dice, _words(prompt), "", prompt)
+            value = _builder(request.schema)(dice.next, _words(prompt))
             text = json.dumps(value, ensure_ascii=False)
             if roll > 0.985:  # the reply hit the token limit: cut it
                 return Completion(text[: len(text) // 2], prompt_tokens, request.max_tokens, "length")
         return Completion(text, prompt_tokens, max(1, len(text) // 4), "stop")
 
-    def _value(self, schema: dict, dice: _Dice, words: list[str], name: str, prompt: str):
-        kind = schema.get("type")
-        if "enum" in schema:
-            return dice.pick(schema["enum"])
-        if kind == "object":
-            quality = dice.pick([4, 6, 7, 8, 9, 9, 10, 10, 10])
-            out = {}
-            for key, sub in schema.get("properties", {}).items():
-                if sub.get("type") == "integer":
-                    lo, hi = sub.get("minimum", 0), sub.get("maximum", 10)
-                    out[key] = max(lo, min(hi, quality + dice.pick([-1, 0, 0, 0, 1])))
-                else:
-                    out[key] = self._value(sub, dice, words, key, prompt)
-            return out
-        if kind == "array":
-            n = schema.get("minItems", 3)
-            return [dice.pick(words) for _ in range(n)]
-        if kind == "boolean":
-            return dice() < 0.97
-        if kind == "integer":
-            return int(schema.get("minimum", 0) + dice() * (schema.get("maximum", 10) - schema.get("minimum", 0) + 1))
-        return self._text(name, dice, words, schema.get("maxLength", 200), prompt)
 
-    def _text(self, name: str, dice: _Dice, words: list[str], limit: int, prompt: str) -> str:
-        a, b = dice.pick(words[:4]), dice.pick(words)
-        if name == "instruction":
-            roll = dice()
-            if roll < 0.06:  # an exact duplicate of other tasks: exercises near-duplicate removal
-                text = "Explain the main idea of this topic in simple terms."
-            else:  # an opener, two topic words, and a few more of the prompt's words so that tasks differ
-                detail = " ".join(dice.pick(words) for _ in range(4))
-                text = f"{dice.pick(OPENERS)} {a} and {b}, focusing on {detail}."
-        elif name == "response":
-            roll = dice()
-            if roll < 0.04:
-                text = REFUSAL
-            elif roll < 0.07:
-                text = "Yes."
+QUALITIES = (4, 6, 7, 8, 9, 9, 10, 10, 10)  # an object's overall quality; its integer fields stray by one
+NUDGES = (-1, 0, 0, 0, 1)
+_BUILDERS: dict[int, tuple[dict, object]] = {}
+
+
+def _builder(schema: dict):
+    """A function (next, words) -> a value that follows `schema`, made once per schema (the prompts'
+    schemas are a few constant dicts): the per-reply work is then the draws and nothing else."""
+    hit = _BUILDERS.get(id(schema))
+    if hit is None or hit[0] is not schema:
+        if len(_BUILDERS) >= 256:  # schemas made per call (tests): do not keep them all
+            _BUILDERS.clear()
+        hit = _BUILDERS[id(schema)] = (schema, _build(schema, ""))
+    return hit[1]
+
+
+def _build(schema: dict, name: str):
+    kind = schema.get("type")
+    if "enum" in schema:
+        options = tuple(schema["enum"])
+        return lambda nxt, words: options[int(nxt() * len(options))]
+    if kind == "object":
+        fields = []
+        for key, sub in schema.get("properties", {}).items():
+            if sub.get("type") == "integer":
+                fields.append((key, (sub.get("minimum", 0), sub.get("maximum", 10)), None))
             else:
-                body = " ".join(dice.pick(words) for _ in range(25))
-                text = f"First, consider {a}. Then relate it to {b}: {body}. In short, {a} and {b} work together."
-        else:
-            text = f"{name or 'text'} about {a} and {b}"
-        return text[:limit]
+                fields.append((key, None, _build(sub, key)))
+
+        def build_object(nxt, words):
+            quality = QUALITIES[int(nxt() * 9)]
+            out = {}
+            for key, bounds, sub in fields:
+                if sub is None:
+                    out[key] = max(bounds[0], min(bounds[1], quality + NUDGES[int(nxt() * 5)]))
+                else:
+                    out[key] = sub(nxt, words)
+            return out
+        return build_object
+    if kind == "array":
+        n = schema.get("minItems", 3)
+        return lambda nxt, words: [words[int(nxt() * len(words))] for _ in range(n)]
+    if kind == "boolean":
+        return lambda nxt, words: nxt() < 0.97
+    if kind == "integer":
+        lo = schema.get("minimum", 0)
+        span = schema.get("maximum", 10) - lo + 1
+        return lambda nxt, words: int(lo + nxt() * span)
+    limit = schema.get("maxLength", 200)
+    return lambda nxt, words: _text(name, nxt, words)[:limit]
+
+
+def _text(name: str, nxt, words: tuple[str, ...]) -> str:
+    n, top = len(words), min(4, len(words))
+    a, b = words[int(nxt() * top)], words[int(nxt() * n)]
+    if name == "instruction":
+        if nxt() < 0.06:  # an exact duplicate of other tasks: exercises near-duplicate removal
+            return "Explain the main idea of this topic in simple terms."
+        # an opener, two topic words, and a few more of the prompt's words so that tasks differ
+        detail = " ".join([words[int(nxt() * n)] for _ in range(4)])
+        return f"{OPENERS[int(nxt() * len(OPENERS))]} {a} and {b}, focusing on {detail}."
+    if name == "response":
+        roll = nxt()
+        if roll < 0.04:
+            return REFUSAL
+        if roll < 0.07:
+            return "Yes."
+        body = " ".join([words[int(nxt() * n)] for _ in range(25)])
+        return f"First, consider {a}. Then relate it to {b}: {body}. In short, {a} and {b} work together."
+    return f"{name or 'text'} about {a} and {b}"
