@@ -107,42 +107,50 @@ class Reply:
 
 def schema_error(value, schema: dict, where: str = "reply") -> str:
     """The first way `value` breaks `schema` (the subset of JSON Schema our prompts use), or ''."""
+    found = _violation(value, schema)
+    return "" if found is None else where + found
+
+
+def _violation(value, schema: dict) -> str | None:
+    """`schema_error` after the reply's name (the path to the field, then what is wrong), or None: the
+    path is spelled out only for a reply that breaks the schema, not for every field of every reply."""
     kind = schema.get("type")
     if "enum" in schema and value not in schema["enum"]:
-        return f"{where} = {value!r} is not one of {schema['enum']}"
+        return f" = {value!r} is not one of {schema['enum']}"
     if kind == "object":
         if not isinstance(value, dict):
-            return f"{where} is not an object"
+            return " is not an object"
         for key in schema.get("required", []):
             if key not in value:
-                return f"{where} lacks {key!r}"
+                return f" lacks {key!r}"
         for key, sub in schema.get("properties", {}).items():
             if key in value:
-                err = schema_error(value[key], sub, f"{where}.{key}")
-                if err:
-                    return err
+                found = _violation(value[key], sub)
+                if found is not None:
+                    return f".{key}{found}"
     elif kind == "array":
         if not isinstance(value, list):
-            return f"{where} is not an array"
+            return " is not an array"
         if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 1 << 30):
-            return f"{where} has {len(value)} items"
+            return f" has {len(value)} items"
+        items = schema.get("items", {})
         for i, item in enumerate(value):
-            err = schema_error(item, schema.get("items", {}), f"{where}[{i}]")
-            if err:
-                return err
+            found = _violation(item, items)
+            if found is not None:
+                return f"[{i}]{found}"
     elif kind == "integer":
         if not isinstance(value, int) or isinstance(value, bool):
-            return f"{where} = {value!r} is not an integer"
+            return f" = {value!r} is not an integer"
         if not schema.get("minimum", -1 << 62) <= value <= schema.get("maximum", 1 << 62):
-            return f"{where} = {value} is out of range"
+            return f" = {value} is out of range"
     elif kind == "boolean" and not isinstance(value, bool):
-        return f"{where} = {value!r} is not true/false"
+        return f" = {value!r} is not true/false"
     elif kind == "string":
         if not isinstance(value, str):
-            return f"{where} is not a string"
+            return " is not a string"
         if not value.strip() and schema.get("minLength", 0) > 0:
-            return f"{where} is empty"
-    return ""
+            return " is empty"
+    return None
 
 
 def parse_reply(text: str, schema: dict) -> tuple[dict | None, str]:

@@ -148,6 +148,8 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
     summary = RunSummary()
     with RunLock(run_dir), _StopFlag() as stop:
         store.init()
+        for leftover in (run_dir / ".tmp").glob("pending-*.arrow"):  # of a run killed mid-stage
+            leftover.unlink(missing_ok=True)
         t0, started = time.monotonic(), _now()
         run_id = content_id("run", started, os.getpid(), time.time_ns())
         names = [s.name for s in stages]

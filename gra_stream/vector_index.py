@@ -36,6 +36,7 @@ TRAIN_ROWS = 32768        # vectors k-means sees at most
 MIN_ROWS_PER_CELL = 39    # fewer training vectors than this per cell: fewer cells (as FAISS advises)
 KMEANS_ITERATIONS = 10
 CHUNK_ROWS = 32768        # references searched at once: bounds memory whatever the table sizes
+SIMILARITIES = 1 << 22    # entries of one query-by-reference similarity matrix (16 MB)
 SIDECAR_FORMAT = 2        # rows sorted by cell; part of the key, so sidecars of another layout are not read
 
 
@@ -174,21 +175,33 @@ class CellIndex:
                          np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")])
         return Sidecar(path)
 
-    def _groups(self, sidecars: list[Sidecar], probed_cells: np.ndarray) -> Iterator[tuple[int, int]]:
-        """Ranges of cells [lo, hi) holding about CHUNK_ROWS references in all, skipping cells no query
-        probes: the unit read and searched at once, so memory is bounded whatever the table sizes."""
-        counts = sum((np.diff(s.starts) for s in sidecars), np.zeros(len(self._centroids), np.int64))
+    def _groups(self, sidecars: list[Sidecar], probed_cells: np.ndarray) -> Iterator[tuple[int, int, int, int]]:
+        """(first cell, end cell, first sidecar, end sidecar): blocks of about CHUNK_ROWS references read
+        and searched at once, so memory is bounded whatever the table sizes. Neighbouring cells share a
+        block; a cell with more rows than that (references crowd into few cells when the data are alike)
+        is split over runs of sidecars. Cells no query probes are skipped."""
+        per_sidecar = np.array([np.diff(s.starts) for s in sidecars]).reshape(len(sidecars), -1)
+        counts = per_sidecar.sum(axis=0)
         lo, rows = None, 0
         for cell in range(len(counts)):
             wanted = probed_cells[cell] and counts[cell] > 0
             if lo is not None and (not wanted or rows + counts[cell] > CHUNK_ROWS):
-                yield lo, cell
+                yield lo, cell, 0, len(sidecars)
                 lo, rows = None, 0
-            if wanted:
+            if wanted and counts[cell] > CHUNK_ROWS:
+                first, rows = 0, 0
+                for n, count in enumerate(per_sidecar[:, cell].tolist()):
+                    if rows and rows + count > CHUNK_ROWS:
+                        yield cell, cell + 1, first, n
+                        first, rows = n, 0
+                    rows += count
+                yield cell, cell + 1, first, len(sidecars)
+                rows = 0
+            elif wanted:
                 lo = cell if lo is None else lo
                 rows += counts[cell]
         if lo is not None:
-            yield lo, len(counts)
+            yield lo, len(counts), 0, len(sidecars)
 
     # -- search -------------------------------------------------------------------------------------
     def best_matches(self, table: str, queries: np.ndarray, exclude: list[str | None]) -> tuple[np.ndarray, list]:
@@ -212,8 +225,11 @@ class CellIndex:
         best_row = np.zeros(len(queries), dtype=np.int64)
         sidecars = [self._sidecar(segment, table) for segment in self._reference_segments(table)]
         try:
-            for lo, hi in self._groups(sidecars, np.diff(cell_starts) > 0):
-                parts = [(n, s.starts[lo], s.starts[hi]) for n, s in enumerate(sidecars) if s.starts[hi] > s.starts[lo]]
+            for lo, hi, first, end in self._groups(sidecars, np.diff(cell_starts) > 0):
+                parts = [(n, sidecars[n].starts[lo], sidecars[n].starts[hi]) for n in range(first, end)
+                         if sidecars[n].starts[hi] > sidecars[n].starts[lo]]
+                if not parts:
+                    continue
                 slices = [sidecars[n].slice(a, b) for n, a, b in parts]
                 label = np.concatenate([np.repeat(np.arange(lo, hi), np.diff(sidecars[n].starts[lo:hi + 1]))
                                         for n, _, _ in parts])
@@ -224,19 +240,22 @@ class CellIndex:
                 row = np.concatenate([np.arange(a, b) for _, a, b in parts])[by_cell]
                 ref_starts = np.searchsorted(label[by_cell], np.arange(lo, hi + 1))
                 for cell in range(lo, hi):
-                    a, b = ref_starts[cell - lo], ref_starts[cell - lo + 1]
                     who = query_of[cell_starts[cell]:cell_starts[cell + 1]]
-                    if a == b or not len(who):
+                    if not len(who):
                         continue
-                    sims = queries[who] @ vectors[a:b].T
-                    if skips[who].any():
-                        sims[(keys[a:b][None, :] == own_keys[who][:, None]) & skips[who][:, None]] = -1.0
-                    j = sims.argmax(axis=1)
-                    top = sims[np.arange(len(who)), j]
-                    better = top > best[who]
-                    best[who[better]] = top[better]
-                    best_segment[who[better]] = segment[a + j[better]]
-                    best_row[who[better]] = row[a + j[better]]
+                    mine, skipping = queries[who], skips[who].any()
+                    step = max(1, SIMILARITIES // len(who))  # a crowded cell probed by many queries: in parts
+                    for a in range(ref_starts[cell - lo], ref_starts[cell - lo + 1], step):
+                        b = min(a + step, ref_starts[cell - lo + 1])
+                        sims = mine @ vectors[a:b].T
+                        if skipping:
+                            sims[(keys[a:b][None, :] == own_keys[who][:, None]) & skips[who][:, None]] = -1.0
+                        j = sims.argmax(axis=1)
+                        top = sims[np.arange(len(who)), j]
+                        better = top > best[who]
+                        best[who[better]] = top[better]
+                        best_segment[who[better]] = segment[a + j[better]]
+                        best_row[who[better]] = row[a + j[better]]
             for n in np.unique(best_segment[best_segment >= 0]).tolist():
                 mine = np.flatnonzero(best_segment == n)
                 for i, id_ in zip(mine.tolist(), sidecars[n].ids(best_row[mine])):

@@ -74,8 +74,12 @@ def test_sigkill_at_many_points_then_resume_equals_an_uninterrupted_run(tmp_path
             kills += 1
         proc.communicate()
     assert kills >= len(KILL_POINTS) - 2, f"only {kills} kills landed mid-run"
+    stale = run_dir / ".tmp" / "pending-review-4194304.arrow"  # as a kill mid-stage leaves it
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"not read")
     gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet")
     assert final_state(run_dir) == reference
+    assert not list((run_dir / ".tmp").glob("pending-*.arrow"))  # the next run removes what a kill left
     check_run(run_dir)
 
 

@@ -8,6 +8,7 @@ from gra_stream.backends import ModelPool
 from gra_stream.embeddings import DIM
 from gra_stream.stages import Context, diversity
 from gra_stream.store import Store
+from gra_stream import vector_index
 from gra_stream.vector_index import CellIndex, spherical_kmeans
 from tests.conftest import fake_config
 
@@ -52,7 +53,11 @@ def store(tmp_path):
     return s
 
 
-def test_probing_every_cell_is_exact_search(store):
+@pytest.mark.parametrize("block_rows,matrix", [(32768, 1 << 22), (50, 1000)])
+def test_probing_every_cell_is_exact_search(store, monkeypatch, block_rows, matrix):
+    # small blocks and matrices: crowded cells are split over sidecars and compared in parts
+    monkeypatch.setattr(vector_index, "CHUNK_ROWS", block_rows)
+    monkeypatch.setattr(vector_index, "SIMILARITIES", matrix)
     rng = np.random.default_rng(1)
     vectors = clustered(rng, 3000)
     ids = [f"s{i:05d}" for i in range(len(vectors))]
