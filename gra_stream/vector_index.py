@@ -40,7 +40,7 @@ SIMILARITIES = 1 << 22    # entries of one query-by-reference similarity matrix 
 SIDECAR_FORMAT = 2        # rows sorted by cell; part of the key, so sidecars of another layout are not read
 
 
-def _save(path: Path, arrays: list[np.ndarray]) -> None:
+def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
     """`arrays` one after another in one file (np.load them back in order), renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two workers may write the same file
@@ -141,7 +141,7 @@ class CellIndex:
                         break
                 train = np.concatenate(sample or [batch_vectors])[:TRAIN_ROWS]
                 cells = max(1, min(self.cells, len(train) // MIN_ROWS_PER_CELL))
-                _save(path, [spherical_kmeans(train, cells)])
+                save_arrays(path, [spherical_kmeans(train, cells)])
             self._centroids = np.load(path)
         return self._centroids
 
@@ -171,7 +171,7 @@ class CellIndex:
             order = np.argsort(cells, kind="stable")
             starts = np.searchsorted(cells[order], np.arange(len(self._centroids) + 1)).astype(np.int64)
             encoded = [i.encode() for i in ids[order].tolist()]
-            _save(path, [starts, id_keys(ids[order]), np.ascontiguousarray(vectors[order]),
+            save_arrays(path, [starts, id_keys(ids[order]), np.ascontiguousarray(vectors[order]),
                          np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")])
         return Sidecar(path)
 
@@ -180,7 +180,8 @@ class CellIndex:
         and searched at once, so memory is bounded whatever the table sizes. Neighbouring cells share a
         block; a cell with more rows than that (references crowd into few cells when the data are alike)
         is split over runs of sidecars. Cells no query probes are skipped."""
-        per_sidecar = np.array([np.diff(s.starts) for s in sidecars]).reshape(len(sidecars), -1)
+        per_sidecar = np.array([np.diff(s.starts) for s in sidecars], dtype=np.int64).reshape(len(sidecars),
+                                                                                       len(self._centroids))
         counts = per_sidecar.sum(axis=0)
         lo, rows = None, 0
         for cell in range(len(counts)):

@@ -19,7 +19,7 @@ def context(run_dir):
     store = Store(run_dir)
     store.init()
     config = fake_config()
-    return Context(config, ModelPool(config), store.connect(), load_filters(config)), store
+    return Context(config, ModelPool(config), store.connect(), load_filters(config), store), store
 
 
 def test_near_duplicates_are_found_within_a_batch_and_across_runs(tmp_path):
@@ -46,3 +46,58 @@ def test_filtered_rows_are_not_minhashed(tmp_path):
     rows = {r["id"]: r for r in out.iter_rows(named=True)}
     assert rows["r"]["reason"] == "refusal" and rows["r"]["minhash"] is None
     assert rows["ok"]["passed"], "a filtered row must not count as the original of a near-duplicate"
+
+
+# The lookup as a DuckDB query over the gates table (what the gate ran before band_index.py): the
+# reference the sidecar search must equal, pair for pair, ties included.
+EARLIER_SQL = """
+WITH b AS (SELECT id, unnest(bands) AS band FROM batch_sigs),
+     g AS (SELECT id, unnest(bands) AS band FROM gates WHERE passed),
+     pairs AS (SELECT DISTINCT b.id, g.id AS other FROM g JOIN b ON g.band = b.band),
+     scored AS (
+        SELECT p.id, p.other,
+               list_sum(list_transform(list_zip(bs.minhash, gs.minhash), lambda x: (x[1] = x[2])::INT))
+                 / len(bs.minhash) AS score
+        FROM pairs p JOIN batch_sigs bs ON bs.id = p.id JOIN gates gs ON gs.id = p.other)
+SELECT id, other, score FROM scored WHERE score >= $threshold
+QUALIFY row_number() OVER (PARTITION BY id ORDER BY score DESC, other) = 1
+"""
+
+
+def test_the_earlier_search_equals_the_sql_reference(tmp_path):
+    import random
+
+    from gra_stream.band_index import EarlierIndex
+    from gra_stream.minhash import band_keys, signatures
+
+    rng = random.Random(7)
+    words = BASE.split() + "soil water seed garden sun rain leaf root bloom harvest".split()
+    texts = [" ".join(rng.choice(words) for _ in range(14)) for _ in range(120)]
+    texts += [t.replace(t.split()[3], "compost", 1) for t in texts[:40]]  # near copies
+    texts += texts[:10]  # exact copies
+    ctx, store = context(tmp_path / "run")
+    d = ctx.config.dedup
+    ids = [f"g{i:04d}" for i in range(len(texts))]
+    for start in range(0, 150, 50):  # three committed segments
+        part = batch([{"id": i, "instruction": t, "response": "Water it every morning and evening."}
+                      for i, t in zip(ids[start:start + 50], texts[start:start + 50])])
+        store.write_segment("gates", f"part{start}", gate.run(part, ctx))
+    # passed rows with the very signatures of earlier ones: equal scores, where the smallest id must win
+    first = pl.read_parquet(store.segments("gates")[1]).filter(pl.col("passed")).head(8)
+    store.write_segment("gates", "twins", pl.concat([first.with_columns((pl.lit("a-") + pl.col("id")).alias("id")),
+                                                     first.with_columns((pl.lit("z-") + pl.col("id")).alias("id"))]))
+    query = texts[150:] + texts[:20]
+    query_ids = [f"q{i:03d}" for i in range(len(query))]
+    sigs = signatures(query, num_perm=d.num_perm, k=d.shingle_chars)
+    keys = band_keys(sigs, d.bands)
+    got = EarlierIndex(store, d.num_perm, d.bands).earlier_matches(query_ids, sigs, keys, d.threshold)
+    ctx.con.register("batch_sigs", pl.DataFrame({"id": query_ids, "minhash": list(sigs), "bands": list(keys)},
+                                                schema={"id": pl.String, "minhash": pl.List(pl.UInt32),
+                                                        "bands": pl.List(pl.UInt64)}).to_arrow())
+    want = {i: (o, s) for i, o, s in ctx.con.execute(EARLIER_SQL, {"threshold": d.threshold}).fetchall()}
+    assert got == want
+    assert len(want) >= 25 and sum(o.startswith("a-") for o, _ in want.values()) >= 4
+    # sidecars are derived: deleted, they are rebuilt to the same answer
+    import shutil
+    shutil.rmtree(store.root / ".index")
+    assert EarlierIndex(store, d.num_perm, d.bands).earlier_matches(query_ids, sigs, keys, d.threshold) == want

@@ -112,6 +112,13 @@ def test_centroids_and_sidecars_are_stored_once_and_reused(store):
     assert np.array_equal(first[0], rebuilt[0]) and first[1] == rebuilt[1]
 
 
+def test_an_empty_reference_table_matches_nothing(store):
+    rng = np.random.default_rng(6)
+    write_references(store, "seed_embeddings", [f"s{i}" for i in range(100)], clustered(rng, 100))
+    best, best_ids = CellIndex(store, "hashing", cells=2, probes=1).best_matches("diversity", clustered(rng, 5), [None] * 5)
+    assert best.tolist() == [-1.0] * 5 and best_ids == [None] * 5
+
+
 def test_few_training_vectors_give_fewer_cells():
     rng = np.random.default_rng(4)
     vectors = clustered(rng, 60, topics=3)

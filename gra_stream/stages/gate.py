@@ -1,34 +1,19 @@
 """Gate: cheap checks before the expensive review calls. First the SQL quality filters (sql/filters),
 then decontamination against benchmark test sets (word n-gram overlap), then MinHash near-duplicate removal of instructions against every sample that already passed, in this
-run and earlier ones (persistent and incremental: the signatures and band keys are columns of `gates`).
+run and earlier ones (persistent and incremental: the signatures and band keys are columns of `gates`;
+gra_stream/band_index.py searches them).
 """
 from collections import defaultdict
 
 import numpy as np
 import polars as pl
 
+from gra_stream.band_index import EarlierIndex
 from gra_stream.decontaminate import contaminated, reference_sets
 from gra_stream.minhash import band_keys, signatures
 from gra_stream.sql_filters import apply_filters
 from gra_stream.stages import Context, Stage
 
-# Candidates share a band key with the batch; their estimated Jaccard is computed inside DuckDB, so memory
-# stays bounded whatever the number of earlier samples; only the best match at or above the threshold
-# comes back. The signatures of the candidates alone are read (`cand`): joining the pairs with every
-# earlier signature read all of them, 4x slower at 1M samples.
-EARLIER_SQL = """
-WITH b AS (SELECT id, unnest(bands) AS band FROM batch_sigs),
-     g AS (SELECT id, unnest(bands) AS band FROM gates WHERE passed),
-     pairs AS (SELECT DISTINCT b.id, g.id AS other FROM g JOIN b ON g.band = b.band),
-     cand AS (SELECT id, minhash FROM gates WHERE id IN (SELECT other FROM pairs)),
-     scored AS (
-        SELECT p.id, p.other,
-               list_sum(list_transform(list_zip(bs.minhash, gs.minhash), lambda x: (x[1] = x[2])::INT))
-                 / len(bs.minhash) AS score
-        FROM pairs p JOIN batch_sigs bs ON bs.id = p.id JOIN cand gs ON gs.id = p.other)
-SELECT id, other, score FROM scored WHERE score >= $threshold
-QUALIFY row_number() OVER (PARTITION BY id ORDER BY score DESC, other) = 1
-"""
 SCHEMA = {"id": pl.String, "passed": pl.Boolean, "reason": pl.String, "detail": pl.String,
           "duplicate_of": pl.String, "minhash": pl.List(pl.UInt32), "bands": pl.List(pl.UInt64)}
 
@@ -68,18 +53,6 @@ class BandIndex:
         scores = (self.sigs[rows] == sig).mean(axis=1)
         best = int(np.argmax(scores))
         return self.ids[rows[best]], float(scores[best])
-
-
-def _earlier(ctx: Context, ids: list[str], sigs: np.ndarray, keys: np.ndarray, threshold: float) -> dict:
-    """id -> (earlier id, estimated Jaccard) for batch rows with a near-duplicate among earlier passes."""
-    if not ids:
-        return {}
-    ctx.con.register("batch_sigs", pl.DataFrame({"id": ids, "minhash": list(sigs), "bands": list(keys)},
-                                                schema={"id": pl.String, "minhash": pl.List(pl.UInt32),
-                                                        "bands": pl.List(pl.UInt64)}).to_arrow())
-    rows = ctx.con.execute(EARLIER_SQL, {"threshold": threshold}).fetchall()
-    ctx.con.unregister("batch_sigs")
-    return {id_: (other, score) for id_, other, score in rows}
 
 
 def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -124,7 +97,8 @@ def finish(prepared: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         kept = prepared.filter(pl.col("reason") == "")
         sigs = kept["minhash"].list.to_array(d.num_perm).to_numpy().astype(np.uint32)
         keys = kept["bands"].list.to_array(d.bands).to_numpy().astype(np.uint64)
-    earlier = _earlier(ctx, [ids[i] for i in survivors], sigs, keys, d.threshold)
+    earlier = EarlierIndex(ctx.store, d.num_perm, d.bands).earlier_matches([ids[i] for i in survivors], sigs, keys,
+                                                                          d.threshold)
     # Only rows sharing a band key with another row of the batch can match within it (a few percent):
     # the others skip the index, which is what the walk spends its time on.
     _, inverse, counts = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
