@@ -231,12 +231,17 @@ class CellIndex:
                          if sidecars[n].starts[hi] > sidecars[n].starts[lo]]
                 if not parts:
                     continue
-                slices = [sidecars[n].slice(a, b) for n, a, b in parts]
                 label = np.concatenate([np.repeat(np.arange(lo, hi), np.diff(sidecars[n].starts[lo:hi + 1]))
                                         for n, _, _ in parts])
                 by_cell = np.argsort(label, kind="stable")  # each cell one slice, in segment order within it
-                keys = np.concatenate([k for k, _ in slices])[by_cell]
-                vectors = np.concatenate([v for _, v in slices])[by_cell]
+                place = np.empty_like(by_cell)
+                place[by_cell] = np.arange(len(by_cell))  # where each part's rows go in cell order
+                keys = np.empty(len(label), dtype=np.uint64)
+                vectors = np.empty((len(label), DIM), dtype=np.float32)
+                at = 0
+                for n, a, b in parts:  # one part in memory at a time, besides the block
+                    keys[place[at:at + b - a]], vectors[place[at:at + b - a]] = sidecars[n].slice(a, b)
+                    at += b - a
                 segment = np.concatenate([np.full(b - a, n) for n, a, b in parts])[by_cell]
                 row = np.concatenate([np.arange(a, b) for _, a, b in parts])[by_cell]
                 ref_starts = np.searchsorted(label[by_cell], np.arange(lo, hi + 1))
