@@ -79,8 +79,8 @@ class Dedup:
     bands: int = 20                # 20 bands of 6 rows: candidates from Jaccard ~0.6 up, few below
     threshold: float = 0.7         # estimated Jaccard at or above which two instructions are near-duplicates
     shingle_chars: int = 5
-    # Rows per gate batch: each batch reads the band keys of every earlier sample once (the gate's cost
-    # that grows with the corpus), so batches larger than cpu_batch_size make that pass rarer.
+    # Rows per gate batch: each batch searches the band keys of every earlier gates segment once (the
+    # gate's cost that grows with the corpus), so batches larger than cpu_batch_size make that pass rarer.
     batch_size: int = 16384
 
 

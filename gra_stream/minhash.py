@@ -5,7 +5,7 @@ UTF-8 bytes; each is hashed with a polynomial hash finished by a 32-bit avalanch
 also available per shingle so datasketch can use the very same function). Permutations are datasketch's
 own (legacy scheme), so a signature equals `datasketch.MinHash(hashfunc=shingle_hash)` over the same
 shingles, bit for bit; only the loop is gone. LSH banding is a join: each band of a signature becomes one
-64-bit key, and documents sharing a key are candidates, which DuckDB finds across Parquet segments.
+64-bit key, and documents sharing a key are candidates (gra_stream/band_index.py finds them across segments).
 """
 from __future__ import annotations
 
