@@ -3,8 +3,7 @@ import polars as pl
 
 from gra_stream.backends import ModelPool
 from gra_stream.sql_filters import load_filters
-from gra_stream.stages import Context
-from gra_stream.stages import gate
+from gra_stream.stages import Context, gate
 from gra_stream.store import Store
 from tests.conftest import fake_config
 
@@ -71,7 +70,7 @@ def test_the_earlier_search_equals_the_sql_reference(tmp_path):
     from gra_stream.minhash import band_keys, signatures
 
     rng = random.Random(7)
-    words = BASE.split() + "soil water seed garden sun rain leaf root bloom harvest".split()
+    words = [*BASE.split(), "soil", "water", "seed", "garden", "sun", "rain", "leaf", "root", "bloom", "harvest"]
     texts = [" ".join(rng.choice(words) for _ in range(14)) for _ in range(120)]
     texts += [t.replace(t.split()[3], "compost", 1) for t in texts[:40]]  # near copies
     texts += texts[:10]  # exact copies

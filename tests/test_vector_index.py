@@ -4,11 +4,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from gra_stream import vector_index
 from gra_stream.backends import ModelPool
 from gra_stream.embeddings import DIM
 from gra_stream.stages import Context, diversity
 from gra_stream.store import Store
-from gra_stream import vector_index
 from gra_stream.vector_index import CellIndex, spherical_kmeans
 from tests.conftest import fake_config
 
