@@ -76,45 +76,47 @@ def id_keys(ids) -> np.ndarray:
 class Sidecar:
     """One reference segment, its rows sorted by cell: `starts` (where each cell's rows begin, one more
     than there are cells), then `keys` (id hashes), `vectors` and `ids` (utf-8 bytes, fixed width). Rows
-    of a range of cells are one contiguous slice of each array, read from the file without the rest."""
+    of a range of cells are one contiguous slice of each array, read from the file without the rest.
+    The file is opened per read, so a search over thousands of segments holds no file open."""
 
     def __init__(self, path: Path):
-        self.file = open(path, "rb")
-        self.starts = np.load(self.file)
-        self._keys_at, self.rows, _ = self._header()
-        self._vectors_at, _, _ = self._header(self._keys_at + self.rows * 8)
-        self._ids_at, _, self._id_dtype = self._header(self._vectors_at + self.rows * DIM * 4)
+        self.path = path
+        with open(path, "rb") as f:
+            self.starts = np.load(f)
+            self._keys_at, self.rows, _ = _header(f)
+            self._vectors_at, _, _ = _header(f, self._keys_at + self.rows * 8)
+            self._ids_at, _, self._id_dtype = _header(f, self._vectors_at + self.rows * DIM * 4)
 
-    def _header(self, offset: int | None = None) -> tuple[int, int, np.dtype]:
-        """(where the data begin, rows, dtype) of the array whose header is at `offset` (default: here)."""
-        if offset is not None:
-            self.file.seek(offset)
-        version = np.lib.format.read_magic(self.file)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(self.file)
-        return self.file.tell(), shape[0], dtype
-
-    def _read(self, offset: int, dtype, count: int, width: int = 1) -> np.ndarray:
+    def _read(self, f, offset: int, dtype, count: int, width: int = 1) -> np.ndarray:
         out = np.empty((count, width) if width > 1 else count, dtype=dtype)
-        self.file.seek(offset)
-        self.file.readinto(memoryview(out).cast("B"))
+        f.seek(offset)
+        f.readinto(memoryview(out).cast("B"))
         return out
 
     def slice(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """(keys, vectors) of rows lo..hi."""
-        return (self._read(self._keys_at + lo * 8, np.uint64, hi - lo),
-                self._read(self._vectors_at + lo * DIM * 4, np.float32, hi - lo, DIM))
+        with open(self.path, "rb") as f:
+            return (self._read(f, self._keys_at + lo * 8, np.uint64, hi - lo),
+                    self._read(f, self._vectors_at + lo * DIM * 4, np.float32, hi - lo, DIM))
 
     def ids(self, rows: np.ndarray) -> list[str]:
         width = self._id_dtype.itemsize
         out = []
-        for row in rows.tolist():
-            self.file.seek(self._ids_at + row * width)
-            out.append(self.file.read(width).rstrip(b"\0").decode())
+        with open(self.path, "rb") as f:
+            for row in rows.tolist():
+                f.seek(self._ids_at + row * width)
+                out.append(f.read(width).rstrip(b"\0").decode())
         return out
 
-    def close(self) -> None:
-        self.file.close()
+
+def _header(f, offset: int | None = None) -> tuple[int, int, np.dtype]:
+    """(where the data begin, rows, dtype) of the .npy array whose header is at `offset` (default: here)."""
+    if offset is not None:
+        f.seek(offset)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return f.tell(), shape[0], dtype
 
 
 class CellIndex:
@@ -225,50 +227,46 @@ class CellIndex:
         best_segment = np.full(len(queries), -1, dtype=np.int64)
         best_row = np.zeros(len(queries), dtype=np.int64)
         sidecars = [self._sidecar(segment, table) for segment in self._reference_segments(table)]
-        try:
-            for lo, hi, first, end in self._groups(sidecars, np.diff(cell_starts) > 0):
-                parts = [(n, sidecars[n].starts[lo], sidecars[n].starts[hi]) for n in range(first, end)
-                         if sidecars[n].starts[hi] > sidecars[n].starts[lo]]
-                if not parts:
+        for lo, hi, first, end in self._groups(sidecars, np.diff(cell_starts) > 0):
+            parts = [(n, sidecars[n].starts[lo], sidecars[n].starts[hi]) for n in range(first, end)
+                     if sidecars[n].starts[hi] > sidecars[n].starts[lo]]
+            if not parts:
+                continue
+            label = np.concatenate([np.repeat(np.arange(lo, hi), np.diff(sidecars[n].starts[lo:hi + 1]))
+                                    for n, _, _ in parts])
+            by_cell = np.argsort(label, kind="stable")  # each cell one slice, in segment order within it
+            place = np.empty_like(by_cell)
+            place[by_cell] = np.arange(len(by_cell))  # where each part's rows go in cell order
+            keys = np.empty(len(label), dtype=np.uint64)
+            vectors = np.empty((len(label), DIM), dtype=np.float32)
+            at = 0
+            for n, a, b in parts:  # one part in memory at a time, besides the block
+                keys[place[at:at + b - a]], vectors[place[at:at + b - a]] = sidecars[n].slice(a, b)
+                at += b - a
+            segment = np.concatenate([np.full(b - a, n) for n, a, b in parts])[by_cell]
+            row = np.concatenate([np.arange(a, b) for _, a, b in parts])[by_cell]
+            ref_starts = np.searchsorted(label[by_cell], np.arange(lo, hi + 1))
+            for cell in range(lo, hi):
+                who = query_of[cell_starts[cell]:cell_starts[cell + 1]]
+                if not len(who):
                     continue
-                label = np.concatenate([np.repeat(np.arange(lo, hi), np.diff(sidecars[n].starts[lo:hi + 1]))
-                                        for n, _, _ in parts])
-                by_cell = np.argsort(label, kind="stable")  # each cell one slice, in segment order within it
-                place = np.empty_like(by_cell)
-                place[by_cell] = np.arange(len(by_cell))  # where each part's rows go in cell order
-                keys = np.empty(len(label), dtype=np.uint64)
-                vectors = np.empty((len(label), DIM), dtype=np.float32)
-                at = 0
-                for n, a, b in parts:  # one part in memory at a time, besides the block
-                    keys[place[at:at + b - a]], vectors[place[at:at + b - a]] = sidecars[n].slice(a, b)
-                    at += b - a
-                segment = np.concatenate([np.full(b - a, n) for n, a, b in parts])[by_cell]
-                row = np.concatenate([np.arange(a, b) for _, a, b in parts])[by_cell]
-                ref_starts = np.searchsorted(label[by_cell], np.arange(lo, hi + 1))
-                for cell in range(lo, hi):
-                    who = query_of[cell_starts[cell]:cell_starts[cell + 1]]
-                    if not len(who):
-                        continue
-                    mine, skipping = queries[who], skips[who].any()
-                    step = max(1, SIMILARITIES // len(who))  # a crowded cell probed by many queries: in parts
-                    for a in range(ref_starts[cell - lo], ref_starts[cell - lo + 1], step):
-                        b = min(a + step, ref_starts[cell - lo + 1])
-                        sims = mine @ vectors[a:b].T
-                        if skipping:
-                            sims[(keys[a:b][None, :] == own_keys[who][:, None]) & skips[who][:, None]] = -1.0
-                        j = sims.argmax(axis=1)
-                        top = sims[np.arange(len(who)), j]
-                        better = top > best[who]
-                        best[who[better]] = top[better]
-                        best_segment[who[better]] = segment[a + j[better]]
-                        best_row[who[better]] = row[a + j[better]]
-            for n in np.unique(best_segment[best_segment >= 0]).tolist():
-                mine = np.flatnonzero(best_segment == n)
-                for i, id_ in zip(mine.tolist(), sidecars[n].ids(best_row[mine])):
-                    best_ids[i] = id_
-        finally:
-            for s in sidecars:
-                s.close()
+                mine, skipping = queries[who], skips[who].any()
+                step = max(1, SIMILARITIES // len(who))  # a crowded cell probed by many queries: in parts
+                for a in range(ref_starts[cell - lo], ref_starts[cell - lo + 1], step):
+                    b = min(a + step, ref_starts[cell - lo + 1])
+                    sims = mine @ vectors[a:b].T
+                    if skipping:
+                        sims[(keys[a:b][None, :] == own_keys[who][:, None]) & skips[who][:, None]] = -1.0
+                    j = sims.argmax(axis=1)
+                    top = sims[np.arange(len(who)), j]
+                    better = top > best[who]
+                    best[who[better]] = top[better]
+                    best_segment[who[better]] = segment[a + j[better]]
+                    best_row[who[better]] = row[a + j[better]]
+        for n in np.unique(best_segment[best_segment >= 0]).tolist():
+            mine = np.flatnonzero(best_segment == n)
+            for i, id_ in zip(mine.tolist(), sidecars[n].ids(best_row[mine])):
+                best_ids[i] = id_
         return best, best_ids
 
 
