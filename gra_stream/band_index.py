@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from gra_stream.store import EMPTY_SEGMENT, Store
-from gra_stream.vector_index import save_arrays
+from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
 
 SIDECAR_FORMAT = 1
 
@@ -34,10 +33,10 @@ class EarlierIndex:
     def earlier_matches(self, ids: list[str], sigs: np.ndarray, keys: np.ndarray, threshold: float) -> dict:
         """id -> (earlier id, estimated Jaccard) for the rows (signatures `sigs`, band keys `keys`) that have
         a near-duplicate among the samples that passed the gate before."""
-        best = np.full(len(ids), -1.0)
-        best_other = np.zeros(len(ids), dtype="S1")
         if not ids:
             return {}
+        best = np.full(len(ids), -1.0)
+        best_other = np.zeros(len(ids), dtype="S1")
         flat = keys.ravel()
         order = np.argsort(flat, kind="stable")
         batch_keys, batch_rows = flat[order], (order // keys.shape[1])

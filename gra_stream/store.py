@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +21,16 @@ from gra_stream.ids import content_id
 from gra_stream.schemas import TABLES
 
 EMPTY_SEGMENT = "_empty.parquet"
+
+
+def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+    """`arrays` one after another in one file (np.load them back in order), renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two workers may write the same file
+    with open(tmp, "wb") as f:
+        for array in arrays:
+            np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
 
 
 class Store:

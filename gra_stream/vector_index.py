@@ -22,7 +22,6 @@ Both are written to a temporary name and renamed, like segments, so a crash neve
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from gra_stream.embeddings import DIM
-from gra_stream.store import EMPTY_SEGMENT, Store
+from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
 
 TRAIN_ROWS = 32768        # vectors k-means sees at most
 MIN_ROWS_PER_CELL = 39    # fewer training vectors than this per cell: fewer cells (as FAISS advises)
@@ -38,16 +37,6 @@ KMEANS_ITERATIONS = 10
 CHUNK_ROWS = 32768        # references searched at once: bounds memory whatever the table sizes
 SIMILARITIES = 1 << 22    # entries of one query-by-reference similarity matrix (16 MB)
 SIDECAR_FORMAT = 2        # rows sorted by cell; part of the key, so sidecars of another layout are not read
-
-
-def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
-    """`arrays` one after another in one file (np.load them back in order), renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two workers may write the same file
-    with open(tmp, "wb") as f:
-        for array in arrays:
-            np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = KMEANS_ITERATIONS) -> np.ndarray:
