@@ -8,10 +8,15 @@ nearest cells: cells / probes times less arithmetic. Two vectors at cosine 0.9 o
 they nearly always share one of those cells; a miss keeps a sample the exact filter would have dropped
 (benchmarks/README.md gives the measured agreement). With `probes >= cells` it is exact.
 
+Each reference table (the seeds' embeddings, the kept samples) has its own cells, trained on its own
+rows: generated instructions resemble each other more than seeds do, and in cells made for the seeds
+they crowd into a few, which makes every query compare with most of them. A table is searched exactly
+until it holds `cells * MIN_ROWS_PER_CELL` references (9,984 with the defaults); then its cells are
+trained once, on its first TRAIN_ROWS references in segment order, and kept.
+
 What is stored, under DIR/.index/diversity/ (derived data: delete it and it is rebuilt):
-- `centroids-<key>.npy`, trained once, deterministically, on up to TRAIN_ROWS seed embeddings (in
-  segment order), or on the first batch when the filter does not compare with seeds; the key names the
-  embedding model and the cell count.
+- `centroids-<key>-<table>.npy`, trained once, deterministically; the key names the embedding model,
+  the cell count and the layout.
 - one sidecar per reference segment (`<key>/<table>/<segment>.npy`: the rows that count as references,
   sorted by cell, with where each cell starts; see `Sidecar`), written the first time the segment is
   read. Segments never change, so a sidecar never goes stale. A search reads, per group of cells, only
@@ -36,7 +41,7 @@ MIN_ROWS_PER_CELL = 39    # fewer training vectors than this per cell: fewer cel
 KMEANS_ITERATIONS = 10
 CHUNK_ROWS = 32768        # references searched at once: bounds memory whatever the table sizes
 SIMILARITIES = 1 << 22    # entries of one query-by-reference similarity matrix (16 MB)
-SIDECAR_FORMAT = 2        # rows sorted by cell; part of the key, so sidecars of another layout are not read
+SIDECAR_FORMAT = 3        # rows sorted by the cells of their own table; part of the key, so sidecars of another layout are not read
 
 
 def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = KMEANS_ITERATIONS) -> np.ndarray:
@@ -112,33 +117,47 @@ class CellIndex:
     def __init__(self, store: Store, model: str, cells: int, probes: int):
         self.store, self.model, self.cells, self.probes = store, model, cells, probes
         self.root = store.root / ".index" / "diversity"
-        self._centroids: np.ndarray | None = None
+        self._centroids: dict[str, np.ndarray] = {}
+        self._too_few: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # what a table without cells holds
 
     @property
     def key(self) -> str:
         return hashlib.sha256(f"{self.model}\x1f{self.cells}\x1f{DIM}\x1f{SIDECAR_FORMAT}".encode()).hexdigest()[:12]
 
     # -- centroids ----------------------------------------------------------------------------------
-    def centroids(self, batch_vectors: np.ndarray) -> np.ndarray:
-        """The run's centroids: loaded, or trained now on the first seed embeddings (what every worker
-        sees alike, so workers racing to train write the same file), else on `batch_vectors`."""
-        if self._centroids is None:
-            path = self.root / f"centroids-{self.key}.npy"
+    def centroids(self, table: str) -> np.ndarray | None:
+        """The table's centroids: loaded, or trained now on its first TRAIN_ROWS references (what every
+        worker reads alike, so workers racing to train write the same file). None while the table holds
+        too few references to train on: it is then searched exactly."""
+        if table not in self._centroids:
+            path = self.root / f"centroids-{self.key}-{table}.npy"
             if not path.exists():
-                sample: list[np.ndarray] = []
-                for segment in self._reference_segments("seed_embeddings"):
-                    sample.append(_read_references(segment, "seed_embeddings")[1])
-                    if sum(len(s) for s in sample) >= TRAIN_ROWS:
-                        break
-                train = np.concatenate(sample or [batch_vectors])[:TRAIN_ROWS]
+                ids, train = self._first_references(table, TRAIN_ROWS)
+                if len(train) < min(TRAIN_ROWS, self.cells * MIN_ROWS_PER_CELL):
+                    self._too_few[table] = (ids, train)
+                    return None
                 cells = max(1, min(self.cells, len(train) // MIN_ROWS_PER_CELL))
                 save_arrays(path, [spherical_kmeans(train, cells)])
-            self._centroids = np.load(path)
-        return self._centroids
+            self._centroids[table] = np.load(path)
+        return self._centroids[table]
 
-    def nearest_cells(self, vectors: np.ndarray, how_many: int) -> np.ndarray:
+    def _first_references(self, table: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the table's first `limit` references in segment order (all, if fewer)."""
+        ids, vectors, rows = [], [], 0
+        for segment in self._reference_segments(table):
+            if rows >= limit:
+                break
+            i, v = _read_references(segment, table)
+            ids.append(i)
+            vectors.append(v)
+            rows += len(i)
+        if not ids:
+            return np.zeros(0, dtype=str), np.zeros((0, DIM), dtype=np.float32)
+        return np.concatenate(ids)[:limit], np.concatenate(vectors)[:limit]
+
+    @staticmethod
+    def nearest_cells(centroids: np.ndarray, vectors: np.ndarray, how_many: int) -> np.ndarray:
         """(rows, how_many) indices of each vector's nearest centroids, nearest first."""
-        centroids = self._centroids
         sims = vectors @ centroids.T
         if how_many == 1:
             return sims.argmax(axis=1)[:, None]
@@ -153,26 +172,27 @@ class CellIndex:
     def _reference_segments(self, table: str) -> list[Path]:
         return [s for s in self.store.segments(table) if s.name != EMPTY_SEGMENT]
 
-    def _sidecar(self, segment: Path, table: str) -> Sidecar:
-        """The segment's sidecar, made the first time it is needed (the centroids must exist)."""
+    def _sidecar(self, segment: Path, table: str, centroids: np.ndarray) -> Sidecar:
+        """The segment's sidecar, made the first time it is needed, with the table's `centroids`."""
         path = self.root / self.key / table / f"{segment.stem}.npy"
         if not path.exists():
             ids, vectors = _read_references(segment, table)
-            cells = self.nearest_cells(vectors, 1)[:, 0] if len(ids) else np.zeros(0, np.int64)
+            cells = self.nearest_cells(centroids, vectors, 1)[:, 0] if len(ids) else np.zeros(0, np.int64)
             order = np.argsort(cells, kind="stable")
-            starts = np.searchsorted(cells[order], np.arange(len(self._centroids) + 1)).astype(np.int64)
+            starts = np.searchsorted(cells[order], np.arange(len(centroids) + 1)).astype(np.int64)
             encoded = [i.encode() for i in ids[order].tolist()]
             save_arrays(path, [starts, id_keys(ids[order]), np.ascontiguousarray(vectors[order]),
                          np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")])
         return Sidecar(path)
 
-    def _groups(self, sidecars: list[Sidecar], probed_cells: np.ndarray) -> Iterator[tuple[int, int, int, int]]:
+    @staticmethod
+    def _groups(sidecars: list[Sidecar], probed_cells: np.ndarray) -> Iterator[tuple[int, int, int, int]]:
         """(first cell, end cell, first sidecar, end sidecar): blocks of about CHUNK_ROWS references read
         and searched at once, so memory is bounded whatever the table sizes. Neighbouring cells share a
         block; a cell with more rows than that (references crowd into few cells when the data are alike)
         is split over runs of sidecars. Cells no query probes are skipped."""
         per_sidecar = np.array([np.diff(s.starts) for s in sidecars], dtype=np.int64).reshape(len(sidecars),
-                                                                                       len(self._centroids))
+                                                                                       len(probed_cells))
         counts = per_sidecar.sum(axis=0)
         lo, rows = None, 0
         for cell in range(len(counts)):
@@ -197,15 +217,18 @@ class CellIndex:
 
     # -- search -------------------------------------------------------------------------------------
     def best_matches(self, table: str, queries: np.ndarray, exclude: list[str | None]) -> tuple[np.ndarray, list]:
-        """For each query, the highest cosine similarity to a reference of `table` in its probed cells,
-        and that reference's id; `exclude[i]` is an id query i is not compared with."""
+        """For each query, the highest cosine similarity to a reference of `table` in its probed cells
+        (to every reference, while the table is too small to have cells), and that reference's id;
+        `exclude[i]` is an id query i is not compared with."""
         best = np.full(len(queries), -1.0, dtype=np.float32)
         best_ids: list = [None] * len(queries)
         if not len(queries):
             return best, best_ids
-        self.centroids(queries)
-        cells = len(self._centroids)
-        probed = self.nearest_cells(queries, self.probes)
+        centroids = self.centroids(table)
+        if centroids is None:
+            return _exhaustive(queries, *self._too_few.pop(table), exclude)
+        cells = len(centroids)
+        probed = self.nearest_cells(centroids, queries, self.probes)
         # cell -> the queries that probe it
         flat = probed.ravel()
         order = np.argsort(flat, kind="stable")
@@ -215,7 +238,7 @@ class CellIndex:
         own_keys = id_keys(["" if own is None else own for own in exclude])
         best_segment = np.full(len(queries), -1, dtype=np.int64)
         best_row = np.zeros(len(queries), dtype=np.int64)
-        sidecars = [self._sidecar(segment, table) for segment in self._reference_segments(table)]
+        sidecars = [self._sidecar(segment, table, centroids) for segment in self._reference_segments(table)]
         for lo, hi, first, end in self._groups(sidecars, np.diff(cell_starts) > 0):
             parts = [(n, sidecars[n].starts[lo], sidecars[n].starts[hi]) for n in range(first, end)
                      if sidecars[n].starts[hi] > sidecars[n].starts[lo]]
@@ -257,6 +280,27 @@ class CellIndex:
             for i, id_ in zip(mine.tolist(), sidecars[n].ids(best_row[mine])):
                 best_ids[i] = id_
         return best, best_ids
+
+
+def _exhaustive(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray,
+                exclude: list[str | None]) -> tuple[np.ndarray, list]:
+    """`best_matches` against every one of (ids, vectors), in parts of at most SIMILARITIES entries."""
+    best = np.full(len(queries), -1.0, dtype=np.float32)
+    best_row = np.full(len(queries), -1, dtype=np.int64)
+    row_of = {id_: j for j, id_ in enumerate(ids.tolist())} if any(own is not None for own in exclude) else {}
+    skips = [(i, row_of[own]) for i, own in enumerate(exclude) if own in row_of]
+    step = max(1, SIMILARITIES // len(queries))
+    for a in range(0, len(ids), step):
+        sims = queries @ vectors[a:a + step].T
+        for i, j in skips:
+            if a <= j < a + step:
+                sims[i, j - a] = -1.0
+        j = sims.argmax(axis=1)
+        top = sims[np.arange(len(queries)), j]
+        better = top > best
+        best[better], best_row[better] = top[better], a + j[better]
+    names = ids.tolist()
+    return best, [names[j] if j >= 0 else None for j in best_row.tolist()]
 
 
 def _read_references(segment: Path, table: str) -> tuple[np.ndarray, np.ndarray]:

@@ -119,6 +119,42 @@ def test_an_empty_reference_table_matches_nothing(store):
     assert best.tolist() == [-1.0] * 5 and best_ids == [None] * 5
 
 
+def test_a_table_too_small_for_its_cells_is_searched_exactly_until_it_has_grown(store):
+    rng = np.random.default_rng(7)
+    vectors = clustered(rng, 1200)
+    ids = [f"k{i:05d}" for i in range(len(vectors))]
+    queries = np.concatenate([near_copies(rng, vectors[:40]), clustered(rng, 60)])
+    index = CellIndex(store, "hashing", cells=16, probes=1)  # cells are trained from 16 * 39 = 624 rows
+    write_references(store, "diversity", ids[:600], vectors[:600])
+    best, best_ids = index.best_matches("diversity", queries, [None] * len(queries))
+    want, want_ids = exact(queries, ids[:600], vectors[:600], [None] * len(queries))
+    assert np.allclose(best, want, atol=1e-5) and best_ids == want_ids  # exact, however few probes
+    assert not list((store.root / ".index").rglob("*.npy"))  # nothing trained, nothing stored
+    write_references(store, "diversity", ids[600:], vectors[600:], segment_rows=600)
+    best, _ = CellIndex(store, "hashing", cells=16, probes=1).best_matches("diversity", queries, [None] * len(queries))
+    assert [p.name for p in (store.root / ".index" / "diversity").glob("centroids-*")] == [
+        f"centroids-{index.key}-diversity.npy"]
+    want, _ = exact(queries, ids, vectors, [None] * len(queries))
+    assert np.all(best <= want + 1e-5) and (best < want - 1e-5).any()  # now cells: one probe misses some
+
+
+def test_each_table_has_cells_trained_on_its_own_rows(store):
+    # kept samples unlike the seeds: in cells trained on the seeds they would crowd into a few
+    rng = np.random.default_rng(8)
+    seeds = clustered(rng, 2000, topics=40)
+    kept = unit(unit(rng.normal(size=(1, DIM))) + 0.5 * clustered(rng, 2000, topics=40))  # alike: one theme
+    write_references(store, "seed_embeddings", [f"s{i}" for i in range(2000)], seeds)
+    write_references(store, "diversity", [f"k{i}" for i in range(2000)], kept)
+    index = CellIndex(store, "hashing", cells=32, probes=2)
+    for table in ("seed_embeddings", "diversity"):
+        index.best_matches(table, clustered(rng, 10), [None] * 10)
+    own, other = index.centroids("diversity"), index.centroids("seed_embeddings")
+    assert own.shape == other.shape == (32, DIM)
+    crowd = lambda centroids: np.bincount(CellIndex.nearest_cells(centroids, kept, 1)[:, 0], minlength=32).max()
+    assert crowd(own) * 2 < crowd(other)  # the kept samples' largest cell is much smaller in their own cells
+    assert np.mean((kept @ own.T).max(axis=1)) > np.mean((kept @ other.T).max(axis=1))
+
+
 def test_few_training_vectors_give_fewer_cells():
     rng = np.random.default_rng(4)
     vectors = clustered(rng, 60, topics=3)
