@@ -1,5 +1,7 @@
 import json
 
+from hypothesis import given, strategies as st
+
 from gra_stream.backends import ChatRequest, Completion, ModelPool
 from gra_stream.llm import Call, ask, parse_reply, render, schema_error
 from gra_stream.reply_schemas import REVIEW
@@ -81,3 +83,16 @@ def test_the_fake_backend_keeps_requests_only_when_asked_to():
     quiet, recording = FakeBackend("fake-a"), FakeBackend("fake-a", record=True)
     assert quiet.complete([request] * 3) == recording.complete([request] * 3)
     assert quiet.history == [] and recording.history == [request] * 3
+
+
+@given(st.text(alphabet=st.sampled_from("aZq-- \n\t.'_1éKİß\u212a\ud800") | st.characters(), max_size=60))
+def test_the_fake_backend_finds_the_content_words_its_docstring_names(text):
+    """Words are found on bytes for speed; they must be exactly the regex's: ASCII runs of letters and
+    hyphens that start with a letter, 4 characters or more, lower-cased, less the templates' words."""
+    import re
+
+    from gra_stream.backends.fake import _TEMPLATE_WORDS, _words
+
+    words = set(map(str.lower, re.findall(r"[A-Za-z][A-Za-z-]{3,}", text))) - _TEMPLATE_WORDS
+    want = tuple(sorted(sorted(words), key=len, reverse=True)[:12]) or ("topic", "example", "detail")
+    assert _words.__wrapped__(text) == want

@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 from datasketch import MinHash, MinHashLSH
 
+from gra_stream import minhash
 from gra_stream.minhash import band_keys, shingle_hash, shingles, signatures
 
 TEXTS = ["Write a haiku about autumn leaves falling in the park.",
@@ -15,7 +17,9 @@ def reference(text, num_perm):
     return m.hashvalues.astype(np.uint32)
 
 
-def test_signatures_equal_datasketch_with_the_same_hash_function():
+@pytest.mark.parametrize("chunk_rows", [1024, 7])  # 7: a text's shingles straddle chunks
+def test_signatures_equal_datasketch_with_the_same_hash_function(monkeypatch, chunk_rows):
+    monkeypatch.setattr(minhash, "_ROWS_PER_CHUNK", chunk_rows)
     sigs = signatures(TEXTS, num_perm=128)
     for text, sig in zip(TEXTS, sigs):
         assert np.array_equal(reference(text, 128), sig), text

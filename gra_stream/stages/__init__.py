@@ -20,11 +20,20 @@ from typing import Callable
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from gra_stream.backends import ModelPool
 from gra_stream.config import Config
+from gra_stream.schemas import TABLES
 from gra_stream.sql_filters import SqlFilter
 from gra_stream.store import Store
+
+
+def table_frame(rows: list[dict], table: str) -> pl.DataFrame:
+    """A stage's output rows as a frame of `table`'s declared columns and types (keys it lacks are null).
+    Built by Arrow from the declared schema: several times faster than letting Polars infer the types
+    of every row, which was a tenth of a worker's time in the LLM stages."""
+    return pl.from_arrow(pa.Table.from_pylist(rows, schema=TABLES[table]))
 
 
 @dataclass

@@ -9,7 +9,7 @@ from gra_stream.committee import exact
 from gra_stream.ids import seed_int
 from gra_stream.llm import Call, ask, clip, load_prompt, render
 from gra_stream.schemas import SCORE_DIMS
-from gra_stream.stages import Context, Stage
+from gra_stream.stages import Context, Stage, table_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:
@@ -42,7 +42,7 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows.append({"id": row["id"], **dict(zip(SCORE_DIMS, scores)), "mean": None if mean is None else float(mean),
                      "keep": None if mean is None else mean >= exact(config.committee.tau),
                      "comment": data.get("comment"), **reply.call_columns(call.model)})
-    return pl.DataFrame(rows, infer_schema_length=None)
+    return table_frame(rows, "adjudications")
 
 
 STAGE = Stage("adjudicate", "adjudications", ("id", "instruction", "response", "adjudicator", "reviews"),

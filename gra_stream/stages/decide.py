@@ -10,7 +10,7 @@ import polars as pl
 
 from gra_stream.committee import committee_stats, reviewer_mean, rule_from_stats, stats_from_sums
 from gra_stream.schemas import CHECKS, SCORE_DIMS
-from gra_stream.stages import Context, Stage
+from gra_stream.stages import Context, Stage, table_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:
@@ -54,7 +54,7 @@ def _verdict(n: int, stats, check_failed: bool | None, config) -> dict:
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     rows = [{"id": r["id"], **decide_sums(r["reviews_ok"], r["total"], r["squares"], r["check_failed"], ctx.config)}
             for r in batch.iter_rows(named=True)]
-    return pl.DataFrame(rows, infer_schema_length=None)
+    return table_frame(rows, "verdicts")
 
 
 STAGE = Stage("decide", "verdicts", ("id", "reviews_ok", "total", "squares", "check_failed"), pending, run)

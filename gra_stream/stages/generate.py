@@ -15,7 +15,7 @@ from gra_stream import reply_schemas
 from gra_stream.committee import deal_roles
 from gra_stream.ids import seed_int
 from gra_stream.llm import Call, ask, clip, load_prompt, render
-from gra_stream.stages import Context, Stage
+from gra_stream.stages import Context, Stage, table_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:
@@ -85,7 +85,7 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                     "generator": generator, "reviewers": reviewers, "adjudicator": adjudicator,
                     "keywords": data.get("keywords"), "instruction": instruction if reply.ok else None,
                     "response": data.get("response"), **reply.call_columns(generator)})
-    return pl.DataFrame(out, infer_schema_length=None)
+    return table_frame(out, "generations")
 
 
 STAGE = Stage("generate", "generations", ("id", "anchor_id", "seed_id", "round", "kind", "domain", "keywords_1",

@@ -5,7 +5,7 @@ from gra_stream import reply_schemas
 from gra_stream.committee import deal_roles
 from gra_stream.ids import seed_int
 from gra_stream.llm import Call, ask, clip, load_prompt, render
-from gra_stream.stages import Context, Stage
+from gra_stream.stages import Context, Stage, table_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:
@@ -28,7 +28,7 @@ def profile_rows(batch: pl.DataFrame, ctx: Context, *, role: str) -> pl.DataFram
         data = reply.data or {}
         rows.append({"id": row["id"], "domain": data.get("domain"), "keywords": data.get("keywords"),
                      "summary": data.get("summary"), **reply.call_columns(call.model)})
-    return pl.DataFrame(rows, infer_schema_length=None)
+    return table_frame(rows, "annotations" if role == "annotate" else "profiles")
 
 
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:

@@ -17,7 +17,7 @@ from gra_stream.committee import exact, reviewer_mean
 from gra_stream.ids import content_id, seed_int
 from gra_stream.llm import Call, Reply, ask, clip, load_prompt, render
 from gra_stream.schemas import CHECKS, SCORE_DIMS
-from gra_stream.stages import Context, Stage
+from gra_stream.stages import Context, Stage, table_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:
@@ -80,7 +80,7 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                     if decided[r["id"]]:
                         out += [_row(r["id"], i, r["reviewers"][i], None, decided[r["id"]])
                                 for i in range(n - remaining, n)]
-    return pl.DataFrame(out, infer_schema_length=None)
+    return table_frame(out, "reviews")
 
 
 STAGE = Stage("review", "reviews", ("id", "instruction", "response", "reviewers"), pending, run, llm=True)
