@@ -1,3 +1,5 @@
+import re
+
 import polars as pl
 import pytest
 
@@ -55,3 +57,21 @@ def test_missing_filter_and_unknown_parameter(tmp_path):
         load_filters(fake_config(filters={"enabled": ["min_length"], "min_length": {"min_chars": 3}}))
     with pytest.raises(UserError, match="must be int"):
         load_filters(fake_config(filters={"enabled": ["min_length"], "min_length": {"min_response_chars": "3"}}))
+
+
+def test_the_overlap_filter_measures_word_set_jaccard():
+    pairs = [("Explain the sky to a child.", "Explain the sky to a child, please."),
+             ("Name three red fruits", "Strawberries, cherries and red apples are red fruits."),
+             ("", ""), ("a a a b", "b b a"), ("Sort a list in Python.", "sort A LIST, in python!"),
+             ("Why?", "Why not?"), ("x", "y")]
+    rows = [{"id": f"p{n}", "instruction": i, "response": r} for n, (i, r) in enumerate(pairs)]
+    config = fake_config(filters={"enabled": ["overlap"], "overlap": {"max_overlap": 0.5}})
+    drops = apply_filters(load_filters(config), batch(rows))
+
+    def jaccard(i, r):
+        words = [set(re.split(r"\W+", t.strip().lower())) for t in (i, r)]
+        return len(words[0] & words[1]) / len(words[0] | words[1])
+
+    assert set(drops) == {f"p{n}" for n, (i, r) in enumerate(pairs) if jaccard(i, r) > 0.5}
+    assert {k: v[1] for k, v in drops.items()} == {
+        k: f"word overlap {jaccard(*pairs[int(k[1:])]):.2f}" for k in drops}
