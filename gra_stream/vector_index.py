@@ -118,7 +118,6 @@ class CellIndex:
         self.store, self.model, self.cells, self.probes = store, model, cells, probes
         self.root = store.root / ".index" / "diversity"
         self._centroids: dict[str, np.ndarray] = {}
-        self._too_few: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # what a table without cells holds
 
     @property
     def key(self) -> str:
@@ -126,20 +125,23 @@ class CellIndex:
 
     # -- centroids ----------------------------------------------------------------------------------
     def centroids(self, table: str) -> np.ndarray | None:
-        """The table's centroids: loaded, or trained now on its first TRAIN_ROWS references (what every
-        worker reads alike, so workers racing to train write the same file). None while the table holds
-        too few references to train on: it is then searched exactly."""
+        """The table's centroids, or None while it holds too few references to train on."""
+        return self._cells_or_references(table)[0]
+
+    def _cells_or_references(self, table: str) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+        """(centroids, None): loaded, or trained now on the table's first TRAIN_ROWS references (what
+        every worker reads alike, so workers racing to train write the same file); or (None, (ids,
+        vectors)) of every reference while the table holds too few to train on: it is searched exactly."""
         if table not in self._centroids:
             path = self.root / f"centroids-{self.key}-{table}.npy"
             if not path.exists():
                 ids, train = self._first_references(table, TRAIN_ROWS)
                 if len(train) < min(TRAIN_ROWS, self.cells * MIN_ROWS_PER_CELL):
-                    self._too_few[table] = (ids, train)
-                    return None
+                    return None, (ids, train)
                 cells = max(1, min(self.cells, len(train) // MIN_ROWS_PER_CELL))
                 save_arrays(path, [spherical_kmeans(train, cells)])
             self._centroids[table] = np.load(path)
-        return self._centroids[table]
+        return self._centroids[table], None
 
     def _first_references(self, table: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the table's first `limit` references in segment order (all, if fewer)."""
@@ -224,9 +226,9 @@ class CellIndex:
         best_ids: list = [None] * len(queries)
         if not len(queries):
             return best, best_ids
-        centroids = self.centroids(table)
+        centroids, everything = self._cells_or_references(table)
         if centroids is None:
-            return _exhaustive(queries, *self._too_few.pop(table), exclude)
+            return exhaustive_matches(queries, *everything, exclude)
         cells = len(centroids)
         probed = self.nearest_cells(centroids, queries, self.probes)
         # cell -> the queries that probe it
@@ -282,14 +284,16 @@ class CellIndex:
         return best, best_ids
 
 
-def _exhaustive(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray,
-                exclude: list[str | None]) -> tuple[np.ndarray, list]:
-    """`best_matches` against every one of (ids, vectors), in parts of at most SIMILARITIES entries."""
+def exhaustive_matches(queries: np.ndarray, ids, vectors: np.ndarray,
+                       exclude: list[str | None]) -> tuple[np.ndarray, list]:
+    """`best_matches` against every one of (ids, vectors), in parts of at most SIMILARITIES entries:
+    for each query the highest similarity (-1 if none) and the first reference that has it."""
     best = np.full(len(queries), -1.0, dtype=np.float32)
     best_row = np.full(len(queries), -1, dtype=np.int64)
-    row_of = {id_: j for j, id_ in enumerate(ids.tolist())} if any(own is not None for own in exclude) else {}
+    names = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+    row_of = {id_: j for j, id_ in enumerate(names)} if any(own is not None for own in exclude) else {}
     skips = [(i, row_of[own]) for i, own in enumerate(exclude) if own in row_of]
-    step = max(1, SIMILARITIES // len(queries))
+    step = max(1, SIMILARITIES // max(1, len(queries)))
     for a in range(0, len(ids), step):
         sims = queries @ vectors[a:a + step].T
         for i, j in skips:
@@ -299,7 +303,6 @@ def _exhaustive(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray,
         top = sims[np.arange(len(queries)), j]
         better = top > best
         best[better], best_row[better] = top[better], a + j[better]
-    names = ids.tolist()
     return best, [names[j] if j >= 0 else None for j in best_row.tolist()]
 
 

@@ -11,7 +11,7 @@ import polars as pl
 
 from gra_stream.embeddings import DIM, get_embedder
 from gra_stream.stages import Context, Stage
-from gra_stream.vector_index import CellIndex
+from gra_stream.vector_index import CellIndex, exhaustive_matches
 
 
 def seeds_pending(config, rounds_open: int = 1) -> str:
@@ -50,18 +50,10 @@ def _best_matches(ctx: Context, sql: str, vectors: np.ndarray, exclude: list[str
         frame = pl.from_arrow(chunk)
         if frame.is_empty():
             continue
-        ids = frame["id"].to_list()
-        sims = vectors @ frame["embedding"].list.to_array(DIM).to_numpy().astype(np.float32).T
-        position = {id_: j for j, id_ in enumerate(ids)}
-        for i, own in enumerate(exclude):
-            if own in position:
-                sims[i, position[own]] = -1.0
-        j = sims.argmax(axis=1)
-        top = sims[np.arange(len(vectors)), j]
-        better = top > best
-        best[better] = top[better]
-        for i in np.flatnonzero(better):
-            best_ids[i] = ids[j[i]]
+        references = frame["embedding"].list.to_array(DIM).to_numpy().astype(np.float32)
+        top, top_ids = exhaustive_matches(vectors, frame["id"].to_list(), references, exclude)
+        for i in np.flatnonzero(top > best):  # an earlier chunk keeps a tie
+            best[i], best_ids[i] = top[i], top_ids[i]
     return best, best_ids
 
 
