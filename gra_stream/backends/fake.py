@@ -58,8 +58,8 @@ _TEMPLATE_WORDS = _template_words()
 _TEMPLATE_BYTES = frozenset(w.encode("ascii") for w in _TEMPLATE_WORDS)
 # Content words are runs of ASCII letters and hyphens that start with a letter, 4 characters or more
 # (the regex [A-Za-z][A-Za-z-]{3,}). They are found on bytes, where one C-level translate lowercases the
-# letters and blanks every other byte (a non-ASCII character is encoded as "?", which is blanked): five
-# times faster than the regex, which was a tenth of a worker's time in a fake run.
+# letters and blanks every other byte (a non-ASCII character is encoded as "?", which is blanked): 34 us
+# a prompt against the regex's 48 us, where this function was about a tenth of a worker's time in a fake run.
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-"
 _WORD_BYTES = bytes(b if b in _LETTERS else 32 for b in range(256)).translate(
     bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz"))

@@ -31,8 +31,8 @@ from gra_stream.store import Store
 
 def table_frame(rows: list[dict], table: str) -> pl.DataFrame:
     """A stage's output rows as a frame of `table`'s declared columns and types (keys it lacks are null).
-    Built by Arrow from the declared schema: several times faster than letting Polars infer the types
-    of every row, which was a tenth of a worker's time in the LLM stages."""
+    Built by Arrow from the declared schema: 25 ms against 47 ms per 1,024 generation rows for Polars
+    inferring the types of every row, which was about 8% of a worker's time in a fake run."""
     return pl.from_arrow(pa.Table.from_pylist(rows, schema=TABLES[table]))
 
 
