@@ -210,6 +210,8 @@ def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor
             return 0
         size = stage.rows_per_batch(ctx.config)
         bar = progress.stage(stage.name, total)
+        if stage.setup is not None:
+            stage.setup(ctx)
         for ids, out in executor.map(stage, _batches(pending, size), ctx, stop):
             store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
             if stage.llm:

@@ -33,6 +33,13 @@ def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding in Parquet: all but lists (embeddings, MinHash signatures, band
+    keys), whose values rarely repeat: building their dictionaries, then dropping them, half of the write
+    time for the `gates` and embedding tables (4.4 us against 9.5 us a gates row, about 10% larger files)."""
+    return [f.name for f in schema if not pa.types.is_list(f.type)]
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -87,7 +94,7 @@ class Store:
         tmp = path.with_name(f".{path.name}.tmp")
         try:
             with open(tmp, "wb") as f:
-                pq.write_table(data, f, compression="zstd")
+                pq.write_table(data, f, compression="zstd", use_dictionary=_dictionary_columns(data.schema))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

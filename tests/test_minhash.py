@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gra_stream import minhash
 from gra_stream.minhash import band_keys, shingle_hash, shingles, signatures
@@ -58,3 +60,12 @@ def test_the_plain_python_hash_equals_the_vectorised_one():
     expected = [shingle_hash(s) for t in texts for s in shingles(t)]
     assert hashes.tolist() == expected
     assert owners.tolist() == [i for i, t in enumerate(texts) for _ in shingles(t)]
+
+
+@given(st.lists(st.integers(0, (1 << 64) - 1), max_size=50))
+def test_the_mersenne_reduction_equals_the_modulo(values):
+    """The signatures reduce (a * h + b) mod 2**64 by 2**61 - 1 with shifts and one subtraction."""
+    x = np.array(values + [0, (1 << 61) - 1, 1 << 61, (1 << 62) - 2, (1 << 64) - 1], dtype=np.uint64)
+    want = x % minhash.MERSENNE_PRIME
+    minhash._mod_mersenne(x)
+    assert x.tolist() == want.tolist()

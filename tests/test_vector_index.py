@@ -200,3 +200,48 @@ def test_the_diversity_stage_with_every_cell_probed_decides_as_exact_search(tmp_
     assert np.allclose(outcomes["ivf"]["similarity"].to_numpy(), outcomes["exact"]["similarity"].to_numpy(), atol=1e-5)
     dropped = outcomes["exact"].filter(~pl.col("kept"))
     assert dropped.height >= 55  # the planted copies of seeds and of kept samples (row 0 is its own seed's refinement)
+
+
+def walk_with_the_whole_matrix(vectors: np.ndarray, threshold: float) -> list[tuple[bool, int]]:
+    """The within-batch walk as it was before `prepare` found candidates: one n x n similarity matrix, each
+    kept row raising the running best of every row. (kept, row of the best kept earlier match or -1)."""
+    within = vectors @ vectors.T
+    best = np.full(len(vectors), -np.inf, dtype=np.float32)
+    best_row = np.full(len(vectors), -1)
+    out = []
+    for i in range(len(vectors)):
+        keep = not best[i] >= threshold
+        out.append((keep, int(best_row[i])))
+        if keep:
+            raised = within[i] > best
+            best[raised], best_row[raised] = within[i][raised], i
+    return out
+
+
+@pytest.mark.parametrize("candidates,block", [(8, 512), (1, 7), (3, 2)])
+def test_the_walk_over_earlier_candidates_equals_the_walk_over_the_whole_matrix(tmp_path, monkeypatch,
+                                                                               candidates, block):
+    """With one candidate almost every dropped row's successors fall back to the search of all kept rows;
+    copies of one vector make exact ties, which go to the first kept row."""
+    monkeypatch.setattr(diversity, "WITHIN_CANDIDATES", candidates)
+    monkeypatch.setattr(diversity, "WITHIN_BLOCK", block)
+    rng = np.random.default_rng(11)
+    base = clustered(rng, 150, topics=6)
+    vectors = np.concatenate([base, near_copies(rng, base[:60]), base[:20]])[rng.permutation(230)]
+    vectors = vectors.round(2).astype(np.float32)  # coarse values: more exact ties
+    # and one planted exactly: rows 0 and 1 (kept: cosine 0.805 to each other) are both at 0.95 from row 2
+    tie = np.zeros((3, DIM), dtype=np.float32)
+    tie[0, :2], tie[1, :2], tie[2, 0] = (0.95, 0.3125), (0.95, -0.3125), 1.0
+    vectors = np.concatenate([tie, vectors])
+    batch = pl.DataFrame({"id": [f"b{i:04d}" for i in range(len(vectors))], "score": np.linspace(9.9, 6.0, len(vectors)),
+                          "kind": ["synthesis"] * len(vectors), "seed_id": ["x"] * len(vectors),
+                          "instruction": ["?"] * len(vectors)})
+    monkeypatch.setattr(diversity, "get_embedder", lambda model: Planted(vectors))
+    store = Store(tmp_path / "run")
+    store.init()
+    config = fake_config(diversity={"model": "hashing", "compare_seeds": False, "threshold": 0.9})
+    out = diversity.run(batch, Context(config, ModelPool(config), store.connect(), store=store))
+    want = walk_with_the_whole_matrix(vectors, 0.9)
+    assert out["kept"].to_list() == [keep for keep, _ in want]
+    assert out["duplicate_of"].to_list() == [None if keep else f"b{row:04d}" for keep, row in want]
+    assert want[2] == (False, 0) and 40 <= out.filter(~pl.col("kept")).height <= 150

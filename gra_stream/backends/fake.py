@@ -104,12 +104,13 @@ class FakeBackend:
             text = dice.pick(["Sure! Here is the answer you asked for.", "{\"oops\": ", "```json\nnot json\n```"])
         else:
             value = _builder(request.schema)(dice.next, _words(prompt))
-            text = json.dumps(value, ensure_ascii=False)
+            text = _to_json(value)
             if roll > 0.985:  # the reply hit the token limit: cut it
                 return Completion(text[: len(text) // 2], prompt_tokens, request.max_tokens, "length")
         return Completion(text, prompt_tokens, max(1, len(text) // 4), "stop")
 
 
+_to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False) without a new encoder per call
 QUALITIES = (4, 6, 7, 8, 9, 9, 10, 10, 10)  # an object's overall quality; its integer fields stray by one
 NUDGES = (-1, 0, 0, 0, 1)
 _BUILDERS: dict[int, tuple[dict, object]] = {}

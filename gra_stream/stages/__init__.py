@@ -57,6 +57,7 @@ class Stage:
     prepare: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None  # ordered stages: the per-row part
     finish: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None   # and the part run in order
     batch_size: Callable[[Config], int] | None = None   # rows per batch, where not batch_size / cpu_batch_size
+    setup: Callable[[Context], None] | None = None      # once per pass with pending rows, in the runner, before any batch
 
     def rows_per_batch(self, config: Config) -> int:
         if self.batch_size is not None:
