@@ -10,6 +10,7 @@ import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from gra_stream.backends import ChatRequest, Completion, ModelPool
@@ -107,50 +108,95 @@ class Reply:
 
 def schema_error(value, schema: dict, where: str = "reply") -> str:
     """The first way `value` breaks `schema` (the subset of JSON Schema our prompts use), or ''."""
-    found = _violation(value, schema)
+    found = _checker(schema)(value)
     return "" if found is None else where + found
 
 
-def _violation(value, schema: dict) -> str | None:
-    """`schema_error` after the reply's name (the path to the field, then what is wrong), or None: the
-    path is spelled out only for a reply that breaks the schema, not for every field of every reply."""
+_CHECKERS: dict[int, tuple[dict, Callable]] = {}
+
+
+def _checker(schema: dict) -> Callable[[object], str | None]:
+    """`schema` compiled into a function value -> what is wrong after the reply's name (the path to the
+    field, then the fault), or None; made once per schema (the prompts' schemas are a few constant dicts):
+    checking a reply is then a few type tests per field, not a walk of the schema's dicts (2.5 us against
+    4.1 us a review reply)."""
+    hit = _CHECKERS.get(id(schema))
+    if hit is None or hit[0] is not schema:
+        if len(_CHECKERS) >= 256:  # schemas made per call (tests): do not keep them all
+            _CHECKERS.clear()
+        hit = _CHECKERS[id(schema)] = (schema, _compile(schema))
+    return hit[1]
+
+
+def _compile(schema: dict) -> Callable[[object], str | None]:
+    check = _compile_kind(schema)
+    if "enum" not in schema:
+        return check
+    options = schema["enum"]
+
+    def check_enum(value):
+        if value not in options:
+            return f" = {value!r} is not one of {options}"
+        return check(value)
+    return check_enum
+
+
+def _compile_kind(schema: dict) -> Callable[[object], str | None]:
     kind = schema.get("type")
-    if "enum" in schema and value not in schema["enum"]:
-        return f" = {value!r} is not one of {schema['enum']}"
     if kind == "object":
-        if not isinstance(value, dict):
-            return " is not an object"
-        for key in schema.get("required", []):
-            if key not in value:
-                return f" lacks {key!r}"
-        for key, sub in schema.get("properties", {}).items():
-            if key in value:
-                found = _violation(value[key], sub)
+        required = tuple(schema.get("required", []))
+        fields = tuple((key, _compile(sub)) for key, sub in schema.get("properties", {}).items())
+
+        def check_object(value):
+            if not isinstance(value, dict):
+                return " is not an object"
+            for key in required:
+                if key not in value:
+                    return f" lacks {key!r}"
+            for key, check in fields:
+                if key in value:
+                    found = check(value[key])
+                    if found is not None:
+                        return f".{key}{found}"
+            return None
+        return check_object
+    if kind == "array":
+        low, high, check_item = schema.get("minItems", 0), schema.get("maxItems", 1 << 30), _compile(schema.get("items", {}))
+
+        def check_array(value):
+            if not isinstance(value, list):
+                return " is not an array"
+            if len(value) < low or len(value) > high:
+                return f" has {len(value)} items"
+            for i, item in enumerate(value):
+                found = check_item(item)
                 if found is not None:
-                    return f".{key}{found}"
-    elif kind == "array":
-        if not isinstance(value, list):
-            return " is not an array"
-        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 1 << 30):
-            return f" has {len(value)} items"
-        items = schema.get("items", {})
-        for i, item in enumerate(value):
-            found = _violation(item, items)
-            if found is not None:
-                return f"[{i}]{found}"
-    elif kind == "integer":
-        if not isinstance(value, int) or isinstance(value, bool):
-            return f" = {value!r} is not an integer"
-        if not schema.get("minimum", -1 << 62) <= value <= schema.get("maximum", 1 << 62):
-            return f" = {value} is out of range"
-    elif kind == "boolean" and not isinstance(value, bool):
-        return f" = {value!r} is not true/false"
-    elif kind == "string":
-        if not isinstance(value, str):
-            return " is not a string"
-        if not value.strip() and schema.get("minLength", 0) > 0:
-            return " is empty"
-    return None
+                    return f"[{i}]{found}"
+            return None
+        return check_array
+    if kind == "integer":
+        low, high = schema.get("minimum", -1 << 62), schema.get("maximum", 1 << 62)
+
+        def check_integer(value):
+            if not isinstance(value, int) or isinstance(value, bool):
+                return f" = {value!r} is not an integer"
+            if not low <= value <= high:
+                return f" = {value} is out of range"
+            return None
+        return check_integer
+    if kind == "boolean":
+        return lambda value: None if isinstance(value, bool) else f" = {value!r} is not true/false"
+    if kind == "string":
+        non_empty = schema.get("minLength", 0) > 0
+
+        def check_string(value):
+            if not isinstance(value, str):
+                return " is not a string"
+            if non_empty and not value.strip():
+                return " is empty"
+            return None
+        return check_string
+    return lambda value: None
 
 
 def parse_reply(text: str, schema: dict) -> tuple[dict | None, str]:
