@@ -202,28 +202,27 @@ def test_the_diversity_stage_with_every_cell_probed_decides_as_exact_search(tmp_
     assert dropped.height >= 55  # the planted copies of seeds and of kept samples (row 0 is its own seed's refinement)
 
 
-def walk_with_the_whole_matrix(vectors: np.ndarray, threshold: float) -> list[tuple[bool, int]]:
-    """The within-batch walk as it was before `prepare` found candidates: one n x n similarity matrix, each
-    kept row raising the running best of every row. (kept, row of the best kept earlier match or -1)."""
+def walk_with_the_whole_matrix(vectors: np.ndarray, threshold: float) -> list[tuple[bool, int, float]]:
+    """The within-batch walk as it was before it read only the later rows: one n x n similarity matrix, each
+    kept row raising the running best of every row. (kept, row of the best kept earlier match or -1, its
+    similarity)."""
     within = vectors @ vectors.T
     best = np.full(len(vectors), -np.inf, dtype=np.float32)
     best_row = np.full(len(vectors), -1)
     out = []
     for i in range(len(vectors)):
         keep = not best[i] >= threshold
-        out.append((keep, int(best_row[i])))
+        out.append((keep, int(best_row[i]), float(best[i])))
         if keep:
             raised = within[i] > best
             best[raised], best_row[raised] = within[i][raised], i
     return out
 
 
-@pytest.mark.parametrize("candidates,block", [(8, 512), (1, 7), (3, 2)])
-def test_the_walk_over_earlier_candidates_equals_the_walk_over_the_whole_matrix(tmp_path, monkeypatch,
-                                                                               candidates, block):
-    """With one candidate almost every dropped row's successors fall back to the search of all kept rows;
-    copies of one vector make exact ties, which go to the first kept row."""
-    monkeypatch.setattr(diversity, "WITHIN_CANDIDATES", candidates)
+@pytest.mark.parametrize("block", [512, 7, 1])
+def test_the_walk_over_later_similarities_equals_the_walk_over_the_whole_matrix(tmp_path, monkeypatch, block):
+    """The walk reads only the similarities of each row to the rows after it, computed in blocks; an exact
+    tie goes to the first kept row."""
     monkeypatch.setattr(diversity, "WITHIN_BLOCK", block)
     rng = np.random.default_rng(11)
     base = clustered(rng, 150, topics=6)
@@ -242,6 +241,7 @@ def test_the_walk_over_earlier_candidates_equals_the_walk_over_the_whole_matrix(
     config = fake_config(diversity={"model": "hashing", "compare_seeds": False, "threshold": 0.9})
     out = diversity.run(batch, Context(config, ModelPool(config), store.connect(), store=store))
     want = walk_with_the_whole_matrix(vectors, 0.9)
-    assert out["kept"].to_list() == [keep for keep, _ in want]
-    assert out["duplicate_of"].to_list() == [None if keep else f"b{row:04d}" for keep, row in want]
-    assert want[2] == (False, 0) and 40 <= out.filter(~pl.col("kept")).height <= 150
+    assert out["kept"].to_list() == [keep for keep, _, _ in want]
+    assert out["duplicate_of"].to_list() == [None if keep else f"b{row:04d}" for keep, row, _ in want]
+    assert np.allclose(out["similarity"].to_numpy()[1:], [score for _, _, score in want[1:]], atol=1e-6)
+    assert want[2][:2] == (False, 0) and 40 <= out.filter(~pl.col("kept")).height <= 150

@@ -74,10 +74,7 @@ def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     if not d.enabled:
         return batch.with_columns(pl.lit(None, dtype=pl.List(pl.Float32)).alias("embedding"))
     vectors = get_embedder(d.model).embed(batch["instruction"].to_list())
-    rows, sims = earlier_candidates(vectors, WITHIN_CANDIDATES)
-    batch = batch.with_columns(pl.Series("embedding", vectors).cast(pl.List(pl.Float32)),
-                               pl.Series("within_rows", rows).cast(pl.List(pl.Int32)),
-                               pl.Series("within_sims", sims).cast(pl.List(pl.Float32)))
+    batch = batch.with_columns(pl.Series("embedding", vectors).cast(pl.List(pl.Float32)))
     if not d.compare_seeds:
         return batch
     own = [seed if kind == "refine" else None for seed, kind in zip(batch["seed_id"], batch["kind"])]
@@ -89,50 +86,19 @@ def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                               pl.Series("seed_match", best_ids, dtype=pl.String))
 
 
-WITHIN_CANDIDATES = 8  # per row, its most similar earlier rows of the batch that `prepare` finds for the walk
-WITHIN_BLOCK = 512     # rows whose similarities to the earlier rows are computed at once
+WITHIN_BLOCK = 512  # rows of the batch whose similarities to the rows after them are computed at once
 
 
-def earlier_candidates(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, similarities), each (n, k): for row i, its k most similar rows j < i, most similar first, a
-    tie to the lower j (padded with -1 and -inf). The walk in `finish` needs, per row, the most similar
-    row kept before it; almost always that is one of these, which the workers find ahead of the walk.
-    Only the similarities below the diagonal are computed: half the products of the whole matrix."""
+def later_similarities(vectors: np.ndarray) -> np.ndarray:
+    """(n, n) float32 whose row i holds, from column i + 1 on, the cosine similarity of row i to each
+    later row (the rest of the row is not filled): what the walk reads, half the products of the whole
+    matrix (0.1 s against 0.2 s for 4,096 rows, in the runner, where the walk runs)."""
     n = len(vectors)
-    rows = np.full((n, k), -1, dtype=np.int32)
-    sims = np.full((n, k), -np.inf, dtype=np.float32)
-    for a in range(1, n, WITHIN_BLOCK):  # row 0 has no earlier row
+    out = np.empty((n, n), dtype=np.float32)
+    for a in range(0, n, WITHIN_BLOCK):
         b = min(a + WITHIN_BLOCK, n)
-        block = vectors[a:b] @ vectors[:b - 1].T
-        earlier = np.arange(b - 1)[None, :] < np.arange(a, b)[:, None]
-        block[~earlier] = -np.inf
-        kth = -np.partition(-block, min(k, b - 1) - 1, axis=1)[:, min(k, b - 1) - 1]
-        who, j = np.nonzero((block >= kth[:, None]) & earlier)  # at least the top k, ties included
-        value = block[who, j]
-        order = np.lexsort((j, -value, who))  # per row: most similar first, then the lower j
-        who, j, value = who[order], j[order], value[order]
-        rank = np.arange(len(who)) - np.searchsorted(who, who)
-        top = rank < k
-        rows[a + who[top], rank[top]] = j[top]
-        sims[a + who[top], rank[top]] = value[top]
-    return rows, sims
-
-
-def _best_kept_earlier(i: int, candidates: list[int], similarities: list[float], kept_rows: np.ndarray,
-                       vectors: np.ndarray) -> tuple[float, int]:
-    """(similarity, row) of the most similar row before row i that the walk kept (a tie to the first
-    such row), or (-inf, -1): the first kept of i's candidates, else a search of every kept row before i."""
-    for j, similarity in zip(candidates, similarities):
-        if j < 0:
-            return -np.inf, -1  # every earlier row was a candidate, and none was kept
-        if kept_rows[j]:
-            return similarity, j
-    earlier = np.flatnonzero(kept_rows[:i])  # all k candidates dropped: rare
-    if not len(earlier):
-        return -np.inf, -1
-    found = vectors[earlier] @ vectors[i]
-    best = int(found.argmax())
-    return float(found[best]), int(earlier[best])
+        out[a:b, a:] = vectors[a:b] @ vectors[a:].T
+    return out
 
 
 def finish(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -154,24 +120,27 @@ def finish(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         seed_best, seed_ids = batch["seed_similarity"].to_numpy(), batch["seed_match"].to_list()
         for i in np.flatnonzero(seed_best > best):
             best[i], best_ids[i] = seed_best[i], seed_ids[i]
-    # Within the batch: row i's best match among the rows kept before it in the walk: the first kept one
-    # of its most similar earlier rows (found in `prepare`), else, when every one of those was dropped,
-    # a search of every earlier kept row.
-    within_rows = batch["within_rows"].list.to_array(WITHIN_CANDIDATES).to_numpy().tolist()
-    within_sims = batch["within_sims"].list.to_array(WITHIN_CANDIDATES).to_numpy().tolist()
+    # Within the batch: row i's best match among the rows kept before it in the walk. Each kept row raises
+    # the running best of every later row (n^2 / 2, no Python loop per pair); the first kept row with the
+    # highest similarity wins, as in a walk that compares one by one.
+    within = later_similarities(vectors)
+    best_within = np.full(batch.height, -np.inf, dtype=np.float32)
+    best_within_row = np.full(batch.height, -1)
     ids = batch["id"].to_list()
-    kept_rows = np.zeros(len(ids), dtype=bool)
     kept, similarity, duplicate_of = [], [], []
     for i in range(len(ids)):  # already in descending committee mean
         score, match = float(best[i]), best_ids[i]
-        within, within_row = _best_kept_earlier(i, within_rows[i], within_sims[i], kept_rows, vectors)
-        if within > score:
-            score, match = within, ids[within_row]
+        if best_within[i] > score:
+            score, match = float(best_within[i]), ids[best_within_row[i]]
         keep = score < d.threshold
         kept.append(keep)
         similarity.append(score if match else None)
         duplicate_of.append(None if keep else match)
-        kept_rows[i] = keep
+        if keep:
+            later, running = within[i, i + 1:], best_within[i + 1:]
+            raised = later > running
+            running[raised] = later[raised]
+            best_within_row[i + 1:][raised] = i
     return pl.DataFrame({"id": ids, "kept": kept, "similarity": similarity, "duplicate_of": duplicate_of,
                          "embedding": batch["embedding"]},
                         schema={"id": pl.String, "kept": pl.Boolean, "similarity": pl.Float64,
