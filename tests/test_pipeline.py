@@ -116,3 +116,27 @@ def test_duplicate_and_bad_rows_are_recorded_not_fatal(tmp_path):
     assert errors["line"].to_list() == [3, 4] and "malformed JSON" in errors["reason"][0]
     assert table(run_dir, "SELECT duplicates FROM files")["duplicates"][0] == 1
     check_run(run_dir)
+
+
+def test_a_stage_setup_runs_once_in_the_runner_before_its_first_batch_and_not_when_nothing_is_pending(tmp_path):
+    import dataclasses
+
+    from gra_stream.progress import Progress
+    from gra_stream.runner import run_pipeline
+    from gra_stream.stages import profile
+    from tests.conftest import fake_config
+
+    events = []
+
+    def run(batch, ctx):
+        events.append(("batch", batch.height))
+        return profile.run(batch, ctx)
+
+    stage = dataclasses.replace(profile.STAGE, run=run, setup=lambda ctx: events.append(("setup", ctx.store.root)))
+    seeds = head_jsonl(shared_seed("gsm8k_test.jsonl"), tmp_path / "seeds.jsonl", 40)
+    config = fake_config(batch_size=16)
+    run_pipeline([seeds], tmp_path / "run", config, progress=Progress(quiet=True), stages=[stage])
+    assert events == [("setup", tmp_path / "run"), ("batch", 16), ("batch", 16), ("batch", 8)]
+    # another batch size: the run is not skipped as unchanged, its stage finds nothing pending
+    run_pipeline([seeds], tmp_path / "run", fake_config(batch_size=8), progress=Progress(quiet=True), stages=[stage])
+    assert len(events) == 4, "a stage with nothing pending runs no setup"

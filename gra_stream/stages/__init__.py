@@ -11,7 +11,8 @@ An `ordered` stage reads what its own earlier batches committed (near-duplicates
 so far), so its batches run one after another, in id order, under every executor. Such a stage may split
 its work: `prepare` (per row, no lookups: filters, signatures, embeddings) can run ahead in other
 processes, and `finish` (the part that reads earlier batches) runs in order; `run` is always
-`finish(prepare(batch))`.
+`finish(prepare(batch))`. A stage may also have a `setup`, run once in the runner before its first batch,
+for work every batch needs and no batch should repeat (the diversity filter trains the seeds' cells there).
 """
 from __future__ import annotations
 
