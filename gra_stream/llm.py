@@ -10,8 +10,8 @@ import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 from gra_stream.backends import ChatRequest, Completion, ModelPool
 

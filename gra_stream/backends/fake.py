@@ -75,6 +75,8 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(w.decode("ascii") for w in sorted(sorted(words), key=len, reverse=True)[:12]) or (
         "topic", "example", "detail")
 
+_to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False) without a new encoder per call
+
 
 class FakeBackend:
     def __init__(self, name: str, *, latency_s: float = 0.0, record: bool = False):
@@ -110,7 +112,6 @@ class FakeBackend:
         return Completion(text, prompt_tokens, max(1, len(text) // 4), "stop")
 
 
-_to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False) without a new encoder per call
 QUALITIES = (4, 6, 7, 8, 9, 9, 10, 10, 10)  # an object's overall quality; its integer fields stray by one
 NUDGES = (-1, 0, 0, 0, 1)
 _BUILDERS: dict[int, tuple[dict, object]] = {}
