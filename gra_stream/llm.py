@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gra_stream.backends import ChatRequest, Completion, ModelPool
+from gra_stream.reply_schemas import once_per_schema
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
@@ -112,23 +113,10 @@ def schema_error(value, schema: dict, where: str = "reply") -> str:
     return "" if found is None else where + found
 
 
-_CHECKERS: dict[int, tuple[dict, Callable]] = {}
-
-
-def _checker(schema: dict) -> Callable[[object], str | None]:
-    """`schema` compiled into a function value -> what is wrong after the reply's name (the path to the
-    field, then the fault), or None; made once per schema (the prompts' schemas are a few constant dicts):
-    checking a reply is then a few type tests per field, not a walk of the schema's dicts (2.5 us against
-    4.1 us a review reply)."""
-    hit = _CHECKERS.get(id(schema))
-    if hit is None or hit[0] is not schema:
-        if len(_CHECKERS) >= 256:  # schemas made per call (tests): do not keep them all
-            _CHECKERS.clear()
-        hit = _CHECKERS[id(schema)] = (schema, _compile(schema))
-    return hit[1]
-
-
 def _compile(schema: dict) -> Callable[[object], str | None]:
+    """`schema` compiled into a function value -> what is wrong after the reply's name (the path to the
+    field, then the fault), or None: checking a reply is then a few type tests per field, not a walk of
+    the schema's dicts (2.5 us against 4.1 us a review reply). `_checker` makes it once per schema."""
     check = _compile_kind(schema)
     if "enum" not in schema:
         return check
@@ -197,6 +185,9 @@ def _compile_kind(schema: dict) -> Callable[[object], str | None]:
             return None
         return check_string
     return lambda value: None
+
+
+_checker = once_per_schema(_compile)
 
 
 def parse_reply(text: str, schema: dict) -> tuple[dict | None, str]:

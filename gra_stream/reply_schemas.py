@@ -1,6 +1,24 @@
 """JSON schemas of the model replies, one per role. Free-text fields carry a maxLength so that
 structured decoding ends them before max_tokens cuts the reply."""
+from collections.abc import Callable
+
 from gra_stream.schemas import CHECKS, DOMAINS, SCORE_DIMS
+
+
+def once_per_schema(make: Callable[[dict], Callable]) -> Callable[[dict], Callable]:
+    """`make(schema)` computed once per schema dict and kept: schemas are unhashable dicts, so they are
+    keyed by identity (the prompts' schemas are a few constant dicts; a schema made per call, as tests
+    do, is compiled again, and the cache is emptied at 256 entries so such schemas are not all kept)."""
+    cache: dict[int, tuple[dict, Callable]] = {}
+
+    def compiled(schema: dict) -> Callable:
+        hit = cache.get(id(schema))
+        if hit is None or hit[0] is not schema:
+            if len(cache) >= 256:
+                cache.clear()
+            hit = cache[id(schema)] = (schema, make(schema))
+        return hit[1]
+    return compiled
 
 
 def _text(max_length: int) -> dict:

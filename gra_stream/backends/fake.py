@@ -15,6 +15,7 @@ from functools import lru_cache
 from itertools import chain
 
 from gra_stream.backends import ChatRequest, Completion
+from gra_stream.reply_schemas import once_per_schema
 
 REFUSAL = "I'm sorry, but I cannot help with that request."
 # Instructions open with one of these and go on with the prompt's own words: like a real model's tasks,
@@ -114,18 +115,9 @@ class FakeBackend:
 
 QUALITIES = (4, 6, 7, 8, 9, 9, 10, 10, 10)  # an object's overall quality; its integer fields stray by one
 NUDGES = (-1, 0, 0, 0, 1)
-_BUILDERS: dict[int, tuple[dict, object]] = {}
-
-
-def _builder(schema: dict):
-    """A function (next, words) -> a value that follows `schema`, made once per schema (the prompts'
-    schemas are a few constant dicts): the per-reply work is then the draws and nothing else."""
-    hit = _BUILDERS.get(id(schema))
-    if hit is None or hit[0] is not schema:
-        if len(_BUILDERS) >= 256:  # schemas made per call (tests): do not keep them all
-            _BUILDERS.clear()
-        hit = _BUILDERS[id(schema)] = (schema, _build(schema, ""))
-    return hit[1]
+# A function (next, words) -> a value that follows the schema, made once per schema: the per-reply work is
+# then the draws and nothing else.
+_builder = once_per_schema(lambda schema: _build(schema, ""))
 
 
 def _build(schema: dict, name: str):
