@@ -100,8 +100,8 @@ def test_fuzzed_jsonl_never_crashes_and_accounts_for_every_line(tmp_path, lines)
     path.write_bytes(b"\n".join(lines) + b"\n")
     rows = list(iter_rows(path))
     nonblank = [i + 1 for i, l in enumerate(lines) if l.strip()]
-    if lines and lines[0].lstrip(b"\xef\xbb\xbf \t").startswith(b"["):
-        return  # may be read as a JSON array
+    if lines and lines[0].decode("utf-8-sig", "replace").lstrip().startswith("["):
+        return  # may be read as a JSON array (the reader strips any whitespace first, a vertical tab too)
     assert [r.line for r in rows] == nonblank
     assert all((r.record is None) == bool(r.error) for r in rows)
 
