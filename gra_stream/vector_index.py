@@ -12,7 +12,9 @@ Each reference table (the seeds' embeddings, the kept samples) has its own cells
 rows: generated instructions resemble each other more than seeds do, and in cells made for the seeds
 they crowd into a few, which makes every query compare with most of them. A table is searched exactly
 until it holds `cells * MIN_ROWS_PER_CELL` references (9,984 with the defaults); then its cells are
-trained once, on its first TRAIN_ROWS references in segment order, and kept.
+trained once, on its first TRAIN_ROWS references in segment order, and kept. A table that is already
+large then (the seeds of a 1M corpus, all embedded before the filter starts) gets a cell per
+ROWS_PER_CELL rows instead, so that its cells stay as small as at 100k (`CellIndex._cell_count`).
 
 What is stored, under DIR/.index/diversity/ (derived data: delete it and it is rebuilt):
 - `centroids-<key>-<table>.npy`, trained once, deterministically; the key names the embedding model,
@@ -38,6 +40,9 @@ from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
 
 TRAIN_ROWS = 32768        # vectors k-means sees at most
 MIN_ROWS_PER_CELL = 39    # fewer training vectors than this per cell: fewer cells (as FAISS advises)
+ROWS_PER_CELL = 1024      # a table of more than `cells` times this many rows gets a cell per this many rows
+MIN_ROWS_PER_GROWN_CELL = 32  # ... as long as each of those cells has this many training vectors
+ASSIGN_ROWS = 8192        # k-means compares this many training vectors with the centroids at once
 KMEANS_ITERATIONS = 10
 CHUNK_ROWS = 32768        # references searched at once: bounds memory whatever the table sizes
 SIMILARITIES = 1 << 22    # entries of one query-by-reference similarity matrix (16 MB)
@@ -49,7 +54,9 @@ def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = KMEANS_I
     start = np.linspace(0, len(vectors) - 1, cells).astype(np.int64)
     centroids = vectors[start].copy()
     for _ in range(iterations):
-        nearest = np.argmax(vectors @ centroids.T, axis=1)
+        # in parts, so that 1,024 cells cost 32 MB here, not 128 MB
+        nearest = np.concatenate([np.argmax(vectors[a:a + ASSIGN_ROWS] @ centroids.T, axis=1)
+                                  for a in range(0, len(vectors), ASSIGN_ROWS)])
         order = np.argsort(nearest, kind="stable")
         members = np.flatnonzero(np.bincount(nearest, minlength=cells))
         starts = np.searchsorted(nearest[order], members)
@@ -128,6 +135,14 @@ class CellIndex:
         """The table's centroids, or None while it holds too few references to train on."""
         return self._cells_or_references(table)[0]
 
+    def build(self, table: str) -> None:
+        """Train the table's cells (if it is large enough) and write every segment's sidecar now, not in
+        the first search."""
+        centroids = self.centroids(table)
+        if centroids is not None:
+            for segment in self.reference_segments(table):
+                self._sidecar(segment, table, centroids)
+
     def _cells_or_references(self, table: str) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
         """(centroids, None): loaded, or trained now on the table's first TRAIN_ROWS references (what
         every worker reads alike, so workers racing to train write the same file); or (None, (ids,
@@ -138,15 +153,26 @@ class CellIndex:
                 ids, train = self._first_references(table, TRAIN_ROWS)
                 if len(train) < min(TRAIN_ROWS, self.cells * MIN_ROWS_PER_CELL):
                     return None, (ids, train)
-                cells = max(1, min(self.cells, len(train) // MIN_ROWS_PER_CELL))
-                save_arrays(path, [spherical_kmeans(train, cells)])
+                save_arrays(path, [spherical_kmeans(train, self._cell_count(table, len(train)))])
             self._centroids[table] = np.load(path)
         return self._centroids[table], None
+
+    def _cell_count(self, table: str, training_rows: int) -> int:
+        """How many cells the table gets: `cells`, fewer if there are too few training vectors for them;
+        more for a large table, one per ROWS_PER_CELL rows (a search compares each query with the rows of
+        `probes` cells, so with a fixed count its work grows with the table: at 1M seeds 256 cells hold
+        about 3,900 rows each, against 390 at 100k, where ivf and exact search agreed on 99.99% of
+        decisions). Not when `probes >= cells`, which asks for exact search."""
+        cells = max(1, min(self.cells, training_rows // MIN_ROWS_PER_CELL))
+        if self.probes >= self.cells:
+            return cells
+        rows = sum(pq.read_metadata(s).num_rows for s in self.reference_segments(table))  # kept or not
+        return max(cells, min(rows // ROWS_PER_CELL, training_rows // MIN_ROWS_PER_GROWN_CELL))
 
     def _first_references(self, table: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the table's first `limit` references in segment order (all, if fewer)."""
         ids, vectors, rows = [], [], 0
-        for segment in self._reference_segments(table):
+        for segment in self.reference_segments(table):
             if rows >= limit:
                 break
             i, v = _read_references(segment, table)
@@ -171,9 +197,6 @@ class CellIndex:
         return np.take_along_axis(top, order, axis=1)
 
     # -- references ---------------------------------------------------------------------------------
-    def _reference_segments(self, table: str) -> list[Path]:
-        return [s for s in self.store.segments(table) if s.name != EMPTY_SEGMENT]
-
     def _sidecar(self, segment: Path, table: str, centroids: np.ndarray) -> Sidecar:
         """The segment's sidecar, made the first time it is needed, with the table's `centroids`."""
         path = self.root / self.key / table / f"{segment.stem}.npy"
@@ -218,10 +241,19 @@ class CellIndex:
             yield lo, len(counts), 0, len(sidecars)
 
     # -- search -------------------------------------------------------------------------------------
-    def best_matches(self, table: str, queries: np.ndarray, exclude: list[str | None]) -> tuple[np.ndarray, list]:
+    def has_cells(self, table: str) -> bool:
+        """Whether the table's cells are trained (a search now trains nothing)."""
+        return table in self._centroids or (self.root / f"centroids-{self.key}-{table}.npy").exists()
+
+    def reference_segments(self, table: str) -> list[Path]:
+        return [s for s in self.store.segments(table) if s.name != EMPTY_SEGMENT]
+
+    def best_matches(self, table: str, queries: np.ndarray, exclude: list[str | None],
+                     segments: list[Path] | None = None) -> tuple[np.ndarray, list]:
         """For each query, the highest cosine similarity to a reference of `table` in its probed cells
         (to every reference, while the table is too small to have cells), and that reference's id;
-        `exclude[i]` is an id query i is not compared with."""
+        `exclude[i]` is an id query i is not compared with. With `segments`, only the references in
+        those of the table's segments (once the table has cells; before, every reference)."""
         best = np.full(len(queries), -1.0, dtype=np.float32)
         best_ids: list = [None] * len(queries)
         if not len(queries):
@@ -240,7 +272,8 @@ class CellIndex:
         own_keys = id_keys(["" if own is None else own for own in exclude])
         best_segment = np.full(len(queries), -1, dtype=np.int64)
         best_row = np.zeros(len(queries), dtype=np.int64)
-        sidecars = [self._sidecar(segment, table, centroids) for segment in self._reference_segments(table)]
+        sidecars = [self._sidecar(segment, table, centroids)
+                    for segment in (self.reference_segments(table) if segments is None else segments)]
         for lo, hi, first, end in self._groups(sidecars, np.diff(cell_starts) > 0):
             parts = [(n, sidecars[n].starts[lo], sidecars[n].starts[hi]) for n in range(first, end)
                      if sidecars[n].starts[hi] > sidecars[n].starts[lo]]
