@@ -5,9 +5,8 @@ rendering prompts, parsing and validating replies and building output frames is 
 one core; workers put the other cores to work. Each worker opens its own context once (model pool, SQL
 filters) and keeps it for the whole run, like a Ray actor. Ordered stages (gate, diversity) read what their
 own earlier batches committed, so their `finish` runs in this process, one batch after another, in id
-order, while the workers `prepare` the next batches (filters and signatures for the gate; embeddings and
-the searches of the seeds and of the samples kept so far for the diversity filter, whose `finish` then
-searches only the few segments committed since).
+order, while the workers `prepare` the next batches (filters and signatures for the gate, embeddings for
+the diversity filter).
 
 Only this process, which holds the run lock, writes the tables: a worker returns its output frame, and a
 batch counts once its segment is renamed into place. Workers ignore Ctrl-C (this process finishes the

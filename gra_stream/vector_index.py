@@ -197,6 +197,9 @@ class CellIndex:
         return np.take_along_axis(top, order, axis=1)
 
     # -- references ---------------------------------------------------------------------------------
+    def reference_segments(self, table: str) -> list[Path]:
+        return [s for s in self.store.segments(table) if s.name != EMPTY_SEGMENT]
+
     def _sidecar(self, segment: Path, table: str, centroids: np.ndarray) -> Sidecar:
         """The segment's sidecar, made the first time it is needed, with the table's `centroids`."""
         path = self.root / self.key / table / f"{segment.stem}.npy"
@@ -241,19 +244,10 @@ class CellIndex:
             yield lo, len(counts), 0, len(sidecars)
 
     # -- search -------------------------------------------------------------------------------------
-    def has_cells(self, table: str) -> bool:
-        """Whether the table's cells are trained (a search now trains nothing)."""
-        return table in self._centroids or (self.root / f"centroids-{self.key}-{table}.npy").exists()
-
-    def reference_segments(self, table: str) -> list[Path]:
-        return [s for s in self.store.segments(table) if s.name != EMPTY_SEGMENT]
-
-    def best_matches(self, table: str, queries: np.ndarray, exclude: list[str | None],
-                     segments: list[Path] | None = None) -> tuple[np.ndarray, list]:
+    def best_matches(self, table: str, queries: np.ndarray, exclude: list[str | None]) -> tuple[np.ndarray, list]:
         """For each query, the highest cosine similarity to a reference of `table` in its probed cells
         (to every reference, while the table is too small to have cells), and that reference's id;
-        `exclude[i]` is an id query i is not compared with. With `segments`, only the references in
-        those of the table's segments (once the table has cells; before, every reference)."""
+        `exclude[i]` is an id query i is not compared with."""
         best = np.full(len(queries), -1.0, dtype=np.float32)
         best_ids: list = [None] * len(queries)
         if not len(queries):
@@ -272,8 +266,7 @@ class CellIndex:
         own_keys = id_keys(["" if own is None else own for own in exclude])
         best_segment = np.full(len(queries), -1, dtype=np.int64)
         best_row = np.zeros(len(queries), dtype=np.int64)
-        sidecars = [self._sidecar(segment, table, centroids)
-                    for segment in (self.reference_segments(table) if segments is None else segments)]
+        sidecars = [self._sidecar(segment, table, centroids) for segment in self.reference_segments(table)]
         for lo, hi, first, end in self._groups(sidecars, np.diff(cell_starts) > 0):
             parts = [(n, sidecars[n].starts[lo], sidecars[n].starts[hi]) for n in range(first, end)
                      if sidecars[n].starts[hi] > sidecars[n].starts[lo]]

@@ -28,14 +28,13 @@ def near_copies(rng, vectors: np.ndarray) -> np.ndarray:
     return unit(vectors + rng.normal(scale=0.019, size=vectors.shape))
 
 
-def write_references(store: Store, table: str, ids: list[str], vectors: np.ndarray, segment_rows: int = 500,
-                     prefix: str = "part"):
+def write_references(store: Store, table: str, ids: list[str], vectors: np.ndarray, segment_rows: int = 500):
     for start in range(0, len(ids), segment_rows):
         part = {"id": ids[start:start + segment_rows], "embedding": list(vectors[start:start + segment_rows])}
         if table == "diversity":
             n = len(part["id"])
             part.update(kept=[True] * n, similarity=[None] * n, duplicate_of=[None] * n)
-        store.write_segment(table, f"{prefix}-{start:06d}", pl.DataFrame(part))
+        store.write_segment(table, f"part-{start:06d}", pl.DataFrame(part))
 
 
 def exact(queries, ids, vectors, exclude):
@@ -238,54 +237,6 @@ def test_the_diversity_stage_with_every_cell_probed_decides_as_exact_search(tmp_
     assert np.allclose(outcomes["ivf"]["similarity"].to_numpy(), outcomes["exact"]["similarity"].to_numpy(), atol=1e-5)
     dropped = outcomes["exact"].filter(~pl.col("kept"))
     assert dropped.height >= 55  # the planted copies of seeds and of kept samples (row 0 is its own seed's refinement)
-
-
-def test_a_batch_prepared_before_later_kept_samples_committed_is_finished_against_them(tmp_path, monkeypatch):
-    """`prepare` (a worker) searches the kept samples committed so far; `finish` (the runner) only those
-    committed since, and decides as one search over all of them would."""
-    rng = np.random.default_rng(6)
-    seeds, samples = clustered(rng, 1200), clustered(rng, 1000)
-    kept, late = samples[:700], samples[700:]
-    seed_ids = [f"seed{i:05d}" for i in range(len(seeds))]
-    kept_ids, late_ids = [f"kept{i:05d}" for i in range(len(kept))], [f"late{i:05d}" for i in range(len(late))]
-    batch_vectors = np.concatenate([near_copies(rng, kept[:30]), near_copies(rng, late[:30]), clustered(rng, 100)])
-    batch = pl.DataFrame({"id": [f"b{i:04d}" for i in range(len(batch_vectors))],
-                          "score": np.linspace(9.9, 6.0, len(batch_vectors)), "kind": ["synthesis"] * len(batch_vectors),
-                          "seed_id": ["x"] * len(batch_vectors), "instruction": ["?"] * len(batch_vectors)})
-    monkeypatch.setattr(diversity, "get_embedder", lambda model: Planted(batch_vectors))
-    config = fake_config(diversity={"model": "hashing", "index": "ivf", "cells": 8, "probes": 2})
-    searched = []
-    best_matches = CellIndex.best_matches
-    monkeypatch.setattr(CellIndex, "best_matches", lambda self, table, queries, exclude, segments=None: (
-        searched.append((table, None if segments is None else sorted(s.name for s in segments))),
-        best_matches(self, table, queries, exclude, segments))[1])
-
-    def context(name):
-        store = Store(tmp_path / name)
-        store.init()
-        write_references(store, "seed_embeddings", seed_ids, seeds)
-        write_references(store, "diversity", kept_ids, kept)
-        CellIndex(store, "hashing", 8, 2).centroids("diversity")  # trained, as the runner does on a batch before
-        return store, Context(config, ModelPool(config), store.connect(), store=store)
-
-    store, ctx = context("ahead")
-    early = sorted(p.name for p in CellIndex(store, "hashing", 8, 2).reference_segments("diversity"))
-    prepared = diversity.prepare(batch, ctx)  # in a worker, while the runner commits the late ones
-    write_references(store, "diversity", late_ids, late, segment_rows=150, prefix="late")
-    searched.clear()
-    finished = diversity.finish(prepared, ctx).select("id", "kept", "duplicate_of", "similarity")
-    late_segments = sorted(p.name for p in CellIndex(store, "hashing", 8, 2).reference_segments("diversity")
-                           if p.name not in early)
-    assert searched == [("diversity", late_segments)]  # the runner searched only what the worker could not see
-
-    store, ctx = context("at_once")
-    write_references(store, "diversity", late_ids, late, segment_rows=150, prefix="late")
-    at_once = diversity.run(batch, ctx).select("id", "kept", "duplicate_of", "similarity")
-    assert finished.drop("similarity").to_dicts() == at_once.drop("similarity").to_dicts()
-    assert np.allclose(finished["similarity"].to_numpy(), at_once["similarity"].to_numpy(), atol=1e-6)
-    dropped = dict(finished.filter(~pl.col("kept")).select("id", "duplicate_of").iter_rows())
-    assert {dropped.get(f"b{i:04d}") for i in range(30)} == {f"kept{i:05d}" for i in range(30)}
-    assert {dropped.get(f"b{i:04d}") for i in range(30, 60)} == {f"late{i:05d}" for i in range(30)}
 
 
 def walk_with_the_whole_matrix(vectors: np.ndarray, threshold: float) -> list[tuple[bool, int, float]]:

@@ -9,9 +9,9 @@ is the executor's business (gra_stream/executor.py, gra_stream/ray_executor.py).
 
 An `ordered` stage reads what its own earlier batches committed (near-duplicates against everything kept
 so far), so its batches run one after another, in id order, under every executor. Such a stage may split
-its work: `prepare` (per row: filters, signatures, embeddings, lookups of what is already committed) can
-run ahead in other processes, and `finish` (the part that reads the batches just before it) runs in
-order; `run` is always `finish(prepare(batch))`. A stage may also have a `setup`, run once in the runner before its first batch,
+its work: `prepare` (per row, no lookups: filters, signatures, embeddings) can run ahead in other
+processes, and `finish` (the part that reads earlier batches) runs in order; `run` is always
+`finish(prepare(batch))`. A stage may also have a `setup`, run once in the runner before its first batch,
 for work every batch needs and no batch should repeat (the diversity filter trains the seeds' cells there).
 """
 from __future__ import annotations

@@ -67,31 +67,15 @@ def setup(ctx: Context) -> None:
         CellIndex(ctx.store, d.model, d.cells, d.probes).build("seed_embeddings")
 
 
-SEEN_SEPARATOR = "\x1f"  # between the segment names in `kept_seen`
-
-
 def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    """What does not depend on the batches before it that are not yet committed (runs ahead in worker
-    processes under `--executor processes`): the embeddings; each row's best match among the seeds,
-    which are all embedded before this stage starts; and, with `index = "ivf"` once the kept samples
-    have cells, its best match among the samples kept so far. `kept_seen` (first row only) names the
-    segments that search covered: `finish` searches only the ones committed since, so the runner,
-    which finishes batches one at a time, no longer does the search that grows with the run."""
+    """What does not depend on earlier batches (runs ahead in worker processes under `--executor
+    processes`): the embeddings, and each row's best match among the seeds, which are all embedded
+    before this stage starts."""
     d = ctx.config.diversity
     if not d.enabled:
         return batch.with_columns(pl.lit(None, dtype=pl.List(pl.Float32)).alias("embedding"))
     vectors = get_embedder(d.model).embed(batch["instruction"].to_list())
     batch = batch.with_columns(pl.Series("embedding", vectors).cast(pl.List(pl.Float32)))
-    if d.index == "ivf":
-        index = CellIndex(ctx.store, d.model, d.cells, d.probes)
-        # Only once the runner has trained the kept samples' cells: a worker that trained them could see
-        # other segments than the runner does, and write other centroids under the same name.
-        seen = index.reference_segments("diversity") if index.has_cells("diversity") else []
-        best, best_ids = index.best_matches("diversity", vectors, [None] * batch.height, seen)
-        batch = batch.with_columns(pl.Series("kept_similarity", best, dtype=pl.Float32),
-                                   pl.Series("kept_match", best_ids, dtype=pl.String),
-                                   pl.Series("kept_seen", [SEEN_SEPARATOR.join(s.name for s in seen)]
-                                             + [None] * (batch.height - 1), dtype=pl.String))
     if not d.compare_seeds:
         return batch
     own = [seed if kind == "refine" else None for seed, kind in zip(batch["seed_id"], batch["kind"])]
@@ -101,12 +85,6 @@ def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM seed_embeddings", vectors, own)
     return batch.with_columns(pl.Series("seed_similarity", best, dtype=pl.Float32),
                               pl.Series("seed_match", best_ids, dtype=pl.String))
-
-
-def _merge(best: np.ndarray, best_ids: list, other: np.ndarray, other_ids: list) -> None:
-    """Raise `best` (and its ids) in place to `other` where that is higher: a tie keeps `best`."""
-    for i in np.flatnonzero(other > best):
-        best[i], best_ids[i] = other[i], other_ids[i]
 
 
 WITHIN_BLOCK = 512  # rows of the batch whose similarities to the rows after them are computed at once
@@ -133,17 +111,16 @@ def finish(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                             schema_overrides={"similarity": pl.Float64, "duplicate_of": pl.String,
                                               "embedding": pl.List(pl.Float32)})
     vectors = batch["embedding"].list.to_array(DIM).to_numpy().astype(np.float32)
-    if d.index == "ivf":  # the kept samples `prepare` did not see: those committed since
-        index = CellIndex(ctx.store, d.model, d.cells, d.probes)
-        seen = set((batch["kept_seen"][0] or "").split(SEEN_SEPARATOR))
-        best, best_ids = index.best_matches("diversity", vectors, [None] * batch.height,
-                                            [s for s in index.reference_segments("diversity") if s.name not in seen])
-        _merge(best, best_ids, batch["kept_similarity"].to_numpy(), batch["kept_match"].to_list())
+    if d.index == "ivf":
+        best, best_ids = CellIndex(ctx.store, d.model, d.cells, d.probes).best_matches(
+            "diversity", vectors, [None] * batch.height)
     else:
         best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM diversity WHERE kept", vectors,
                                        [None] * batch.height)
     if d.compare_seeds:
-        _merge(best, best_ids, batch["seed_similarity"].to_numpy(), batch["seed_match"].to_list())
+        seed_best, seed_ids = batch["seed_similarity"].to_numpy(), batch["seed_match"].to_list()
+        for i in np.flatnonzero(seed_best > best):
+            best[i], best_ids[i] = seed_best[i], seed_ids[i]
     # Within the batch: row i's best match among the rows kept before it in the walk. Each kept row raises
     # the running best of every later row (n^2 / 2, no Python loop per pair); the first kept row with the
     # highest similarity wins, as in a walk that compares one by one.
