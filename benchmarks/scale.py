@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -120,7 +121,11 @@ def main() -> None:
     peaks = []
     for n in sizes:
         seeds = build_corpus(n, work / f"seeds_{n}.jsonl")
-        elapsed, peak, stderr = run(seeds, work / f"run_{n}", config, args.executor)
+        run_dir = work / f"run_{n}"
+        if run_dir.exists():  # a run left by an earlier benchmark in this workdir: it would only resume
+            print(f"removing the earlier {run_dir}")
+            shutil.rmtree(run_dir)
+        elapsed, peak, stderr = run(seeds, run_dir, config, args.executor)
         peaks.append(peak)
         rates = "  ".join(f"{k} {v:,.0f}" for k, v in stage_rates(stderr).items())
         print(f"{n:>9,} seeds: {elapsed:8.1f} s  {n / elapsed:8,.0f} seed rows/s end to end  "
