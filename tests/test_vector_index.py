@@ -185,10 +185,9 @@ def test_a_large_table_gets_a_cell_per_rows_per_cell_rows_unless_every_cell_is_p
     want, _ = exact(queries, ids, vectors, [None] * len(queries))
     assert np.all(best <= want + 1e-5)
     assert np.allclose(best[:100], want[:100], atol=1e-5) and np.all(best[:100] >= 0.9)  # the near copies are found
-    monkeypatch.setattr(vector_index, "TRAIN_ROWS", 400)  # 400 // 20: at most 20 grown cells
     assert CellIndex(Store(store.root.parent / "few"), "hashing", cells=8, probes=2)._cell_count(
         "seed_embeddings", 400) == 8  # no segments in that store: the table is small
-    assert grown._cell_count("seed_embeddings", 400) == 20
+    assert grown._cell_count("seed_embeddings", 400) == 20  # 400 training vectors / 20: at most 20 grown cells
     assert CellIndex(store, "hashing", cells=8, probes=8)._cell_count("seed_embeddings", 3000) == 8  # exact asked
 
 
