@@ -12,16 +12,22 @@ Each reference table (the seeds' embeddings, the kept samples) has its own cells
 rows: generated instructions resemble each other more than seeds do, and in cells made for the seeds
 they crowd into a few, which makes every query compare with most of them. A table is searched exactly
 until it holds `cells * MIN_ROWS_PER_CELL` references (9,984 with the defaults); then its cells are
-trained once, on its first TRAIN_ROWS references in segment order, and kept. A table that is already
-large then (the seeds of a 1M corpus, all embedded before the filter starts) gets a cell per
-ROWS_PER_CELL rows instead, so that its cells stay as small as at 100k (`CellIndex._cell_count`).
+trained on its first TRAIN_ROWS references in segment order. A table of more than `cells *
+ROWS_PER_CELL` rows gets a cell per ROWS_PER_CELL rows instead, so that a query meets about as many
+references however large the table (`CellIndex._cell_count`): the seeds of a 1M corpus, all embedded
+before the filter starts, get 1,024 cells. A table that grows past that while it is searched (the kept
+samples, 334k of them at 1M seeds) is trained again with the cells it now needs, each time they are
+twice as many as it has (`CellIndex.grow`): the cells a batch is searched in depend only on what
+earlier batches committed, so a resumed run searches as an uninterrupted one does.
 
 What is stored, under DIR/.index/diversity/ (derived data: delete it and it is rebuilt):
-- `centroids-<key>-<table>.npy`, trained once, deterministically; the key names the embedding model,
-  the cell count and the layout.
-- one sidecar per reference segment (`<key>/<table>/<segment>.npy`: the rows that count as references,
-  sorted by cell, with where each cell starts; see `Sidecar`), written the first time the segment is
-  read. Segments never change, so a sidecar never goes stale. A search reads, per group of cells, only
+- `centroids-<key>-<table>.npy`, trained once, deterministically, and `centroids-<key>-<table>.<g>.npy`
+  for each retraining g as the table grew (the highest is the one in use); the key names the embedding
+  model, the cell count asked for and the layout.
+- one sidecar per reference segment (`<key>/<table>[.<g>]/<segment>.npy`: the rows that count as
+  references, sorted by cell, with where each cell starts; see `Sidecar`), written the first time the
+  segment is read with the cells in use. Segments never change, so a sidecar never goes stale; those of
+  earlier cells are removed when the table is trained again. A search reads, per group of cells, only
   those cells' slices of each sidecar, and compares each query with the references of one cell in one
   matrix product; the ids are read only for the best matches.
 Both are written to a temporary name and renamed, like segments, so a crash never leaves half a file.
@@ -29,6 +35,7 @@ Both are written to a temporary name and renamed, like segments, so a crash neve
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +47,7 @@ from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
 
 TRAIN_ROWS = 32768        # vectors k-means sees at most
 MIN_ROWS_PER_CELL = 39    # fewer training vectors than this per cell: fewer cells (as FAISS advises)
-ROWS_PER_CELL = 1024      # a table of more than `cells` times this many rows gets a cell per this many rows
+ROWS_PER_CELL = 256       # a table of more than `cells` times this many rows gets a cell per this many rows
 MIN_ROWS_PER_GROWN_CELL = 32  # ... as long as each of those cells has this many training vectors
 ASSIGN_ROWS = 8192        # k-means compares this many training vectors with the centroids at once
 KMEANS_ITERATIONS = 10
@@ -125,49 +132,88 @@ class CellIndex:
         self.store, self.model, self.cells, self.probes = store, model, cells, probes
         self.root = store.root / ".index" / "diversity"
         self._centroids: dict[str, np.ndarray] = {}
+        self._generation: dict[str, int] = {}
 
     @property
     def key(self) -> str:
         return hashlib.sha256(f"{self.model}\x1f{self.cells}\x1f{DIM}\x1f{SIDECAR_FORMAT}".encode()).hexdigest()[:12]
 
+    def _paths(self, table: str, generation: int) -> tuple[Path, Path]:
+        """(centroids file, sidecar folder) of the table's cells of one generation: 0 is the first
+        training, each later one a retraining with more cells as the table grew."""
+        suffix = f".{generation}" if generation else ""
+        return self.root / f"centroids-{self.key}-{table}{suffix}.npy", self.root / self.key / f"{table}{suffix}"
+
     # -- centroids ----------------------------------------------------------------------------------
     def centroids(self, table: str) -> np.ndarray | None:
-        """The table's centroids, or None while it holds too few references to train on."""
+        """The table's centroids in use, or None while it holds too few references to train on."""
         return self._cells_or_references(table)[0]
 
     def build(self, table: str) -> None:
-        """Train the table's cells (if it is large enough) and write every segment's sidecar now, not in
-        the first search."""
+        """Train the table's cells (if it is large enough; again, if it has grown to need more) and write
+        every segment's sidecar now, not in the first search."""
+        self.grow(table)
         centroids = self.centroids(table)
         if centroids is not None:
             for segment in self.reference_segments(table):
                 self._sidecar(segment, table, centroids)
 
+    def grow(self, table: str) -> None:
+        """Train the table's cells again once it has grown to need twice as many or more (`_cell_count`),
+        and remove the sidecars of the cells it had. Only for the one process that searches a table while
+        it grows: the runner, in the diversity filter's ordered part (the kept samples) and its setup (the
+        seeds, before any worker searches them). Workers search with the latest cells."""
+        centroids = self.centroids(table)
+        if centroids is None or self.probes >= self.cells:
+            return
+        generation = self._generation[table]
+        for older in range(generation):  # left by a run stopped between a retraining and this cleanup
+            shutil.rmtree(self._paths(table, older)[1], ignore_errors=True)
+        rows = self._rows(table)
+        if min(rows // ROWS_PER_CELL, TRAIN_ROWS // MIN_ROWS_PER_GROWN_CELL) < 2 * len(centroids):
+            return  # (what `_cell_count` can give at most: no need to read the training rows)
+        _, train = self._first_references(table, TRAIN_ROWS)
+        cells = self._cell_count(table, len(train), rows)
+        if cells < 2 * len(centroids):
+            return
+        path = self._paths(table, generation + 1)[0]
+        save_arrays(path, [spherical_kmeans(train, cells)])
+        shutil.rmtree(self._paths(table, generation)[1], ignore_errors=True)
+        self._generation[table], self._centroids[table] = generation + 1, np.load(path)
+
     def _cells_or_references(self, table: str) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
-        """(centroids, None): loaded, or trained now on the table's first TRAIN_ROWS references (what
-        every worker reads alike, so workers racing to train write the same file); or (None, (ids,
-        vectors)) of every reference while the table holds too few to train on: it is searched exactly."""
+        """(centroids, None): the latest trained, or trained now on the table's first TRAIN_ROWS
+        references (what every worker reads alike, so workers racing to train write the same file); or
+        (None, (ids, vectors)) of every reference while the table holds too few to train on: it is
+        searched exactly."""
         if table not in self._centroids:
-            path = self.root / f"centroids-{self.key}-{table}.npy"
-            if not path.exists():
+            if not self._paths(table, 0)[0].exists():
                 ids, train = self._first_references(table, TRAIN_ROWS)
                 if len(train) < min(TRAIN_ROWS, self.cells * MIN_ROWS_PER_CELL):
                     return None, (ids, train)
-                save_arrays(path, [spherical_kmeans(train, self._cell_count(table, len(train)))])
-            self._centroids[table] = np.load(path)
+                save_arrays(self._paths(table, 0)[0], [spherical_kmeans(train, self._cell_count(table, len(train)))])
+            generation = 0
+            while self._paths(table, generation + 1)[0].exists():
+                generation += 1
+            self._generation[table] = generation
+            self._centroids[table] = np.load(self._paths(table, generation)[0])
         return self._centroids[table], None
 
-    def _cell_count(self, table: str, training_rows: int) -> int:
+    def _cell_count(self, table: str, training_rows: int, rows: int | None = None) -> int:
         """How many cells the table gets: `cells`, fewer if there are too few training vectors for them;
-        more for a large table, one per ROWS_PER_CELL rows (a search compares each query with the rows of
-        `probes` cells, so with a fixed count its work grows with the table: at 1M seeds 256 cells hold
-        about 3,900 rows each, against 390 at 100k, where ivf and exact search agreed on 99.99% of
-        decisions). Not when `probes >= cells`, which asks for exact search."""
+        more for a large table, one per ROWS_PER_CELL of its `rows` (counted, kept or not, if not given).
+        A search compares each query with the rows of `probes` cells, so with a fixed count its work grows
+        with the table: at 1M seeds 256 cells hold about 3,900 rows each, against 390 at 100k. Not when
+        `probes >= cells`, which asks for exact search."""
         cells = max(1, min(self.cells, training_rows // MIN_ROWS_PER_CELL))
         if self.probes >= self.cells:
             return cells
-        rows = sum(pq.read_metadata(s).num_rows for s in self.reference_segments(table))  # kept or not
+        rows = self._rows(table) if rows is None else rows
         return max(cells, min(rows // ROWS_PER_CELL, training_rows // MIN_ROWS_PER_GROWN_CELL))
+
+    def _rows(self, table: str) -> int:
+        """The table's rows, kept or not, from its segments' Parquet footers."""
+        return sum(pq.read_metadata(s).num_rows for s in self.reference_segments(table))
 
     def _first_references(self, table: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the table's first `limit` references in segment order (all, if fewer)."""
@@ -201,8 +247,8 @@ class CellIndex:
         return [s for s in self.store.segments(table) if s.name != EMPTY_SEGMENT]
 
     def _sidecar(self, segment: Path, table: str, centroids: np.ndarray) -> Sidecar:
-        """The segment's sidecar, made the first time it is needed, with the table's `centroids`."""
-        path = self.root / self.key / table / f"{segment.stem}.npy"
+        """The segment's sidecar, made the first time it is needed, with the table's `centroids` in use."""
+        path = self._paths(table, self._generation[table])[1] / f"{segment.stem}.npy"
         if not path.exists():
             ids, vectors = _read_references(segment, table)
             cells = self.nearest_cells(centroids, vectors, 1)[:, 0] if len(ids) else np.zeros(0, np.int64)

@@ -10,7 +10,7 @@ from gra_stream.embeddings import DIM
 from gra_stream.stages import Context, diversity
 from gra_stream.store import Store
 from gra_stream.vector_index import CellIndex, spherical_kmeans
-from tests.conftest import fake_config
+from tests.conftest import fake_config, frame
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -28,13 +28,14 @@ def near_copies(rng, vectors: np.ndarray) -> np.ndarray:
     return unit(vectors + rng.normal(scale=0.019, size=vectors.shape))
 
 
-def write_references(store: Store, table: str, ids: list[str], vectors: np.ndarray, segment_rows: int = 500):
+def write_references(store: Store, table: str, ids: list[str], vectors: np.ndarray, segment_rows: int = 500,
+                     prefix: str = "part"):
     for start in range(0, len(ids), segment_rows):
         part = {"id": ids[start:start + segment_rows], "embedding": list(vectors[start:start + segment_rows])}
         if table == "diversity":
             n = len(part["id"])
             part.update(kept=[True] * n, similarity=[None] * n, duplicate_of=[None] * n)
-        store.write_segment(table, f"part-{start:06d}", pl.DataFrame(part))
+        store.write_segment(table, f"{prefix}-{start:06d}", pl.DataFrame(part))
 
 
 def exact(queries, ids, vectors, exclude):
@@ -145,7 +146,7 @@ def test_a_table_too_small_for_its_cells_is_searched_exactly_until_it_has_grown(
     want, want_ids = exact(queries, ids[:600], vectors[:600], [None] * len(queries))
     assert np.allclose(best, want, atol=1e-5) and best_ids == want_ids  # exact, however few probes
     assert not list((store.root / ".index").rglob("*.npy"))  # nothing trained, nothing stored
-    write_references(store, "diversity", ids[600:], vectors[600:], segment_rows=600)
+    write_references(store, "diversity", ids[600:], vectors[600:], segment_rows=600, prefix="more")
     best, _ = CellIndex(store, "hashing", cells=16, probes=1).best_matches("diversity", queries, [None] * len(queries))
     assert [p.name for p in (store.root / ".index" / "diversity").glob("centroids-*")] == [
         f"centroids-{index.key}-diversity.npy"]
@@ -189,6 +190,47 @@ def test_a_large_table_gets_a_cell_per_rows_per_cell_rows_unless_every_cell_is_p
         "seed_embeddings", 400) == 8  # no segments in that store: the table is small
     assert grown._cell_count("seed_embeddings", 400) == 20  # 400 training vectors / 20: at most 20 grown cells
     assert CellIndex(store, "hashing", cells=8, probes=8)._cell_count("seed_embeddings", 3000) == 8  # exact asked
+
+
+def test_a_table_that_grows_is_trained_again_with_more_cells_and_its_old_sidecars_go(store, monkeypatch):
+    # scaled down: a cell per 50 rows, at least 10 training vectors each
+    monkeypatch.setattr(vector_index, "ROWS_PER_CELL", 50)
+    monkeypatch.setattr(vector_index, "MIN_ROWS_PER_GROWN_CELL", 10)
+    rng = np.random.default_rng(10)
+    vectors = clustered(rng, 1400, topics=60)
+    ids = [f"k{i:05d}" for i in range(len(vectors))]
+    queries = np.concatenate([near_copies(rng, vectors[:100]), clustered(rng, 100, topics=60)])
+    folder = store.root / ".index" / "diversity"
+    write_references(store, "diversity", ids[:400], vectors[:400])
+    index = CellIndex(store, "hashing", cells=8, probes=2)
+    index.grow("diversity")  # trains the first cells: 400 rows / 50 = 8, as asked
+    assert index.centroids("diversity").shape == (8, DIM)
+    index.best_matches("diversity", queries, [None] * len(queries))
+    first_sidecars = sorted((folder / index.key / "diversity").glob("*.npy"))
+    assert len(first_sidecars) == 1
+    write_references(store, "diversity", ids[400:700], vectors[400:700], segment_rows=300, prefix="b")
+    index.grow("diversity")  # 700 rows ask for 14 cells: fewer than twice 8, no retraining
+    assert index.centroids("diversity").shape == (8, DIM) and not list(folder.glob("centroids-*.1.npy"))
+    write_references(store, "diversity", ids[700:], vectors[700:], segment_rows=700, prefix="c")
+    index.grow("diversity")  # 1,400 rows: 28 cells
+    assert index.centroids("diversity").shape == (28, DIM)
+    assert sorted(p.name for p in folder.glob("centroids-*")) == [f"centroids-{index.key}-diversity.1.npy",
+                                                                 f"centroids-{index.key}-diversity.npy"]
+    best, best_ids = index.best_matches("diversity", queries, [None] * len(queries))
+    assert not (folder / index.key / "diversity").exists()  # the sidecars of the 8 cells are gone
+    assert len(list((folder / index.key / "diversity.1").glob("*.npy"))) == 3
+    want, want_ids = exact(queries, ids, vectors, [None] * len(queries))
+    assert np.all(best <= want + 1e-5)
+    assert np.allclose(best[:100], want[:100], atol=1e-5) and best_ids[:100] == want_ids[:100]
+    # a worker's index (no growing) reads the latest cells, and answers alike
+    again = CellIndex(store, "hashing", cells=8, probes=2)
+    assert np.array_equal(again.centroids("diversity"), index.centroids("diversity"))
+    assert again.best_matches("diversity", queries, [None] * len(queries))[1] == best_ids
+    # all its rows fit in the training set, so cells trained from scratch on the grown table are the same
+    monkeypatch.setattr(vector_index, "MIN_ROWS_PER_CELL", 1)
+    import shutil
+    shutil.rmtree(store.root / ".index")
+    assert np.array_equal(CellIndex(store, "hashing", cells=8, probes=2).centroids("diversity"), again.centroids("diversity"))
 
 
 def test_few_training_vectors_give_fewer_cells():
@@ -281,3 +323,39 @@ def test_the_walk_over_later_similarities_equals_the_walk_over_the_whole_matrix(
     assert out["duplicate_of"].to_list() == [None if keep else f"b{row:04d}" for keep, row, _ in want]
     assert np.allclose(out["similarity"].to_numpy()[1:], [score for _, _, score in want[1:]], atol=1e-6)
     assert want[2][:2] == (False, 0) and 40 <= out.filter(~pl.col("kept")).height <= 150
+
+
+def test_a_run_stopped_while_the_kept_samples_grow_resumes_to_the_same_decisions(tmp_path, monkeypatch):
+    # scaled down so that the kept samples' cells are trained, then trained again twice, within one run
+    import os
+    import signal
+
+    from gra_stream.errors import Interrupted
+    from tests.conftest import run_fake, shared_seed
+
+    for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
+        monkeypatch.setattr(vector_index, name, value)
+    seeds = [shared_seed("self_instruct_seed_tasks.jsonl")]
+    options = dict(cpu_batch_size=8, diversity={"model": "hashing", "index": "ivf", "cells": 2, "probes": 1})
+    run_fake(seeds, tmp_path / "whole", **options)
+
+    finish, calls = diversity.finish, []
+
+    def stop_after_three(batch, ctx):
+        calls.append(batch.height)
+        if len(calls) == 3:  # as Ctrl-C would: the batch in flight is committed, then the run stops
+            os.kill(os.getpid(), signal.SIGTERM)
+        return finish(batch, ctx)
+
+    monkeypatch.setattr(diversity, "finish", stop_after_three)
+    with pytest.raises(Interrupted):
+        run_fake(seeds, tmp_path / "stopped", **options)
+    monkeypatch.setattr(diversity, "finish", finish)
+    run_fake(seeds, tmp_path / "stopped", **options)
+
+    query = "SELECT id, kept, similarity, duplicate_of FROM diversity ORDER BY id"
+    whole, resumed = frame(tmp_path / "whole", query), frame(tmp_path / "stopped", query)
+    assert whole.height > 40 and whole.equals(resumed)
+    for run in ("whole", "stopped"):
+        trained = sorted(p.name for p in (tmp_path / run / ".index" / "diversity").glob("centroids-*-diversity*"))
+        assert len(trained) >= 3, trained  # the first cells and at least two retrainings

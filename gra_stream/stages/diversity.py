@@ -60,8 +60,9 @@ def _best_matches(ctx: Context, sql: str, vectors: np.ndarray, exclude: list[str
 def setup(ctx: Context) -> None:
     """The seeds' cells and sidecars, made once here before any batch: with `--executor processes` every
     worker would otherwise make the same ones at once on its first batch (1.5 s of training each at 100k
-    seeds; at 1M, 975 cells and a million rows to sort into them), done twice on two cores, while this
-    process, which has the whole machine's BLAS threads, waits."""
+    seeds; at 1M, 1,024 cells and a million rows to sort into them), done twice on two cores, while this
+    process, which has the whole machine's BLAS threads, waits. Seeds added since the last run may call
+    for more cells: they are trained again here too."""
     d = ctx.config.diversity
     if d.enabled and d.compare_seeds and d.index == "ivf":
         CellIndex(ctx.store, d.model, d.cells, d.probes).build("seed_embeddings")
@@ -111,9 +112,10 @@ def finish(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                             schema_overrides={"similarity": pl.Float64, "duplicate_of": pl.String,
                                               "embedding": pl.List(pl.Float32)})
     vectors = batch["embedding"].list.to_array(DIM).to_numpy().astype(np.float32)
-    if d.index == "ivf":
-        best, best_ids = CellIndex(ctx.store, d.model, d.cells, d.probes).best_matches(
-            "diversity", vectors, [None] * batch.height)
+    if d.index == "ivf":  # the kept samples' cells, trained again as the table grows, here in order
+        index = CellIndex(ctx.store, d.model, d.cells, d.probes)
+        index.grow("diversity")
+        best, best_ids = index.best_matches("diversity", vectors, [None] * batch.height)
     else:
         best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM diversity WHERE kept", vectors,
                                        [None] * batch.height)
