@@ -98,3 +98,43 @@ def test_a_mistake_found_in_a_worker_reads_as_one_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "unknown embedded model" in result.stderr
     assert os.listdir(tmp_path / "run" / "profiles") == ["_empty.parquet"]
+
+
+def _as_is(batch, ctx):
+    return batch
+
+
+def test_the_runner_finishes_ordered_batches_on_one_blas_thread_while_the_workers_prepare(tmp_path):
+    import polars as pl
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from gra_stream.executor import open_context
+    from gra_stream.process_executor import ProcessExecutor
+    from gra_stream.stages import Stage
+    from gra_stream.store import Store
+    from tests.conftest import fake_config
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    seen = []
+
+    def finish(batch, ctx):
+        seen.append(blas_threads())
+        return batch
+
+    store = Store(tmp_path / "run")
+    store.init()
+    config = fake_config(processes={"workers": 2})
+    stage = Stage("t", "gates", ("id",), lambda config, rounds_open=1: "", _as_is, ordered=True, prepare=_as_is,
+                  finish=finish)
+    batches = (pl.DataFrame({"id": [f"r{i}-{j}" for j in range(3)]}) for i in range(6))
+    executor = ProcessExecutor(store.root, config)
+    with threadpool_limits(limits=2, user_api="blas"):
+        try:
+            finished = list(executor.map(stage, batches, open_context(store, config), type("Go", (), {"raised": False})))
+        finally:
+            executor.close()
+        assert blas_threads() and set(blas_threads()) == {2}  # given back once the stage is through
+    assert [ids for ids, _ in finished] == [[f"r{i}-{j}" for j in range(3)] for i in range(6)]  # in order
+    assert seen == [[1] * len(seen[0])] * 6
