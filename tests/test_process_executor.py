@@ -6,7 +6,14 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import fake_config_file, gra, head_jsonl, shared_seed
+import polars as pl
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from gra_stream.executor import open_context
+from gra_stream.process_executor import ProcessExecutor
+from gra_stream.stages import Stage
+from gra_stream.store import Store
+from tests.conftest import fake_config, fake_config_file, gra, head_jsonl, shared_seed
 from tests.invariants import KEYED_TABLES, check_run
 from tests.test_ray_executor import SMALL_BATCHES, state
 from tests.test_resume import segments, wait_for
@@ -105,15 +112,6 @@ def _as_is(batch, ctx):
 
 
 def test_the_runner_finishes_ordered_batches_on_one_blas_thread_while_the_workers_prepare(tmp_path):
-    import polars as pl
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    from gra_stream.executor import open_context
-    from gra_stream.process_executor import ProcessExecutor
-    from gra_stream.stages import Stage
-    from gra_stream.store import Store
-    from tests.conftest import fake_config
-
     def blas_threads():
         return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 

@@ -1,5 +1,9 @@
 """The diversity filter's cell index (`index = "ivf"`): exact when every cell is probed, high agreement with
 exact search when few are, and its stored parts (centroids, sidecars) reused and rebuilt as they should."""
+import os
+import shutil
+import signal
+
 import numpy as np
 import polars as pl
 import pytest
@@ -7,10 +11,11 @@ import pytest
 from gra_stream import vector_index
 from gra_stream.backends import ModelPool
 from gra_stream.embeddings import DIM
+from gra_stream.errors import Interrupted
 from gra_stream.stages import Context, diversity
 from gra_stream.store import Store
 from gra_stream.vector_index import CellIndex, spherical_kmeans
-from tests.conftest import fake_config, frame
+from tests.conftest import fake_config, frame, run_fake, shared_seed
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -107,7 +112,6 @@ def test_centroids_and_sidecars_are_stored_once_and_reused(store):
     assert np.array_equal(first[0], again[0]) and first[1] == again[1]
     assert {p: (store.root / p).stat().st_mtime_ns for p in stored} == mtimes  # read, not rewritten
     # derived data: deleted, it is rebuilt to the same answers
-    import shutil
     shutil.rmtree(store.root / ".index")
     rebuilt = CellIndex(store, "hashing", cells=16, probes=2).best_matches("seed_embeddings", queries, [None] * 100)
     assert np.array_equal(first[0], rebuilt[0]) and first[1] == rebuilt[1]
@@ -228,7 +232,6 @@ def test_a_table_that_grows_is_trained_again_with_more_cells_and_its_old_sidecar
     assert again.best_matches("diversity", queries, [None] * len(queries))[1] == best_ids
     # all its rows fit in the training set, so cells trained from scratch on the grown table are the same
     monkeypatch.setattr(vector_index, "MIN_ROWS_PER_CELL", 1)
-    import shutil
     shutil.rmtree(store.root / ".index")
     assert np.array_equal(CellIndex(store, "hashing", cells=8, probes=2).centroids("diversity"), again.centroids("diversity"))
 
@@ -327,16 +330,10 @@ def test_the_walk_over_later_similarities_equals_the_walk_over_the_whole_matrix(
 
 def test_a_run_stopped_while_the_kept_samples_grow_resumes_to_the_same_decisions(tmp_path, monkeypatch):
     # scaled down so that the kept samples' cells are trained, then trained again twice, within one run
-    import os
-    import signal
-
-    from gra_stream.errors import Interrupted
-    from tests.conftest import run_fake, shared_seed
-
     for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
         monkeypatch.setattr(vector_index, name, value)
     seeds = [shared_seed("self_instruct_seed_tasks.jsonl")]
-    options = dict(cpu_batch_size=8, diversity={"model": "hashing", "index": "ivf", "cells": 2, "probes": 1})
+    options = {"cpu_batch_size": 8, "diversity": {"model": "hashing", "index": "ivf", "cells": 2, "probes": 1}}
     run_fake(seeds, tmp_path / "whole", **options)
 
     finish, calls = diversity.finish, []
