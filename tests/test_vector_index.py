@@ -175,15 +175,25 @@ def test_each_table_has_cells_trained_on_its_own_rows(store):
     assert np.mean((kept @ own.T).max(axis=1)) > np.mean((kept @ other.T).max(axis=1))
 
 
-def test_a_large_table_gets_a_cell_per_rows_per_cell_rows_unless_every_cell_is_probed(store, monkeypatch):
-    # scaled down: a cell per 100 rows, at least 20 training vectors each
-    monkeypatch.setattr(vector_index, "ROWS_PER_CELL", 100)
-    monkeypatch.setattr(vector_index, "MIN_ROWS_PER_GROWN_CELL", 20)
-    rng = np.random.default_rng(9)
-    vectors = clustered(rng, 3000, topics=60)
-    ids = [f"s{i:05d}" for i in range(len(vectors))]
-    write_references(store, "seed_embeddings", ids, vectors)
+def scale_down(monkeypatch, rows_per_cell: int, training_vectors_per_cell: int) -> None:
+    """A large table's cell per `rows_per_cell` rows, with at least `training_vectors_per_cell` each."""
+    monkeypatch.setattr(vector_index, "ROWS_PER_CELL", rows_per_cell)
+    monkeypatch.setattr(vector_index, "MIN_ROWS_PER_GROWN_CELL", training_vectors_per_cell)
+
+
+def themed_with_near_copies(seed: int, n: int, prefix: str):
+    """(vectors, ids, queries): `n` vectors on 60 themes, then queries that are near copies of the first
+    100 followed by 100 unrelated ones."""
+    rng = np.random.default_rng(seed)
+    vectors = clustered(rng, n, topics=60)
     queries = np.concatenate([near_copies(rng, vectors[:100]), clustered(rng, 100, topics=60)])
+    return vectors, [f"{prefix}{i:05d}" for i in range(n)], queries
+
+
+def test_a_large_table_gets_a_cell_per_rows_per_cell_rows_unless_every_cell_is_probed(store, monkeypatch):
+    scale_down(monkeypatch, rows_per_cell=100, training_vectors_per_cell=20)
+    vectors, ids, queries = themed_with_near_copies(9, 3000, "s")
+    write_references(store, "seed_embeddings", ids, vectors)
     grown = CellIndex(store, "hashing", cells=8, probes=2)
     assert grown.centroids("seed_embeddings").shape == (30, DIM)  # 3,000 rows / 100, not the 8 asked for
     best, _ = grown.best_matches("seed_embeddings", queries, [None] * len(queries))
@@ -197,13 +207,8 @@ def test_a_large_table_gets_a_cell_per_rows_per_cell_rows_unless_every_cell_is_p
 
 
 def test_a_table_that_grows_is_trained_again_with_more_cells_and_its_old_sidecars_go(store, monkeypatch):
-    # scaled down: a cell per 50 rows, at least 10 training vectors each
-    monkeypatch.setattr(vector_index, "ROWS_PER_CELL", 50)
-    monkeypatch.setattr(vector_index, "MIN_ROWS_PER_GROWN_CELL", 10)
-    rng = np.random.default_rng(10)
-    vectors = clustered(rng, 1400, topics=60)
-    ids = [f"k{i:05d}" for i in range(len(vectors))]
-    queries = np.concatenate([near_copies(rng, vectors[:100]), clustered(rng, 100, topics=60)])
+    scale_down(monkeypatch, rows_per_cell=50, training_vectors_per_cell=10)
+    vectors, ids, queries = themed_with_near_copies(10, 1400, "k")
     folder = store.root / ".index" / "diversity"
     write_references(store, "diversity", ids[:400], vectors[:400])
     index = CellIndex(store, "hashing", cells=8, probes=2)
