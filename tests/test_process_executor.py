@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -130,7 +131,7 @@ def test_the_runner_finishes_ordered_batches_on_one_blas_thread_while_the_worker
     executor = ProcessExecutor(store.root, config)
     with threadpool_limits(limits=2, user_api="blas"):
         try:
-            finished = list(executor.map(stage, batches, open_context(store, config), type("Go", (), {"raised": False})))
+            finished = list(executor.map(stage, batches, open_context(store, config), SimpleNamespace(raised=False)))
         finally:
             executor.close()
         assert blas_threads() and set(blas_threads()) == {2}  # given back once the stage is through
