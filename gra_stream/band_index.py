@@ -5,11 +5,16 @@ at or above the threshold (the smallest id among equals) is the row's earlier ma
 Doing that in DuckDB meant decoding the band-key lists of every earlier sample for every batch: 17M keys
 per batch at 1M samples. Here each gates segment gets a sidecar once (derived data, under
 DIR/.index/gate/<key>/, rebuilt if deleted), written the first time a later batch reads the segment:
-- `<segment>.npy`: the band keys of its passed rows, sorted, with the row each key belongs to, and the
-  rows' ids;
+- `<segment>.npy`: a bitmap of its band keys (BITS_PER_KEY bits per key), the keys of its passed rows,
+  sorted, with the row each key belongs to, and the rows' ids;
 - `<segment>.minhash.npy`: the rows' signatures, read through a memory map, candidates' rows only.
-A batch then binary-searches its own sorted keys once per segment. Segments never change, so a sidecar
-never goes stale; the key of the folder names the signature layout (num_perm, bands).
+A batch checks each of its distinct keys against a segment's bitmap first, and only the few that get
+past it (the keys the segment has, and about one in BITS_PER_KEY of the others) are binary-searched in
+the segment's sorted keys, memory-mapped so that only the pages touched are read. Searching every
+segment key in the batch's keys instead, as before, cost in proportion to the earlier segments' keys:
+20M of them per batch at 1M seeds, 1.8 s of the runner's time per batch against 1.0 to 1.3 s now.
+Segments never change, so a sidecar never goes stale; the key of the folder names the signature layout
+(num_perm, bands) and the sidecar format.
 """
 from __future__ import annotations
 
@@ -19,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
+from gra_stream.store import EMPTY_SEGMENT, Store, map_arrays, save_arrays
 
-SIDECAR_FORMAT = 1
+SIDECAR_FORMAT = 2  # 2: a bitmap of the keys first, rows as int32
+BITS_PER_KEY = 16  # bitmap bits per band key: about 1 in 16 absent keys gets past it
 
 
 class EarlierIndex:
@@ -40,33 +46,43 @@ class EarlierIndex:
         flat = keys.ravel()
         order = np.argsort(flat, kind="stable")
         batch_keys, batch_rows = flat[order], (order // keys.shape[1])
+        # each distinct key of the batch once, with the run of batch rows that have it
+        first = np.flatnonzero(np.r_[True, batch_keys[1:] != batch_keys[:-1]])
+        unique_keys, runs = batch_keys[first], np.diff(np.r_[first, len(batch_keys)])
         for segment in self.store.segments("gates"):
             if segment.name == EMPTY_SEGMENT:
                 continue
             main, minhash_path = self._sidecar(segment)
-            with open(main, "rb") as f:
-                seg_keys, seg_rows, seg_ids = np.load(f), np.load(f), np.load(f)
-            lo = np.searchsorted(batch_keys, seg_keys)
-            hit = np.flatnonzero(batch_keys[np.minimum(lo, len(batch_keys) - 1)] == seg_keys)
-            if not len(hit):
+            bitmap, seg_keys, seg_rows, seg_ids = map_arrays(main)
+            # the bitmap rules out nearly every key the segment lacks without touching its keys; the
+            # rest are looked up in the segment's sorted keys (memory-mapped: only those pages are read)
+            maybe = np.flatnonzero(in_bitmap(bitmap, unique_keys))
+            lo = np.searchsorted(seg_keys, unique_keys[maybe], "left")
+            spans = np.searchsorted(seg_keys, unique_keys[maybe], "right") - lo
+            hit = spans > 0
+            if not hit.any():
                 continue
-            # (batch row, segment row) for every shared key, each pair once
-            spans = np.searchsorted(batch_keys, seg_keys[hit], "right") - lo[hit]
-            starts = np.repeat(lo[hit], spans) + (np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans))
-            pairs = np.unique(batch_rows[starts].astype(np.int64) * len(seg_ids) + np.repeat(seg_rows[hit], spans))
+            maybe, lo, spans = maybe[hit], lo[hit], spans[hit]
+            # (batch row, segment row) for every shared key: each key's batch rows times its segment rows
+            pairs_per_key = runs[maybe] * spans
+            key_of = np.repeat(np.arange(len(maybe)), pairs_per_key)
+            offset = np.arange(pairs_per_key.sum()) - np.repeat(np.cumsum(pairs_per_key) - pairs_per_key, pairs_per_key)
+            batch_at = first[maybe][key_of] + offset // spans[key_of]
+            seg_at = lo[key_of] + offset % spans[key_of]
+            pairs = np.unique(batch_rows[batch_at].astype(np.int64) * len(seg_ids) + seg_rows[seg_at])
             rows, others = pairs // len(seg_ids), pairs % len(seg_ids)
             minhash = np.load(minhash_path, mmap_mode="r")
             scores = (sigs[rows] == minhash[others]).sum(axis=1) / self.num_perm
             del minhash
             keep = scores >= threshold
-            rows, other_ids, scores = rows[keep], seg_ids[others[keep]], scores[keep]
+            rows, other_ids, scores = rows[keep], np.asarray(seg_ids[others[keep]]), scores[keep]
             if not len(rows):
                 continue
             # per row, the best of this segment (highest score, then smallest id), then against the best so far
             order = np.lexsort((other_ids, -scores, rows))
             rows, other_ids, scores = rows[order], other_ids[order], scores[order]
-            first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-            rows, other_ids, scores = rows[first], other_ids[first], scores[first]
+            firsts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            rows, other_ids, scores = rows[firsts], other_ids[firsts], scores[firsts]
             if best_other.itemsize < other_ids.itemsize:
                 best_other = best_other.astype(other_ids.dtype)
             better = (scores > best[rows]) | ((scores == best[rows]) & (other_ids < best_other[rows]))
@@ -90,6 +106,30 @@ class EarlierIndex:
             order = np.argsort(flat, kind="stable")
             encoded = [i.encode() for i in data.column("id").to_pylist()]
             save_arrays(minhash_path, [sigs])  # first: the main file's presence says the sidecar is whole
-            save_arrays(main, [flat[order], (order // self.bands).astype(np.int64),
+            save_arrays(main, [key_bitmap(flat), flat[order], (order // self.bands).astype(np.int32),
                                np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")])
         return main, minhash_path
+
+
+def key_bitmap(keys: np.ndarray) -> np.ndarray:
+    """BITS_PER_KEY bits per key (a power of two, at least 64), one set for each key: a key whose bit is
+    clear is not among `keys`, and about one absent key in BITS_PER_KEY finds its bit set."""
+    bits = max(64, 1 << int(BITS_PER_KEY * max(1, len(keys)) - 1).bit_length())
+    slots = _slots(keys, bits)
+    bitmap = np.zeros(bits // 8, dtype=np.uint8)
+    np.bitwise_or.at(bitmap, slots >> np.uint64(3), (1 << (slots & np.uint64(7))).astype(np.uint8))
+    return bitmap
+
+
+def in_bitmap(bitmap: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Whether each key's bit is set: True for every key the bitmap was made from."""
+    slots = _slots(keys, len(bitmap) * 8)
+    return ((bitmap[slots >> np.uint64(3)] >> (slots & np.uint64(7)).astype(np.uint8)) & 1).astype(bool)
+
+
+def _slots(keys: np.ndarray, bits: int) -> np.ndarray:
+    """Each key's bit: the top bits of the key times an odd constant (Fibonacci hashing). A band key's
+    own top bits barely depend on the band's last MinHash row, so two keys that differ only there would
+    share a bit."""
+    with np.errstate(over="ignore"):
+        return (keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(65 - bits.bit_length())

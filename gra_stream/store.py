@@ -33,6 +33,24 @@ def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def map_arrays(path: Path) -> list[np.ndarray]:
+    """The arrays of a `save_arrays` file as read-only memory maps: only the pages a search touches are
+    read, and nothing is copied."""
+    arrays, offset, size = [], 0, path.stat().st_size
+    with open(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            start = f.tell()
+            count = int(np.prod(shape))
+            arrays.append(np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape,
+                                    order="F" if fortran else "C") if count else np.zeros(shape, dtype))
+            offset = start + count * dtype.itemsize
+    return arrays
+
+
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
     """Columns worth dictionary-encoding in Parquet: all but lists (embeddings, MinHash signatures, band
     keys), whose values rarely repeat: building their dictionaries, then dropping them, half of the write

@@ -1,5 +1,7 @@
 """The gate stage: SQL filters first, then MinHash near-duplicates against everything that passed before."""
+import numpy as np
 import polars as pl
+import pytest
 
 from gra_stream.backends import ModelPool
 from gra_stream.sql_filters import load_filters
@@ -63,10 +65,14 @@ QUALIFY row_number() OVER (PARTITION BY id ORDER BY score DESC, other) = 1
 """
 
 
-def test_the_earlier_search_equals_the_sql_reference(tmp_path):
+@pytest.mark.parametrize("bits_per_key", [16, 1 / 64])  # 1/64: a 64-bit bitmap, every key gets past it
+def test_the_earlier_search_equals_the_sql_reference(tmp_path, monkeypatch, bits_per_key):
     import random
 
+    from gra_stream import band_index
     from gra_stream.band_index import EarlierIndex
+
+    monkeypatch.setattr(band_index, "BITS_PER_KEY", bits_per_key)
     from gra_stream.minhash import band_keys, signatures
 
     rng = random.Random(7)
@@ -100,3 +106,18 @@ def test_the_earlier_search_equals_the_sql_reference(tmp_path):
     import shutil
     shutil.rmtree(store.root / ".index")
     assert EarlierIndex(store, d.num_perm, d.bands).earlier_matches(query_ids, sigs, keys, d.threshold) == want
+
+
+def test_a_key_bitmap_has_every_key_and_few_others():
+    from gra_stream.band_index import BITS_PER_KEY, in_bitmap, key_bitmap
+    from gra_stream.minhash import band_keys, signatures
+
+    rng = np.random.default_rng(3)
+    texts = [" ".join(rng.choice(list(BASE.split()), 12)) + f" {i}" for i in range(3000)]
+    keys = band_keys(signatures(texts, num_perm=120, k=5), 20).ravel()
+    bitmap = key_bitmap(keys)
+    assert in_bitmap(bitmap, keys).all()
+    # keys of slightly edited texts: most bands differ in one MinHash row, often the last
+    absent = band_keys(signatures([t + " other" for t in texts], num_perm=120, k=5), 20).ravel()
+    absent = absent[~np.isin(absent, keys)]
+    assert len(absent) > 10000 and in_bitmap(bitmap, absent).mean() < 2 / BITS_PER_KEY
