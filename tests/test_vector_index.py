@@ -132,6 +132,45 @@ def test_build_makes_the_cells_and_every_sidecar_that_a_search_would_and_a_searc
     assert {p: p.stat().st_mtime_ns for p in (store.root / ".index").rglob("*") if p.is_file()} == stored
 
 
+@pytest.mark.parametrize("chunk_rows", [32768, 40])  # 40: cells of more rows than a block, read in parts
+def test_a_merged_sidecar_gives_the_answers_of_the_per_segment_ones_until_a_segment_is_added(store, monkeypatch,
+                                                                                             chunk_rows):
+    monkeypatch.setattr(vector_index, "CHUNK_ROWS", chunk_rows)
+    rng = np.random.default_rng(11)
+    vectors = clustered(rng, 2400)
+    ids = [f"s{i:05d}" for i in range(len(vectors))]
+    write_references(store, "seed_embeddings", ids[:2000], vectors[:2000], segment_rows=300)  # 7 segments
+    queries = np.concatenate([near_copies(rng, vectors[:60]), near_copies(rng, vectors[2000:2040]), clustered(rng, 60)])
+    exclude = [ids[i] if i % 3 == 0 else None for i in range(60)] + [None] * 100  # skip their own seed
+
+    def search():
+        return CellIndex(store, "hashing", cells=16, probes=3).best_matches("seed_embeddings", queries, exclude)
+
+    per_segment = search()
+    index = CellIndex(store, "hashing", cells=16, probes=3)
+    index.build("seed_embeddings")
+    index.merge("seed_embeddings")
+    sidecars = [p for p in (store.root / ".index").rglob("*.npy") if not p.name.startswith("centroids-")]
+    assert [p.parent.name for p in sidecars] == ["merged"]  # one file; the per-segment ones are gone
+    cells = np.bincount(CellIndex.nearest_cells(index.centroids("seed_embeddings"), vectors[:2000], 1)[:, 0])
+    assert chunk_rows > 2000 or cells.max() > 2 * chunk_rows  # a cell read in several parts
+    merged = search()  # (in blocks of other shapes a matrix product may round the last bit otherwise)
+    assert np.allclose(per_segment[0], merged[0], rtol=0, atol=1e-6) and per_segment[1] == merged[1]
+    found = [i for i in range(60) if i % 3]
+    assert merged[0][found].min() > 0.9 and [merged[1][i] for i in found] == [ids[i] for i in found]
+    assert all(merged[1][i] != ids[i] for i in range(0, 60, 3))  # their own seed skipped
+    # seeds added later: the merged file no longer names the table's segments, so per-segment sidecars
+    # are made again and searched, until the next merge, which gives the same answers
+    write_references(store, "seed_embeddings", ids[2000:], vectors[2000:], segment_rows=400, prefix="more")
+    added = search()
+    assert added[0][60:100].min() > 0.9 and added[1][60:100] == ids[2000:2040]
+    index = CellIndex(store, "hashing", cells=16, probes=3)
+    index.merge("seed_embeddings")
+    assert len([p for p in (store.root / ".index").rglob("*.npy") if not p.name.startswith("centroids-")]) == 1
+    again = search()
+    assert np.allclose(added[0], again[0], rtol=0, atol=1e-6) and added[1] == again[1]
+
+
 def test_an_empty_reference_table_matches_nothing(store):
     rng = np.random.default_rng(6)
     write_references(store, "seed_embeddings", [f"s{i}" for i in range(100)], clustered(rng, 100))

@@ -62,10 +62,13 @@ def setup(ctx: Context) -> None:
     worker would otherwise make the same ones at once on its first batch (1.5 s of training each at 100k
     seeds; at 1M, 1,024 cells and a million rows to sort into them), done twice on two cores, while this
     process, which has the whole machine's BLAS threads, waits. Seeds added since the last run may call
-    for more cells: they are trained again here too."""
+    for more cells: they are trained again here too. The seeds do not change while the stage runs, so
+    their sidecars are then merged into one (`CellIndex.merge`)."""
     d = ctx.config.diversity
     if d.enabled and d.compare_seeds and d.index == "ivf":
-        CellIndex(ctx.store, d.model, d.cells, d.probes).build("seed_embeddings")
+        index = CellIndex(ctx.store, d.model, d.cells, d.probes)
+        index.build("seed_embeddings")
+        index.merge("seed_embeddings")
 
 
 def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
