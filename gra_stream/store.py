@@ -33,20 +33,27 @@ def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def npy_header(f, offset: int | None = None) -> tuple[int, tuple[int, ...], np.dtype]:
+    """(where the data begin, shape, dtype) of the .npy array whose header is at `offset` (default: here)
+    in a `save_arrays` file (C order, as np.save writes it)."""
+    if offset is not None:
+        f.seek(offset)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return f.tell(), shape, dtype
+
+
 def map_arrays(path: Path) -> list[np.ndarray]:
     """The arrays of a `save_arrays` file as read-only memory maps: only the pages a search touches are
     read, and nothing is copied."""
     arrays, offset, size = [], 0, path.stat().st_size
     with open(path, "rb") as f:
         while offset < size:
-            f.seek(offset)
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f)
-            start = f.tell()
+            start, shape, dtype = npy_header(f, offset)
             count = int(np.prod(shape))
-            arrays.append(np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape,
-                                    order="F" if fortran else "C") if count else np.zeros(shape, dtype))
+            arrays.append(np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape) if count
+                          else np.zeros(shape, dtype))
             offset = start + count * dtype.itemsize
     return arrays
 

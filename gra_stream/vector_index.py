@@ -50,7 +50,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from gra_stream.embeddings import DIM
-from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
+from gra_stream.store import EMPTY_SEGMENT, Store, npy_header, save_arrays
 
 TRAIN_ROWS = 32768        # vectors k-means sees at most
 MIN_ROWS_PER_CELL = 39    # fewer training vectors than this per cell: fewer cells (as FAISS advises)
@@ -98,9 +98,9 @@ class Sidecar:
         self.path = path
         with open(path, "rb") as f:
             self.starts = np.load(f)
-            self._keys_at, self.rows, _ = _header(f)
-            self._vectors_at, _, _ = _header(f, self._keys_at + self.rows * 8)
-            self._ids_at, _, self._id_dtype = _header(f, self._vectors_at + self.rows * DIM * 4)
+            self._keys_at, (self.rows,), _ = npy_header(f)
+            self._vectors_at, _, _ = npy_header(f, self._keys_at + self.rows * 8)
+            self._ids_at, _, self._id_dtype = npy_header(f, self._vectors_at + self.rows * DIM * 4)
 
     def _read(self, f, offset: int, dtype, count: int, width: int = 1) -> np.ndarray:
         out = np.empty((count, width) if width > 1 else count, dtype=dtype)
@@ -142,16 +142,6 @@ def _reserve(f, dtype: np.dtype, shape: tuple[int, ...]) -> int:
     f.seek(at + int(np.prod(shape)) * dtype.itemsize)
     f.truncate()
     return at
-
-
-def _header(f, offset: int | None = None) -> tuple[int, int, np.dtype]:
-    """(where the data begin, rows, dtype) of the .npy array whose header is at `offset` (default: here)."""
-    if offset is not None:
-        f.seek(offset)
-    version = np.lib.format.read_magic(f)
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read(f)
-    return f.tell(), shape[0], dtype
 
 
 class CellIndex:
