@@ -168,12 +168,15 @@ class CellIndex:
 
     def build(self, table: str) -> None:
         """Train the table's cells (if it is large enough; again, if it has grown to need more) and write
-        every segment's sidecar now, not in the first search."""
+        every segment's sidecar now, not in the first search; none where a merged sidecar of exactly the
+        table's segments is there already (a run resumed after `merge`)."""
         self.grow(table)
         centroids = self.centroids(table)
         if centroids is not None:
-            for segment in self.reference_segments(table):
-                self._sidecar(segment, table, centroids)
+            segments = self.reference_segments(table)
+            if not self._merged_path(table, segments).exists():
+                for segment in segments:
+                    self._sidecar(segment, table, centroids)
 
     def grow(self, table: str) -> None:
         """Train the table's cells again once it has grown to need twice as many or more (`_cell_count`),
@@ -314,14 +317,14 @@ class CellIndex:
         holds more; from several, each sidecar's slice is put in its place."""
         parts = [(n, sidecars[n].starts[lo], sidecars[n].starts[hi]) for n in range(first, end)
                  if sidecars[n].starts[hi] > sidecars[n].starts[lo]]
+        if not parts:
+            return
         if len(parts) == 1:
             n, a, b = parts[0]
             for pa in range(a, b, CHUNK_ROWS):
                 pb = min(pa + CHUNK_ROWS, b)
                 keys, vectors = sidecars[n].slice(pa, pb)
                 yield keys, vectors, np.full(pb - pa, n), np.arange(pa, pb), np.clip(sidecars[n].starts[lo:hi + 1], pa, pb) - pa
-            return
-        if not parts:
             return
         label = np.concatenate([np.repeat(np.arange(lo, hi), np.diff(sidecars[n].starts[lo:hi + 1]))
                                 for n, _, _ in parts])
@@ -377,10 +380,8 @@ class CellIndex:
             vectors_at = _reserve(f, np.dtype(np.float32), (rows, DIM))
             ids_at = _reserve(f, np.dtype(f"S{width}"), (rows,))
             for lo, hi, first, end in self._groups(sidecars, np.ones(len(centroids), dtype=bool)):
-                if first:  # the rest of a crowded cell: it goes after the sidecars written before
-                    at = starts[lo] + sum(int(np.diff(s.starts[lo:hi + 1])[0]) for s in sidecars[:first])
-                else:
-                    at = starts[lo]
+                # (first > 0: the rest of a crowded cell, after its rows in the sidecars written before)
+                at = starts[lo] + sum(int(s.starts[hi] - s.starts[lo]) for s in sidecars[:first])
                 for keys, vectors, segment, row, _ in self._blocks(sidecars, lo, hi, first, end):
                     ids = np.empty(len(row), dtype=f"S{width}")
                     for n in np.unique(segment).tolist():

@@ -152,6 +152,8 @@ def test_a_merged_sidecar_gives_the_answers_of_the_per_segment_ones_until_a_segm
     index.merge("seed_embeddings")
     sidecars = [p for p in (store.root / ".index").rglob("*.npy") if not p.name.startswith("centroids-")]
     assert [p.parent.name for p in sidecars] == ["merged"]  # one file; the per-segment ones are gone
+    CellIndex(store, "hashing", cells=16, probes=3).build("seed_embeddings")  # a later run's setup
+    assert [p for p in (store.root / ".index").rglob("*.npy") if not p.name.startswith("centroids-")] == sidecars
     cells = np.bincount(CellIndex.nearest_cells(index.centroids("seed_embeddings"), vectors[:2000], 1)[:, 0])
     assert chunk_rows > 2000 or cells.max() > 2 * chunk_rows  # a cell read in several parts
     merged = search()  # (in blocks of other shapes a matrix product may round the last bit otherwise)
