@@ -5,7 +5,11 @@ Prints rows/s per stage, end-to-end seed rows/s and peak RSS of each run, then t
 the largest finished run (which must do no work). Each run is a separate `gra-stream run` process with
 `--executor processes` (worker processes on every core; `--executor local` for one process). Peak RSS
 is sampled every 0.1 s over the whole process tree: the runner's own peak and the peak of the sum of the
-runner and its workers, which is the run's memory.
+runner and its workers, which is the run's memory. Also printed: the CPU time of the whole process tree,
+as a share of every core over the wall time (how close the run is to CPU-bound), and how much of it the
+fake backend spent building its replies (GRA_STREAM_FAKE_CPU_DIR, gra_stream/backends/fake.py): CPU a
+real backend spends on a GPU or in a server, which the goal's "instant replies" leaves out, but which
+this benchmark's 2 cores pay.
 
     python benchmarks/scale.py                                  # 10k and 100k rows
     python benchmarks/scale.py --sizes 10000,100000,1000000
@@ -19,12 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,18 +84,34 @@ class TreePeak:
             time.sleep(0.1)
 
 
-def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> tuple[float, TreePeak, str]:
-    """Wall seconds, peak RSS and progress output of one `gra-stream run` child process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
-                             "--config", str(config), "--executor", executor],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = TreePeak(proc.pid)
-    _, stderr = proc.communicate()
-    elapsed = time.perf_counter() - t0
-    if proc.returncode:
-        sys.exit(stderr[-2000:])
-    return elapsed, peak, stderr
+@dataclass
+class Run:
+    elapsed: float          # wall seconds
+    peak: TreePeak
+    stderr: str             # the run's progress output
+    cpu_s: float            # user + system CPU of the whole process tree
+    fake_cpu_s: float       # ... of which the fake backend spent building replies
+    fake_calls: int
+
+
+def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
+    """One `gra-stream run` child process: its wall time, peak RSS, CPU, and the fake backend's share."""
+    with tempfile.TemporaryDirectory(prefix="gra-fake-cpu-") as fake_dir:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
+                                 "--config", str(config), "--executor", executor],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "GRA_STREAM_FAKE_CPU_DIR": fake_dir})
+        peak = TreePeak(proc.pid)
+        _, stderr = proc.communicate()
+        elapsed = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers too: each process waits for its own
+        if proc.returncode:
+            sys.exit(stderr[-2000:])
+        fake = [json.loads(f.read_text()) for f in Path(fake_dir).glob("*.json")]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(elapsed, peak, stderr, cpu, sum(f["cpu_s"] for f in fake), sum(f["calls"] for f in fake))
 
 
 def stage_rates(stderr: str) -> dict[str, float]:
@@ -125,18 +147,23 @@ def main() -> None:
         if run_dir.exists():  # a run left by an earlier benchmark in this workdir: it would only resume
             print(f"removing the earlier {run_dir}")
             shutil.rmtree(run_dir)
-        elapsed, peak, stderr = run(seeds, run_dir, config, args.executor)
-        peaks.append(peak)
-        rates = "  ".join(f"{k} {v:,.0f}" for k, v in stage_rates(stderr).items())
-        print(f"{n:>9,} seeds: {elapsed:8.1f} s  {n / elapsed:8,.0f} seed rows/s end to end  "
-              f"peak RSS {peak.tree:6.0f} MiB (the runner alone {peak.own:5.0f} MiB)")
+        done = run(seeds, run_dir, config, args.executor)
+        peaks.append(done.peak)
+        rates = "  ".join(f"{k} {v:,.0f}" for k, v in stage_rates(done.stderr).items())
+        print(f"{n:>9,} seeds: {done.elapsed:8.1f} s  {n / done.elapsed:8,.0f} seed rows/s end to end  "
+              f"peak RSS {done.peak.tree:6.0f} MiB (the runner alone {done.peak.own:5.0f} MiB)")
         print(f"           rows/s per stage: {rates}")
+        cores = os.cpu_count() or 1
+        print(f"           CPU of the whole process tree {done.cpu_s:,.0f} s: {done.cpu_s / (cores * done.elapsed):.0%} "
+              f"of {cores} cores over the wall time; of it the fake backend building replies {done.fake_cpu_s:,.0f} s "
+              f"({done.fake_cpu_s / done.cpu_s:.0%}; {done.fake_calls:,} calls, "
+              f"{1e6 * done.fake_cpu_s / max(1, done.fake_calls):.0f} us each)")
     if len(peaks) > 1:
         print(f"peak RSS ratio {sizes[-1]:,} / {sizes[-2]:,}: {peaks[-1].tree / peaks[-2].tree:.2f} with its workers, "
               f"{peaks[-1].own / peaks[-2].own:.2f} runner alone (goal <= 1.30)")
-    elapsed, _, stderr = run(work / f"seeds_{sizes[-1]}.jsonl", work / f"run_{sizes[-1]}", config, args.executor)
-    print(f"re-run of the finished {sizes[-1]:,}-row run: {elapsed:.2f} s (goal < 5 s); "
-          f"{'did no work' if 'nothing to do' in stderr else 'DID WORK'}")
+    again = run(work / f"seeds_{sizes[-1]}.jsonl", work / f"run_{sizes[-1]}", config, args.executor)
+    print(f"re-run of the finished {sizes[-1]:,}-row run: {again.elapsed:.2f} s (goal < 5 s); "
+          f"{'did no work' if 'nothing to do' in again.stderr else 'DID WORK'}")
 
 
 if __name__ == "__main__":

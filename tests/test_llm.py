@@ -85,6 +85,24 @@ def test_the_fake_backend_keeps_requests_only_when_asked_to():
     assert quiet.history == [] and recording.history == [request] * 3
 
 
+def test_the_fake_backend_accounts_its_cpu_per_process_when_asked_to(tmp_path, monkeypatch):
+    """benchmarks/scale.py tells the fake backend's CPU from the pipeline's by these files."""
+    import json
+    import os
+
+    from gra_stream.backends.fake import FakeBackend
+
+    request = ChatRequest(({"role": "user", "content": "hello there"},), REVIEW, 100, 0.7, 1.0, 1)
+    FakeBackend("fake-a").complete([request])
+    assert list(tmp_path.iterdir()) == []  # off unless the variable is set
+    monkeypatch.setenv("GRA_STREAM_FAKE_CPU_DIR", str(tmp_path))
+    backend = FakeBackend("fake-a")
+    backend.complete([request] * 3)
+    backend.complete([request] * 200)
+    written = json.loads((tmp_path / f"{os.getpid()}-fake-a.json").read_text())
+    assert written["calls"] == 203 and 0 < written["cpu_s"] < 10
+
+
 @given(st.text(alphabet=st.sampled_from("aZq-- \n\t.'_1éKİß\u212a\ud800") | st.characters(), max_size=60))
 def test_the_fake_backend_finds_the_content_words_its_docstring_names(text):
     """Words are found on bytes for speed; they must be exactly the regex's: ASCII runs of letters and

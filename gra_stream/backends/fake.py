@@ -3,11 +3,17 @@
 Replies follow the request's JSON schema, but are varied on purpose so that a fake run walks every path
 of the pipeline: good and bad scores, disagreeing reviewers, failed instruction checks, refusals, very
 short and copied responses, exact duplicates, truncated replies and plain garbage that must be re-asked.
+
+Building a reply costs CPU that a real backend spends elsewhere (on a GPU, or in a server): with the
+environment variable GRA_STREAM_FAKE_CPU_DIR set, each process keeps its own file there,
+`<pid>-<model>.json` ({"calls": N, "cpu_s": S}, S the CPU time of its `complete` calls), so a benchmark
+can tell that cost from the pipeline's own (benchmarks/scale.py).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import struct
 import time
@@ -85,6 +91,9 @@ class FakeBackend:
         self.latency_s = latency_s
         self.record = record
         self.history: list[ChatRequest] = []  # every request, with record=True (tests); unbounded, so off in runs
+        cpu_dir = os.environ.get("GRA_STREAM_FAKE_CPU_DIR")
+        self._cpu_file = os.path.join(cpu_dir, f"{os.getpid()}-{name}.json") if cpu_dir else None
+        self._calls, self._cpu_s = 0, 0.0
 
     def close(self) -> None:
         pass
@@ -94,7 +103,14 @@ class FakeBackend:
             self.history.extend(requests)
         if self.latency_s:
             time.sleep(self.latency_s)
-        return [self._one(r) for r in requests]
+        if self._cpu_file is None:
+            return [self._one(r) for r in requests]
+        start = time.thread_time()
+        out = [self._one(r) for r in requests]
+        self._calls, self._cpu_s = self._calls + len(requests), self._cpu_s + time.thread_time() - start
+        with open(self._cpu_file, "w") as f:  # rewritten per call: a worker may end without closing its backends
+            json.dump({"calls": self._calls, "cpu_s": self._cpu_s}, f)
+        return out
 
     def _one(self, request: ChatRequest) -> Completion:
         prompt = "\n".join(m["content"] for m in request.messages)
