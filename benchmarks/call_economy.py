@@ -79,7 +79,7 @@ def main():
               f"{total / max(kept, 1):6.2f}")
     print(f"  review calls saved {full_calls - short_calls:,} ({(full_calls - short_calls) / full_calls:.1%}); "
           f"all calls saved {(full_calls - short_calls) / (full_calls + other_calls):.1%}; "
-          f"decisions identical: {'yes' if same else 'NO'}")
+          f"decisions identical: {'yes' if same else 'NO'} (goal: identical, with calls saved)")
 
 
 if __name__ == "__main__":
