@@ -24,18 +24,20 @@ EMPTY_SEGMENT = "_empty.parquet"
 
 
 def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
-    """`arrays` one after another in one file (np.load them back in order), renamed into place."""
+    """`arrays` one after another in one file (np.load them back in order), renamed into place. Always in
+    C order (np.save would keep a transposed array's Fortran order): `map_arrays` and the cell sidecars'
+    reads at computed offsets rely on it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two workers may write the same file
     with open(tmp, "wb") as f:
         for array in arrays:
-            np.save(f, array, allow_pickle=False)
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
     os.replace(tmp, path)
 
 
 def npy_header(f, offset: int | None = None) -> tuple[int, tuple[int, ...], np.dtype]:
     """(where the data begin, shape, dtype) of the .npy array whose header is at `offset` (default: here)
-    in a `save_arrays` file (C order, as np.save writes it)."""
+    in a `save_arrays` file (which writes C order only)."""
     if offset is not None:
         f.seek(offset)
     version = np.lib.format.read_magic(f)

@@ -275,7 +275,7 @@ class CellIndex:
             order = np.argsort(cells, kind="stable")
             starts = np.searchsorted(cells[order], np.arange(len(centroids) + 1)).astype(np.int64)
             encoded = [i.encode() for i in ids[order].tolist()]
-            save_arrays(path, [starts, id_keys(ids[order]), np.ascontiguousarray(vectors[order]),
+            save_arrays(path, [starts, id_keys(ids[order]), vectors[order],
                          np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")])
         return Sidecar(path)
 

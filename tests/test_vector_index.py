@@ -402,3 +402,15 @@ def test_a_run_stopped_while_the_kept_samples_grow_resumes_to_the_same_decisions
     for run in ("whole", "stopped"):
         trained = sorted(p.name for p in (tmp_path / run / ".index" / "diversity").glob("centroids-*-diversity*"))
         assert len(trained) >= 3, trained  # the first cells and at least two retrainings
+
+
+def test_saved_arrays_map_back_equal_whatever_their_memory_order(tmp_path):
+    """Memory maps and the sidecars' offset reads take the data as C order: a transposed (Fortran-ordered)
+    array is stored in C order, not as np.save would keep it."""
+    from gra_stream.store import map_arrays, save_arrays
+
+    transposed = np.arange(12, dtype=np.int64).reshape(3, 4).T
+    plain = np.arange(5, dtype=np.float32)
+    save_arrays(tmp_path / "a.npy", [transposed, plain])
+    mapped = map_arrays(tmp_path / "a.npy")
+    assert [m.tolist() for m in mapped] == [transposed.tolist(), plain.tolist()]
