@@ -103,13 +103,12 @@ class FakeBackend:
             self.history.extend(requests)
         if self.latency_s:
             time.sleep(self.latency_s)
-        if self._cpu_file is None:
-            return [self._one(r) for r in requests]
         start = time.thread_time()
         out = [self._one(r) for r in requests]
         self._calls, self._cpu_s = self._calls + len(requests), self._cpu_s + time.thread_time() - start
-        with open(self._cpu_file, "w") as f:  # rewritten per call: a worker may end without closing its backends
-            json.dump({"calls": self._calls, "cpu_s": self._cpu_s}, f)
+        if self._cpu_file is not None:
+            with open(self._cpu_file, "w") as f:  # rewritten per call: a worker may end without closing its backends
+                json.dump({"calls": self._calls, "cpu_s": self._cpu_s}, f)
         return out
 
     def _one(self, request: ChatRequest) -> Completion:
