@@ -9,7 +9,8 @@ runner and its workers, which is the run's memory. Also printed: the CPU time of
 as a share of every core over the wall time (how close the run is to CPU-bound), and how much of it the
 fake backend spent building its replies (GRA_STREAM_FAKE_CPU_DIR, gra_stream/backends/fake.py): CPU a
 real backend spends on a GPU or in a server, which the goal's "instant replies" leaves out, but which
-this benchmark's 2 cores pay.
+this benchmark's 2 cores pay. And per stage: its wall time, the CPU of the runner and of its workers in
+it, and how busy that kept the cores (which stages are CPU-bound, and where one process waits on another).
 
     python benchmarks/scale.py                                  # 10k and 100k rows
     python benchmarks/scale.py --sizes 10000,100000,1000000
@@ -57,6 +58,19 @@ def _rss_mib(pid: int) -> float:
         return 0.0
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of one process so far, or None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError):
+        return None
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -65,37 +79,89 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-class TreePeak:
-    """Peak RSS of a process and of the sum over it and its descendants, sampled every 0.1 s."""
+@dataclass
+class StageCpu:
+    wall_s: float
+    runner_s: float     # CPU of the runner process
+    workers_s: float    # CPU of its worker processes
 
-    def __init__(self, pid: int):
-        self.pid, self.own, self.tree = pid, 0.0, 0.0
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
+
+class TreeWatch:
+    """Samples a run's process tree every 0.1 s: the peak RSS of the runner and of the sum over it and its
+    descendants (the run's memory), and the CPU of the runner and of its workers, split by stage.
+
+    A progress line on stderr names the stage that is running (without a terminal, a stage prints one
+    every 10 s and when it ends), so the time and CPU since the previous line belong to the stage it
+    names; the process's start counts with the first stage that prints. A worker's CPU is sampled
+    while it lives, so the last 0.1 s of a worker that exits can be missed."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.own, self.tree = proc, 0.0, 0.0
+        self.t0 = time.perf_counter()
+        self.totals = (0.0, 0.0, 0.0)                   # wall, runner CPU, workers CPU so far
+        self.marks: list[tuple[str, tuple[float, float, float]]] = []
+        self.lines: list[str] = []
+        self._workers: dict[int, float] = {}            # every worker seen: its CPU when last sampled
+        self.threads = [threading.Thread(target=self._sample, daemon=True),
+                        threading.Thread(target=self._read, daemon=True)]
+        for t in self.threads:
+            t.start()
 
     def _sample(self) -> None:
-        while os.path.exists(f"/proc/{self.pid}"):
-            todo, total = [self.pid], 0.0
+        pid = self.proc.pid
+        while os.path.exists(f"/proc/{pid}"):
+            todo, total, runner = [pid], 0.0, _cpu_s(pid)
             while todo:
-                pid = todo.pop()
-                total += _rss_mib(pid)
-                todo += _children(pid)
-            self.own, self.tree = max(self.own, _rss_mib(self.pid)), max(self.tree, total)
+                p = todo.pop()
+                total += _rss_mib(p)
+                kids = _children(p)
+                for k in kids:
+                    cpu = _cpu_s(k)
+                    if cpu is not None:
+                        self._workers[k] = cpu
+                todo += kids
+            self.own, self.tree = max(self.own, _rss_mib(pid)), max(self.tree, total)
+            if runner is not None:
+                self.totals = (time.perf_counter() - self.t0, runner, sum(self._workers.values()))
             time.sleep(0.1)
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            parts = line.split()
+            if len(parts) > 4 and "rows/s" in parts:
+                self.marks.append((parts[0], self.totals))
+
+    def wait(self) -> tuple[str, dict[str, StageCpu]]:
+        """The run's stderr, and per stage its wall time and CPU (in order of first appearance), then what
+        came after the last stage's last line (the summary, closing the workers)."""
+        self.proc.wait()
+        for t in self.threads:
+            t.join()
+        stages: dict[str, StageCpu] = {}
+        before = (0.0, 0.0, 0.0)
+        for name, now in self.marks + [("after the last stage", self.totals)]:
+            wall, runner, workers = (a - b for a, b in zip(now, before))
+            s = stages.setdefault(name, StageCpu(0.0, 0.0, 0.0))
+            s.wall_s, s.runner_s, s.workers_s = s.wall_s + wall, s.runner_s + runner, s.workers_s + workers
+            before = now
+        return "".join(self.lines), stages
 
 
 @dataclass
 class Run:
     elapsed: float          # wall seconds
-    peak: TreePeak
+    watch: TreeWatch        # peak RSS (own, tree)
     stderr: str             # the run's progress output
     cpu_s: float            # user + system CPU of the whole process tree
     fake_cpu_s: float       # ... of which the fake backend spent building replies
     fake_calls: int
+    stages: dict[str, StageCpu]
 
 
 def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
-    """One `gra-stream run` child process: its wall time, peak RSS, CPU, and the fake backend's share."""
+    """One `gra-stream run` child process: its wall time, peak RSS, CPU (by stage too), and the fake
+    backend's share."""
     with tempfile.TemporaryDirectory(prefix="gra-fake-cpu-") as fake_dir:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
@@ -103,15 +169,15 @@ def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
                                  "--config", str(config), "--executor", executor],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "GRA_STREAM_FAKE_CPU_DIR": fake_dir})
-        peak = TreePeak(proc.pid)
-        _, stderr = proc.communicate()
+        watch = TreeWatch(proc)
+        stderr, stages = watch.wait()
         elapsed = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers too: each process waits for its own
         if proc.returncode:
             sys.exit(stderr[-2000:])
         fake = [json.loads(f.read_text()) for f in Path(fake_dir).glob("*.json")]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(elapsed, peak, stderr, cpu, sum(f["cpu_s"] for f in fake), sum(f["calls"] for f in fake))
+    return Run(elapsed, watch, stderr, cpu, sum(f["cpu_s"] for f in fake), sum(f["calls"] for f in fake), stages)
 
 
 def stage_rates(stderr: str) -> dict[str, float]:
@@ -148,16 +214,20 @@ def main() -> None:
             print(f"removing the earlier {run_dir}")
             shutil.rmtree(run_dir)
         done = run(seeds, run_dir, config, args.executor)
-        peaks.append(done.peak)
+        peaks.append(done.watch)
         rates = "  ".join(f"{k} {v:,.0f}" for k, v in stage_rates(done.stderr).items())
         print(f"{n:>9,} seeds: {done.elapsed:8.1f} s  {n / done.elapsed:8,.0f} seed rows/s end to end  "
-              f"peak RSS {done.peak.tree:6.0f} MiB (the runner alone {done.peak.own:5.0f} MiB)")
+              f"peak RSS {done.watch.tree:6.0f} MiB (the runner alone {done.watch.own:5.0f} MiB)")
         print(f"           rows/s per stage: {rates}")
         cores = os.cpu_count() or 1
         print(f"           CPU of the whole process tree {done.cpu_s:,.0f} s: {done.cpu_s / (cores * done.elapsed):.0%} "
               f"of {cores} cores over the wall time; of it the fake backend building replies {done.fake_cpu_s:,.0f} s "
               f"({done.fake_cpu_s / done.cpu_s:.0%}; {done.fake_calls:,} calls, "
               f"{1e6 * done.fake_cpu_s / max(1, done.fake_calls):.0f} us each)")
+        print(f"           {'by stage':<22} {'wall s':>7} {'CPU s: runner':>14} {'workers':>8} {'busy (' + str(cores) + ' cores)':>14}")
+        for name, c in done.stages.items():
+            busy = (c.runner_s + c.workers_s) / (cores * max(c.wall_s, 1e-9))
+            print(f"           {name:<22} {c.wall_s:7.1f} {c.runner_s:14.1f} {c.workers_s:8.1f} {busy:14.0%}")
     if len(peaks) > 1:
         print(f"peak RSS ratio {sizes[-1]:,} / {sizes[-2]:,}: {peaks[-1].tree / peaks[-2].tree:.2f} with its workers, "
               f"{peaks[-1].own / peaks[-2].own:.2f} runner alone (goal <= 1.30)")
