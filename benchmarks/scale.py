@@ -151,7 +151,7 @@ class TreeWatch:
 @dataclass
 class Run:
     elapsed: float          # wall seconds
-    watch: TreeWatch        # peak RSS (own, tree)
+    watch: TreeWatch        # its peak RSS (own, tree)
     stderr: str             # the run's progress output
     cpu_s: float            # user + system CPU of the whole process tree
     fake_cpu_s: float       # ... of which the fake backend spent building replies
