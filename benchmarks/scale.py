@@ -110,17 +110,16 @@ class TreeWatch:
     def _sample(self) -> None:
         pid = self.proc.pid
         while os.path.exists(f"/proc/{pid}"):
-            todo, total, runner = [pid], 0.0, _cpu_s(pid)
+            own, runner = _rss_mib(pid), _cpu_s(pid)
+            todo, total = _children(pid), own
             while todo:
                 p = todo.pop()
+                cpu = _cpu_s(p)
+                if cpu is not None:
+                    self._workers[p] = cpu
                 total += _rss_mib(p)
-                kids = _children(p)
-                for k in kids:
-                    cpu = _cpu_s(k)
-                    if cpu is not None:
-                        self._workers[k] = cpu
-                todo += kids
-            self.own, self.tree = max(self.own, _rss_mib(pid)), max(self.tree, total)
+                todo += _children(p)
+            self.own, self.tree = max(self.own, own), max(self.tree, total)
             if runner is not None:
                 self.totals = (time.perf_counter() - self.t0, runner, sum(self._workers.values()))
             time.sleep(0.1)
