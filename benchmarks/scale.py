@@ -79,6 +79,14 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def progress_line(line: str) -> tuple[str, float] | None:
+    """(stage, rows/s) of a stage's progress line on the run's stderr; None for any other line."""
+    parts = line.split()
+    if len(parts) > 4 and "rows/s" in parts:
+        return parts[0], float(parts[parts.index("rows/s") - 1])
+    return None
+
+
 @dataclass
 class StageCpu:
     wall_s: float
@@ -127,9 +135,9 @@ class TreeWatch:
     def _read(self) -> None:
         for line in self.proc.stderr:
             self.lines.append(line)
-            parts = line.split()
-            if len(parts) > 4 and "rows/s" in parts:
-                self.marks.append((parts[0], self.totals))
+            progress = progress_line(line)
+            if progress is not None:
+                self.marks.append((progress[0], self.totals))
 
     def wait(self) -> tuple[str, dict[str, StageCpu]]:
         """The run's stderr, and per stage its wall time and CPU (in order of first appearance), then what
@@ -180,12 +188,8 @@ def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
 
 
 def stage_rates(stderr: str) -> dict[str, float]:
-    rates = {}
-    for line in stderr.splitlines():
-        parts = line.split()
-        if len(parts) > 4 and "rows/s" in parts:
-            rates[parts[0]] = float(parts[parts.index("rows/s") - 1])
-    return rates
+    """Each stage's rows/s, from its last progress line."""
+    return dict(filter(None, map(progress_line, stderr.splitlines())))
 
 
 def main() -> None:
