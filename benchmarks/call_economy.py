@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 
 from gra_stream.config import config_from_dict, load_config
@@ -59,13 +58,13 @@ def main():
     for gid, rows in by_gen.items():
         n = len(rows)
         full_calls += n
-        means, failed, asked = [], False, 0
+        totals, failed, asked = [], False, 0
         for i, (status, checks, scores) in enumerate(rows):
             asked += 1
             if status == "ok":
-                means.append(Fraction(sum(scores), 6))
+                totals.append(sum(scores))
                 failed |= not checks
-            if i < n - 1 and certain_reject(means, failed, n - 1 - i, config):
+            if i < n - 1 and certain_reject(totals, failed, n - 1 - i, config):
                 break
         short_calls += asked
         full = decide_one([s for st, _, s in rows if st == "ok"], any(not c for st, c, _ in rows if st == "ok"), config)

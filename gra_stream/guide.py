@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
+
 from gra_stream.config import DEFAULT_CONFIG, Config
 from gra_stream.errors import UserError
 from gra_stream.fields import extract, resolve_mapping
-from gra_stream.llm import clip, load_prompt, render
+from gra_stream.llm import clip, load_prompt
 from gra_stream.readers import iter_rows
 from gra_stream.sql_filters import load_filters
+from gra_stream.stages.profile import profile_prompts
 
 
 def first_record(path: Path) -> dict:
@@ -60,8 +63,8 @@ def dry_run(seeds: list[Path], config: Config, *, prompts: int = 2) -> str:
             if texts is None:
                 lines.append(f"  line {row.line}: would be skipped: {reason}")
                 continue
-            instruction = texts[0] + (f"\n\n{texts[1]}" if texts[1] else "")
-            user = render(template, {"instruction": clip(instruction, 1500), "response": clip(texts[2], 1500)})
+            [user] = profile_prompts(pl.DataFrame({"instruction": [texts[0]], "input": [texts[1] or ""],
+                                                   "response": [texts[2]]}), template)
             lines += [f"--- profile prompt for {path.name} line {row.line} ---", f"[system] {system.strip()}",
                       f"[user] {user.strip()}"]
             shown += 1

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from gra_stream.backends import ChatRequest, Completion, ModelPool
 from gra_stream.reply_schemas import once_per_schema
 
@@ -74,37 +76,90 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + " [...]"
 
 
+def clip_column(text: pl.Expr, limit: int) -> pl.Expr:
+    """`clip` on every row of a string column."""
+    return pl.when(text.str.len_chars() > limit).then(pl.concat_str(text.str.slice(0, limit), pl.lit(" [...]"))
+                                                      ).otherwise(text)
+
+
+def render_column(template: str, values: dict[str, pl.Expr]) -> pl.Expr:
+    """`render` on every row: the template's text around each {{slot}}, concatenated with the slot's
+    column. In Polars, not per row in Python (a prompt is rendered for every call of a run)."""
+    parts = _SLOT.split(template)  # text, slot name, text, slot name, ..., text
+    missing = [name for name in parts[1::2] if name not in values]
+    if missing:
+        raise KeyError(f"template slot {{{{{missing[0]}}}}} has no value")
+    pieces = [values[part] if k % 2 else pl.lit(part) for k, part in enumerate(parts) if k % 2 or part]
+    return pl.concat_str(pieces) if pieces else pl.lit("")
+
+
 @dataclass(frozen=True)
-class Call:
-    model: str
+class Calls:
+    """A batch of structured calls, as columns: per call a model, a user prompt and a sampling seed; one
+    system prompt, reply schema and token budget for the whole batch. Columns, not an object per call:
+    a run makes millions of calls, and per-call objects were a third of an LLM stage's own CPU."""
+    models: list[str]
+    users: list[str]
+    seeds: list[int]
     system: str
-    user: str
     schema: dict
     max_tokens: int
-    seed: int
+
+    def __len__(self) -> int:
+        return len(self.users)
 
 
-@dataclass
-class Reply:
-    data: dict | None
-    raw: str
-    error: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    attempts: int = 0
-    truncated: bool = False
-    retries: int = 0
+class Replies:
+    """The replies to a batch of `Calls`, in call order, as columns. `data[i]` is the parsed reply, or None
+    when it never parsed (then `raw[i]` and `error[i]` say what came back and why it failed)."""
 
-    @property
-    def ok(self) -> bool:
-        return self.data is not None
+    def __init__(self, n: int):
+        self.data: list[dict | None] = [None] * n
+        self.raw, self.error = [""] * n, [""] * n
+        self.prompt_tokens, self.completion_tokens, self.attempts, self.retries = [0] * n, [0] * n, [0] * n, [0] * n
+        self.latency_s, self.truncated = [0.0] * n, [False] * n
 
-    def call_columns(self, model: str) -> dict:
-        return {"model": model, "status": "ok" if self.ok else "quarantined", "error": self.error,
-                "raw": self.raw if not self.ok else "", "prompt_tokens": self.prompt_tokens,
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def field(self, key: str) -> list:
+        """The reply field `key` per call (None where the reply did not parse)."""
+        return [None if d is None else d.get(key) for d in self.data]
+
+    def scatter(self, rows: list[int], part: "Replies") -> None:
+        """Put the replies of a sub-batch (`part`, one for each index in `rows`) in their places."""
+        for name in ("data", "raw", "error", "prompt_tokens", "completion_tokens", "attempts", "retries",
+                     "latency_s", "truncated"):
+            mine = getattr(self, name)
+            for i, value in zip(rows, getattr(part, name)):
+                mine[i] = value
+
+    def call_columns(self, models: list[str]) -> dict[str, list]:
+        """The call accounting columns of every LLM-backed table (schemas.CALL_COLUMNS)."""
+        ok = [d is not None for d in self.data]
+        return {"model": models, "status": ["ok" if k else "quarantined" for k in ok], "error": self.error,
+                "raw": [r if not k else "" for r, k in zip(self.raw, ok)], "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "latency_s": self.latency_s,
                 "attempts": self.attempts, "truncated": self.truncated, "retries": self.retries}
+
+    def fold(self, i: int, done: Completion, schema: dict, max_tokens: int) -> bool:
+        """Fold one completion into reply `i`; True when it parsed."""
+        self.attempts[i] += 1
+        self.prompt_tokens[i] += done.prompt_tokens
+        self.completion_tokens[i] += done.completion_tokens
+        self.latency_s[i] += done.latency_s
+        self.retries[i] += done.retries
+        self.raw[i] = done.text
+        if done.finish_reason == "error":
+            self.data[i], self.error[i] = None, f"no reply: {done.error}"
+            return False
+        data, error = parse_reply(done.text, schema)
+        if done.finish_reason == "length":
+            self.truncated[i] = True
+            if data is None:
+                error = f"reply cut at max_tokens ({max_tokens}): {error}"
+        self.data[i], self.error[i] = data, error
+        return data is not None
 
 
 def schema_error(value, schema: dict, where: str = "reply") -> str:
@@ -206,23 +261,6 @@ REASK = ("Your previous reply could not be used: {error}. Reply again with one J
          "requested format exactly, and nothing else.")
 
 
-def _apply(reply: Reply, done: Completion, call: Call, max_tokens: int) -> bool:
-    """Fold one completion into its reply; True when it parsed."""
-    reply.attempts += 1
-    reply.prompt_tokens += done.prompt_tokens
-    reply.completion_tokens += done.completion_tokens
-    reply.latency_s += done.latency_s
-    reply.truncated = reply.truncated or done.finish_reason == "length"
-    reply.retries += done.retries
-    reply.raw = done.text
-    reply.data, reply.error = parse_reply(done.text, call.schema)
-    if done.finish_reason == "error":
-        reply.data, reply.error = None, f"no reply: {done.error}"
-    elif reply.data is None and done.finish_reason == "length":
-        reply.error = f"reply cut at max_tokens ({max_tokens}): {reply.error}"
-    return reply.data is not None
-
-
 def _complete(pool: ModelPool, groups: dict[str, list[ChatRequest]]) -> dict[str, list[Completion]]:
     """Send each model's requests; HTTP endpoints all at once (every server kept busy), engines in turn.
     Finished calls come from the call cache where it has them, and go into it otherwise."""
@@ -255,32 +293,32 @@ def _complete(pool: ModelPool, groups: dict[str, list[ChatRequest]]) -> dict[str
     return results
 
 
-def ask(pool: ModelPool, calls: list[Call], *, max_reasks: int) -> list[Reply]:
+def ask(pool: ModelPool, calls: Calls, *, max_reasks: int) -> Replies:
     """Run every call, batching per model, re-asking failed parses; replies come back in call order."""
-    replies = [Reply(None, "", "") for _ in calls]
-    todo = list(range(len(calls)))
+    replies = Replies(len(calls))
+    system = {"role": "system", "content": calls.system}
+    todo: list[int] | range = range(len(calls))
     for attempt in range(max_reasks + 1):
         by_model: dict[str, list[int]] = defaultdict(list)
         for i in todo:
-            by_model[calls[i].model].append(i)
-        groups = {}
+            by_model[calls.models[i]].append(i)
+        groups, budgets = {}, {}
         for model, indices in by_model.items():
             spec = pool.spec(model)
-            requests = []
-            for i in indices:
-                c = calls[i]
-                messages = [{"role": "system", "content": c.system}, {"role": "user", "content": c.user}]
-                if attempt and replies[i].raw:  # a reply that did not parse: show it and say what was wrong
-                    messages += [{"role": "assistant", "content": clip(replies[i].raw, 2000)},
-                                 {"role": "user", "content": REASK.format(error=replies[i].error)}]
-                max_tokens = min(c.max_tokens, spec.max_tokens) if spec.max_tokens else c.max_tokens
-                requests.append(ChatRequest(tuple(messages), c.schema, max_tokens, spec.temperature,
-                                            spec.top_p, c.seed + attempt, spec.repetition_penalty))
-            groups[model] = requests
+            budget = budgets[model] = min(calls.max_tokens, spec.max_tokens) if spec.max_tokens else calls.max_tokens
+            sampling = (calls.schema, budget, spec.temperature, spec.top_p)
+            groups[model] = [ChatRequest(_messages(system, calls.users[i], replies, i, attempt), *sampling,
+                                         calls.seeds[i] + attempt, spec.repetition_penalty) for i in indices]
         results = _complete(pool, groups)
-        todo = [i for model, indices in by_model.items()
-                for i, request, done in zip(indices, groups[model], results[model])
-                if not _apply(replies[i], done, calls[i], request.max_tokens)]
+        todo = [i for model, indices in by_model.items() for i, done in zip(indices, results[model])
+                if not replies.fold(i, done, calls.schema, budgets[model])]
         if not todo:
             break
     return replies
+
+
+def _messages(system: dict, user: str, replies: Replies, i: int, attempt: int) -> tuple[dict, ...]:
+    if attempt and replies.raw[i]:  # a reply that did not parse: show it and say what was wrong
+        return (system, {"role": "user", "content": user}, {"role": "assistant", "content": clip(replies.raw[i], 2000)},
+                {"role": "user", "content": REASK.format(error=replies.error[i])})
+    return system, {"role": "user", "content": user}

@@ -3,7 +3,9 @@ import json
 from hypothesis import given, strategies as st
 
 from gra_stream.backends import ChatRequest, Completion, ModelPool
-from gra_stream.llm import Call, ask, parse_reply, render, schema_error
+import polars as pl
+
+from gra_stream.llm import Calls, ask, clip, clip_column, parse_reply, render, render_column, schema_error
 from gra_stream.reply_schemas import REVIEW
 from tests.conftest import fake_config
 
@@ -33,8 +35,8 @@ def pool_with(backend):
     return pool
 
 
-def call(seed=1):
-    return Call("fake-a", "sys", "review this", REVIEW, 100, seed)
+def calls(seed=1):
+    return Calls(["fake-a"], ["review this"], [seed], "sys", REVIEW, 100)
 
 
 def test_render_fills_slots_once_so_text_is_never_template():
@@ -52,27 +54,49 @@ def test_schema_errors_are_specific():
 
 def test_a_bad_reply_is_reasked_with_the_error_then_kept():
     backend = Scripted(["not json", json.dumps(GOOD)])
-    [reply] = ask(pool_with(backend), [call()], max_reasks=1)
-    assert reply.ok and reply.data == GOOD and reply.attempts == 2
-    assert reply.prompt_tokens == 20 and reply.completion_tokens == 10
+    reply = ask(pool_with(backend), calls(), max_reasks=1)
+    assert reply.data == [GOOD] and reply.attempts == [2]
+    assert reply.prompt_tokens == [20] and reply.completion_tokens == [10]
     second = backend.history[1]
     assert "not valid JSON" in second.messages[-1]["content"] and second.messages[-2]["content"] == "not json"
     assert second.seed == backend.history[0].seed + 1
+    assert reply.call_columns(["fake-a"])["status"] == ["ok"]
 
 
 def test_a_reply_that_never_parses_is_quarantined_with_raw_text():
     backend = Scripted(["nope", json.dumps({**GOOD, "ethics": -1})])
-    [reply] = ask(pool_with(backend), [call()], max_reasks=1)
-    assert not reply.ok and reply.raw == json.dumps({**GOOD, "ethics": -1}) and "out of range" in reply.error
-    assert reply.call_columns("fake-a")["status"] == "quarantined"
+    reply = ask(pool_with(backend), calls(), max_reasks=1)
+    assert reply.data == [None] and reply.raw == [json.dumps({**GOOD, "ethics": -1})] and "out of range" in reply.error[0]
+    columns = reply.call_columns(["fake-a"])
+    assert columns["status"] == ["quarantined"] and columns["raw"] == reply.raw
+
+
+def test_a_cut_reply_says_so():
+    class Cut(Scripted):
+        def complete(self, requests):
+            self.history.extend(requests)
+            return [Completion(self.replies.pop(0), 10, 100, "length") for _ in requests]
+
+    reply = ask(pool_with(Cut(['{"reasonable": tr'])), calls(), max_reasks=0)
+    assert reply.truncated == [True] and reply.error[0].startswith("reply cut at max_tokens (100): not valid JSON")
 
 
 def test_replies_come_back_in_call_order_across_models():
     pool = ModelPool(fake_config())
-    calls = [Call(m, "s", f"q{i}", REVIEW, 200, i) for i, m in enumerate(["fake-b", "fake-a", "fake-b", "fake-c"])]
-    replies = ask(pool, calls, max_reasks=2)
-    again = [ask(pool, [c], max_reasks=2)[0] for c in calls]
-    assert [r.raw for r in replies] == [r.raw for r in again]
+    models = ["fake-b", "fake-a", "fake-b", "fake-c"]
+    batch = Calls(models, [f"q{i}" for i in range(4)], list(range(4)), "s", REVIEW, 200)
+    replies = ask(pool, batch, max_reasks=2)
+    again = [ask(pool, Calls([m], [f"q{i}"], [i], "s", REVIEW, 200), max_reasks=2).raw[0] for i, m in enumerate(models)]
+    assert replies.raw == again
+
+
+@given(st.text(max_size=40), st.text(max_size=40), st.integers(0, 30))
+def test_templates_render_the_same_per_row_and_as_columns(a, b, limit):
+    """Stages render prompts as Polars columns; `render` and `clip` are the reference for one row."""
+    template = "A={{a}}\n{{b}}! {{a}}"
+    rows = pl.DataFrame({"a": [a], "b": [b]})
+    column = rows.select(render_column(template, {"a": clip_column(pl.col("a"), limit), "b": pl.col("b")}))
+    assert column.item() == render(template, {"a": clip(a, limit), "b": b})
 
 
 def test_the_fake_backend_keeps_requests_only_when_asked_to():

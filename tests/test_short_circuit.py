@@ -2,6 +2,7 @@
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, strategies as st
 
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
@@ -14,17 +15,28 @@ def config(**committee):
     return fake_config(committee=committee)
 
 
-@pytest.mark.parametrize("means,failed,remaining,certain", [
-    ([7, 7], False, 1, False),                          # (14 + 10) / 3 = 8: tau is still reachable
-    ([7, Fraction(13, 2)], False, 1, True),             # (13.5 + 10) / 3 < 8
-    ([4], False, 2, False),                             # (4 + 20) / 3 = 8
-    ([Fraction(23, 6)], False, 2, True),                # just below
-    ([10], True, 2, True),                              # a failed instruction check decides at once
+@pytest.mark.parametrize("totals,failed,remaining,certain", [
+    ([42, 42], False, 1, False),                        # means 7, 7: (14 + 10) / 3 = 8, tau is still reachable
+    ([42, 39], False, 1, True),                         # means 7, 6.5: (13.5 + 10) / 3 < 8
+    ([24], False, 2, False),                            # mean 4: (4 + 20) / 3 = 8
+    ([23], False, 2, True),                             # mean 23/6: just below
+    ([60], True, 2, True),                              # a failed instruction check decides at once
     ([], False, 1, True),                               # 0 parsed + 1 left < min_reviews 2
     ([], False, 2, False),
 ])
-def test_certain_reject_boundaries(means, failed, remaining, certain):
-    assert bool(certain_reject([Fraction(m) for m in means], failed, remaining, config())) == certain
+def test_certain_reject_boundaries(totals, failed, remaining, certain):
+    assert bool(certain_reject(totals, failed, remaining, config())) == certain
+
+
+@given(st.lists(st.integers(0, 60), max_size=4), st.booleans(), st.integers(1, 4), st.sampled_from([7.0, 7.5, 8.0, 8.25]))
+def test_certain_reject_in_integers_is_the_rule_in_fractions(totals, failed, remaining, tau):
+    """The short-circuit compares in integers; the rule it must agree with is the mean of the means."""
+    c = config(tau=tau)
+    means = [Fraction(t, 6) for t in totals]
+    k = len(means) + remaining
+    unreachable = bool(means) and (sum(means) + 10 * remaining) / k < Fraction(str(tau))
+    expected = failed or k < c.committee.min_reviews or unreachable
+    assert bool(certain_reject(totals, failed, remaining, c)) == expected
 
 
 def decisions(run_dir):

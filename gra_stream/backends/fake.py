@@ -18,7 +18,8 @@ import re
 import struct
 import time
 from functools import lru_cache
-from itertools import chain
+from itertools import chain, product
+from json.encoder import encode_basestring
 
 from gra_stream.backends import ChatRequest, Completion
 from gra_stream.reply_schemas import once_per_schema
@@ -62,7 +63,6 @@ def _template_words() -> set[str]:
 
 
 _TEMPLATE_WORDS = _template_words()
-_TEMPLATE_BYTES = frozenset(w.encode("ascii") for w in _TEMPLATE_WORDS)
 # Content words are runs of ASCII letters and hyphens that start with a letter, 4 characters or more
 # (the regex [A-Za-z][A-Za-z-]{3,}). They are found on bytes, where one C-level translate lowercases the
 # letters and blanks every other byte (a non-ASCII character is encoded as "?", which is blanked): 34 us
@@ -70,20 +70,21 @@ _TEMPLATE_BYTES = frozenset(w.encode("ascii") for w in _TEMPLATE_WORDS)
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-"
 _WORD_BYTES = bytes(b if b in _LETTERS else 32 for b in range(256)).translate(
     bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz"))
+# What is not a content word: the templates' words and every run of 1 to 3 of those bytes (20,439 of
+# them), so that one C-level set difference drops the short words too, instead of a test per word.
+_NOT_CONTENT = frozenset(w.encode("ascii") for w in _TEMPLATE_WORDS) | frozenset(
+    bytes(run) for n in (1, 2, 3) for run in product(b"abcdefghijklmnopqrstuvwxyz-", repeat=n))
 
 
-@lru_cache(maxsize=1024)  # the reviewers of one sample are sent the same prompt
+@lru_cache(maxsize=4096)  # the reviewers of one sample are sent the same prompt
 def _words(text: str) -> tuple[str, ...]:
     """The prompt's own content words (not the template's), longest first (ties in alphabetical order)."""
     data = b" " + text.encode("ascii", "replace").translate(_WORD_BYTES)
     while b" -" in data:  # a word starts with a letter: drop the hyphens that open a run
         data = data.replace(b" -", b" ")
-    words = {w for w in data.split() if len(w) >= 4} - _TEMPLATE_BYTES
+    words = set(data.split()) - _NOT_CONTENT
     return tuple(w.decode("ascii") for w in sorted(sorted(words), key=len, reverse=True)[:12]) or (
         "topic", "example", "detail")
-
-_to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False) without a new encoder per call
-
 
 class FakeBackend:
     def __init__(self, name: str, *, latency_s: float = 0.0, record: bool = False):
@@ -121,8 +122,7 @@ class FakeBackend:
         elif roll < 0.04:
             text = dice.pick(["Sure! Here is the answer you asked for.", "{\"oops\": ", "```json\nnot json\n```"])
         else:
-            value = _builder(request.schema)(dice.next, _words(prompt))
-            text = _to_json(value)
+            text = _builder(request.schema)(dice.next, _words(prompt))
             if roll > 0.985:  # the reply hit the token limit: cut it
                 return Completion(text[: len(text) // 2], prompt_tokens, request.max_tokens, "length")
         return Completion(text, prompt_tokens, max(1, len(text) // 4), "stop")
@@ -130,45 +130,48 @@ class FakeBackend:
 
 QUALITIES = (4, 6, 7, 8, 9, 9, 10, 10, 10)  # an object's overall quality; its integer fields stray by one
 NUDGES = (-1, 0, 0, 0, 1)
-# A function (next, words) -> a value that follows the schema, made once per schema: the per-reply work is
-# then the draws and nothing else.
+# A function (next, words) -> the JSON text of a value that follows the schema, made once per schema: the
+# per-reply work is then the draws and the text, nothing else. The text is what json.dumps(value,
+# ensure_ascii=False) gives, written directly (no dict built, then walked by the encoder).
 _builder = once_per_schema(lambda schema: _build(schema, ""))
+_json_str = encode_basestring
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _build(schema: dict, name: str):
     kind = schema.get("type")
     if "enum" in schema:
-        options = tuple(schema["enum"])
+        options = tuple(_to_json(o) for o in schema["enum"])
         return lambda nxt, words: options[int(nxt() * len(options))]
     if kind == "object":
         fields = []
         for key, sub in schema.get("properties", {}).items():
             if sub.get("type") == "integer":
-                fields.append((key, (sub.get("minimum", 0), sub.get("maximum", 10)), None))
+                fields.append((_to_json(key) + ": ", (sub.get("minimum", 0), sub.get("maximum", 10)), None))
             else:
-                fields.append((key, None, _build(sub, key)))
+                fields.append((_to_json(key) + ": ", None, _build(sub, key)))
 
         def build_object(nxt, words):
             quality = QUALITIES[int(nxt() * 9)]
-            out = {}
+            out = []
             for key, bounds, sub in fields:
                 if sub is None:
-                    out[key] = max(bounds[0], min(bounds[1], quality + NUDGES[int(nxt() * 5)]))
+                    out.append(f"{key}{max(bounds[0], min(bounds[1], quality + NUDGES[int(nxt() * 5)]))}")
                 else:
-                    out[key] = sub(nxt, words)
-            return out
+                    out.append(key + sub(nxt, words))
+            return "{" + ", ".join(out) + "}"
         return build_object
     if kind == "array":
         n = schema.get("minItems", 3)
-        return lambda nxt, words: [words[int(nxt() * len(words))] for _ in range(n)]
+        return lambda nxt, words: "[" + ", ".join([_json_str(words[int(nxt() * len(words))]) for _ in range(n)]) + "]"
     if kind == "boolean":
-        return lambda nxt, words: nxt() < 0.97
+        return lambda nxt, words: "true" if nxt() < 0.97 else "false"
     if kind == "integer":
         lo = schema.get("minimum", 0)
         span = schema.get("maximum", 10) - lo + 1
-        return lambda nxt, words: int(lo + nxt() * span)
+        return lambda nxt, words: str(int(lo + nxt() * span))
     limit = schema.get("maxLength", 200)
-    return lambda nxt, words: _text(name, nxt, words)[:limit]
+    return lambda nxt, words: _json_str(_text(name, nxt, words)[:limit])
 
 
 def _text(name: str, nxt, words: tuple[str, ...]) -> str:

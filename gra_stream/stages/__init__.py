@@ -37,6 +37,20 @@ def table_frame(rows: list[dict], table: str) -> pl.DataFrame:
     return pl.from_arrow(pa.Table.from_pylist(rows, schema=TABLES[table]))
 
 
+def columns_frame(columns: dict[str, list | pl.Series], table: str) -> pl.DataFrame:
+    """A stage's output as columns (a list of values or a Series, one per row), as a frame of `table`'s
+    declared columns and types (columns it lacks are null): no dict per row, as `table_frame` needs."""
+    schema = TABLES[table]
+    n = len(next(iter(columns.values())))
+
+    def array(f: pa.Field) -> pa.Array:
+        values = columns.get(f.name)
+        if values is None:
+            return pa.nulls(n, f.type)
+        return values.to_arrow().cast(f.type) if isinstance(values, pl.Series) else pa.array(values, f.type)
+    return pl.from_arrow(pa.Table.from_arrays([array(f) for f in schema], schema=schema))
+
+
 @dataclass
 class Context:
     config: Config

@@ -6,10 +6,10 @@ import polars as pl
 
 from gra_stream import reply_schemas
 from gra_stream.committee import exact
-from gra_stream.ids import seed_int
-from gra_stream.llm import Call, ask, clip, load_prompt, render
+from gra_stream.ids import seed_ints
+from gra_stream.llm import Calls, ask, clip_column, load_prompt, render_column
 from gra_stream.schemas import SCORE_DIMS
-from gra_stream.stages import Context, Stage, table_frame
+from gra_stream.stages import Context, Stage, columns_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:
@@ -27,22 +27,22 @@ def pending(config, rounds_open: int = 1) -> str:
 
 
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    config, system, template = ctx.config, load_prompt("system", ctx.config.prompts_dir), load_prompt("adjudicate", ctx.config.prompts_dir)
-    calls = []
-    for row in batch.iter_rows(named=True):
-        user = render(template, {"instruction": clip(row["instruction"], 2000), "response": clip(row["response"], 4000),
-                                 "reviews": "\n".join(clip(r, 600) for r in row["reviews"])})
-        calls.append(Call(row["adjudicator"], system, user, reply_schemas.ADJUDICATE,
-                          reply_schemas.MAX_TOKENS["adjudicate"], seed_int(config.run_seed, "adjudicate", row["id"])))
-    rows = []
-    for row, call, reply in zip(batch.iter_rows(named=True), calls, ask(ctx.pool, calls, max_reasks=config.max_reasks)):
-        data = reply.data or {}
-        scores = [data.get(d) for d in SCORE_DIMS]
-        mean = Fraction(sum(scores), len(scores)) if reply.ok else None
-        rows.append({"id": row["id"], **dict(zip(SCORE_DIMS, scores)), "mean": None if mean is None else float(mean),
-                     "keep": None if mean is None else mean >= exact(config.committee.tau),
-                     "comment": data.get("comment"), **reply.call_columns(call.model)})
-    return table_frame(rows, "adjudications")
+    config = ctx.config
+    reviews = pl.col("reviews").list.eval(clip_column(pl.element(), 600)).list.join("\n")
+    users = batch.select(render_column(load_prompt("adjudicate", config.prompts_dir), {
+        "instruction": clip_column(pl.col("instruction"), 2000), "response": clip_column(pl.col("response"), 4000),
+        "reviews": reviews})).to_series().to_list()
+    ids, models = batch["id"].to_list(), batch["adjudicator"].to_list()
+    calls = Calls(models, users, seed_ints(ids, before=(config.run_seed, "adjudicate")),
+                  load_prompt("system", config.prompts_dir), reply_schemas.ADJUDICATE, reply_schemas.MAX_TOKENS["adjudicate"])
+    replies = ask(ctx.pool, calls, max_reasks=config.max_reasks)
+    totals = [None if d is None else sum(d[k] for k in SCORE_DIMS) for d in replies.data]
+    tau = exact(config.committee.tau)
+    return columns_frame({
+        "id": ids, **{d: replies.field(d) for d in SCORE_DIMS},
+        "mean": [None if t is None else t / len(SCORE_DIMS) for t in totals],
+        "keep": [None if t is None else Fraction(t, len(SCORE_DIMS)) >= tau for t in totals],
+        "comment": replies.field("comment"), **replies.call_columns(models)}, "adjudications")
 
 
 STAGE = Stage("adjudicate", "adjudications", ("id", "instruction", "response", "adjudicator", "reviews"),

@@ -12,10 +12,10 @@ so adding seeds adds only their tasks and a resumed run deals the same roles.
 import polars as pl
 
 from gra_stream import reply_schemas
-from gra_stream.committee import deal_roles
-from gra_stream.ids import seed_int
-from gra_stream.llm import Call, ask, clip, load_prompt, render
-from gra_stream.stages import Context, Stage, table_frame
+from gra_stream.committee import deal_many
+from gra_stream.ids import seed_ints
+from gra_stream.llm import Calls, Replies, ask, clip_column, load_prompt, render_column
+from gra_stream.stages import Context, Stage, columns_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:
@@ -56,36 +56,49 @@ def pending(config, rounds_open: int = 1) -> str:
     """
 
 
-def _call(row: dict, generator: str, ctx: Context, prompts: dict) -> Call:
+def _prompts(batch: pl.DataFrame, prompts: dict[str, str]) -> list[str]:
+    synthesis = render_column(prompts["generate"], {
+        "domain": pl.col("domain"), "keywords_1": pl.col("keywords_1").list.join(", "), "summary_1": pl.col("summary_1"),
+        "keywords_2": pl.col("keywords_2").list.join(", "), "summary_2": pl.col("summary_2")})
+    refine = render_column(prompts["refine"], {"domain": pl.col("domain"),
+                                               "instruction": clip_column(pl.col("seed_instruction"), 2000),
+                                               "response": clip_column(pl.col("seed_response"), 3000)})
+    return batch.select(pl.when(pl.col("kind") == "refine").then(refine).otherwise(synthesis)).to_series().to_list()
+
+
+def _ask(batch: pl.DataFrame, generators: list[str], ctx: Context) -> Replies:
+    """One call per task: synthesis tasks and refinements have their own schemas, so two batches of calls."""
     config = ctx.config
-    seed = seed_int(config.run_seed, "generate", row["id"])
-    if row["kind"] == "refine":
-        user = render(prompts["refine"], {"domain": row["domain"], "instruction": clip(row["seed_instruction"], 2000),
-                                          "response": clip(row["seed_response"], 3000)})
-        return Call(generator, prompts["system"], user, reply_schemas.REFINE, reply_schemas.MAX_TOKENS["generate"], seed)
-    user = render(prompts["generate"], {"domain": row["domain"], "keywords_1": ", ".join(row["keywords_1"]),
-                                        "summary_1": row["summary_1"], "keywords_2": ", ".join(row["keywords_2"]),
-                                        "summary_2": row["summary_2"]})
-    return Call(generator, prompts["system"], user, reply_schemas.GENERATE, reply_schemas.MAX_TOKENS["generate"], seed)
+    prompts = {name: load_prompt(name, config.prompts_dir) for name in ("system", "generate", "refine")}
+    users, kinds = _prompts(batch, prompts), batch["kind"].to_list()
+    seeds = seed_ints(batch["id"].to_list(), before=(config.run_seed, "generate"))
+    replies = Replies(batch.height)
+    for kind, schema in (("synthesis", reply_schemas.GENERATE), ("refine", reply_schemas.REFINE)):
+        rows = [i for i, k in enumerate(kinds) if k == kind]
+        if not rows:
+            continue
+        calls = Calls([generators[i] for i in rows], [users[i] for i in rows], [seeds[i] for i in rows],
+                      prompts["system"], schema, reply_schemas.MAX_TOKENS["generate"])
+        part = ask(ctx.pool, calls, max_reasks=config.max_reasks)
+        if len(rows) == batch.height:
+            return part
+        replies.scatter(rows, part)
+    return replies
 
 
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     config = ctx.config
-    prompts = {name: load_prompt(name, config.prompts_dir) for name in ("system", "generate", "refine")}
-    rows = list(batch.iter_rows(named=True))
-    deals = [deal_roles(ctx.pool.names(), config.committee.reviewers, run_seed=config.run_seed, task_id=r["id"])
-             for r in rows]
-    calls = [_call(r, deal[0], ctx, prompts) for r, deal in zip(rows, deals)]
-    out = []
-    for row, (generator, reviewers, adjudicator), reply in zip(rows, deals, ask(ctx.pool, calls, max_reasks=config.max_reasks)):
-        data = reply.data or {}
-        instruction = row["seed_instruction"] if row["kind"] == "refine" else data.get("instruction")
-        out.append({"id": row["id"], "anchor_id": row["anchor_id"], "seed_id": row["seed_id"], "round": row["round"],
-                    "kind": row["kind"], "example_ids": row["example_ids"], "domain": row["domain"],
-                    "generator": generator, "reviewers": reviewers, "adjudicator": adjudicator,
-                    "keywords": data.get("keywords"), "instruction": instruction if reply.ok else None,
-                    "response": data.get("response"), **reply.call_columns(generator)})
-    return table_frame(out, "generations")
+    deals = deal_many(ctx.pool.names(), config.committee.reviewers, run_seed=config.run_seed,
+                      task_ids=batch["id"].to_list())
+    generators = [d[0] for d in deals]
+    replies = _ask(batch, generators, ctx)
+    instructions = [None if data is None else seed if kind == "refine" else data["instruction"]
+                    for seed, kind, data in zip(batch["seed_instruction"].to_list(), batch["kind"].to_list(), replies.data)]
+    return columns_frame({
+        **{c: batch[c] for c in ("id", "anchor_id", "seed_id", "round", "kind", "example_ids", "domain")},
+        "generator": generators, "reviewers": [d[1] for d in deals], "adjudicator": [d[2] for d in deals],
+        "keywords": replies.field("keywords"), "instruction": instructions, "response": replies.field("response"),
+        **replies.call_columns(generators)}, "generations")
 
 
 STAGE = Stage("generate", "generations", ("id", "anchor_id", "seed_id", "round", "kind", "domain", "keywords_1",

@@ -2,33 +2,37 @@
 import polars as pl
 
 from gra_stream import reply_schemas
-from gra_stream.committee import deal_roles
-from gra_stream.ids import seed_int
-from gra_stream.llm import Call, ask, clip, load_prompt, render
-from gra_stream.stages import Context, Stage, table_frame
+from gra_stream.committee import deal_many
+from gra_stream.ids import seed_ints
+from gra_stream.llm import Calls, ask, clip_column, load_prompt, render_column
+from gra_stream.stages import Context, Stage, columns_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:
     return "SELECT s.* FROM seeds s ANTI JOIN profiles p ON p.id = s.id ORDER BY s.id"
 
 
+def profile_prompts(batch: pl.DataFrame, template: str) -> list[str]:
+    """The profile prompt of each row (instruction, input, response): the input follows the instruction."""
+    instruction = pl.when(pl.col("input") != "").then(pl.concat_str("instruction", pl.lit("\n\n"), "input")
+                                                      ).otherwise(pl.col("instruction"))
+    return batch.select(render_column(template, {"instruction": clip_column(instruction, 1500),
+                                                 "response": clip_column(pl.col("response"), 1500)})).to_series().to_list()
+
+
 def profile_rows(batch: pl.DataFrame, ctx: Context, *, role: str) -> pl.DataFrame:
     """One profile call per row (instruction, input, response), by a model dealt from the pool per row."""
     config = ctx.config
-    system, template = load_prompt("system", config.prompts_dir), load_prompt("profile", config.prompts_dir)
-    calls = []
-    for row in batch.iter_rows(named=True):
-        model, _, _ = deal_roles(ctx.pool.names(), 1, run_seed=config.run_seed, task_id=f"{role}:{row['id']}")
-        instruction = row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
-        user = render(template, {"instruction": clip(instruction, 1500), "response": clip(row["response"], 1500)})
-        calls.append(Call(model, system, user, reply_schemas.PROFILE, reply_schemas.MAX_TOKENS["profile"],
-                          seed_int(config.run_seed, role, row["id"])))
-    rows = []
-    for row, call, reply in zip(batch.iter_rows(named=True), calls, ask(ctx.pool, calls, max_reasks=config.max_reasks)):
-        data = reply.data or {}
-        rows.append({"id": row["id"], "domain": data.get("domain"), "keywords": data.get("keywords"),
-                     "summary": data.get("summary"), **reply.call_columns(call.model)})
-    return table_frame(rows, "annotations" if role == "annotate" else "profiles")
+    ids = batch["id"].to_list()
+    models = [deal[0] for deal in deal_many(ctx.pool.names(), 1, run_seed=config.run_seed,
+                                            task_ids=[f"{role}:{i}" for i in ids])]
+    calls = Calls(models, profile_prompts(batch, load_prompt("profile", config.prompts_dir)),
+                  seed_ints(ids, before=(config.run_seed, role)), load_prompt("system", config.prompts_dir),
+                  reply_schemas.PROFILE, reply_schemas.MAX_TOKENS["profile"])
+    replies = ask(ctx.pool, calls, max_reasks=config.max_reasks)
+    return columns_frame({"id": ids, "domain": replies.field("domain"), "keywords": replies.field("keywords"),
+                          "summary": replies.field("summary"), **replies.call_columns(models)},
+                         "annotations" if role == "annotate" else "profiles")
 
 
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:

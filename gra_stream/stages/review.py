@@ -8,16 +8,16 @@ rejects on any fail), when too few reviews can still parse to reach min_reviews,
 scores from every remaining reviewer cannot lift the mean of the parsed reviews to tau. In each case
 the full protocol rejects too, so decisions are identical (tests/test_short_circuit.py).
 """
-from fractions import Fraction
+from collections import defaultdict
 
 import polars as pl
 
 from gra_stream import reply_schemas
-from gra_stream.committee import exact, reviewer_mean
+from gra_stream.committee import exact
 from gra_stream.ids import content_id, seed_int
-from gra_stream.llm import Call, Reply, ask, clip, load_prompt, render
+from gra_stream.llm import Calls, Replies, ask, clip_column, load_prompt, render_column
 from gra_stream.schemas import CHECKS, SCORE_DIMS
-from gra_stream.stages import Context, Stage, table_frame
+from gra_stream.stages import Context, Stage, columns_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:
@@ -26,61 +26,85 @@ def pending(config, rounds_open: int = 1) -> str:
             "ANTI JOIN (SELECT DISTINCT generation_id FROM reviews) r ON r.generation_id = g.id ORDER BY g.id")
 
 
-def certain_reject(means: list[Fraction], check_failed: bool, remaining: int, config) -> str:
-    """Why the verdict is already a rejection whatever the remaining reviewers say, or ''."""
+def certain_reject(totals: list[int], check_failed: bool, remaining: int, config) -> str:
+    """Why the verdict is already a rejection whatever the remaining reviewers say, or ''. `totals` are
+    the parsed reviews' score totals (a reviewer's mean is its total over the score dimensions)."""
     c = config.committee
     if check_failed:
         return "an instruction check failed"
-    if len(means) + remaining < c.min_reviews:
+    if len(totals) + remaining < c.min_reviews:
         return "too few reviews can parse"
-    if means and (sum(means) + 10 * remaining) / (len(means) + remaining) < exact(c.tau):
+    # the committee mean with perfect remaining scores, sum(totals / D) + 10 * remaining over
+    # len(totals) + remaining reviewers, below tau = p / q: in integers, exactly
+    tau, dims = exact(c.tau), len(SCORE_DIMS)
+    if totals and (sum(totals) + 10 * dims * remaining) * tau.denominator < tau.numerator * dims * (len(totals) + remaining):
         return "the mean cannot reach tau"
     return ""
 
 
-def _row(generation_id: str, index: int, model: str, reply: Reply | None, skipped_because: str = "") -> dict:
-    data = (reply.data if reply else None) or {}
-    scores = [data.get(d) for d in SCORE_DIMS]
-    mean = float(reviewer_mean(scores)) if reply and reply.ok else None
-    calls = reply.call_columns(model) if reply else {
-        **Reply(None, "", f"not asked: {skipped_because}").call_columns(model), "status": "skipped", "raw": ""}
-    return {"id": content_id(generation_id, index), "generation_id": generation_id, "reviewer_index": index,
-            **{c: data.get(c) for c in CHECKS}, **dict(zip(SCORE_DIMS, scores)), "mean": mean,
-            "strengths": data.get("strengths"), "weaknesses": data.get("weaknesses"), **calls}
-
-
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    config, system, template = ctx.config, load_prompt("system", ctx.config.prompts_dir), load_prompt("review", ctx.config.prompts_dir)
-    rows = list(batch.iter_rows(named=True))
+    config = ctx.config
+    template = load_prompt("review", config.prompts_dir)
+    ids, reviewers = batch["id"].to_list(), batch["reviewers"].to_list()
     # The sample comes first and is identical for every reviewer: vLLM's prefix cache reuses it.
-    prompts = {r["id"]: render(template, {"instruction": clip(r["instruction"], 2000),
-                                          "response": clip(r["response"], 4000)}) for r in rows}
+    prompts = batch.select(render_column(template, {"instruction": clip_column(pl.col("instruction"), 2000),
+                                                    "response": clip_column(pl.col("response"), 4000)})).to_series().to_list()
     n = config.committee.reviewers
     # Without the short-circuit every reviewer is asked at once: one large batch per model.
     rounds = [list(range(n))] if not config.committee.short_circuit else [[i] for i in range(n)]
-    means = {r["id"]: [] for r in rows}
-    failed = {r["id"]: False for r in rows}
-    decided = {r["id"]: "" for r in rows}
-    out = []
+    totals: list[list[int]] = [[] for _ in ids]
+    failed = [False] * len(ids)
+    open_ = list(range(len(ids)))       # samples whose verdict is not yet certain
+    out: dict[str, list] = defaultdict(list)
     for indices in rounds:
-        todo = [(r, i) for r in rows for i in indices if not decided[r["id"]]]
-        calls = [Call(r["reviewers"][i], system, prompts[r["id"]], reply_schemas.REVIEW,
-                      reply_schemas.MAX_TOKENS["review"], seed_int(config.run_seed, "review", r["id"], i))
-                 for r, i in todo]
-        for (r, i), call, reply in zip(todo, calls, ask(ctx.pool, calls, max_reasks=config.max_reasks)):
-            out.append(_row(r["id"], i, call.model, reply))
-            if reply.ok:
-                means[r["id"]].append(reviewer_mean([reply.data[d] for d in SCORE_DIMS]))
-                failed[r["id"]] |= not all(reply.data[c] for c in CHECKS)
-        if config.committee.short_circuit:
-            remaining = n - 1 - indices[-1]
-            for r in rows:
-                if not decided[r["id"]] and remaining:
-                    decided[r["id"]] = certain_reject(means[r["id"]], failed[r["id"]], remaining, config)
-                    if decided[r["id"]]:
-                        out += [_row(r["id"], i, r["reviewers"][i], None, decided[r["id"]])
-                                for i in range(n - remaining, n)]
-    return table_frame(out, "reviews")
+        todo = [(g, i) for g in open_ for i in indices]
+        calls = Calls([reviewers[g][i] for g, i in todo], [prompts[g] for g, _ in todo],
+                      [seed_int(config.run_seed, "review", ids[g], i) for g, i in todo],
+                      load_prompt("system", config.prompts_dir), reply_schemas.REVIEW, reply_schemas.MAX_TOKENS["review"])
+        replies = ask(ctx.pool, calls, max_reasks=config.max_reasks)
+        _asked_rows(out, [ids[g] for g, _ in todo], [i for _, i in todo], calls.models, replies)
+        for (g, _), data in zip(todo, replies.data):
+            if data is not None:
+                totals[g].append(sum(data[d] for d in SCORE_DIMS))
+                failed[g] |= not all(data[c] for c in CHECKS)
+        remaining = n - 1 - indices[-1]
+        if config.committee.short_circuit and remaining:
+            still_open = []
+            for g in open_:
+                why = certain_reject(totals[g], failed[g], remaining, config)
+                if why:
+                    _skipped_rows(out, ids[g], range(n - remaining, n), reviewers[g], why)
+                else:
+                    still_open.append(g)
+            open_ = still_open
+    return columns_frame(out, "reviews")
+
+
+def _asked_rows(out: dict[str, list], generation_ids: list[str], indices: list[int], models: list[str],
+                replies: Replies) -> None:
+    out["id"] += [content_id(g, i) for g, i in zip(generation_ids, indices)]
+    out["generation_id"] += generation_ids
+    out["reviewer_index"] += indices
+    for key in (*CHECKS, *SCORE_DIMS, "strengths", "weaknesses"):
+        out[key] += replies.field(key)
+    out["mean"] += [None if d is None else sum(d[k] for k in SCORE_DIMS) / len(SCORE_DIMS) for d in replies.data]
+    for key, values in replies.call_columns(models).items():
+        out[key] += values
+
+
+def _skipped_rows(out: dict[str, list], generation_id: str, indices: range, models: list[str], why: str) -> None:
+    """The rows of reviewers not asked because the verdict was already certain (status 'skipped')."""
+    k = len(indices)
+    out["id"] += [content_id(generation_id, i) for i in indices]
+    out["generation_id"] += [generation_id] * k
+    out["reviewer_index"] += list(indices)
+    for key in (*CHECKS, *SCORE_DIMS, "mean", "strengths", "weaknesses"):
+        out[key] += [None] * k
+    columns = {"model": [models[i] for i in indices], "status": "skipped", "error": f"not asked: {why}", "raw": "",
+               "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0, "attempts": 0, "truncated": False,
+               "retries": 0}
+    for key, value in columns.items():
+        out[key] += value if isinstance(value, list) else [value] * k
 
 
 STAGE = Stage("review", "reviews", ("id", "instruction", "response", "reviewers"), pending, run, llm=True)
