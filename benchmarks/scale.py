@@ -71,6 +71,18 @@ def _cpu_s(pid: int) -> float | None:
         return None
 
 
+def _machine_s() -> tuple[float, float]:
+    """(steal, idle) CPU seconds of the whole machine since boot, over all cores (/proc/stat). Steal is
+    time the hypervisor gave this machine's cores to another guest: a run cannot use it, and on a noisy
+    host it explains a slow run better than the code does."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / _TICKS, int(fields[4]) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0.0
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -164,6 +176,8 @@ class Run:
     fake_cpu_s: float       # ... of which the fake backend spent building replies
     fake_calls: int
     stages: dict[str, StageCpu]
+    steal_s: float          # CPU seconds the hypervisor took from this machine's cores meanwhile
+    idle_s: float           # ... that no process used
 
 
 def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
@@ -171,6 +185,7 @@ def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
     backend's share."""
     with tempfile.TemporaryDirectory(prefix="gra-fake-cpu-") as fake_dir:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        machine = _machine_s()
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
                                  "--config", str(config), "--executor", executor],
@@ -179,12 +194,14 @@ def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
         watch = TreeWatch(proc)
         stderr, stages = watch.wait()
         elapsed = time.perf_counter() - t0
+        steal, idle = (b - a for a, b in zip(machine, _machine_s()))
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers too: each process waits for its own
         if proc.returncode:
             sys.exit(stderr[-2000:])
         fake = [json.loads(f.read_text()) for f in Path(fake_dir).glob("*.json")]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(elapsed, watch, stderr, cpu, sum(f["cpu_s"] for f in fake), sum(f["calls"] for f in fake), stages)
+    return Run(elapsed, watch, stderr, cpu, sum(f["cpu_s"] for f in fake), sum(f["calls"] for f in fake), stages,
+               steal, idle)
 
 
 def stage_rates(stderr: str) -> dict[str, float]:
@@ -227,6 +244,9 @@ def main() -> None:
               f"of {cores} cores over the wall time; of it the fake backend building replies {done.fake_cpu_s:,.0f} s "
               f"({done.fake_cpu_s / done.cpu_s:.0%}; {done.fake_calls:,} calls, "
               f"{1e6 * done.fake_cpu_s / max(1, done.fake_calls):.0f} us each)")
+        print(f"           the machine meanwhile: {done.steal_s:,.0f} s of its cores' time stolen by the hypervisor "
+              f"({done.steal_s / (cores * done.elapsed):.0%}), {done.idle_s:,.0f} s idle "
+              f"({done.idle_s / (cores * done.elapsed):.0%})")
         print(f"           {'by stage':<22} {'wall s':>7} {'CPU s: runner':>14} {'workers':>8} {'busy (' + str(cores) + ' cores)':>14}")
         for name, c in done.stages.items():
             busy = (c.runner_s + c.workers_s) / (cores * max(c.wall_s, 1e-9))
