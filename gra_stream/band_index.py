@@ -36,9 +36,16 @@ class EarlierIndex:
         key = hashlib.sha256(f"{num_perm}\x1f{bands}\x1f{SIDECAR_FORMAT}".encode()).hexdigest()[:12]
         self.root = store.root / ".index" / "gate" / key
 
-    def earlier_matches(self, ids: list[str], sigs: np.ndarray, keys: np.ndarray, threshold: float) -> dict:
+    def segments(self) -> list[Path]:
+        """The gates segments committed so far."""
+        return [s for s in self.store.segments("gates") if s.name != EMPTY_SEGMENT]
+
+    def earlier_matches(self, ids: list[str], sigs: np.ndarray, keys: np.ndarray, threshold: float,
+                        segments: list[Path] | None = None) -> dict:
         """id -> (earlier id, estimated Jaccard) for the rows (signatures `sigs`, band keys `keys`) that have
-        a near-duplicate among the samples that passed the gate before."""
+        a near-duplicate among the samples that passed the gate before (in `segments`, default all). The
+        best match of a row over several sets of segments is the best of each set's (`better_match`): an
+        estimate is a count of equal MinHash values, the same wherever it is computed."""
         if not ids:
             return {}
         best = np.full(len(ids), -1.0)
@@ -49,9 +56,7 @@ class EarlierIndex:
         # each distinct key of the batch once, with the run of batch rows that have it
         first = np.flatnonzero(np.r_[True, batch_keys[1:] != batch_keys[:-1]])
         unique_keys, runs = batch_keys[first], np.diff(np.r_[first, len(batch_keys)])
-        for segment in self.store.segments("gates"):
-            if segment.name == EMPTY_SEGMENT:
-                continue
+        for segment in self.segments() if segments is None else segments:
             main, minhash_path = self._sidecar(segment)
             bitmap, seg_keys, seg_rows, seg_ids = map_arrays(main)
             # the bitmap rules out nearly every key the segment lacks without touching its keys; the
@@ -109,6 +114,13 @@ class EarlierIndex:
             save_arrays(main, [key_bitmap(flat), flat[order], (order // self.bands).astype(np.int32),
                                np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")])
         return main, minhash_path
+
+
+def better_match(a: tuple[str, float] | None, b: tuple[str, float] | None) -> tuple[str, float] | None:
+    """The better of two (earlier id, estimated Jaccard) matches: the higher estimate, then the smaller id."""
+    if a is None or b is None:
+        return a or b
+    return a if (a[1], b[0]) > (b[1], a[0]) else b
 
 
 def key_bitmap(keys: np.ndarray) -> np.ndarray:

@@ -121,3 +121,33 @@ def test_a_key_bitmap_has_every_key_and_few_others():
     absent = band_keys(signatures([t + " other" for t in texts], num_perm=120, k=5), 20).ravel()
     absent = absent[~np.isin(absent, keys)]
     assert len(absent) > 10000 and in_bitmap(bitmap, absent).mean() < 2 / BITS_PER_KEY
+
+
+def test_segments_committed_after_prepare_are_searched_by_finish(tmp_path):
+    """Workers prepare a batch ahead, searching the segments committed by then; `finish` searches those
+    committed since. Split anywhere, the matches equal one search of everything (ties included)."""
+    ctx, store = context(tmp_path / "run")
+    response = "Choose a sunny spot, loosen the soil, plant seedlings deep and water them regularly."
+    rows = [{"id": "a", "instruction": BASE, "response": response},
+            {"id": "b", "instruction": "Explain how vaccines train the immune system in simple words", "response": response}]
+    store.write_segment("gates", "first", gate.run(batch(rows[:1]), ctx))
+    later = batch([{"id": "c", "instruction": BASE + " please", "response": response},
+                   {"id": "d", "instruction": "Explain how vaccines train the immune system in simple words!",
+                    "response": response},
+                   {"id": "e", "instruction": "Write a haiku about snow falling on a quiet town", "response": response}])
+    prepared = gate.prepare(later, ctx)  # sees only "first"
+    store.write_segment("gates", "second", gate.run(batch(rows[1:]), ctx))  # committed in the meantime
+    split = gate.finish(prepared, ctx)
+    whole = gate.run(later, ctx)
+    assert split.drop("minhash", "bands").equals(whole.drop("minhash", "bands"))
+    assert dict(zip(split["id"], split["duplicate_of"])) == {"c": "a", "d": "b", "e": None}
+
+
+@pytest.mark.parametrize("a,b,best", [
+    (None, ("x", 0.8), ("x", 0.8)), (("x", 0.8), None, ("x", 0.8)), (None, None, None),
+    (("y", 0.9), ("x", 0.8), ("y", 0.9)), (("y", 0.8), ("x", 0.8), ("x", 0.8)), (("x", 0.8), ("y", 0.8), ("x", 0.8)),
+])
+def test_the_better_of_two_matches_is_the_higher_estimate_then_the_smaller_id(a, b, best):
+    from gra_stream.band_index import better_match
+
+    assert better_match(a, b) == best

@@ -127,14 +127,37 @@ def test_the_fake_backend_accounts_its_cpu_per_process_when_asked_to(tmp_path, m
     assert written["calls"] == 203 and 0 < written["cpu_s"] < 10
 
 
-@given(st.text(alphabet=st.sampled_from("aZq-- \n\t.'_1éKİß\u212a\ud800") | st.characters(), max_size=60))
-def test_the_fake_backend_finds_the_content_words_its_docstring_names(text):
-    """Words are found on bytes for speed; they must be exactly the regex's: ASCII runs of letters and
-    hyphens that start with a letter, 4 characters or more, lower-cased, less the templates' words."""
+@given(st.lists(st.text(alphabet=st.sampled_from("aZq-- \n\t.'_1éKİß\u212a\ud800") | st.characters(), max_size=12)
+                | st.sampled_from(["photosynthesis", "Tomatoes", "the", "-dash-word", "x" * 40]), max_size=90))
+def test_the_fake_backend_finds_the_content_words_its_docstring_names(parts):
+    """Words are found on bytes for speed; they must be exactly the regex's, over the text's first WINDOW
+    words (cut at WINDOW_CHARS characters): ASCII runs of letters and hyphens that start with a letter,
+    4 characters or more, lower-cased, less the templates' words; the 12 longest, ties alphabetical."""
     import re
 
-    from gra_stream.backends.fake import _TEMPLATE_WORDS, _words
+    from gra_stream.backends.fake import _TEMPLATE_WORDS, WINDOW, WINDOW_CHARS, _words
 
-    words = set(map(str.lower, re.findall(r"[A-Za-z][A-Za-z-]{3,}", text))) - _TEMPLATE_WORDS
+    text = " ".join(parts)
+    blanked = re.sub(r"[^A-Za-z-]", " ", text[:WINDOW_CHARS].encode("ascii", "replace").decode())
+    tokens = [re.sub(r"^-+", "", t) for t in blanked.split()]
+    tokens = [t for t in tokens if t][:WINDOW + 1]
+    if len(tokens) > WINDOW or (len(text) > WINDOW_CHARS and tokens):
+        tokens.pop()
+    words = {t.lower() for t in tokens if re.fullmatch(r"[A-Za-z][A-Za-z-]{3,}", t)} - _TEMPLATE_WORDS
     want = tuple(sorted(sorted(words), key=len, reverse=True)[:12]) or ("topic", "example", "detail")
     assert _words.__wrapped__(text) == want
+
+
+def test_a_fake_reply_depends_on_its_request_alone_not_on_its_batch():
+    """The fake backend draws its numbers for a whole batch at once; each reply is still the same whatever
+    else is in the batch, and replies differ with the seed, the prompt and the model."""
+    from gra_stream.backends.fake import FakeBackend
+
+    requests = [ChatRequest(({"role": "system", "content": "s"}, {"role": "user", "content": f"Describe volcano number {i}"}),
+                            REVIEW, 400, 0.7, 1.0, i % 3) for i in range(40)]
+    backend = FakeBackend("fake-a")
+    together = backend.complete(requests)
+    assert together == [backend.complete([r])[0] for r in requests]
+    assert together[::-1] == backend.complete(requests[::-1])
+    assert len({c.text for c in together}) > 30
+    assert FakeBackend("fake-b").complete(requests) != together

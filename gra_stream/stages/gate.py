@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 import polars as pl
 
-from gra_stream.band_index import EarlierIndex
+from gra_stream.band_index import EarlierIndex, better_match
 from gra_stream.decontaminate import contaminated, reference_sets
 from gra_stream.minhash import band_keys, signatures
 from gra_stream.sql_filters import apply_filters
@@ -56,8 +56,12 @@ class BandIndex:
 
 
 def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    """Per row, no lookups (runs ahead in worker processes under `--executor processes`): the SQL filters,
-    decontamination, and the MinHash signature and band keys of every row they did not drop."""
+    """Per row, no lookups of this stage's own work in flight (runs ahead in worker processes under
+    `--executor processes`): the SQL filters, decontamination, the MinHash signature and band keys of every
+    row they did not drop, and its best earlier match among the gates segments committed by now, whose
+    names the column `searched` keeps (the same on every row: a categorical, stored once). `finish` then
+    searches only the segments committed since: most of the search runs beside the other workers, not in
+    the one process that must take the batches in order."""
     d = ctx.config.dedup
     drops = apply_filters(ctx.filters, batch)
     decon = ctx.config.decontamination
@@ -73,6 +77,9 @@ def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     texts = batch["instruction"].to_list()
     sigs = signatures([texts[i] for i in survivors], num_perm=d.num_perm, k=d.shingle_chars)
     keys = band_keys(sigs, d.bands)
+    index = EarlierIndex(ctx.store, d.num_perm, d.bands)
+    searched = index.segments()
+    earlier = index.earlier_matches([ids[i] for i in survivors], sigs, keys, d.threshold, searched)
     all_sigs = np.zeros((len(ids), d.num_perm), dtype=np.uint32)
     all_keys = np.zeros((len(ids), d.bands), dtype=np.uint64)
     all_sigs[survivors], all_keys[survivors] = sigs, keys
@@ -82,6 +89,9 @@ def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         pl.Series("detail", [drops[i][1] if i in drops else "" for i in ids], dtype=pl.String),
         pl.Series("minhash", all_sigs).cast(pl.List(pl.UInt32)),
         pl.Series("bands", all_keys).cast(pl.List(pl.UInt64)),
+        pl.Series("earlier_id", [earlier[i][0] if i in earlier else None for i in ids], dtype=pl.String),
+        pl.Series("earlier_score", [earlier[i][1] if i in earlier else None for i in ids], dtype=pl.Float64),
+        pl.Series("searched", ["\n".join(s.name for s in searched)], dtype=pl.Categorical).gather([0] * len(ids)),
     ).with_columns(pl.when(kept).then(pl.col("minhash")), pl.when(kept).then(pl.col("bands")))
 
 
@@ -97,17 +107,21 @@ def finish(prepared: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         kept = prepared.filter(pl.col("reason") == "")
         sigs = kept["minhash"].list.to_array(d.num_perm).to_numpy().astype(np.uint32)
         keys = kept["bands"].list.to_array(d.bands).to_numpy().astype(np.uint64)
-    earlier = EarlierIndex(ctx.store, d.num_perm, d.bands).earlier_matches([ids[i] for i in survivors], sigs, keys,
-                                                                          d.threshold)
+    index = EarlierIndex(ctx.store, d.num_perm, d.bands)
+    searched = set(prepared["searched"][0].split("\n")) if prepared.height else set()
+    since = [s for s in index.segments() if s.name not in searched]  # committed after `prepare` looked
+    earlier = index.earlier_matches([ids[i] for i in survivors], sigs, keys, d.threshold, since)
+    for id_, other, score in prepared.select("id", "earlier_id", "earlier_score").drop_nulls().iter_rows():
+        earlier[id_] = better_match(earlier.get(id_), (other, score))
     # Only rows sharing a band key with another row of the batch can match within it (a few percent):
     # the others skip the index, which is what the walk spends its time on.
     _, inverse, counts = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
     shared = (counts[inverse] > 1).reshape(keys.shape).any(axis=1).tolist()
-    index = BandIndex(d.num_perm)  # this batch's passed rows that share a key
+    within = BandIndex(d.num_perm)  # this batch's passed rows that share a key
     passed = [False] * len(ids)
     duplicate_of: list = [None] * len(ids)
     for row, i in enumerate(survivors):  # id order: the first of a near-duplicate group is kept
-        match = index.best_match(sigs[row], keys[row]) if shared[row] else None
+        match = within.best_match(sigs[row], keys[row]) if shared[row] else None
         if match is None or match[1] < d.threshold:
             match = earlier.get(ids[i])
         elif ids[i] in earlier and earlier[ids[i]][1] > match[1]:
@@ -117,7 +131,7 @@ def finish(prepared: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             continue
         passed[i] = True
         if shared[row]:
-            index.add([ids[i]], sigs[row][None, :], keys[row][None, :])
+            within.add([ids[i]], sigs[row][None, :], keys[row][None, :])
     return pl.DataFrame({"id": ids, "passed": passed, "reason": reasons, "detail": details,
                          "duplicate_of": duplicate_of, "minhash": prepared["minhash"], "bands": prepared["bands"]},
                         schema=SCHEMA)

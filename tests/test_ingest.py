@@ -1,0 +1,36 @@
+"""Ingest's bookkeeping of the seeds it already has: duplicates within a chunk, across chunks and files."""
+import json
+
+import polars as pl
+from hypothesis import given, strategies as st
+
+from gra_stream.ingest import KnownIds
+from tests.conftest import frame, run_fake
+
+IDS = st.integers(0, 2**64 - 1).map(lambda n: f"{n:016x}") | st.sampled_from(["0" * 16, "f" * 16, "0123456789abcdef"])
+
+
+@given(st.lists(IDS, max_size=20), st.lists(st.lists(IDS, max_size=30), max_size=5))
+def test_known_ids_pass_each_id_once_like_a_set(before, chunks):
+    known, reference = KnownIds(pl.Series(before, dtype=pl.String)), set(before)
+    for chunk in chunks:
+        fresh = known.new(pl.Series(chunk, dtype=pl.String)).tolist()
+        want = []
+        for i in chunk:
+            want.append(i not in reference)
+            reference.add(i)
+        assert fresh == want
+
+
+def test_duplicates_across_chunks_and_files_are_counted_once(tmp_path, monkeypatch):
+    from gra_stream import ingest
+
+    monkeypatch.setattr(ingest, "CHUNK_ROWS", 7)  # many chunks: a repeat is often in another chunk
+    rows = [{"instruction": f"Name a fruit number {i % 23}", "output": f"Fruit {i % 23}"} for i in range(60)]
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    second.write_text("".join(json.dumps(r) + "\n" for r in rows[:30] + [{"instruction": "New one", "output": "Yes"}]))
+    run_fake([first, second], tmp_path / "run", diversity={"enabled": False})
+    files = frame(tmp_path / "run", "SELECT path, rows, seeds, duplicates FROM files ORDER BY path")
+    assert files.rows() == [(str(first), 60, 23, 37), (str(second), 31, 1, 30)]
+    assert frame(tmp_path / "run", "SELECT count(*) AS n, count(DISTINCT id) AS d FROM seeds").rows() == [(24, 24)]
