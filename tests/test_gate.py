@@ -151,3 +151,75 @@ def test_the_better_of_two_matches_is_the_higher_estimate_then_the_smaller_id(a,
     from gra_stream.band_index import better_match
 
     assert better_match(a, b) == best
+
+
+def reference_walk(sigs, keys, earlier, threshold):
+    """The walk one row at a time against a band index of the rows passed so far (what the gate did
+    before `within_candidates`): each row's best passed row sharing a key, the higher estimate then the
+    earlier row, else its earlier batches' match, which wins a higher estimate only."""
+    by_band, passed, out = {}, [], []
+    for i in range(len(sigs)):
+        rows = sorted({r for key in keys[i].tolist() for r in by_band.get(key, ())})
+        match = None
+        if rows:
+            scores = (sigs[rows] == sigs[i]).mean(axis=1)
+            best = int(np.argmax(scores))
+            match = (rows[best], float(scores[best]))
+        if match is None or match[1] < threshold:
+            match = earlier.get(i)
+        elif i in earlier and earlier[i][1] > match[1]:
+            match = earlier[i]
+        if match and match[1] >= threshold:
+            out.append(match)
+            continue
+        out.append(None)
+        passed.append(i)
+        for key in keys[i].tolist():
+            by_band.setdefault(key, []).append(i)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_within_batch_search_walks_like_a_band_index(seed):
+    """Twins (one signature), near copies, chains of near copies and ties, and earlier batches' matches
+    at, above and below the batch's own: the vectorised candidates walk to the same decisions and matches."""
+    from gra_stream.minhash import band_keys, signatures
+    from gra_stream.stages.gate import within_candidates
+
+    rng = np.random.default_rng(seed)
+    vocab = BASE.lower().split() + ["soil", "water", "seed", "garden", "sun", "rain", "leaf", "root", "bloom", "harvest"]
+    texts = []
+    for _ in range(400):
+        roll = rng.random()
+        if texts and roll < 0.15:
+            texts.append(texts[rng.integers(len(texts))])  # a twin
+        elif texts and roll < 0.45:
+            words = texts[rng.integers(len(texts))].split()
+            words[rng.integers(len(words))] = str(rng.choice(vocab))
+            texts.append(" ".join(words))  # a near copy
+        else:
+            texts.append(" ".join(rng.choice(vocab, 12)))
+    sigs = signatures(texts, num_perm=120, k=5)
+    keys = band_keys(sigs, 20)
+    # an earlier batch's match depends on the signature alone: twins share theirs
+    _, twin_group = np.unique(sigs, axis=0, return_inverse=True)
+    twin_group = twin_group.ravel()
+    matched = {int(g): (int(rng.integers(1000)), float(rng.choice([0.6, 0.7, 0.75, 1.0])))
+               for g in rng.choice(twin_group.max() + 1, 50)}
+    earlier = {i: matched[g] for i, g in enumerate(twin_group.tolist()) if g in matched}
+    for threshold in (0.5, 0.7, 0.9):
+        want = reference_walk(sigs, keys, earlier, threshold)
+        candidates = within_candidates(sigs, keys, threshold)
+        got, passed = [], set()
+        for i in range(len(texts)):
+            within = next(((j, -s) for s, j in candidates.get(i, ()) if j in passed), None)
+            match = earlier.get(i)
+            if within is not None and (match is None or match[1] <= within[1]):
+                match = within
+            if match and match[1] >= threshold:
+                got.append(match)
+            else:
+                got.append(None)
+                passed.add(i)
+        assert got == want
+        assert sum(m is not None for m in want) > 50
