@@ -41,6 +41,7 @@ Both are written to a temporary name and renamed, like segments, so a crash neve
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ ASSIGN_ROWS = 8192        # k-means compares this many training vectors with the
 KMEANS_ITERATIONS = 10
 CHUNK_ROWS = 32768        # references searched at once: bounds memory whatever the table sizes
 SIMILARITIES = 1 << 22    # entries of one query-by-reference similarity matrix (16 MB)
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # Linux: fault every page in at once
 SIDECAR_FORMAT = 3        # rows sorted by the cells of their own table; part of the key, so sidecars of another layout are not read
 
 
@@ -103,10 +105,17 @@ class Sidecar:
             self._ids_at, _, self._id_dtype = npy_header(f, self._vectors_at + self.rows * DIM * 4)
 
     def _read(self, f, offset: int, dtype, count: int, width: int = 1) -> np.ndarray:
-        out = np.empty((count, width) if width > 1 else count, dtype=dtype)
-        f.seek(offset)
-        f.readinto(memoryview(out).cast("B"))
-        return out
+        """`count` rows of `width` values at `offset`, read-only, mapped from the file rather than copied
+        out of it: a search of 1M seeds reads 1.5 GB per batch, and the pages, mapped all at once
+        (MAP_POPULATE), cost a quarter of a copy. The map lasts as long as the array (its memory, as
+        the copy's did, leaves with it)."""
+        shape = (count, width) if width > 1 else (count,)
+        size = count * width * np.dtype(dtype).itemsize
+        if not size:
+            return np.empty(shape, dtype=dtype)
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(f.fileno(), offset + size - start, prot=mmap.PROT_READ, flags=_MAP_FLAGS, offset=start)
+        return np.frombuffer(mapped, dtype=dtype, count=count * width, offset=offset - start).reshape(shape)
 
     def slice(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """(keys, vectors) of rows lo..hi."""
