@@ -90,12 +90,18 @@ def close_worker_contexts() -> None:
     _CONTEXTS.clear()
 
 
-def run_batch(run_dir: str, config: Config, cwd: str, step: Callable[[pl.DataFrame, Context], pl.DataFrame],
-              table: pa.Table) -> tuple[list[str], bytes]:
-    """Run one batch through `step` (a stage's `run`, or the `prepare` of an ordered one) in a worker; the
-    output travels back as Arrow IPC bytes."""
-    batch = pl.from_arrow(table)
-    out = step(batch, worker_context(run_dir, config, cwd))
+def batch_ipc(batch: pl.DataFrame) -> bytes:
+    """A batch as Arrow IPC bytes, to send to a worker: only its own rows. (A batch is a slice of the
+    pending rows' record batches of 65,536 rows, and a pickled Arrow slice of a list column carries its
+    whole parent: 3.2 MB for a 1,024-row generate batch of 0.5 MB.)"""
     buffer = io.BytesIO()
-    out.write_ipc(buffer)
-    return batch["id"].to_list(), buffer.getvalue()
+    batch.write_ipc(buffer)
+    return buffer.getvalue()
+
+
+def run_batch(run_dir: str, config: Config, cwd: str, step: Callable[[pl.DataFrame, Context], pl.DataFrame],
+              batch: bytes | pa.Table) -> tuple[list[str], bytes]:
+    """Run one batch (`batch_ipc` bytes, or a table Ray Data hands over) through `step` (a stage's `run`,
+    or the `prepare` of an ordered one) in a worker; the output travels back as Arrow IPC bytes too."""
+    frame = pl.read_ipc(io.BytesIO(batch)) if isinstance(batch, bytes) else pl.from_arrow(batch)
+    return frame["id"].to_list(), batch_ipc(step(frame, worker_context(run_dir, config, cwd)))

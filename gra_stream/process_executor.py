@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from gra_stream.config import Config
 from gra_stream.errors import Interrupted, UserError
-from gra_stream.executor import Finished, LocalExecutor, StopRequest, run_batch
+from gra_stream.executor import Finished, LocalExecutor, StopRequest, batch_ipc, run_batch
 from gra_stream.stages import Context, Stage
 
 IN_FLIGHT_PER_WORKER = 2  # one batch running, one queued: a worker never waits for this process's commit
@@ -133,7 +133,7 @@ class ProcessExecutor:
         return ids, stage.finish(frame, ctx)
 
     def _submit(self, step, batch: pl.DataFrame) -> Future:
-        return self._pool().submit(run_batch, self.run_dir, self.config, self.cwd, step, batch.to_arrow())
+        return self._pool().submit(run_batch, self.run_dir, self.config, self.cwd, step, batch_ipc(batch))
 
     def close(self) -> None:
         if self.pool is None:

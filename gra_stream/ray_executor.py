@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from gra_stream.config import Config
 from gra_stream.errors import Interrupted, UserError
-from gra_stream.executor import Finished, LocalExecutor, StopRequest, close_worker_contexts, run_batch
+from gra_stream.executor import Finished, LocalExecutor, StopRequest, batch_ipc, close_worker_contexts, run_batch
 from gra_stream.progress import Progress
 from gra_stream.stages import Context, Stage
 
@@ -56,8 +56,8 @@ class StageWorker:
         os.environ["OMP_NUM_THREADS"] = str(max(1, math.ceil(config.ray.cpus_per_worker)))
         self.args = (run_dir, config, cwd)
 
-    def run(self, stage: Stage, table: pa.Table) -> tuple[list[str], bytes]:
-        return run_batch(*self.args, stage.run, table)
+    def run(self, stage: Stage, batch: bytes) -> tuple[list[str], bytes]:
+        return run_batch(*self.args, stage.run, batch)
 
     def close(self) -> None:
         close_worker_contexts()
@@ -150,7 +150,7 @@ class RayExecutor:
                     break
                 i = min(load, key=load.get)
                 load[i] += 1
-                in_flight[workers[i].run.remote(stage, batch.to_arrow())] = i
+                in_flight[workers[i].run.remote(stage, batch_ipc(batch))] = i
             if not in_flight:
                 break
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)

@@ -137,3 +137,17 @@ def test_the_runner_finishes_ordered_batches_on_one_blas_thread_while_the_worker
         assert blas_threads() and set(blas_threads()) == {2}  # given back once the stage is through
     assert [ids for ids, _ in finished] == [[f"r{i}-{j}" for j in range(3)] for i in range(6)]  # in order
     assert seen == [[1] * len(seen[0])] * 6
+
+
+def test_a_batch_travels_to_a_worker_as_its_own_rows_only():
+    """A batch is a slice of the pending rows' large record batches: sent as IPC bytes, it carries its own
+    rows, where a pickled Arrow slice of a list column carried its whole parent."""
+    import io
+
+    from gra_stream.executor import batch_ipc
+
+    pending = pl.DataFrame({"id": [f"{i:016x}" for i in range(65536)], "reviewers": [["fake-a", "fake-b"]] * 65536})
+    batch = pending.slice(4096, 1024)
+    sent = batch_ipc(batch)
+    assert pl.read_ipc(io.BytesIO(sent)).equals(batch)
+    assert len(sent) < 2 * len(batch_ipc(batch.clone().rechunk())) + 4096
