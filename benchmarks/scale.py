@@ -10,7 +10,8 @@ as a share of every core over the wall time (how close the run is to CPU-bound),
 fake backend spent building its replies (GRA_STREAM_FAKE_CPU_DIR, gra_stream/backends/fake.py): CPU a
 real backend spends on a GPU or in a server, which the goal's "instant replies" leaves out, but which
 this benchmark's 2 cores pay. And per stage: its wall time, the CPU of the runner and of its workers in
-it, and how busy that kept the cores (which stages are CPU-bound, and where one process waits on another).
+it, how busy that kept the cores (which stages are CPU-bound, and where one process waits on another),
+and the peak RSS of the run and of the runner while it ran (which stage sets the run's peak).
 
     python benchmarks/scale.py                                  # 10k and 100k rows
     python benchmarks/scale.py --sizes 10000,100000,1000000
@@ -104,6 +105,8 @@ class StageCpu:
     wall_s: float
     runner_s: float     # CPU of the runner process
     workers_s: float    # CPU of its worker processes
+    peak_mib: float = 0.0       # peak RSS of the run (the runner with its workers) while the stage ran
+    runner_peak_mib: float = 0.0
 
 
 class TreeWatch:
@@ -119,6 +122,7 @@ class TreeWatch:
         self.proc, self.own, self.tree = proc, 0.0, 0.0
         self.t0 = time.perf_counter()
         self.totals = (0.0, 0.0, 0.0)                   # wall, runner CPU, workers CPU so far
+        self.rss: list[tuple[float, float, float]] = []  # every sample: wall, runner RSS, run RSS
         self.marks: list[tuple[str, tuple[float, float, float]]] = []
         self.lines: list[str] = []
         self._workers: dict[int, float] = {}            # every worker seen: its CPU when last sampled
@@ -140,6 +144,7 @@ class TreeWatch:
                 total += _rss_mib(p)
                 todo += _children(p)
             self.own, self.tree = max(self.own, own), max(self.tree, total)
+            self.rss.append((time.perf_counter() - self.t0, own, total))
             if runner is not None:
                 self.totals = (time.perf_counter() - self.t0, runner, sum(self._workers.values()))
             time.sleep(0.1)
@@ -153,16 +158,23 @@ class TreeWatch:
 
     def wait(self) -> tuple[str, dict[str, StageCpu]]:
         """The run's stderr, and per stage its wall time and CPU (in order of first appearance), then what
-        came after the last stage's last line (the summary, closing the workers)."""
+        came after the last stage's last line (the summary, closing the workers); a stage's peak RSS is
+        that of the samples taken between its lines."""
         self.proc.wait()
         for t in self.threads:
             t.join()
         stages: dict[str, StageCpu] = {}
         before = (0.0, 0.0, 0.0)
-        for name, now in self.marks + [("after the last stage", self.totals)]:
+        marks = self.marks + [("after the last stage", self.totals)]
+        samples = iter(self.rss)
+        sample = next(samples, None)
+        for i, (name, now) in enumerate(marks):
             wall, runner, workers = (a - b for a, b in zip(now, before))
             s = stages.setdefault(name, StageCpu(0.0, 0.0, 0.0))
             s.wall_s, s.runner_s, s.workers_s = s.wall_s + wall, s.runner_s + runner, s.workers_s + workers
+            while sample is not None and (sample[0] <= now[0] or i == len(marks) - 1):
+                s.runner_peak_mib, s.peak_mib = max(s.runner_peak_mib, sample[1]), max(s.peak_mib, sample[2])
+                sample = next(samples, None)
             before = now
         return "".join(self.lines), stages
 
@@ -247,10 +259,12 @@ def main() -> None:
         print(f"           the machine meanwhile: {done.steal_s:,.0f} s of its cores' time stolen by the hypervisor "
               f"({done.steal_s / (cores * done.elapsed):.0%}), {done.idle_s:,.0f} s idle "
               f"({done.idle_s / (cores * done.elapsed):.0%})")
-        print(f"           {'by stage':<22} {'wall s':>7} {'CPU s: runner':>14} {'workers':>8} {'busy (' + str(cores) + ' cores)':>14}")
+        print(f"           {'by stage':<22} {'wall s':>7} {'CPU s: runner':>14} {'workers':>8} {'busy (' + str(cores) + ' cores)':>14}"
+              f" {'peak MiB: run':>14} {'runner':>7}")
         for name, c in done.stages.items():
             busy = (c.runner_s + c.workers_s) / (cores * max(c.wall_s, 1e-9))
-            print(f"           {name:<22} {c.wall_s:7.1f} {c.runner_s:14.1f} {c.workers_s:8.1f} {busy:14.0%}")
+            print(f"           {name:<22} {c.wall_s:7.1f} {c.runner_s:14.1f} {c.workers_s:8.1f} {busy:14.0%}"
+                  f" {c.peak_mib:14.0f} {c.runner_peak_mib:7.0f}")
     if len(peaks) > 1:
         print(f"peak RSS ratio {sizes[-1]:,} / {sizes[-2]:,}: {peaks[-1].tree / peaks[-2].tree:.2f} with its workers, "
               f"{peaks[-1].own / peaks[-2].own:.2f} runner alone (goal <= 1.30)")
