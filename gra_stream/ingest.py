@@ -88,9 +88,8 @@ class KnownIds:
 
 def _known_ids(store: Store, exclude_prefix: str) -> KnownIds:
     files = [p for p in store.segments("seeds") if not p.name.startswith(exclude_prefix)]
-    if not files:
-        return KnownIds(pl.Series("id", [], dtype=pl.String))
-    return KnownIds(pl.scan_parquet(files).select("id").collect()["id"])
+    ids = pl.scan_parquet(files).select("id").collect()["id"] if files else pl.Series("id", [], dtype=pl.String)
+    return KnownIds(ids)
 
 
 def _ingest_file(store: Store, path: Path, key: str, config: Config, on_progress) -> FileStats:

@@ -121,7 +121,7 @@ class FakeBackend:
         digests = [hashlib.sha256(f"{self.name}\x1f{p}\x1f{r.seed}".encode("utf-8", "surrogatepass")).digest()
                    for r, p in zip(requests, prompts)]
         out = [_reply(r, p, chain(draws, _blocks(d)).__next__)
-               for r, p, d, draws in zip(requests, prompts, digests, _draws(digests) if requests else [])]
+               for r, p, d, draws in zip(requests, prompts, digests, _draws(digests))]
         self._calls, self._cpu_s = self._calls + len(requests), self._cpu_s + time.thread_time() - start
         if self._cpu_file is not None:
             with open(self._cpu_file, "w") as f:  # rewritten per call: a worker may end without closing its backends
