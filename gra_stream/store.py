@@ -151,6 +151,7 @@ class Store:
 
         con = duckdb.connect(":memory:")
         con.execute("SET enable_external_file_cache = false")  # segments are read once per query: no point keeping them
+        con.execute("SET allocator_background_threads = true")  # see gra_stream/freed_memory.py
         if memory_limit:
             con.execute(f"SET memory_limit = '{memory_limit}'")
             con.execute("SET temp_directory = $dir", {"dir": str(self.root / ".tmp")})

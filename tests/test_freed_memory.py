@@ -1,0 +1,59 @@
+"""gra_stream/freed_memory.py: what DuckDB and malloc hold freed goes back to the system."""
+import ctypes
+import ctypes.util
+import sys
+
+import duckdb
+import pytest
+
+from gra_stream.freed_memory import _duckdb_mallctl, release_freed_memory
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jemalloc in DuckDB and glibc: Linux")
+
+
+def _stat(mallctl, name: str) -> int:
+    epoch = ctypes.c_uint64(1)  # jemalloc's statistics are a snapshot, renewed by writing the epoch
+    assert mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(8)) == 0
+    value, size = ctypes.c_size_t(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+    assert mallctl(name.encode(), ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)) == 0
+    return value.value
+
+
+def _anon_mib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) // 1024
+
+
+def test_duckdb_pages_a_finished_query_freed_go_back():
+    mallctl = _duckdb_mallctl()
+    assert mallctl is not None, "this DuckDB build exports no duckdb_je_mallctl: peak RSS would swing again"
+    con = duckdb.connect()
+    con.execute("SET allocator_background_threads = false")  # nothing purges behind the test's back
+    try:
+        con.execute("SELECT sum(x) FROM (SELECT range AS x FROM range(5000000) ORDER BY random())").fetchall()
+        dirty_pages, resident = _stat(mallctl, "stats.arenas.4096.pdirty"), _stat(mallctl, "stats.resident")
+        assert dirty_pages * 4096 > 16 << 20  # the sort's freed memory, still held
+        release_freed_memory()
+        assert _stat(mallctl, "stats.arenas.4096.pdirty") == 0
+        assert _stat(mallctl, "stats.resident") < resident - dirty_pages * 4096 // 2
+    finally:
+        con.execute("SET allocator_background_threads = true")
+        con.close()
+
+
+def test_heap_memory_freed_below_the_top_goes_back():
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(64 << 10) for _ in range(2048)]  # 128 MiB of heap, below the mmap threshold
+    for block in blocks:
+        ctypes.memset(block, 1, 64 << 10)
+    held = _anon_mib()
+    for block in blocks[:-1]:  # the last block keeps the heap's top: free() alone cannot shrink it
+        libc.free(block)
+    try:
+        assert _anon_mib() > held - 32  # freed, still resident
+        release_freed_memory()
+        assert _anon_mib() < held - 96
+    finally:
+        libc.free(blocks[-1])
