@@ -30,9 +30,10 @@ from gra_stream.stages import Context, Stage
 from gra_stream.store import Store
 
 # Per database (the runner's pending stream and the stages' lookups share one); sorts and joins beyond it
-# spill to DIR/.tmp. Measured at 1M seeds: every pending query streams at 320MB (decide's aggregates are
-# fixed-size sums for that: lists of every review's scores ran out of memory below 512MB); at 256MB a
-# pending sort fails to pin a block with two threads.
+# spill to DIR/.tmp. The runner drains each pending query on one thread under runner.DRAIN_MEMORY (200MB:
+# every stage's pending query at 1M seeds; 128MB ran out for the gate's); on two threads a pending sort
+# needed 320MB (at 256MB it failed to pin a block). Decide's aggregates are fixed-size sums for that:
+# lists of every review's scores ran out of memory below 512MB.
 DUCKDB_MEMORY = "320MB"
 
 Finished = tuple[list[str], pl.DataFrame]
