@@ -6,7 +6,7 @@ import sys
 import duckdb
 import pytest
 
-from gra_stream.freed_memory import _duckdb_mallctl, release_freed_memory
+from gra_stream.freed_memory import MALLCTL_ARENAS_ALL, _duckdb_mallctl, release_freed_memory
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jemalloc in DuckDB and glibc: Linux")
 
@@ -31,10 +31,10 @@ def test_duckdb_pages_a_finished_query_freed_go_back():
     con.execute("SET allocator_background_threads = false")  # nothing purges behind the test's back
     try:
         con.execute("SELECT sum(x) FROM (SELECT range AS x FROM range(5000000) ORDER BY random())").fetchall()
-        dirty_pages, resident = _stat(mallctl, "stats.arenas.4096.pdirty"), _stat(mallctl, "stats.resident")
+        dirty_pages, resident = _stat(mallctl, f"stats.arenas.{MALLCTL_ARENAS_ALL}.pdirty"), _stat(mallctl, "stats.resident")
         assert dirty_pages * 4096 > 16 << 20  # the sort's freed memory, still held
         release_freed_memory()
-        assert _stat(mallctl, "stats.arenas.4096.pdirty") == 0
+        assert _stat(mallctl, f"stats.arenas.{MALLCTL_ARENAS_ALL}.pdirty") == 0
         assert _stat(mallctl, "stats.resident") < resident - dirty_pages * 4096 // 2
     finally:
         con.execute("SET allocator_background_threads = true")
