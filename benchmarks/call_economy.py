@@ -10,6 +10,7 @@ run directory it first records one with the fake backend over GSM8K seeds.
 from __future__ import annotations
 
 import argparse
+import gzip
 import tempfile
 from pathlib import Path
 
@@ -20,14 +21,14 @@ from gra_stream.stages.decide import decide_one
 from gra_stream.stages.review import certain_reject
 from gra_stream.store import Store
 
-GSM = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds" / "gsm8k_train.jsonl"
+GSM = Path(__file__).resolve().parent.parent / "data" / "seeds" / "gsm8k_train.jsonl.gz"
 DIMS = ["correctness", "clarity", "completeness", "relevance", "coherence", "ethics"]
 
 
 def record(seeds: int) -> Path:
     work = Path(tempfile.mkdtemp(prefix="gra-calls-"))
     head = work / "seeds.jsonl"
-    with open(GSM, encoding="utf-8") as f, open(head, "w", encoding="utf-8") as out:
+    with gzip.open(GSM, "rt", encoding="utf-8") as f, open(head, "w", encoding="utf-8") as out:
         for _, line in zip(range(seeds), f):
             out.write(line)
     config = config_from_dict({"models": [{"name": f"fake-{c}", "backend": "fake"} for c in "abcde"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import json
 import tempfile
 import time
@@ -25,8 +26,8 @@ from gra_stream.config import load_config
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
-CORPORA = ("gsm8k_train.jsonl", "code_alpaca_2k.jsonl", "self_instruct_seed_tasks.jsonl")
+SEEDS = Path(__file__).resolve().parent.parent / "data" / "seeds"
+CORPORA = ("gsm8k_train.jsonl.gz", "code_alpaca_2k.jsonl.gz", "self_instruct_seed_tasks.jsonl.gz")
 GOAL = "goal: pipeline / raw >= 0.90"
 
 
@@ -93,8 +94,8 @@ def main():
     per_file = max(1, args.seeds // len(CORPORA))
     seeds = []
     for name in CORPORA:
-        dst = work / name
-        with open(SHARED / name, encoding="utf-8") as f:
+        dst = work / name.removesuffix(".gz")
+        with gzip.open(SEEDS / name, "rt", encoding="utf-8") as f:
             dst.write_text("".join(line for _, line in zip(range(per_file), f)), encoding="utf-8")
         seeds.append(dst)
     recorder = Recorder()

@@ -23,6 +23,7 @@ hour on 2 cores; `--diversity off` to leave the filter out).
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import resource
@@ -36,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ALPACA = ROOT.parent / "shared" / "seeds" / "alpaca_52k_en_zh.jsonl"
+ALPACA = ROOT / "data" / "seeds" / "alpaca_52k_en.jsonl.gz"
 GOALS = "goals: peak RSS at the largest size <= 1.3 x the next smaller; >= 2,000 seed rows/s end to end; re-run < 5 s"
 
 
 def build_corpus(n: int, path: Path) -> Path:
-    with open(ALPACA, encoding="utf-8") as f:
+    with gzip.open(ALPACA, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     with open(path, "w", encoding="utf-8") as out:
         for i in range(n):

@@ -105,7 +105,7 @@ def status(run_dir, as_json):
 @click.option("--make-set", "make_set", type=click.Path(path_type=Path),
               help="Write a labelled set (good and corrupted samples) to this JSONL file instead.")
 @click.option("--from", "sources", multiple=True, type=click.Path(path_type=Path),
-              help="Seed files for --make-set (default: GSM8K train from ../shared/seeds).")
+              help="Seed files for --make-set (default: 500 GSM8K train problems shipped with gra-stream).")
 @click.option("--size", default=60, show_default=True, help="Samples in the labelled set (half corrupted).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice(["fake", "vllm"]))
@@ -117,11 +117,12 @@ def calibrate(labelled, make_set, sources, size, config_path, backend, as_json):
     gra-stream calibrate --make-set labelled.jsonl     then     gra-stream calibrate labelled.jsonl
     """
     from gra_stream import calibrate as cal
-    from gra_stream.config import PROJECT_ROOT, load_config
+    from gra_stream.config import load_config
     from gra_stream.ingest import check_seed_files
+    from gra_stream.resources import calibration_source
 
     if make_set:
-        paths = list(sources) or [PROJECT_ROOT.parent / "shared" / "seeds" / "gsm8k_train.jsonl"]
+        paths = list(sources) or [calibration_source()]
         check_seed_files(paths)
         kinds = cal.make_labelled_set(paths, make_set, size=size)
         click.echo(f"wrote {sum(kinds.values())} labelled samples to {make_set}: " +

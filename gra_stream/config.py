@@ -7,17 +7,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gra_stream import resources
 from gra_stream.errors import UserError
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
-PROJECT_ROOT = PACKAGE_ROOT.parent
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
-SQL_DIR = PROJECT_ROOT / "sql"
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
+DEFAULT_CONFIG = resources.config_file("default.toml")
+SQL_DIR = resources.sql_dir()
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ class Diversity:
 class Decontamination:
     """Drop samples sharing a word n-gram with a benchmark test set (reason `contaminated`), at the gate,
     before any review call is spent on them."""
-    references: tuple[str, ...] = ()   # files of benchmark items, e.g. ../shared/seeds/gsm8k_test.jsonl
+    references: tuple[str, ...] = ()   # files of benchmark items, or the bundled "gsm8k_test", "humaneval"
     ngram: int = 13
 
 
@@ -263,9 +267,10 @@ def validate(c: Config) -> None:
         (0.0 <= c.committee.tau <= 10.0, f"committee.tau = {c.committee.tau} must be between 0 and 10"),
         (0.0 <= c.committee.delta <= 10.0, f"committee.delta = {c.committee.delta} must be between 0 and 10"),
         (5 <= c.decontamination.ngram <= 50, f"decontamination.ngram = {c.decontamination.ngram} must be between 5 and 50"),
-        (all(Path(p).is_file() for p in c.decontamination.references),
-         f"decontamination.references: {next((p for p in c.decontamination.references if not Path(p).is_file()), '')} "
-         f"does not exist"),
+        (all(resources.reference_path(p).is_file() for p in c.decontamination.references),
+         f"decontamination.references: "
+         f"{next((p for p in c.decontamination.references if not resources.reference_path(p).is_file()), '')} "
+         f"is neither a file nor a bundled reference ({', '.join(resources.REFERENCES)})"),
         (c.dedup.num_perm >= 16, f"dedup.num_perm = {c.dedup.num_perm} must be at least 16"),
         (1 <= c.dedup.bands <= c.dedup.num_perm and c.dedup.num_perm % c.dedup.bands == 0,
          f"dedup.bands = {c.dedup.bands} must divide dedup.num_perm = {c.dedup.num_perm}"),

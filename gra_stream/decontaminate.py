@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from gra_stream.config import Fields
+from gra_stream.resources import reference_path
 from gra_stream.errors import UserError
 from gra_stream.fields import resolve_mapping
 from gra_stream.readers import get_path, iter_rows
@@ -40,7 +41,7 @@ def _reference(path: str, mtime_ns: int, n: int) -> frozenset[int]:
 def reference_sets(paths: tuple[str, ...], n: int) -> list[tuple[str, frozenset[int]]]:
     out = []
     for p in paths:
-        path = Path(p)
+        path = reference_path(p)
         if not path.is_file():
             raise UserError(f"decontamination reference {p} does not exist")
         out.append((p, _reference(str(path.resolve()), path.stat().st_mtime_ns, n)))

@@ -17,8 +17,9 @@ import polars as pl
 
 from gra_stream.backends import ChatRequest, Completion, ModelPool
 from gra_stream.reply_schemas import once_per_schema
+from gra_stream.resources import prompts_dir
 
-PROMPTS = Path(__file__).resolve().parent / "prompts"
+PROMPTS = prompts_dir()
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
 
 

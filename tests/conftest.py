@@ -1,3 +1,4 @@
+import gzip
 import json
 import os
 import shutil
@@ -11,16 +12,29 @@ import pytest
 from gra_stream.config import config_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_SEEDS = Path(os.environ.get("GRA_SHARED_SEEDS", ROOT.parent / "shared" / "seeds"))
 SAMPLE = ROOT / "data" / "sample"
 FAKE_POOL = [{"name": f"fake-{c}", "backend": "fake"} for c in "abcde"]
 
 
-def shared_seed(name: str) -> Path:
-    path = SHARED_SEEDS / name
-    if not path.exists():
-        pytest.skip(f"shared seed corpus {path} is not present")
+def corpus(name: str) -> Path:
+    """A public corpus by name: the repository's data/seeds (data/README.md) or, for the benchmark test
+    sets, the copy shipped inside the package."""
+    from gra_stream.resources import REFERENCES, reference_path
+
+    path = reference_path(name) if name in REFERENCES else ROOT / "data" / "seeds" / f"{name}.jsonl.gz"
+    assert path.exists(), f"{path} is part of the repository"
     return path
+
+
+def read_jsonl(path: Path, n: int | None = None) -> list[dict]:
+    """The first `n` records (all when None) of a JSONL file, gzipped or not."""
+    rows = []
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if n is not None and len(rows) >= n:
+                break
+            rows.append(json.loads(line))
+    return rows
 
 
 def fake_config(**overrides):
@@ -66,7 +80,9 @@ def sql_rows(run_dir: Path, query: str) -> list[dict]:
 
 
 def head_jsonl(src: Path, dst: Path, n: int) -> Path:
-    with open(src, encoding="utf-8") as f, open(dst, "w", encoding="utf-8") as out:
+    """The first `n` lines of `src` (gzipped or not) as a plain JSONL file."""
+    with (gzip.open if src.suffix == ".gz" else open)(src, "rt", encoding="utf-8") as f, \
+            open(dst, "w", encoding="utf-8") as out:
         for i, line in enumerate(f):
             if i >= n:
                 break

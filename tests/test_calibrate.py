@@ -4,7 +4,7 @@ import pytest
 
 from gra_stream.calibrate import calibrate, make_labelled_set, roc_auc
 from gra_stream.errors import UserError
-from tests.conftest import fake_config, gra, shared_seed
+from tests.conftest import fake_config, gra, corpus
 
 
 def test_roc_auc_known_values():
@@ -16,7 +16,7 @@ def test_roc_auc_known_values():
 
 def test_labelled_set_is_balanced_and_really_corrupted(tmp_path):
     out = tmp_path / "labelled.jsonl"
-    kinds = make_labelled_set([shared_seed("gsm8k_train.jsonl")], out, size=30)
+    kinds = make_labelled_set([corpus("gsm8k_train")], out, size=30)
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(rows) == 30 and sum(r["label"] for r in rows) == 15
     assert kinds == {"good": 15, "wrong_number": 5, "mismatched": 5, "truncated": 5}
@@ -30,7 +30,7 @@ def test_labelled_set_is_balanced_and_really_corrupted(tmp_path):
 
 def test_calibration_report_is_consistent(tmp_path):
     out = tmp_path / "labelled.jsonl"
-    make_labelled_set([shared_seed("gsm8k_train.jsonl")], out, size=40)
+    make_labelled_set([corpus("gsm8k_train")], out, size=40)
     report = calibrate(out, fake_config())
     assert report["samples"] == 40 and report["reviews"] == 120
     assert {m["model"] for m in report["per_model"]} == {f"fake-{c}" for c in "abcde"}
@@ -55,7 +55,7 @@ def test_bad_labelled_file(tmp_path):
 @pytest.mark.slow
 def test_calibrate_with_the_embedded_model(tmp_path):
     out = tmp_path / "labelled.jsonl"
-    gra("calibrate", "--make-set", out, "--from", shared_seed("gsm8k_train.jsonl"), "--size", "8")
+    gra("calibrate", "--make-set", out, "--from", corpus("gsm8k_train"), "--size", "8")
     result = gra("calibrate", out, "--json", timeout=1200)
     report = json.loads(result.stdout)
     assert report["samples"] == 8 and report["reviews"] == 24

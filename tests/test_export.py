@@ -5,13 +5,13 @@ import pytest
 from click.testing import CliRunner
 
 from gra_stream.cli import main
-from tests.conftest import frame, run_fake, shared_seed
+from tests.conftest import frame, run_fake, corpus
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("export") / "run"
-    run_fake([shared_seed("self_instruct_seed_tasks.jsonl")], run_dir)
+    run_fake([corpus("self_instruct_seed_tasks")], run_dir)
     return run_dir
 
 

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import fake_config_file, gra, shared_seed, sql_rows
+from tests.conftest import fake_config_file, gra, corpus, sql_rows
 from tests.invariants import check_run
 
 
@@ -25,7 +25,7 @@ def remount(mount, options):
 
 
 def test_full_disk_stops_cleanly_and_the_run_resumes(small_disk, tmp_path):
-    seeds = shared_seed("self_instruct_seed_tasks.jsonl")
+    seeds = corpus("self_instruct_seed_tasks")
     config = fake_config_file(tmp_path, "batch_size = 8\n")
     reference = tmp_path / "reference"
     gra("run", seeds, "--run-dir", reference, "--config", config, "--quiet")
@@ -43,7 +43,7 @@ def test_full_disk_stops_cleanly_and_the_run_resumes(small_disk, tmp_path):
 
 
 def test_read_only_run_directory_is_a_clear_error(small_disk, tmp_path):
-    seeds = shared_seed("self_instruct_seed_tasks.jsonl")
+    seeds = corpus("self_instruct_seed_tasks")
     config = fake_config_file(tmp_path)
     remount(small_disk, "size=64m")
     run_dir = small_disk / "run"

@@ -1,36 +1,29 @@
-import json
-
 import pytest
 from hypothesis import given, strategies as st
 
 from gra_stream.config import Fields
 from gra_stream.errors import UserError
 from gra_stream.fields import MAX_FIELD_CHARS, extract, resolve_mapping
-from tests.conftest import shared_seed
+from tests.conftest import corpus, read_jsonl
 
 
-def first_record(name):
-    with open(shared_seed(name), encoding="utf-8") as f:
-        return json.loads(f.readline())
-
-
-@pytest.mark.parametrize("corpus,expected", [
-    ("alpaca_52k_en_zh.jsonl", ("en_instruction", "en_input", "en_output")),
-    ("gsm8k_train.jsonl", ("question", "", "answer")),
-    ("code_alpaca_2k.jsonl", ("instruction", "input", "output")),
-    ("self_instruct_seed_tasks.jsonl", ("instruction", "instances.0.input", "instances.0.output")),
-    ("humaneval.jsonl", ("prompt", "", "canonical_solution")),
+@pytest.mark.parametrize("name,expected", [
+    ("alpaca_en_zh_500", ("en_instruction", "en_input", "en_output")),
+    ("gsm8k_train", ("question", "", "answer")),
+    ("code_alpaca_2k", ("instruction", "input", "output")),
+    ("self_instruct_seed_tasks", ("instruction", "instances.0.input", "instances.0.output")),
+    ("humaneval", ("prompt", "", "canonical_solution")),
 ])
-def test_real_corpora_map_by_default(corpus, expected, tmp_path):
-    record = first_record(corpus)
-    mapping = resolve_mapping(record, Fields(), tmp_path / corpus)
+def test_real_corpora_map_by_default(name, expected, tmp_path):
+    record = read_jsonl(corpus(name), 1)[0]
+    mapping = resolve_mapping(record, Fields(), tmp_path / name)
     assert (mapping.instruction, mapping.input, mapping.response) == expected
     texts, reason = extract(record, mapping)
     assert reason == "" and texts[0] and texts[2]
 
 
 def test_alpaca_takes_the_english_fields():
-    record = first_record("alpaca_52k_en_zh.jsonl")
+    record = read_jsonl(corpus("alpaca_en_zh_500"), 1)[0]
     texts, _ = extract(record, resolve_mapping(record, Fields(), None))
     assert texts[0] == record["en_instruction"].strip() and texts[2] == record["en_output"].strip()
 

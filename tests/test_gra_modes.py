@@ -11,7 +11,7 @@ from gra_stream.runner import run_pipeline
 from gra_stream.stages import Context
 from gra_stream.stages import diversity
 from gra_stream.store import Store
-from tests.conftest import fake_config, frame, head_jsonl, run_fake, shared_seed
+from tests.conftest import fake_config, frame, head_jsonl, run_fake, corpus
 from tests.invariants import check_run
 
 run, q = run_fake, frame
@@ -19,7 +19,7 @@ run, q = run_fake, frame
 
 @pytest.fixture(scope="module")
 def gsm(tmp_path_factory):
-    return head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path_factory.mktemp("s") / "gsm.jsonl", 120)
+    return head_jsonl(corpus("gsm8k_train"), tmp_path_factory.mktemp("s") / "gsm.jsonl", 120)
 
 
 def test_later_rounds_draw_on_seeds_and_earlier_samples(gsm, tmp_path):

@@ -2,7 +2,7 @@ from click.testing import CliRunner
 
 from gra_stream.cli import main
 from gra_stream.config import load_config
-from tests.conftest import shared_seed
+from tests.conftest import corpus
 
 
 def cli(*args):
@@ -11,17 +11,17 @@ def cli(*args):
 
 def test_init_maps_the_fields_and_writes_a_loadable_config(tmp_path):
     out = tmp_path / "alpaca.toml"
-    result = cli("init", shared_seed("alpaca_52k_en_zh.jsonl"), "-o", out)
+    result = cli("init", corpus("alpaca_en_zh_500"), "-o", out)
     assert result.exit_code == 0 and "instruction=en_instruction input=en_input response=en_output" in result.output
     config = load_config(out)
     assert (config.fields.instruction, config.fields.input, config.fields.response) == ("en_instruction", "en_input", "en_output")
     assert "has the fields: en_input, en_instruction, en_output, input, instruction, output" in out.read_text()
-    assert cli("init", shared_seed("gsm8k_train.jsonl"), "-o", out).exit_code == 1
+    assert cli("init", corpus("gsm8k_train"), "-o", out).exit_code == 1
 
 
 def test_dry_run_checks_and_shows_prompts_without_writing(tmp_path):
     run_dir = tmp_path / "run"
-    result = cli("run", shared_seed("gsm8k_train.jsonl"), shared_seed("humaneval.jsonl"), "--run-dir", run_dir, "--dry-run")
+    result = cli("run", corpus("gsm8k_train"), corpus("humaneval"), "--run-dir", run_dir, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "instruction=question input=- response=answer" in result.output
     assert "instruction=prompt input=- response=canonical_solution" in result.output
@@ -33,5 +33,5 @@ def test_dry_run_reports_a_bad_filter(tmp_path):
     (tmp_path / "bad.sql").write_text("SELECT nope FROM batch")
     config = tmp_path / "c.toml"
     config.write_text(f'[filters]\nenabled = ["bad"]\ndirectory = "{tmp_path}"\n')
-    result = cli("run", shared_seed("gsm8k_train.jsonl"), "--run-dir", tmp_path / "r", "--config", config, "--dry-run")
+    result = cli("run", corpus("gsm8k_train"), "--run-dir", tmp_path / "r", "--config", config, "--dry-run")
     assert result.exit_code == 1 and "bad.sql: the filter does not run" in result.output

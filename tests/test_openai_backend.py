@@ -11,7 +11,7 @@ import pytest
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 from gra_stream.store import Store
-from tests.conftest import FAKE_POOL, fake_config, free_port, gra, head_jsonl, shared_seed, sql_rows, write_toml
+from tests.conftest import FAKE_POOL, fake_config, free_port, gra, head_jsonl, corpus, sql_rows, write_toml
 from tests.fault_server import FaultServer
 from tests.invariants import check_run
 
@@ -27,7 +27,7 @@ def table(run_dir, sql):
 
 
 def test_faults_are_retried_counted_and_lose_nothing(tmp_path):
-    seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 40)
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 40)
     run_pipeline([seeds], tmp_path / "fake", fake_config(), progress=Progress(quiet=True))
     with FaultServer(slow_s=2.5) as server:
         run_pipeline([seeds], tmp_path / "http", http_config(server.url), progress=Progress(quiet=True))
@@ -43,7 +43,7 @@ def test_faults_are_retried_counted_and_lose_nothing(tmp_path):
 
 
 def test_a_dead_endpoint_quarantines_calls_and_the_run_still_finishes(tmp_path):
-    seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 5)
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 5)
     port = free_port()  # nothing listens there once the probing socket is closed
     config = fake_config(models=[{"name": "dead", "backend": "openai", "url": f"http://127.0.0.1:{port}/v1",
                                   "max_retries": 1, "timeout_s": 1.0}], max_reasks=0)
@@ -87,7 +87,7 @@ def test_a_real_vllm_server_on_loopback(tmp_path):
             assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "vllm serve did not start"
             time.sleep(2)
-        seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 3)
+        seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 3)
         config = write_toml(tmp_path / "http.toml", f"""
 [[models]]
 name = "smollm2"
@@ -111,7 +111,7 @@ repetition_penalty = 1.1
 
 
 def test_finished_calls_are_replayed_from_the_call_cache(tmp_path):
-    seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 20)
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 20)
     run_dir = tmp_path / "run"
     with FaultServer(faults=False) as server:
         run_pipeline([seeds], run_dir, http_config(server.url), progress=Progress(quiet=True))

@@ -4,7 +4,7 @@ import json
 import polars as pl
 import pytest
 
-from tests.conftest import frame, head_jsonl, run_fake, shared_seed
+from tests.conftest import frame, head_jsonl, run_fake, corpus
 from tests.invariants import check_run
 
 run, table = run_fake, frame
@@ -13,7 +13,7 @@ run, table = run_fake, frame
 @pytest.fixture(scope="module")
 def self_instruct_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "si"
-    run([shared_seed("self_instruct_seed_tasks.jsonl")], run_dir)
+    run([corpus("self_instruct_seed_tasks")], run_dir)
     return run_dir
 
 
@@ -46,7 +46,7 @@ def test_verdicts_follow_the_committee_rule(self_instruct_run):
 
 
 def test_identical_runs_give_identical_tables(self_instruct_run, tmp_path):
-    run([shared_seed("self_instruct_seed_tasks.jsonl")], tmp_path / "again")
+    run([corpus("self_instruct_seed_tasks")], tmp_path / "again")
     for t in ["samples", "verdicts", "reviews", "gates"]:
         a = table(self_instruct_run, f"SELECT * EXCLUDE (latency_s) FROM {t} ORDER BY id" if t == "reviews"
                   else f"SELECT * FROM {t} ORDER BY id")
@@ -57,7 +57,7 @@ def test_identical_runs_give_identical_tables(self_instruct_run, tmp_path):
 
 def test_rerunning_a_finished_run_does_no_work(self_instruct_run):
     segments = {p.name for p in self_instruct_run.rglob("*.parquet") if p.parent.name != "runs"}
-    summary = run([shared_seed("self_instruct_seed_tasks.jsonl")], self_instruct_run)
+    summary = run([corpus("self_instruct_seed_tasks")], self_instruct_run)
     assert not summary.did_work and summary.llm_calls == 0
     assert {p.name for p in self_instruct_run.rglob("*.parquet") if p.parent.name != "runs"} == segments
 
@@ -67,7 +67,7 @@ def test_a_rerun_skips_the_queries_only_when_nothing_changed(tmp_path, monkeypat
     pending query at all, and any change (a deleted segment, another config) is seen and processed."""
     from gra_stream import runner
 
-    gsm = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 40)
+    gsm = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 40)
     run_dir = tmp_path / "run"
     run([gsm], run_dir)
     counted = []
@@ -87,8 +87,8 @@ def test_a_rerun_skips_the_queries_only_when_nothing_changed(tmp_path, monkeypat
 
 
 def test_adding_seeds_processes_only_the_new_ones(tmp_path):
-    gsm = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 40)
-    code = head_jsonl(shared_seed("code_alpaca_2k.jsonl"), tmp_path / "code.jsonl", 30)
+    gsm = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 40)
+    code = head_jsonl(corpus("code_alpaca_2k"), tmp_path / "code.jsonl", 30)
     run_dir = tmp_path / "run"
     run([gsm], run_dir)
     before = table(run_dir, "SELECT id FROM generations")["id"].to_list()
@@ -133,7 +133,7 @@ def test_a_stage_setup_runs_once_in_the_runner_before_its_first_batch_and_not_wh
         return profile.run(batch, ctx)
 
     stage = dataclasses.replace(profile.STAGE, run=run, setup=lambda ctx: events.append(("setup", ctx.store.root)))
-    seeds = head_jsonl(shared_seed("gsm8k_test.jsonl"), tmp_path / "seeds.jsonl", 40)
+    seeds = head_jsonl(corpus("gsm8k_test"), tmp_path / "seeds.jsonl", 40)
     config = fake_config(batch_size=16)
     run_pipeline([seeds], tmp_path / "run", config, progress=Progress(quiet=True), stages=[stage])
     assert events == [("setup", tmp_path / "run"), ("batch", 16), ("batch", 16), ("batch", 8)]

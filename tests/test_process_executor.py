@@ -14,7 +14,7 @@ from gra_stream.executor import open_context
 from gra_stream.process_executor import ProcessExecutor
 from gra_stream.stages import Stage
 from gra_stream.store import Store
-from tests.conftest import fake_config, fake_config_file, gra, head_jsonl, shared_seed
+from tests.conftest import fake_config, fake_config_file, gra, head_jsonl, corpus
 from tests.invariants import KEYED_TABLES, check_run
 from tests.test_ray_executor import SMALL_BATCHES, state
 from tests.test_resume import segments, wait_for
@@ -51,7 +51,7 @@ def alive(pid: int) -> bool:
 
 
 def test_a_processes_run_decides_exactly_what_a_local_run_decides(tmp_path):
-    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 60)
+    seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
     config = fake_config_file(tmp_path, WORKERS)
     gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet")
     gra("run", seeds, "--run-dir", tmp_path / "procs", "--config", config, "--quiet", "--executor", "processes")
@@ -65,7 +65,7 @@ def test_a_processes_run_decides_exactly_what_a_local_run_decides(tmp_path):
 
 
 def test_a_stopped_then_killed_processes_run_resumes_to_the_local_result(tmp_path):
-    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 60)
+    seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
     # the diversity filter's cell index too: its centroids and sidecars are written as the run goes (one
     # cell: 60 seeds are too few to train more, 39 rows each)
     config = fake_config_file(tmp_path, WORKERS, latency_s=0.05, diversity='index = "ivf"\ncells = 1\nprobes = 1\n')
@@ -98,7 +98,7 @@ def test_a_stopped_then_killed_processes_run_resumes_to_the_local_result(tmp_pat
 
 
 def test_a_mistake_found_in_a_worker_reads_as_one_line(tmp_path):
-    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 5)
+    seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 5)
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('[[models]]\nname = "m"\npath = "embedded:nope"\n[diversity]\nmodel = "hashing"\n')
     result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", unknown, "--executor", "processes",

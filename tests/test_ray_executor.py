@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import fake_config_file, gra, head_jsonl, shared_seed, sql_rows
+from tests.conftest import fake_config_file, gra, head_jsonl, corpus, sql_rows
 from tests.invariants import KEYED_TABLES, check_run
 from tests.test_resume import FINAL_TABLES, segments, wait_for
 
@@ -27,7 +27,7 @@ def start(seeds, run_dir, config, address):
 
 
 def test_ray_run_decides_exactly_what_a_local_run_decides(tmp_path, ray_cluster):
-    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 60)
+    seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
     config = fake_config_file(tmp_path, SMALL_BATCHES)
     gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet")
     gra("run", seeds, "--run-dir", tmp_path / "ray", "--config", config, "--quiet", "--executor", "ray",
@@ -47,7 +47,7 @@ def test_ray_run_decides_exactly_what_a_local_run_decides(tmp_path, ray_cluster)
 
 
 def test_a_stopped_then_killed_ray_run_resumes_to_the_local_result(tmp_path, ray_cluster):
-    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 60)
+    seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
     config = fake_config_file(tmp_path, SMALL_BATCHES, latency_s=0.05)
     gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet")
     run_dir = tmp_path / "ray"
@@ -73,7 +73,7 @@ def test_a_stopped_then_killed_ray_run_resumes_to_the_local_result(tmp_path, ray
 
 
 def test_the_local_executor_never_imports_ray(tmp_path):
-    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 5)
+    seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 5)
     code = ("import sys; from pathlib import Path; from tests.conftest import run_fake; "
             f"run_fake([Path({str(seeds)!r})], Path({str(tmp_path / 'run')!r})); "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
@@ -83,7 +83,7 @@ def test_the_local_executor_never_imports_ray(tmp_path):
 
 
 def test_ray_executor_errors_are_one_line(tmp_path, ray_cluster):
-    seeds = head_jsonl(shared_seed("self_instruct_seed_tasks.jsonl"), tmp_path / "seeds.jsonl", 5)
+    seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 5)
     config = fake_config_file(tmp_path)
     result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, "--executor", "ray",
                  "--ray-address", "127.0.0.1:1", check=False, timeout=300)

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from gra_stream.cli import main
-from tests.conftest import run_fake, shared_seed
+from tests.conftest import run_fake, corpus
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -17,7 +17,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    run_fake([shared_seed("self_instruct_seed_tasks.jsonl")], tmp / "run", rounds=2)
+    run_fake([corpus("self_instruct_seed_tasks")], tmp / "run", rounds=2)
     out = tmp / "report.html"
     result = CliRunner().invoke(main, ["report", str(tmp / "run"), "-o", str(out)])
     assert result.exit_code == 0, result.output

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import fake_config_file, gra, shared_seed, sql_rows
+from tests.conftest import fake_config_file, gra, corpus, sql_rows
 from tests.invariants import check_run
 
 SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
@@ -47,7 +47,7 @@ def final_state(run_dir):
 
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory):
-    return shared_seed("self_instruct_seed_tasks.jsonl")
+    return corpus("self_instruct_seed_tasks")
 
 
 @pytest.fixture(scope="module")

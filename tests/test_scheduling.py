@@ -3,7 +3,7 @@ loaded ones are used first, and large batches keep the number of engine starts i
 number of rows."""
 from gra_stream.backends import ModelPool
 from gra_stream.backends.fake import FakeBackend
-from tests.conftest import head_jsonl, run_fake, shared_seed
+from tests.conftest import head_jsonl, run_fake, corpus
 
 ENGINES = [{"name": f"engine-{c}", "backend": "vllm", "path": "embedded:smollm2"} for c in "abc"]
 
@@ -23,7 +23,7 @@ def run_counting(monkeypatch, tmp_path, seeds, **overrides):
 
 
 def test_one_resident_engine_swaps_per_model_not_per_batch(monkeypatch, tmp_path):
-    seeds = head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 150)
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 150)
     big = run_counting(monkeypatch, tmp_path / "big", seeds, batch_size=1000, vllm={"resident_engines": 1})
     small = run_counting(monkeypatch, tmp_path / "small", seeds, batch_size=10, vllm={"resident_engines": 1})
     everything = run_counting(monkeypatch, tmp_path / "all", seeds, batch_size=10)

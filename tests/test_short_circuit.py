@@ -8,7 +8,7 @@ from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 from gra_stream.stages.review import certain_reject
 from gra_stream.store import Store
-from tests.conftest import fake_config, head_jsonl, shared_seed
+from tests.conftest import fake_config, head_jsonl, corpus
 
 
 def config(**committee):
@@ -50,8 +50,8 @@ def decisions(run_dir):
 
 
 def test_short_circuit_decides_exactly_like_the_full_protocol(tmp_path):
-    seeds = [shared_seed("self_instruct_seed_tasks.jsonl"),
-             head_jsonl(shared_seed("gsm8k_train.jsonl"), tmp_path / "gsm.jsonl", 200)]
+    seeds = [corpus("self_instruct_seed_tasks"),
+             head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 200)]
     full, short = tmp_path / "full", tmp_path / "short"
     run_pipeline(seeds, full, fake_config(committee={"short_circuit": False}), progress=Progress(quiet=True))
     run_pipeline(seeds, short, fake_config(committee={"short_circuit": True}), progress=Progress(quiet=True))

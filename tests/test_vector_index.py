@@ -15,7 +15,7 @@ from gra_stream.errors import Interrupted
 from gra_stream.stages import Context, diversity
 from gra_stream.store import Store
 from gra_stream.vector_index import CellIndex, spherical_kmeans
-from tests.conftest import fake_config, frame, run_fake, shared_seed
+from tests.conftest import fake_config, frame, run_fake, corpus
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -378,7 +378,7 @@ def test_a_run_stopped_while_the_kept_samples_grow_resumes_to_the_same_decisions
     # scaled down so that the kept samples' cells are trained, then trained again twice, within one run
     for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
         monkeypatch.setattr(vector_index, name, value)
-    seeds = [shared_seed("self_instruct_seed_tasks.jsonl")]
+    seeds = [corpus("self_instruct_seed_tasks")]
     options = {"cpu_batch_size": 8, "diversity": {"model": "hashing", "index": "ivf", "cells": 2, "probes": 1}}
     run_fake(seeds, tmp_path / "whole", **options)
 

@@ -1,0 +1,1 @@
+"""Prompt templates, one NAME.txt per role (read through gra_stream.resources)."""
