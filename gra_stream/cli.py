@@ -34,20 +34,22 @@ def main():
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config (default: configs/default.toml).")
 @click.option("--backend", type=click.Choice(["fake", "vllm"]), help="Serve every pool model with this backend.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("-v", "--verbose", is_flag=True, help="Show what the libraries print (else in DIR/logs/library.log).")
 @click.option("--dry-run", is_flag=True, help="Check config, field mapping and SQL filters; show the first prompts.")
 @click.option("--executor", type=click.Choice(["local", "processes", "ray"]), default="local", show_default=True,
               help="Run batches in this process, in worker processes on this machine ([processes] workers), "
                    "or on a Ray cluster (pip install 'gra-stream[ray]').")
 @click.option("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one).")
 @user_errors
-def run(seeds, run_dir, config_path, backend, quiet, dry_run, executor, ray_address):
+def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor, ray_address):
     """Run the GRA pipeline over SEEDS (JSONL, JSON, Parquet, CSV; .gz/.zst) into --run-dir.
 
     Re-running the same command resumes an interrupted run; adding seed files processes only the new seeds.
     """
     from gra_stream.config import load_config
+    from gra_stream.library_log import library_output_to
     from gra_stream.progress import Progress
-    from gra_stream.runner import Interrupted, run_pipeline
+    from gra_stream.runner import Interrupted, check_inputs, run_pipeline
     from gra_stream.status import collect_status, format_status
     from gra_stream.store import Store
 
@@ -59,18 +61,21 @@ def run(seeds, run_dir, config_path, backend, quiet, dry_run, executor, ray_addr
 
         click.echo(check(list(seeds), config))
         return
-    progress = Progress(quiet=quiet)
-    try:
-        summary = run_pipeline(list(seeds), run_dir, config, progress=progress, executor=executor,
-                               ray_address=ray_address)
-    except Interrupted:
-        click.echo("stopped at a batch boundary; run the same command again to resume", err=True)
-        sys.exit(130)
-    if not summary.did_work:  # the status table would read every table again: say where it is instead
-        progress.say(f"nothing to do: every stage is up to date (no LLM calls made); "
-                     f"`gra-stream status {run_dir}` shows the run")
-    elif not quiet:
-        click.echo(format_status(collect_status(Store(run_dir))))
+    check_inputs(list(seeds), config)  # a user error is one line here, before any log file is made
+    log = None if verbose or (run_dir.exists() and not run_dir.is_dir()) else run_dir / "logs" / "library.log"
+    with library_output_to(log) as (out, err):
+        progress = Progress(quiet=quiet, stream=err)
+        try:
+            summary = run_pipeline(list(seeds), run_dir, config, progress=progress, executor=executor,
+                                   ray_address=ray_address)
+        except Interrupted:
+            click.echo("stopped at a batch boundary; run the same command again to resume", file=err)
+            sys.exit(130)
+        if not summary.did_work:  # the status table would read every table again: say where it is instead
+            progress.say(f"nothing to do: every stage is up to date (no LLM calls made); "
+                         f"`gra-stream status {run_dir}` shows the run")
+        elif not quiet:
+            click.echo(format_status(collect_status(Store(run_dir))), file=out)
 
 
 @main.command()
@@ -110,8 +115,9 @@ def status(run_dir, as_json):
 @click.option("--config", "config_path", type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice(["fake", "vllm"]))
 @click.option("--json", "as_json", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="Show what the libraries print (else in LABELLED.log).")
 @user_errors
-def calibrate(labelled, make_set, sources, size, config_path, backend, as_json):
+def calibrate(labelled, make_set, sources, size, config_path, backend, as_json, verbose):
     """Measure how well the review committee tells good samples from corrupted ones.
 
     gra-stream calibrate --make-set labelled.jsonl     then     gra-stream calibrate labelled.jsonl
@@ -119,6 +125,7 @@ def calibrate(labelled, make_set, sources, size, config_path, backend, as_json):
     from gra_stream import calibrate as cal
     from gra_stream.config import load_config
     from gra_stream.ingest import check_seed_files
+    from gra_stream.library_log import library_output_to
     from gra_stream.resources import calibration_source
 
     if make_set:
@@ -131,8 +138,10 @@ def calibrate(labelled, make_set, sources, size, config_path, backend, as_json):
     if labelled is None:
         raise click.UsageError("give a LABELLED set, or --make-set FILE to create one")
     check_seed_files([labelled])
-    report = cal.calibrate(labelled, load_config(config_path, backend=backend))
-    click.echo(json.dumps(report, indent=2) if as_json else cal.format_report(report))
+    config = load_config(config_path, backend=backend)
+    with library_output_to(None if verbose else labelled.with_name(labelled.name + ".log")) as (out, _):
+        report = cal.calibrate(labelled, config)
+        click.echo(json.dumps(report, indent=2) if as_json else cal.format_report(report), file=out)
 
 
 @main.command("export")

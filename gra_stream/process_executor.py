@@ -32,7 +32,7 @@ from pathlib import Path
 import polars as pl
 from threadpoolctl import threadpool_limits
 
-from gra_stream.config import Config
+from gra_stream.config import Config, share_budgets
 from gra_stream.errors import Interrupted, UserError
 from gra_stream.executor import Finished, LocalExecutor, StopRequest, batch_ipc, run_batch
 from gra_stream.stages import Context, Stage
@@ -65,8 +65,9 @@ def worker_count(config: Config) -> int:
 
 class ProcessExecutor:
     def __init__(self, run_dir: Path, config: Config):
-        self.run_dir, self.config, self.cwd = str(Path(run_dir).resolve()), config, os.getcwd()
         self.workers = worker_count(config)
+        self.run_dir, self.cwd = str(Path(run_dir).resolve()), os.getcwd()
+        self.config = share_budgets(config, self.workers)
         self.local = LocalExecutor()
         self.pool: ProcessPoolExecutor | None = None
         # BLAS and OpenMP read these once, when a worker imports numpy (before any initializer runs), and

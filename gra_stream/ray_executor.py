@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import polars as pl
 import pyarrow as pa
 
-from gra_stream.config import Config
+from gra_stream.config import Config, share_budgets
 from gra_stream.errors import Interrupted, UserError
 from gra_stream.executor import Finished, LocalExecutor, StopRequest, batch_ipc, close_worker_contexts, run_batch
 from gra_stream.progress import Progress
@@ -103,7 +103,8 @@ class RayExecutor:
         data_context = ray.data.DataContext.get_current()
         data_context.enable_progress_bars = False
         data_context.print_on_execution_start = False
-        self.run_dir, self.config, self.cwd = str(Path(run_dir).resolve()), config, os.getcwd()
+        self.run_dir, self.cwd = str(Path(run_dir).resolve()), os.getcwd()
+        self.config = share_budgets(config, config.ray.workers)
         self.progress = progress or Progress(quiet=True)
         self.workers: list = []
         self.local = LocalExecutor()

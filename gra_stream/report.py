@@ -91,6 +91,10 @@ def build_report(store: Store) -> str:
     by_round = _rows(con, """SELECT g.round, count(*), count(s.id) FROM generations g LEFT JOIN samples s ON s.id = g.id
                              WHERE g.status = 'ok' GROUP BY 1 ORDER BY 1""")
     roles = _rows(con, "SELECT role, count(*), sum(prompt_tokens + completion_tokens) FROM calls GROUP BY 1 ORDER BY 1")
+    cost_by = {"role": {}, "model": {}}
+    for c in status["calls"]:
+        for key in cost_by:
+            cost_by[key][c[key]] = cost_by[key].get(c[key], 0.0) + c["cost"]
     charts = {
         "Funnel": [svg.bars("rows per stage", [k for k, _ in funnel], [v for _, v in funnel]),
                    svg.bars("rejections by stage and reason", [f"{r['stage']}: {r['reason']}" for r in rejections],
@@ -105,14 +109,18 @@ def build_report(store: Store) -> str:
                        svg.bars("acceptance by round (kept / generated)", [f"round {r}" for r, _, _ in by_round],
                                 [k / n if n else 0 for _, n, k in by_round], fmt="{:.0%}")],
         "Cost": [svg.bars("LLM calls per role", [r for r, _, _ in roles], [n for _, n, _ in roles]),
-                 svg.bars("tokens per role", [r for r, _, _ in roles], [t or 0 for _, _, t in roles])],
+                 svg.bars("tokens per role", [r for r, _, _ in roles], [t or 0 for _, _, t in roles]),
+                 *([svg.bars(f"cost per {key}", list(costs), list(costs.values()), fmt="{:.4f}")
+                    for key, costs in cost_by.items()] if status["cost"]["priced"] else [])],
         "Diversity": [svg.scatter("seed vs synthetic instructions (PCA of their embeddings)", _embedding_map(con))],
     }
     rate = f"{overturned / adjudicated:.0%}" if adjudicated else "n/a"
     body = [f"<h1>gra-stream run {escape(str(store.root))}</h1>",
             f"<p class='note'>{f['samples']} samples kept from {f['seeds']} seeds; {f['reviews']} review calls "
             f"({f['review_calls_saved']} saved by the short-circuit); adjudicator overturn rate {rate}; "
-            f"{status['runs']['invocations']} invocations, {status['runs']['elapsed_s']:.0f} s.</p>"]
+            f"{status['runs']['invocations']} invocations, {status['runs']['elapsed_s']:.0f} s"
+            + (f"; cost {status['cost']['total']:.4f} in all, {status['cost']['per_sample']:.4f} per kept sample"
+               if status["cost"]["priced"] and status["cost"]["per_sample"] is not None else "") + ".</p>"]
     for section, items in charts.items():
         body.append(f"<h2>{section}</h2><div class='grid'>{''.join(items)}</div>")
     script = ("<script>const n=[...document.querySelectorAll('svg.chart')].filter(s=>s.querySelector("

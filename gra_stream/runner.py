@@ -14,13 +14,15 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
-from gra_stream.embeddings import MINILM, minilm_folder
+from gra_stream.embeddings import MINILM
 from gra_stream.errors import Interrupted, UserError
 from gra_stream.executor import DUCKDB_MEMORY, Executor, LocalExecutor, open_context
 from gra_stream.freed_memory import release_freed_memory
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
+from gra_stream.model_assets import check_engine_setup
 from gra_stream.progress import Progress
 from gra_stream.schemas import TABLES
 from gra_stream.sql_filters import load_filters
@@ -109,15 +111,22 @@ def preflight(stages: list[Stage], con, config: Config) -> None:
             raise RuntimeError(f"stage {stage.name}: pending rows lack declared input columns {missing}")
 
 
+def check_inputs(seed_files: list[Path], config: Config) -> None:
+    """What can fail before the run directory is touched and any model loads: seed files, SQL filters, API
+    keys, the diversity filter's model."""
+    check_seed_files(seed_files)
+    load_filters(config)
+    check_credentials(config)
+    check_engine_setup([m.path for m in config.models if m.backend == "vllm"],
+                       needs_minilm=config.diversity.enabled and config.diversity.model == MINILM)
+
+
 def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progress: Progress | None = None,
                  stages: list[Stage] | None = None, executor: str = "local", ray_address: str = "") -> RunSummary:
     """Ingest `seed_files` into `run_dir` and run every stage over what is pending there. `executor` is
     "local" (this process), "processes" (worker processes on this machine) or "ray" (a Ray cluster at `ray_address`, or a local one started for the run)."""
     progress = progress or Progress()
-    check_seed_files(seed_files)
-    load_filters(config)  # a bad filter fails here, before the run directory is touched
-    if config.diversity.enabled and config.diversity.model == MINILM:
-        minilm_folder()
+    check_inputs(seed_files, config)
     stages = stages or all_stages()
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run-dir {run_dir} exists and is not a directory")

@@ -12,7 +12,7 @@ DOMAINS = ("coding", "math", "question answering", "reasoning", "role-play", "la
 # Every LLM-backed row records the call that made it: who, what it cost, and whether it parsed.
 CALL_COLUMNS = [
     ("model", S), ("status", S), ("error", S), ("raw", S), ("prompt_tokens", I), ("completion_tokens", I),
-    ("latency_s", F), ("attempts", I), ("truncated", B), ("retries", I),
+    ("latency_s", F), ("attempts", I), ("truncated", B), ("retries", I), ("wait_s", F),
 ]
 
 

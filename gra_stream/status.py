@@ -1,6 +1,8 @@
 """The funnel of a run, read from its tables alone (no lock, no writer needed)."""
 from __future__ import annotations
 
+import json
+
 from gra_stream.store import Store
 
 FUNNEL_SQL = {
@@ -23,21 +25,33 @@ FUNNEL_SQL = {
 }
 
 
+def prices(con) -> dict[str, tuple[float, float]]:
+    """Per model, the cost of a million prompt and completion tokens, from the config of the latest run."""
+    rows = con.sql("SELECT config FROM runs ORDER BY started DESC, id LIMIT 1").fetchall()
+    models = json.loads(rows[0][0]).get("models", []) if rows and rows[0][0] else []
+    return {m["name"]: (m.get("price_input", 0.0), m.get("price_output", 0.0)) for m in models}
+
+
 def collect_status(store: Store) -> dict:
     con = store.connect()
     one = lambda sql: con.sql(sql).fetchall()[0][0]  # noqa: E731
     funnel = {name: one(sql) for name, sql in FUNNEL_SQL.items()}
     rejections = [dict(stage=s, reason=r, rows=n) for s, r, n in con.execute(
         "SELECT stage, reason, count(*) FROM rejections GROUP BY ALL ORDER BY 3 DESC, 1, 2").fetchall()]
-    calls = [dict(role=r, model=m, calls=n, quarantined=q, attempts=a, truncated=t, retries=rt, prompt_tokens=pt,
-                  completion_tokens=ct, tokens_per_s=round(ct / s, 1) if s else None)
-             for r, m, n, q, a, t, rt, pt, ct, s in con.execute("""
+    price = prices(con)
+    calls = [dict(role=r, model=m, calls=n, quarantined=q, attempts=a, truncated=t, retries=rt, wait_s=round(w, 1),
+                  prompt_tokens=pt, completion_tokens=ct, tokens_per_s=round(ct / s, 1) if s else None,
+                  cost=(pt * price.get(m, (0, 0))[0] + ct * price.get(m, (0, 0))[1]) / 1e6)
+             for r, m, n, q, a, t, rt, w, pt, ct, s in con.execute("""
                 SELECT role, model, count(*), count(*) FILTER (WHERE status <> 'ok'), sum(attempts),
-                       count(*) FILTER (WHERE truncated), sum(retries), sum(prompt_tokens), sum(completion_tokens),
-                       sum(latency_s)
+                       count(*) FILTER (WHERE truncated), sum(retries), coalesce(sum(wait_s), 0), sum(prompt_tokens),
+                       sum(completion_tokens), sum(latency_s)
                 FROM calls GROUP BY ALL ORDER BY 1, 2""").fetchall()]
+    total = sum(c["cost"] for c in calls)
     runs = con.sql("SELECT count(*), coalesce(sum(elapsed_s), 0), arg_max(outcome, started) FROM runs").fetchall()[0]
     return {"run_dir": str(store.root), "funnel": funnel, "rejections": rejections, "calls": calls,
+            "cost": {"total": total, "per_sample": total / funnel["samples"] if funnel["samples"] else None,
+                     "priced": any(p != (0, 0) for p in price.values())},
             "runs": {"invocations": runs[0], "elapsed_s": round(runs[1], 2), "last_outcome": runs[2]}}
 
 
@@ -55,11 +69,16 @@ def format_status(status: dict) -> str:
         lines.append(f"  {label:<24}{f[key]:>10}")
     lines += ["", "rejections by stage and reason"]
     lines += [f"  {r['stage']:<12}{r['reason']:<28}{r['rows']:>8}" for r in status["rejections"]] or ["  (none)"]
+    cost = status["cost"]
     lines += ["", "LLM calls per role and model",
-              f"  {'role':<12}{'model':<16}{'calls':>7}{'re-ask':>7}{'quar.':>7}{'trunc.':>7}{'retry':>7}"
-              f"{'tok in':>10}{'tok out':>10}{'tok/s':>9}"]
+              f"  {'role':<12}{'model':<16}{'calls':>7}{'re-ask':>7}{'quar.':>7}{'trunc.':>7}{'retry':>7}{'wait s':>8}"
+              f"{'tok in':>10}{'tok out':>10}{'tok/s':>9}" + (f"{'cost':>10}" if cost["priced"] else "")]
     lines += [f"  {c['role']:<12}{c['model']:<16}{c['calls']:>7}{c['attempts'] - c['calls']:>7}{c['quarantined']:>7}"
-              f"{c['truncated']:>7}{c['retries']:>7}"
-              f"{c['prompt_tokens']:>10}{c['completion_tokens']:>10}{c['tokens_per_s'] or 0:>9}" for c in status["calls"]] \
-        or ["  (none)"]
+              f"{c['truncated']:>7}{c['retries']:>7}{c['wait_s']:>8.1f}"
+              f"{c['prompt_tokens']:>10}{c['completion_tokens']:>10}{c['tokens_per_s'] or 0:>9}"
+              + (f"{c['cost']:>10.4f}" if cost["priced"] else "") for c in status["calls"]] or ["  (none)"]
+    if cost["priced"]:
+        per_sample = f"{cost['per_sample']:.4f}" if cost["per_sample"] is not None else "n/a (no sample kept)"
+        lines += ["", f"cost (at the prices of the latest run's config): {cost['total']:.4f} in all, "
+                      f"{per_sample} per kept sample"]
     return "\n".join(lines)

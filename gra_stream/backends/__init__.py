@@ -29,6 +29,7 @@ class Completion(NamedTuple):
     finish_reason: str          # "stop", "length" when the reply hit max_tokens, "error" when none came
     latency_s: float = 0.0
     retries: int = 0            # transport-level retries (HTTP backends)
+    wait_s: float = 0.0         # seconds held back by rate limits and backoff (HTTP backends)
     error: str = ""             # why no reply came (finish_reason "error")
 
 

@@ -1,25 +1,58 @@
-"""OpenAI-compatible servers (`vllm serve`, or anything with /v1/chat/completions).
+"""OpenAI-compatible servers: `vllm serve` on your own machines, or a hosted provider.
 
-Requests of a batch run concurrently on one asyncio loop, at most `max_in_flight` at a time per
-endpoint. A request that fails at the transport level (connection error, timeout, HTTP 429 or 5xx, or a
-200 whose body is not a chat completion) is retried with exponential backoff, honouring `Retry-After`,
-up to `max_retries` times; every retry is counted on the completion. What still fails comes back as an
-empty completion with finish_reason "error", which the caller re-asks and finally quarantines: a broken
-server never stops the run and never loses a row.
+Each endpoint has one event loop, in a thread of its own, for the whole run: its HTTP connections and its
+throttle (backends/throttle.py: adaptive requests in flight, shared pauses after 429s, per-minute budgets)
+carry over from batch to batch. A request that fails at the transport level (connection error, timeout,
+HTTP 429 or 5xx, or a 200 whose body is not a chat completion) is retried with exponential backoff, or
+after the server's `Retry-After`, up to `max_retries` times; retries and the seconds spent waiting on rate
+limits are counted on the completion. What still fails comes back as an empty completion with
+finish_reason "error", which the caller re-asks and finally quarantines: a flaky server never stops the
+run and never loses a row. A refused key (HTTP 401 or 403) stops the run: no other request can succeed.
+
+Credentials come from the environment only (`api_key_env`, `headers`), are read once at start, and never
+leave this module: not in the call cache, the run directory, logs or messages.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import threading
 import time
 
 import httpx
 
 from gra_stream.backends import ChatRequest, Completion
-from gra_stream.config import ModelSpec
+from gra_stream.backends.throttle import OK, OTHER, OVERLOADED, Throttle, parse_duration
+from gra_stream.config import Config, ModelSpec
+from gra_stream.errors import UserError
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+OVERLOAD_STATUS = {429, 503}   # the endpoint asks for less: the adaptive limit is cut
+REFUSED_STATUS = {401, 403}    # the key is missing, wrong or not allowed this model: stop the run
+MAX_RETRY_AFTER_S = 120.0
+
+
+def credential_headers(spec: ModelSpec) -> dict[str, str]:
+    """The headers a model's endpoint needs, read from the environment; an unset or empty variable is a
+    one-line error naming it and the model."""
+    wanted = ([("Authorization", spec.api_key_env)] if spec.api_key_env else []) + list(spec.headers)
+    headers = {}
+    for header, variable in wanted:
+        value = os.environ.get(variable, "").strip()
+        if not value:
+            raise UserError(f"model {spec.name!r}: the environment variable {variable} "
+                            f"({'its API key' if header == 'Authorization' else 'header ' + header}) is not set")
+        headers[header] = f"Bearer {value}" if header == "Authorization" else value
+    return headers
+
+
+def check_credentials(config: Config) -> None:
+    """Every key and header variable of the pool's HTTP models is set: checked before any request."""
+    for spec in config.models:
+        if spec.backend == "openai":
+            credential_headers(spec)
 
 
 class OpenAIBackend:
@@ -27,18 +60,39 @@ class OpenAIBackend:
         self.spec = spec
         self.url = spec.url.rstrip("/") + "/chat/completions"
         self.model = spec.api_model or spec.path
-
-    def close(self) -> None:
-        pass
+        self.headers = credential_headers(spec)
+        self._secrets = [v.removeprefix("Bearer ") for v in self.headers.values()]
+        self.throttle = Throttle(ceiling=spec.max_in_flight, adaptive=spec.adaptive,
+                                 requests_per_minute=spec.requests_per_minute,
+                                 tokens_per_minute=spec.tokens_per_minute)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"http-{spec.name}", daemon=True)
+        self._thread.start()
+        self._client: httpx.AsyncClient | None = None
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
-        return asyncio.run(self._all(requests))
+        return asyncio.run_coroutine_threadsafe(self._all(requests), self._loop).result()
+
+    def close(self) -> None:
+        if self._client is not None:
+            asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result()
+            self._client = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     async def _all(self, requests: list[ChatRequest]) -> list[Completion]:
-        limit = asyncio.Semaphore(self.spec.max_in_flight)
-        timeout = httpx.Timeout(self.spec.timeout_s, connect=min(10.0, self.spec.timeout_s))
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            return list(await asyncio.gather(*(self._one(client, limit, r) for r in requests)))
+        if self._client is None:
+            timeout = httpx.Timeout(self.spec.timeout_s, connect=min(10.0, self.spec.timeout_s))
+            limits = httpx.Limits(max_connections=self.spec.max_in_flight)
+            self._client = httpx.AsyncClient(timeout=timeout, limits=limits, headers=self.headers)
+        tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:  # a refused key: the other requests stop too
+                task.cancel()
+            raise
 
     def body(self, r: ChatRequest) -> dict:
         body = {"model": self.model, "messages": list(r.messages), "max_tokens": r.max_tokens,
@@ -50,53 +104,79 @@ class OpenAIBackend:
                                        "json_schema": {"name": "reply", "schema": r.schema, "strict": True}}
         return body
 
-    async def _one(self, client: httpx.AsyncClient, limit: asyncio.Semaphore, r: ChatRequest) -> Completion:
-        retries = 0
-        last_error = ""
+    async def _one(self, r: ChatRequest) -> Completion:
+        retries, waited, last_error = 0, 0.0, ""
         body = self.body(r)
+        # what a token budget is charged up front, as providers count it: the prompt (about 4 characters a
+        # token) plus the whole completion budget
+        tokens = sum(len(m["content"]) for m in r.messages) // 4 + r.max_tokens
         for attempt in range(self.spec.max_retries + 1):
-            wait = min(30.0, 0.25 * 2 ** attempt) * (0.5 + random.random())
-            async with limit:
-                started = time.perf_counter()
-                try:
-                    response = await client.post(self.url, json=body)
-                except (httpx.TimeoutException, httpx.TransportError) as e:
-                    last_error = f"{type(e).__name__}"
-                else:
-                    latency = time.perf_counter() - started
-                    if response.status_code == 200:
-                        done = _parse(response.content, latency, retries)
-                        if done is not None:
-                            return done
-                        last_error = "malformed response body"
-                    elif response.status_code in RETRYABLE_STATUS:
-                        last_error = f"HTTP {response.status_code}"
-                        wait = _retry_after(response) or wait
-                    else:  # 4xx other than the above: the request itself is wrong; retrying cannot help
-                        return Completion("", 0, 0, "error", 0.0, retries=retries,
-                                          error=f"HTTP {response.status_code}: {response.text[:200]}")
+            backoff = min(30.0, 0.25 * 2 ** attempt) * (0.5 + random.random())
+            ticket, wait_s = await self.throttle.start(tokens)
+            waited += wait_s
+            outcome = OTHER
+            started = time.perf_counter()
+            try:
+                response = await self._client.post(self.url, json=body)
+            except httpx.TimeoutException:
+                last_error, outcome = "TimeoutException", OVERLOADED
+            except httpx.TransportError as e:
+                last_error = type(e).__name__
+            else:
+                latency = time.perf_counter() - started
+                self.throttle.read_headers(response.headers)
+                if response.status_code == 200:
+                    done = _parse(response.content, latency, retries, waited)
+                    if done is not None:
+                        outcome = OK
+                        return done
+                    last_error = "malformed response body"
+                elif response.status_code in REFUSED_STATUS:
+                    raise UserError(f"model {self.spec.name!r}: {self.url} refused the request "
+                                    f"(HTTP {response.status_code}): {self._redact(_message(response))}")
+                elif response.status_code in RETRYABLE_STATUS:
+                    last_error = f"HTTP {response.status_code}"
+                    if response.status_code in OVERLOAD_STATUS:
+                        outcome = OVERLOADED
+                    retry_after = parse_duration(response.headers.get("retry-after"))
+                    if retry_after is not None:
+                        self.throttle.pause(min(MAX_RETRY_AFTER_S, retry_after))
+                        backoff = 0.0  # the pause holds back every request of this endpoint
+                else:  # another 4xx: the request itself is wrong; retrying cannot help
+                    return Completion("", 0, 0, "error", 0.0, retries=retries, wait_s=waited,
+                                      error=f"HTTP {response.status_code}: {self._redact(response.text[:200])}")
+            finally:
+                await self.throttle.finish(ticket, outcome)
             if attempt < self.spec.max_retries:
                 retries += 1
-                await asyncio.sleep(wait)
-        return Completion("", 0, 0, "error", 0.0, retries=retries,
+                await asyncio.sleep(backoff)
+                waited += backoff
+        return Completion("", 0, 0, "error", 0.0, retries=retries, wait_s=waited,
                           error=f"gave up after {retries} retries: {last_error}")
 
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+
+def _message(response: httpx.Response) -> str:
+    """The server's own words: OpenAI's {"error": {"message": ...}} where it has them, else the body."""
     try:
-        return min(60.0, max(0.0, float(value))) if value is not None else None
-    except ValueError:
-        return None
+        error = response.json().get("error")
+        text = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError):
+        text = None
+    return " ".join(str(text or response.text or response.reason_phrase).split())[:300]
 
 
-def _parse(content: bytes, latency: float, retries: int) -> Completion | None:
+def _parse(content: bytes, latency: float, retries: int, waited: float) -> Completion | None:
     try:
         data = json.loads(content)
         choice = data["choices"][0]
         text = choice["message"]["content"] or ""
         usage = data.get("usage") or {}
         return Completion(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
-                          choice.get("finish_reason") or "stop", latency, retries=retries)
+                          choice.get("finish_reason") or "stop", latency, retries=retries, wait_s=waited)
     except (ValueError, KeyError, IndexError, TypeError):
         return None

@@ -102,7 +102,7 @@ def _skipped_rows(out: dict[str, list], generation_id: str, indices: range, mode
         out[key] += [None] * k
     columns = {"model": [models[i] for i in indices], "status": "skipped", "error": f"not asked: {why}", "raw": "",
                "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0, "attempts": 0, "truncated": False,
-               "retries": 0}
+               "retries": 0, "wait_s": 0.0}
     for key, value in columns.items():
         out[key] += value if isinstance(value, list) else [value] * k
 

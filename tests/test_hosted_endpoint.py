@@ -1,0 +1,205 @@
+"""A hosted provider, as far as a loopback server can play one: a bearer token, rate limits with 429 and
+Retry-After, replies that do not parse. The run keeps every row, sends the key on every request and never
+writes it anywhere; a missing or refused key stops the run with one line."""
+import asyncio
+import json
+import os
+import subprocess
+import time
+import sys
+from pathlib import Path
+
+import pytest
+
+from gra_stream.backends.throttle import OK, OTHER, OVERLOADED, Throttle, parse_duration
+from gra_stream.progress import Progress
+from gra_stream.runner import run_pipeline
+from gra_stream.store import Store
+from tests.conftest import FAKE_POOL, corpus, fake_config, head_jsonl, write_toml
+from tests.fault_server import FaultServer
+from tests.invariants import check_run
+
+KEY = "sk-test-7f3a9c1e5b"  # a distinctive string: found anywhere on disk, it leaked
+
+
+def keyed_config(url, **model_extra):
+    models = [{"name": m["name"], "backend": "openai", "url": url, "api_model": m["name"], "timeout_s": 2.0,
+               "max_in_flight": 8, "max_retries": 6, "api_key_env": "GRA_TEST_KEY",
+               "headers": {"X-Title": "GRA_TEST_TITLE"}, **model_extra} for m in FAKE_POOL]
+    return fake_config(models=models)
+
+
+def toml_config(path: Path, url: str, extra: str = "") -> Path:
+    return write_toml(path, f"""
+[[models]]
+name = "hosted"
+backend = "openai"
+url = "{url}"
+api_model = "fake-a"
+api_key_env = "GRA_TEST_KEY"
+max_retries = 2
+timeout_s = 5.0
+{extra}
+[diversity]
+model = "hashing"
+""")
+
+
+def files_containing(root: Path, needle: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def gra(*args, env_key: str | None):
+    env = {k: v for k, v in os.environ.items() if k != "GRA_TEST_KEY"}
+    if env_key is not None:
+        env["GRA_TEST_KEY"] = env_key
+    return subprocess.run([sys.executable, "-m", "gra_stream", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_a_keyed_rate_limited_flaky_endpoint_loses_nothing_and_keeps_the_key_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRA_TEST_KEY", KEY)
+    monkeypatch.setenv("GRA_TEST_TITLE", "gra-stream tests")
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 30)
+    run_pipeline([seeds], tmp_path / "fake", fake_config(), progress=Progress(quiet=True))
+    with FaultServer(slow_s=2.5, api_key=KEY) as server:
+        run_pipeline([seeds], tmp_path / "http", keyed_config(server.url), progress=Progress(quiet=True))
+    assert server.requests > 0 and server.unauthorized == 0, "every request carried the key"
+    assert all(h.get("X-Title") == "gra-stream tests" for h in server.headers_seen)
+    assert {"http_429", "garbage"} <= set(server.injected)
+    con = Store(tmp_path / "http").connect()
+    retries, waited = con.sql("SELECT sum(retries), sum(wait_s) FROM calls").fetchall()[0]
+    assert retries >= sum(server.injected.values()) and waited > 0, "retries and Retry-After waits are counted"
+    fake = Store(tmp_path / "fake").connect()
+    for sql in ("SELECT id, decided_by, score FROM samples ORDER BY id",
+                "SELECT id, stage, reason FROM rejections ORDER BY id, stage"):
+        assert con.sql(sql).fetchall() == fake.sql(sql).fetchall(), sql
+    check_run(tmp_path / "http")
+    assert files_containing(tmp_path / "http", KEY) == []
+
+
+def test_status_shows_waits_and_cost_and_no_key(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 8)
+    with FaultServer(faults=False, api_key=KEY, rate_per_s=40) as server:
+        config = toml_config(tmp_path / "c.toml", server.url, "price_input = 0.5\nprice_output = 2.0\n")
+        run = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, env_key=KEY)
+    assert run.returncode == 0, run.stderr
+    status = json.loads(gra("status", tmp_path / "run", "--json", env_key=None).stdout)
+    calls = status["calls"]
+    expected = sum(c["prompt_tokens"] * 0.5 + c["completion_tokens"] * 2.0 for c in calls) / 1e6
+    assert status["cost"]["priced"] and status["cost"]["total"] == pytest.approx(expected) and expected > 0
+    samples = status["funnel"]["samples"]
+    assert status["cost"]["per_sample"] == (pytest.approx(expected / samples) if samples else None)
+    text = gra("status", tmp_path / "run", env_key=None).stdout
+    assert "wait s" in text and "per kept sample" in text
+    assert KEY not in run.stdout + run.stderr + text
+    assert files_containing(tmp_path / "run", KEY) == []
+
+
+def test_an_unset_key_stops_the_run_before_any_request(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 3)
+    with FaultServer(faults=False, api_key=KEY) as server:
+        for value in (None, "  "):
+            result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config",
+                         toml_config(tmp_path / "c.toml", server.url), env_key=value)
+            assert result.returncode == 1 and "Traceback" not in result.stderr
+            assert result.stderr.strip().splitlines() == [
+                "Error: model 'hosted': the environment variable GRA_TEST_KEY (its API key) is not set"]
+        assert server.requests == 0
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_key_stops_the_run_with_the_servers_message(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 5)
+    wrong = "sk-wrong-0d9e8f7a6b"
+    with FaultServer(faults=False, api_key=KEY) as server:
+        result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config",
+                     toml_config(tmp_path / "c.toml", server.url), env_key=wrong)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "refused the request (HTTP 401): Incorrect API key provided: ***." in line
+    assert server.requests <= 8, "not retried: at most the requests already in flight"
+    assert wrong not in result.stdout + result.stderr and files_containing(tmp_path / "run", wrong) == []
+    assert Store(tmp_path / "run").connect().sql("SELECT count(*) FROM quarantine").fetchall()[0][0] == 0
+
+
+# The throttle alone, on a fake clock.
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_one_burst_of_overloads_cuts_the_limit_once_and_clean_replies_grow_it_back():
+    async def scenario():
+        t = Throttle(ceiling=16, clock=Clock())
+        tickets = [(await t.start(0))[0] for _ in range(16)]
+        assert t.in_flight == 16
+        for ticket in tickets[:10]:  # ten 429s from requests sent before any cut
+            await t.finish(ticket, OVERLOADED)
+        assert t.limit == 8 and t.cuts == 1
+        ticket, _ = await t.start(0)  # a request sent after the cut that is refused again cuts again
+        await t.finish(ticket, OVERLOADED)
+        assert t.limit == 4
+        for ticket in tickets[10:]:
+            await t.finish(ticket, OTHER)  # a broken reply says nothing about load
+        assert t.limit == 4 and t.in_flight == 0
+        for _ in range(4 + 5 + 6):   # about one more for each window of `limit` clean replies
+            ticket, _ = await t.start(0)
+            await t.finish(ticket, OK)
+        assert 6.5 < t.limit < 7
+    asyncio.run(scenario())
+
+
+def test_a_fixed_limit_never_moves_and_slots_are_never_exceeded():
+    async def scenario():
+        t = Throttle(ceiling=3, adaptive=False)
+        peak = 0
+
+        async def one():
+            nonlocal peak
+            ticket, _ = await t.start(0)
+            peak = max(peak, t.in_flight)
+            await asyncio.sleep(0.001)
+            await t.finish(ticket, OVERLOADED)
+        await asyncio.gather(*(one() for _ in range(20)))
+        assert peak == 3 and t.limit == 3
+    asyncio.run(scenario())
+
+
+def test_rate_limit_headers_pause_every_request():
+    clock = Clock()
+    t = Throttle(ceiling=4, clock=clock)
+    t.read_headers({"x-ratelimit-remaining-requests": "12", "x-ratelimit-reset-requests": "1s"})
+    assert t.paused_until == 0
+    t.read_headers({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"})
+    assert t.paused_until == 100 + 360
+    t.pause(5)
+    assert t.paused_until == 100 + 360, "a shorter pause never shortens a longer one"
+
+
+@pytest.mark.parametrize("text,seconds", [("2", 2.0), ("0.5", 0.5), ("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02),
+                                          ("1h2m3.5s", 3723.5), ("soon", None), ("", None), (None, None)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_a_requests_per_minute_budget_holds_requests_back_and_counts_the_wait():
+    from gra_stream.backends import ChatRequest
+    from gra_stream.backends.openai_http import OpenAIBackend
+    from gra_stream.config import ModelSpec
+
+    requests = [ChatRequest(({"role": "user", "content": f"Say {i}."},), None, 16, 0.7, 0.95, i) for i in range(63)]
+    with FaultServer(faults=False) as server:
+        backend = OpenAIBackend(ModelSpec(name="m", backend="openai", url=server.url, api_model="fake-a",
+                                          requests_per_minute=60, max_in_flight=64))
+        started = time.monotonic()
+        done = backend.complete(requests)
+        elapsed = time.monotonic() - started
+        backend.close()
+    assert all(c.finish_reason == "stop" for c in done)
+    # a minute's budget at once, then one a second: the last three wait about 1, 2 and 3 seconds
+    assert elapsed >= 2.5 and sum(c.wait_s for c in done) >= 5.0
