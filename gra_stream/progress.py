@@ -19,10 +19,12 @@ class Progress:
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.mid_line = False  # a bar is drawn in place on the terminal's last line
 
     def say(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=self.stream, flush=True)
+            print(("\n" if self.mid_line else "") + message, file=self.stream, flush=True)
+            self.mid_line = False
 
     def stage(self, name: str, total: int) -> "StageBar":
         return StageBar(self, name, total)
@@ -62,6 +64,7 @@ class StageBar:
         if self.p.tty:
             if force or now - self.last >= 0.2:
                 print("\r" + self.line(), end="\n" if end else "", file=self.p.stream, flush=True)
+                self.p.mid_line = not end
                 self.last = now
         elif end or (now - self.last >= 10 and self.done < self.total):
             print(self.line(), file=self.p.stream, flush=True)

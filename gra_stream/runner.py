@@ -174,7 +174,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             for stats in ingest_files(store, seed_files, config, on_progress=bar.advance):
                 summary.new_seeds += stats.seeds
                 if not stats.skipped:
-                    progress.say(f"\ningest     {stats.path}: {stats.rows} rows, {stats.seeds} new seeds, "
+                    progress.say(f"ingest     {stats.path}: {stats.rows} rows, {stats.seeds} new seeds, "
                                  f"{stats.duplicates} duplicates, {stats.bad_rows} bad rows")
             if bar.done:
                 bar.close()
