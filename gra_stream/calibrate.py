@@ -57,7 +57,7 @@ def make_labelled_set(paths: list[Path], out: Path, *, size: int, seed: int = 0)
                 continue
             mapping = mapping or resolve_mapping(row.record, Fields(), path)
             texts, _ = extract(row.record, mapping)
-            if texts:
+            if texts and texts[2]:  # a labelled sample needs a response to corrupt
                 pairs.append((texts[0] + (f"\n\n{texts[1]}" if texts[1] else ""), texts[2]))
     if len(pairs) < 2:
         raise UserError("a labelled set needs at least 2 usable seeds")

@@ -130,8 +130,7 @@ def calibrate(labelled, make_set, sources, size, config_path, backend, as_json, 
 
     if make_set:
         paths = list(sources) or [calibration_source()]
-        check_seed_files(paths)
-        kinds = cal.make_labelled_set(paths, make_set, size=size)
+        kinds = cal.make_labelled_set(check_seed_files(paths), make_set, size=size)
         click.echo(f"wrote {sum(kinds.values())} labelled samples to {make_set}: " +
                    ", ".join(f"{k} {v}" for k, v in kinds.items()))
         return
@@ -169,8 +168,11 @@ def init(seeds, output):
     from gra_stream.config import load_config
     from gra_stream.guide import init_config
 
-    mapping = init_config(seeds, output, load_config(None))
-    click.echo(f"wrote {output} ({mapping}); check it, then: gra-stream run {seeds} --run-dir runs/NAME --config {output}")
+    guess = init_config(seeds, output, load_config(None))
+    click.echo(f"wrote {output} ({guess.mapping.describe()})")
+    for note in guess.unsure:
+        click.echo(f"  check: {note}")
+    click.echo(f"then: gra-stream run {seeds} --run-dir runs/NAME --config {output}")
 
 
 @main.command()

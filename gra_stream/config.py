@@ -26,11 +26,13 @@ SQL_DIR = resources.sql_dir()
 
 @dataclass(frozen=True)
 class Fields:
-    """Which seed fields hold the instruction, its optional input and the response (dotted paths allowed,
-    e.g. "instances.0.output"). Empty means: recognise the common names."""
+    """Which seed fields hold the instruction, its optional input and the optional response: a name in any
+    capitalisation, a dotted path ("instances.0.output") or a DuckDB expression over the record's columns;
+    or `chat`, a list of chat turns. Empty means: recognise the common names (gra_stream/fields.py)."""
     instruction: str = ""
     input: str = ""
     response: str = ""
+    chat: str = ""
 
 
 @dataclass(frozen=True)

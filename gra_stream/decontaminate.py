@@ -11,8 +11,8 @@ from pathlib import Path
 from gra_stream.config import Fields
 from gra_stream.resources import reference_path
 from gra_stream.errors import UserError
-from gra_stream.fields import resolve_mapping
-from gra_stream.readers import get_path, iter_rows
+from gra_stream.fields import extract, resolve_mapping
+from gra_stream.readers import iter_rows
 
 _WORD = re.compile(r"\w+")
 
@@ -31,10 +31,9 @@ def _reference(path: str, mtime_ns: int, n: int) -> frozenset[int]:
         if row.record is None:
             continue
         mapping = mapping or resolve_mapping(row.record, Fields(), Path(path))
-        for field in (mapping.instruction, mapping.input, mapping.response):
-            value = get_path(row.record, field) if field else None
-            if isinstance(value, str):
-                hashes |= ngram_hashes(value, n)
+        texts, _ = extract(row.record, mapping)
+        for text in texts or ():
+            hashes |= ngram_hashes(text, n)
     return frozenset(hashes)
 
 

@@ -3,14 +3,16 @@ fields, and `gra-stream run --dry-run` checks everything a run needs and shows t
 without loading a model."""
 from __future__ import annotations
 
-import json
+from itertools import islice
 from pathlib import Path
 
 import polars as pl
 
 from gra_stream.config import DEFAULT_CONFIG, Config
 from gra_stream.errors import UserError
-from gra_stream.fields import extract, resolve_mapping
+from gra_stream.field_guess import Guess, fields_block, guess_mapping
+from gra_stream.fields import extract
+from gra_stream.ingest import check_seed_files, resolve_file_mapping
 from gra_stream.llm import clip, load_prompt
 from gra_stream.readers import iter_rows
 from gra_stream.sql_filters import load_filters
@@ -24,22 +26,24 @@ def first_record(path: Path) -> dict:
     raise UserError(f"{path}: no readable record in the file")
 
 
-def init_config(seeds: Path, out: Path, config: Config) -> str:
-    """Write DEFAULT_CONFIG with the [fields] of `seeds` filled in; returns the mapping it found."""
+INIT_RECORDS = 50  # records `init` looks at
+
+
+def init_config(seeds: Path, out: Path, config: Config) -> Guess:
+    """Write DEFAULT_CONFIG with a [fields] mapping proposed for `seeds` (a file or a folder), the evidence
+    as comments; fails only when no record can be read."""
     if out.exists():
         raise UserError(f"{out} exists; choose another name or remove it")
-    record = first_record(seeds)
-    mapping = resolve_mapping(record, config.fields, seeds)
+    path = check_seed_files([seeds])[0]
+    records = [row.record for row in islice((r for r in iter_rows(path) if r.record is not None), INIT_RECORDS)]
+    if not records:
+        raise UserError(f"{path}: no readable record in the file")
+    guess = guess_mapping(records, config.fields, path)
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
-    fields = (f"# {seeds} has the fields: {', '.join(sorted(record))}\n"
-              f"# first record: {clip(json.dumps(record, ensure_ascii=False), 300)}\n"
-              f"[fields]\ninstruction = \"{mapping.instruction}\"\ninput = \"{mapping.input}\"\n"
-              f"response = \"{mapping.response}\"\n")
-    start = text.index("[fields]")
-    end = text.index("\n\n", start)
-    text = text[:start] + fields + text[end + 1:]
-    out.write_text(text, encoding="utf-8")
-    return mapping.describe()
+    start = text.index("# Field mapping")
+    end = text.index("\n\n", text.index("[fields]"))
+    out.write_text(text[:start] + fields_block(guess, path, len(records)) + text[end + 1:], encoding="utf-8")
+    return guess
 
 
 def dry_run(seeds: list[Path], config: Config, *, prompts: int = 2) -> str:
@@ -50,11 +54,9 @@ def dry_run(seeds: list[Path], config: Config, *, prompts: int = 2) -> str:
     lines.append(f"SQL filters: {', '.join(f.name for f in filters) or 'none'}: ok (dry-run on an empty batch)")
     system, template = load_prompt("system", config.prompts_dir), load_prompt("profile", config.prompts_dir)
     shown = 0
-    for path in seeds:
-        if not path.is_file():
-            raise UserError(f"seed file {path} does not exist")
+    for path in check_seed_files(seeds):
         record = first_record(path)
-        mapping = resolve_mapping(record, config.fields, path)
+        mapping = resolve_file_mapping(record, config, path)
         lines.append(f"{path}: {mapping.describe()}")
         for row in iter_rows(path):
             if shown >= prompts:

@@ -16,12 +16,15 @@ import polars as pl
 
 from gra_stream.config import Config
 from gra_stream.errors import UserError
-from gra_stream.fields import Mapping, extract, resolve_mapping
+from gra_stream.field_expressions import check_expression
+from gra_stream.fields import Mapping, extract_many, is_expression, resolve_mapping
 from gra_stream.ids import content_id
-from gra_stream.readers import iter_rows
+from gra_stream.readers import Row, iter_rows
+from gra_stream.seed_paths import expand_seed_paths
 from gra_stream.store import Store
 
-CHUNK_ROWS = 20_000
+CHUNK_ROWS = 20_000   # seed rows per committed segment
+EXTRACT_ROWS = 1024   # records mapped at once (a field expression runs once per such batch)
 
 
 @dataclass
@@ -39,12 +42,25 @@ def file_key(path: Path) -> str:
     return content_id(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def check_seed_files(paths: list[Path]) -> None:
-    for p in paths:
-        if not p.exists():
-            raise UserError(f"seed file {p} does not exist")
-        if not p.is_file():
-            raise UserError(f"seed path {p} is not a file")
+def check_seed_files(paths: list[Path], config: Config | None = None) -> list[Path]:
+    """The seed files to read (folders expanded); a missing path is a one-line error, and so is a field
+    expression of `config` that does not evaluate on a file's first record."""
+    files = expand_seed_paths(paths)
+    if config is not None and any(is_expression(v) for v in (config.fields.instruction, config.fields.input,
+                                                               config.fields.response)):
+        for path in files:
+            first = next((row.record for row in iter_rows(path) if row.record is not None), None)
+            if first is not None:
+                resolve_file_mapping(first, config, path)
+    return files
+
+
+def resolve_file_mapping(record: dict, config: Config, path: Path) -> Mapping:
+    """The mapping of one file, its field expressions checked on its first record."""
+    mapping = resolve_mapping(record, config.fields, path)
+    for role, expression in mapping.expressions().items():
+        check_expression(expression, record, f"{path}: [fields] {role}")
+    return mapping
 
 
 def ingest_files(store: Store, paths: list[Path], config: Config,
@@ -119,24 +135,34 @@ def _ingest_file(store: Store, path: Path, key: str, config: Config, on_progress
         seeds, errors = [], []
         chunk += 1
 
+    def take(rows: list[Row]) -> None:
+        nonlocal mapping
+        records = [row.record for row in rows if row.record is not None]
+        if records and mapping is None:
+            mapping = resolve_file_mapping(records[0], config, path)
+        extracted = iter(extract_many(records, mapping) if records else ())
+        for row in rows:
+            texts, reason = next(extracted) if row.record is not None else (None, row.error)
+            if texts is None:
+                stats.bad_rows += 1
+                raw = row.raw or (json.dumps(row.record, default=str, ensure_ascii=False)[:300] if row.record else "")
+                errors.append({"id": content_id(source, row.line), "source": source, "line": row.line,
+                               "reason": reason, "raw": raw})
+            else:
+                instruction, input_, response = texts
+                seeds.append({"id": content_id(instruction, input_, response), "instruction": instruction,
+                              "input": input_, "response": response, "source": source, "line": row.line})
+            if len(seeds) + len(errors) >= CHUNK_ROWS:
+                flush()
+
+    rows: list[Row] = []
     for row in iter_rows(path):
         stats.rows += 1
-        texts, reason = None, row.error
-        if row.record is not None:
-            if mapping is None:
-                mapping = resolve_mapping(row.record, config.fields, path)
-            texts, reason = extract(row.record, mapping)
-        if texts is None:
-            stats.bad_rows += 1
-            raw = row.raw or (json.dumps(row.record, default=str, ensure_ascii=False)[:300] if row.record else "")
-            errors.append({"id": content_id(source, row.line), "source": source, "line": row.line,
-                           "reason": reason, "raw": raw})
-        else:
-            instruction, input_, response = texts
-            seeds.append({"id": content_id(instruction, input_, response), "instruction": instruction,
-                          "input": input_, "response": response, "source": source, "line": row.line})
-        if len(seeds) + len(errors) >= CHUNK_ROWS:
-            flush()
+        rows.append(row)
+        if len(rows) >= EXTRACT_ROWS:
+            take(rows)
+            rows = []
+    take(rows)
     flush()
     if stats.rows == 0:
         raise UserError(f"{path}: the file is empty")

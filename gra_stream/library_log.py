@@ -30,12 +30,14 @@ def _own_copy(stream: TextIO, fd: int) -> tuple[TextIO, bool]:
 def library_output_to(log: Path | None) -> Iterator[tuple[TextIO, TextIO]]:
     """Send descriptors 1 and 2 to `log` (appended) for the duration; yields (out, err) streams to the
     terminal for gra-stream's own output. With `log` None, nothing is redirected (`--verbose`)."""
-    try:
-        if log is not None:
+    target = None
+    if log is not None:
+        try:
             log.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:  # the run itself will say why it cannot write there
-        log = None
-    if log is None:
+            target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:  # the run itself will say why it cannot write there
+            target = None
+    if target is None:
         yield sys.stdout, sys.stderr
         return
     out, close_out = _own_copy(sys.stdout, 1)
@@ -43,7 +45,6 @@ def library_output_to(log: Path | None) -> Iterator[tuple[TextIO, TextIO]]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(target, 1)
     os.dup2(target, 2)
     os.close(target)

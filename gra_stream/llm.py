@@ -83,6 +83,14 @@ def clip_column(text: pl.Expr, limit: int) -> pl.Expr:
                                                       ).otherwise(text)
 
 
+MISSING_RESPONSE = "(none: this seed has no response)"
+
+
+def or_missing(response: pl.Expr) -> pl.Expr:
+    """An instruction-only seed's empty response, said in words where a prompt shows it."""
+    return pl.when(response == "").then(pl.lit(MISSING_RESPONSE)).otherwise(response)
+
+
 def render_column(template: str, values: dict[str, pl.Expr]) -> pl.Expr:
     """`render` on every row: the template's text around each {{slot}}, concatenated with the slot's
     column. In Polars, not per row in Python (a prompt is rendered for every call of a run)."""

@@ -1,4 +1,5 @@
-"""Streaming seed readers: JSONL (plain, .gz, .zst), JSON arrays, Parquet and CSV, one record at a time.
+"""Streaming seed readers: JSONL (plain, .gz, .zst), JSON arrays, Parquet, CSV and Arrow IPC (the files of a
+`datasets.save_to_disk` folder), one record at a time.
 
 Each reader yields `Row(line, record, error)`: a row that cannot be read carries the reason instead of a
 record, so one bad line never stops a file. Memory stays bounded for every format but JSON arrays, which
@@ -49,13 +50,18 @@ def detect_format(path: Path) -> str:
         return "csv"
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "json"
-    raise UserError(f"{path}: unknown seed file type; use .jsonl, .json, .parquet or .csv (optionally .gz/.zst)")
+    if name.endswith(".arrow"):
+        return "arrow"
+    raise UserError(f"{path}: unknown seed file type; use .jsonl, .json, .parquet, .csv (optionally .gz/.zst) "
+                    f"or .arrow, or give a folder of them")
 
 
 def iter_rows(path: Path) -> Iterator[Row]:
     fmt = detect_format(path)
     if fmt == "parquet":
         yield from _parquet_rows(path)
+    elif fmt == "arrow":
+        yield from _arrow_rows(path)
     elif fmt == "csv":
         yield from _csv_rows(path)
     else:
@@ -140,6 +146,26 @@ def _parquet_rows(path: Path) -> Iterator[Row]:
         raise UserError(f"{path}: not a readable Parquet file ({e})") from None
     line = 0
     for batch in parquet.iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            line += 1
+            yield Row(line, record)
+
+
+def _arrow_rows(path: Path) -> Iterator[Row]:
+    """Arrow IPC: the stream format `datasets` writes, or the file format."""
+    import pyarrow as pa
+
+    try:
+        source = pa.memory_map(str(path))
+        try:
+            batches = iter(pa.ipc.open_stream(source))
+        except pa.ArrowInvalid:
+            reader = pa.ipc.open_file(source)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"{path}: not a readable Arrow file ({e})") from None
+    line = 0
+    for batch in batches:
         for record in batch.to_pylist():
             line += 1
             yield Row(line, record)

@@ -111,14 +111,15 @@ def preflight(stages: list[Stage], con, config: Config) -> None:
             raise RuntimeError(f"stage {stage.name}: pending rows lack declared input columns {missing}")
 
 
-def check_inputs(seed_files: list[Path], config: Config) -> None:
+def check_inputs(seed_files: list[Path], config: Config) -> list[Path]:
     """What can fail before the run directory is touched and any model loads: seed files, SQL filters, API
-    keys, the diversity filter's model."""
-    check_seed_files(seed_files)
+    keys, the embedded models' packages. Returns the seed files to read (folders expanded)."""
+    files = check_seed_files(seed_files, config)
     load_filters(config)
     check_credentials(config)
     check_engine_setup([m.path for m in config.models if m.backend == "vllm"],
                        needs_minilm=config.diversity.enabled and config.diversity.model == MINILM)
+    return files
 
 
 def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progress: Progress | None = None,
@@ -126,7 +127,7 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
     """Ingest `seed_files` into `run_dir` and run every stage over what is pending there. `executor` is
     "local" (this process), "processes" (worker processes on this machine) or "ray" (a Ray cluster at `ray_address`, or a local one started for the run)."""
     progress = progress or Progress()
-    check_inputs(seed_files, config)
+    seed_files = check_inputs(seed_files, config)
     stages = stages or all_stages()
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run-dir {run_dir} exists and is not a directory")

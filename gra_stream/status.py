@@ -7,6 +7,7 @@ from gra_stream.store import Store
 
 FUNNEL_SQL = {
     "seeds": "SELECT count(*) FROM seeds",
+    "seeds_without_response": "SELECT count(*) FROM seeds WHERE response = ''",
     "ingest_errors": "SELECT count(*) FROM ingest_errors",
     "profiled": "SELECT count(*) FROM profiles WHERE status = 'ok'",
     "generations": "SELECT count(*) FROM generations WHERE status = 'ok'",
@@ -59,7 +60,8 @@ def format_status(status: dict) -> str:
     f = status["funnel"]
     lines = [f"run {status['run_dir']}  ({status['runs']['invocations']} invocations, last {status['runs']['last_outcome']},"
              f" {status['runs']['elapsed_s']:.1f} s in all)", "", "funnel"]
-    for label, key in [("seeds", "seeds"), ("bad seed rows", "ingest_errors"), ("profiled", "profiled"),
+    for label, key in [("seeds", "seeds"), ("  without a response", "seeds_without_response"),
+                       ("bad seed rows", "ingest_errors"), ("profiled", "profiled"),
                        ("generated", "generations"), ("passed gates", "passed_gates"), ("reviewed", "reviewed"),
                        ("review calls", "reviews"),
                        ("review calls saved", "review_calls_saved"), ("decided", "verdicts"), ("accepted by committee", "accepted"),

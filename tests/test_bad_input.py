@@ -23,7 +23,7 @@ def build_corpus(folder):
     folder.mkdir()
     lines = [json.dumps(good(1)), "{not json", "", json.dumps([1, 2]), json.dumps({"instruction": None, "output": "x"}),
              json.dumps({"instruction": "", "output": "x"}), json.dumps({"instruction": 5, "output": 6}),
-             json.dumps({"instruction": ["a list"], "output": "x"}), json.dumps({"output": "no instruction"}),
+             json.dumps({"instruction": [{"a": "list of objects"}], "output": "x"}), json.dumps({"output": "no instruction"}),
              json.dumps(good(1)), json.dumps(good(2))]
     (folder / "malformed.jsonl").write_text("\n".join(lines) + "\n")
     (folder / "array.jsonl").write_text(json.dumps([good(3), good(4), "not an object"]))

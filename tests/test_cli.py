@@ -92,7 +92,8 @@ def test_a_file_with_no_usable_row_is_one_clear_error(tmp_path):
     unmapped = tmp_path / "odd.jsonl"
     unmapped.write_text('{"foo": 1, "bar": 2}\n')
     result = cli("run", unmapped, "--run-dir", tmp_path / "r2", "--backend", "fake", "--quiet")
-    assert result.exit_code == 1 and "the file has fields: bar, foo" in result.output
+    assert result.exit_code == 1 and "cannot find the instruction field among: bar, foo" in result.output
+    assert f"`gra-stream init {unmapped}` proposes a mapping" in result.output
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert "the file is empty" in cli("run", empty, "--run-dir", tmp_path / "r3", "--backend", "fake").output

@@ -97,3 +97,18 @@ def test_the_scaling_out_page_shows_a_valid_config_and_real_options():
     command = next(line for line in blocks("docs/scaling-out.md", "bash")[0].splitlines() if line.startswith("gra-stream"))
     for option in (a for a in shlex.split(command) if a.startswith("--")):
         assert option in run_help, option
+
+
+def test_the_mappings_in_the_fields_doc_are_what_init_proposes(tmp_path):
+    from click.testing import CliRunner
+
+    from gra_stream.cli import main
+
+    text = (ROOT / "docs" / "fields.md").read_text()
+    pairs = re.findall(r"```jsonl\n(.*?)```\s*```toml\n(.*?)```", text, flags=re.S)
+    assert len(pairs) == 6
+    for i, (record, expected) in enumerate(pairs):
+        (tmp_path / f"{i}.jsonl").write_text(record)
+        result = CliRunner().invoke(main, ["init", str(tmp_path / f"{i}.jsonl"), "-o", str(tmp_path / f"{i}.toml")])
+        assert result.exit_code == 0, result.output
+        assert expected.strip() in (tmp_path / f"{i}.toml").read_text(), record

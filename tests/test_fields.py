@@ -44,11 +44,11 @@ def test_config_fields_win_and_may_be_nested():
     ({"instruction": None, "output": "x"}, "missing instruction"),
     ({"output": "x"}, "missing instruction"),
     ({"instruction": "  ", "output": "x"}, "empty instruction"),
-    ({"instruction": ["a"], "output": "x"}, "is list"),
+    ({"instruction": [{"a": 1}], "output": "x"}, "is list"),
     ({"instruction": {"a": 1}, "output": "x"}, "is dict"),
     ({"instruction": True, "output": "x"}, "is bool"),
     ({"instruction": "a" * (MAX_FIELD_CHARS + 1), "output": "x"}, "characters (limit"),
-    ({"instruction": "ok", "output": ""}, "empty response"),
+    ({"instruction": "ok", "output": ["x", {"a": 1}]}, "is list"),
 ])
 def test_unusable_rows_get_a_reason(record, reason):
     mapping = resolve_mapping({"instruction": "", "output": ""}, Fields(), None)
@@ -81,4 +81,4 @@ def test_fuzzed_records_map_or_fail_cleanly(records):
             assert reason
         else:
             instruction, input_, response = texts
-            assert isinstance(input_, str) and instruction.strip() and response.strip() and not reason
+            assert isinstance(input_, str) and isinstance(response, str) and instruction.strip() and not reason

@@ -14,7 +14,7 @@ import polars as pl
 from gra_stream import reply_schemas
 from gra_stream.committee import deal_many
 from gra_stream.ids import seed_ints
-from gra_stream.llm import Calls, Replies, ask, clip_column, load_prompt, render_column
+from gra_stream.llm import Calls, Replies, ask, clip_column, load_prompt, or_missing, render_column
 from gra_stream.stages import Context, Stage, columns_frame
 
 
@@ -62,7 +62,7 @@ def _prompts(batch: pl.DataFrame, prompts: dict[str, str]) -> list[str]:
         "keywords_2": pl.col("keywords_2").list.join(", "), "summary_2": pl.col("summary_2")})
     refine = render_column(prompts["refine"], {"domain": pl.col("domain"),
                                                "instruction": clip_column(pl.col("seed_instruction"), 2000),
-                                               "response": clip_column(pl.col("seed_response"), 3000)})
+                                               "response": clip_column(or_missing(pl.col("seed_response")), 3000)})
     return batch.select(pl.when(pl.col("kind") == "refine").then(refine).otherwise(synthesis)).to_series().to_list()
 
 

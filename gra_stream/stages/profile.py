@@ -4,7 +4,7 @@ import polars as pl
 from gra_stream import reply_schemas
 from gra_stream.committee import deal_many
 from gra_stream.ids import seed_ints
-from gra_stream.llm import Calls, ask, clip_column, load_prompt, render_column
+from gra_stream.llm import Calls, ask, clip_column, load_prompt, or_missing, render_column
 from gra_stream.stages import Context, Stage, columns_frame
 
 
@@ -17,7 +17,8 @@ def profile_prompts(batch: pl.DataFrame, template: str) -> list[str]:
     instruction = pl.when(pl.col("input") != "").then(pl.concat_str("instruction", pl.lit("\n\n"), "input")
                                                       ).otherwise(pl.col("instruction"))
     return batch.select(render_column(template, {"instruction": clip_column(instruction, 1500),
-                                                 "response": clip_column(pl.col("response"), 1500)})).to_series().to_list()
+                                                 "response": clip_column(or_missing(pl.col("response")), 1500)})
+                        ).to_series().to_list()
 
 
 def profile_rows(batch: pl.DataFrame, ctx: Context, *, role: str) -> pl.DataFrame:

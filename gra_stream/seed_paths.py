@@ -1,0 +1,61 @@
+"""Seed paths as users have them: files, folders of shards (the hub's `data/train-*.parquet` layout) and
+datasets saved with `datasets.save_to_disk`, expanded into the files to read, in a fixed order.
+
+A folder whose files are named after splits (train, test, validation...) gives its train split only: a
+test split must not become seeds (decontamination is for keeping it out). Give the other files by name to
+use them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gra_stream.errors import UserError
+from gra_stream.readers import detect_format
+
+SPLITS = ("train", "test", "validation", "valid", "val", "dev", "eval")
+METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
+
+
+def expand_seed_paths(paths: list[Path]) -> list[Path]:
+    """The seed files behind `paths`, each folder expanded; a missing path is a one-line error."""
+    files = []
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"seed file {path} does not exist")
+        files.extend(_folder_files(path) if path.is_dir() else [path])
+    return files
+
+
+def _is_seed_file(path: Path) -> bool:
+    try:
+        detect_format(path)
+    except UserError:
+        return False
+    return path.name not in METADATA and not any(part.startswith(".") for part in path.parts[-2:])
+
+
+def _split(path: Path, folder: Path) -> str:
+    """The split a file belongs to, from its name or the folders under `folder` ('' when none says)."""
+    for part in reversed(path.relative_to(folder).parts):
+        for split in SPLITS:
+            name = part.lower()
+            if name == split or name.startswith((f"{split}-", f"{split}_", f"{split}.")):
+                return split
+    return ""
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    if (folder / "dataset_dict.json").is_file():  # datasets.DatasetDict.save_to_disk: one folder per split
+        splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        return [f for split in (["train"] if "train" in splits else splits) for f in _folder_files(folder / split)]
+    if (folder / "state.json").is_file():  # datasets.Dataset.save_to_disk: its Arrow files, in order
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        return [folder / f["filename"] for f in state.get("_data_files", [])]
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_seed_file(p))
+    if not files:
+        raise UserError(f"{folder}: no seed files in this folder (.jsonl, .json, .parquet, .csv, .arrow)")
+    splits = {_split(f, folder) for f in files}
+    if "train" in splits and len(splits) > 1:
+        files = [f for f in files if _split(f, folder) == "train"]
+    return files
