@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gra_stream.backends import ModelPool, vllm_engine
+from gra_stream.backends import vllm_engine
+from gra_stream.backends.pool import ModelPool
 from gra_stream.config import load_config
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline

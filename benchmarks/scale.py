@@ -7,7 +7,7 @@ the largest finished run (which must do no work). Each run is a separate `gra-st
 is sampled every 0.1 s over the whole process tree: the runner's own peak and the peak of the sum of the
 runner and its workers, which is the run's memory. Also printed: the CPU time of the whole process tree,
 as a share of every core over the wall time (how close the run is to CPU-bound), and how much of it the
-fake backend spent building its replies (GRA_STREAM_FAKE_CPU_DIR, gra_stream/backends/fake.py): CPU a
+fake backend spent building its replies (GRA_STREAM_FAKE_CPU_DIR, benchmarks/fake_cpu/sitecustomize.py): CPU a
 real backend spends on a GPU or in a server, which the goal's "instant replies" leaves out, but which
 this benchmark's 2 cores pay. And per stage: its wall time, the CPU of the runner and of its workers in
 it, how busy that kept the cores (which stages are CPU-bound, and where one process waits on another),
@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPACA = ROOT / "data" / "seeds" / "alpaca_52k_en.jsonl.gz"
+FAKE_CPU = Path(__file__).resolve().parent / "fake_cpu"  # counts the fake backend's CPU in the run's processes
 GOALS = "goals: peak RSS at the largest size <= 1.3 x the next smaller; >= 2,000 seed rows/s end to end; re-run < 5 s"
 
 
@@ -203,7 +204,9 @@ def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
         proc = subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
                                  "--config", str(config), "--executor", executor],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "GRA_STREAM_FAKE_CPU_DIR": fake_dir})
+                                env={**os.environ, "GRA_STREAM_FAKE_CPU_DIR": fake_dir,
+                                     "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_CPU),
+                                                                                os.environ.get("PYTHONPATH")]))})
         watch = TreeWatch(proc)
         stderr, stages = watch.wait()
         elapsed = time.perf_counter() - t0

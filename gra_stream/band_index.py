@@ -2,18 +2,16 @@
 the batch is a candidate, its estimated Jaccard the share of equal MinHash values, and the best candidate
 at or above the threshold (the smallest id among equals) is the row's earlier match.
 
-Doing that in DuckDB meant decoding the band-key lists of every earlier sample for every batch: 17M keys
-per batch at 1M samples. Here each gates segment gets a sidecar once (derived data, under
+Doing that in DuckDB meant decoding the band-key lists of every earlier sample for every batch. Here each
+gates segment gets a sidecar once (derived data, under
 DIR/.index/gate/<key>/, rebuilt if deleted), written the first time a later batch reads the segment:
 - `<segment>.npy`: a bitmap of its band keys (BITS_PER_KEY bits per key), the keys of its passed rows,
   sorted, with the row each key belongs to, and the rows' ids;
 - `<segment>.minhash.npy`: the rows' signatures, read through a memory map, candidates' rows only.
 A batch checks each of its distinct keys against a segment's bitmap first, and only the few that get
 past it (the keys the segment has, and about one in BITS_PER_KEY of the others) are binary-searched in
-the segment's sorted keys, memory-mapped so that only the pages touched are read. Searching every
-segment key in the batch's keys instead, as before, cost in proportion to the earlier segments' keys:
-20M of them per batch at 1M seeds, 1.8 s of the runner's time per batch against 1.0 to 1.3 s now.
-Segments never change, so a sidecar never goes stale; the key of the folder names the signature layout
+the segment's sorted keys, memory-mapped so that only the pages touched are read: the cost follows the
+batch's keys, not the earlier segments' keys. Segments never change, so a sidecar never goes stale; the key of the folder names the signature layout
 (num_perm, bands) and the sidecar format.
 """
 from __future__ import annotations

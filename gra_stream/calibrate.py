@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from gra_stream.backends import ModelPool
+from gra_stream.backends.pool import ModelPool
 from gra_stream.committee import committee_rule, deal_roles
 from gra_stream.config import Config, Fields
 from gra_stream.errors import UserError

@@ -68,8 +68,8 @@ def deal_roles(pool: Sequence[str], n_reviewers: int, *, run_seed: int, task_id:
 
 def deal_many(pool: Sequence[str], n_reviewers: int, *, run_seed: int, task_ids: Iterable[str]) -> list[Deal]:
     """`deal_roles` for every task: a task's SHA-256, read as a number below n!, names one of the pool's
-    n! orders (`_permutation`). For pools of up to 8 models the deals of all orders are made once (then
-    1 us a task, against 10 us for a seeded random.shuffle each)."""
+    n! orders (`_permutation`). For pools of up to 8 models the deals of all orders are made once, so a
+    task's deal is a lookup rather than a seeded shuffle."""
     pool, orders = tuple(pool), factorial(len(pool))
     if len(pool) <= 8:
         deal = _deal_table(pool, n_reviewers).__getitem__

@@ -65,7 +65,7 @@ class ModelSpec:
 @dataclass(frozen=True)
 class Vllm:
     """Settings passed to every in-process vLLM engine."""
-    dtype: str = "auto"            # "auto": float32 on CPU (bf16 is 3-5x slower on AVX2), bfloat16 on GPU
+    dtype: str = "auto"            # "auto": float32 on CPU (bfloat16 is slow without AVX-512 BF16), bfloat16 on GPU
     enforce_eager: bool = True
     max_model_len: int = 2048
     gpu_memory_utilization: float = 0.85
@@ -312,7 +312,7 @@ def validate(c: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(f"{s}: {message}")
-    from gra_stream.llm import check_prompts
+    from gra_stream.prompts import check_prompts
 
     check_prompts(c.prompts_dir, s)
     names = [m.name for m in c.models]

@@ -41,8 +41,8 @@ class HashingEmbedder:
         return slot
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Each word's bucket is hashed once and remembered (a corpus repeats its words: 5x faster than a
-        hash per word); the counts are summed per row in one bincount (sums of +-1, exact in any order)."""
+        """Each word's bucket is hashed once and remembered (a corpus repeats its words); the counts are
+        summed per row in one bincount (sums of +-1, exact in any order)."""
         slot = self._slot
         where, signs = [], []
         for i, text in enumerate(texts):

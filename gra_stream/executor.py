@@ -21,20 +21,14 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from gra_stream.backends import ModelPool
+from gra_stream.backends.pool import ModelPool
 from gra_stream.call_cache import CallCache
 from gra_stream.config import Config
 from gra_stream.errors import Interrupted
+from gra_stream.memory import DUCKDB_MEMORY
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage
 from gra_stream.store import Store
-
-# Per database (the runner's pending stream and the stages' lookups share one); sorts and joins beyond it
-# spill to DIR/.tmp. The runner drains each pending query on one thread under runner.DRAIN_MEMORY (200MB:
-# every stage's pending query at 1M seeds; 128MB ran out for the gate's); on two threads a pending sort
-# needed 320MB (at 256MB it failed to pin a block). Decide's aggregates are fixed-size sums for that:
-# lists of every review's scores ran out of memory below 512MB.
-DUCKDB_MEMORY = "320MB"
 
 Finished = tuple[list[str], pl.DataFrame]
 
@@ -93,8 +87,7 @@ def close_worker_contexts() -> None:
 
 def batch_ipc(batch: pl.DataFrame) -> bytes:
     """A batch as Arrow IPC bytes, to send to a worker: only its own rows. (A batch is a slice of the
-    pending rows' record batches of 65,536 rows, and a pickled Arrow slice of a list column carries its
-    whole parent: 3.2 MB for a 1,024-row generate batch of 0.5 MB.)"""
+    pending rows' record batches, and a pickled Arrow slice of a list column carries its whole parent.)"""
     buffer = io.BytesIO()
     batch.write_ipc(buffer)
     return buffer.getvalue()

@@ -10,7 +10,7 @@ from pathlib import Path
 from gra_stream.config import Fields
 from gra_stream.errors import UserError
 from gra_stream.fields import Mapping, chat_turns, resolve_mapping
-from gra_stream.llm import clip
+from gra_stream.prompts import clip
 
 MIN_TEXT_CHARS = 10  # shorter on average (ids, labels, difficulty levels) is not an instruction or a response
 

@@ -78,8 +78,8 @@ def ingest_files(store: Store, paths: list[Path], config: Config,
 
 class KnownIds:
     """The ids of the seeds already ingested, as sorted 64-bit numbers (ids are 16 hex digits): 8 bytes
-    a seed, and a chunk is checked against them by binary search, where a Polars `is_in` against a
-    growing Series built a hash table of every known id for every chunk (a tenth of ingest at 1M seeds)."""
+    a seed, and a chunk is checked against them by binary search, rather than by a hash table of every
+    known id built again for every chunk."""
 
     def __init__(self, ids: pl.Series):
         self.sorted = np.sort(self._numbers(ids))

@@ -72,7 +72,7 @@ class ProcessExecutor:
         self.pool: ProcessPoolExecutor | None = None
         # BLAS and OpenMP read these once, when a worker imports numpy (before any initializer runs), and
         # workers start with this process's environment: a thread pool per worker as wide as the machine
-        # would make the workers' threads fight over the cores (3x slower matrix products measured).
+        # would make the workers' threads fight over the cores.
         threads = str(max(1, (os.cpu_count() or 1) // self.workers))
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, threads)
@@ -115,8 +115,7 @@ class ProcessExecutor:
         """Workers prepare batches ahead; this process finishes them one by one, in the order they came.
 
         Its matrix products run on one BLAS thread meanwhile: the workers hold every core, and a second
-        thread here only waits for one (OpenBLAS threads spin while they wait). At 1M seeds the diversity
-        filter took 1.2x the time with two (202 to 205 s against 167 s) and this process 1.5x the CPU."""
+        thread here only waits for one (OpenBLAS threads spin while they wait)."""
         ahead: deque[Future] = deque()
         with threadpool_limits(limits=1, user_api="blas"):
             for batch in batches:

@@ -18,16 +18,17 @@ from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
 from gra_stream.errors import Interrupted, UserError
-from gra_stream.executor import DUCKDB_MEMORY, Executor, LocalExecutor, open_context
-from gra_stream.freed_memory import release_freed_memory
+from gra_stream.executor import Executor, LocalExecutor, open_context
+from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, release_freed_memory
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
 from gra_stream.model_assets import check_engine_setup
 from gra_stream.progress import Progress
 from gra_stream.schemas import TABLES
 from gra_stream.sql_filters import load_filters
+from gra_stream import stage_versions
 from gra_stream.stages import Context, Stage, all_stages
-from gra_stream.store import RunLock, Store
+from gra_stream.store import EMPTY_SEGMENT, RunLock, Store
 
 __all__ = ["Interrupted", "RunSummary", "run_pipeline"]
 
@@ -74,7 +75,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-DRAIN_MEMORY = "200MB"  # DuckDB's memory limit while a pending query runs (see _drain)
 
 # What a stage pass reads: every table but the run log and the call cache.
 _PASS_INPUTS = [t for t in TABLES if t not in ("runs", "call_cache")]
@@ -85,6 +85,7 @@ def _record_run(store: Store, run_id: str, started: str, t0: float, outcome: str
     store.write_segment("runs", run_id, pl.DataFrame([{
         "id": run_id, "started": started, "finished": "" if outcome == "running" else _now(),
         "elapsed_s": time.monotonic() - t0, "outcome": outcome, "config": json.dumps(config.to_json()),
+        "versions": json.dumps(stage_versions.record(config)),
         "seed_files": [str(p) for p in seeds],
         # after a finished pass nothing is pending: a later run whose tables, config and stages are the
         # same has nothing to do, which it can tell without a query (`_nothing_changed`)
@@ -93,6 +94,20 @@ def _record_run(store: Store, run_id: str, started: str, t0: float, outcome: str
 
 def _pass_digest(store: Store, config: Config, stage_names: list[str]) -> str:
     return content_id(store.digest(_PASS_INPUTS), json.dumps(config.to_json(), sort_keys=True), *stage_names)
+
+
+def _recorded_versions(store: Store) -> dict | None:
+    """The stage versions the latest run recorded (None for a new run directory, or one made before runs
+    recorded them)."""
+    rows = (store.scan("runs").filter(pl.col("versions").is_not_null() & (pl.col("versions") != ""))
+            .sort("started", "id").select("versions").collect()["versions"].to_list())
+    return json.loads(rows[-1]) if rows else None
+
+
+def _tables_with_rows(store: Store, stages: list[Stage]) -> set[str]:
+    tables = {"ingest": "seeds", **{s.name: s.table for s in stages}}
+    return {name for name, table in tables.items()
+            if any(p.name != EMPTY_SEGMENT for p in store.segments(table))}
 
 
 def _nothing_changed(store: Store, config: Config, stage_names: list[str]) -> bool:
@@ -163,6 +178,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
         store.init()
         for leftover in (run_dir / ".tmp").glob("pending-*.arrow"):  # of a run killed mid-stage
             leftover.unlink(missing_ok=True)
+        stage_versions.check_versions(_recorded_versions(store), config, _tables_with_rows(store, stages))
         t0, started = time.monotonic(), _now()
         run_id = content_id("run", started, os.getpid(), time.time_ns())
         names = [s.name for s in stages]
@@ -245,10 +261,7 @@ def _drain(con, query: str, path: Path) -> int:
     and its memory back before the stage's own lookups (the gate's band join) need DuckDB's, so the two
     never hold memory at once, and the count is known without evaluating the query twice.
 
-    It runs on one thread, under DRAIN_MEMORY: between two stages the workers sit idle holding what the
-    last stage left them, so a drain is where a large run's RSS peaks. The 1M-seed gate's pending query
-    (993k rows sorted by id) grew the runner by 630 MB in 7.0 s on two threads under 320 MB, by 422 MB in
-    9.2 s on one under 200 MB (128 MB ran out of memory)."""
+    It runs on one thread, under DRAIN_MEMORY (gra_stream/memory.py says why)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"SET threads = 1; SET memory_limit = '{DRAIN_MEMORY}'")
     try:

@@ -47,5 +47,5 @@ TABLES: dict[str, pa.Schema] = {
     "call_cache": _schema(("key", S), ("text", S), ("prompt_tokens", I), ("completion_tokens", I),
                           ("finish_reason", S)),
     "runs": _schema(("id", S), ("started", S), ("finished", S), ("elapsed_s", F), ("outcome", S),
-                    ("config", S), ("seed_files", STRS), ("tables_digest", S)),
+                    ("config", S), ("seed_files", STRS), ("tables_digest", S), ("versions", S)),
 }

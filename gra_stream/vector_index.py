@@ -1,7 +1,7 @@
 """Cells for the diversity filter at millions of rows (`[diversity] index = "ivf"`).
 
-The exact filter compares every kept sample with every seed and every sample kept before it: at 1M seeds
-that is about 1.5e14 multiply-adds and a reread of 2 GB of Parquet embeddings per batch. The cell index
+The exact filter compares every kept sample with every seed and every sample kept before it: at millions
+of seeds that arithmetic, and rereading every embedding for each batch, outweighs the rest of the run. The cell index
 is an inverted file (IVF), as in FAISS: `cells` centroids found by spherical k-means, each reference in
 the cell of its nearest centroid, and each query compared only with the references in its `probes`
 nearest cells: cells / probes times less arithmetic. Two vectors at cosine 0.9 or more are close, so
@@ -11,12 +11,12 @@ they nearly always share one of those cells; a miss keeps a sample the exact fil
 Each reference table (the seeds' embeddings, the kept samples) has its own cells, trained on its own
 rows: generated instructions resemble each other more than seeds do, and in cells made for the seeds
 they crowd into a few, which makes every query compare with most of them. A table is searched exactly
-until it holds `cells * MIN_ROWS_PER_CELL` references (9,984 with the defaults); then its cells are
+until it holds `cells * MIN_ROWS_PER_CELL` references; then its cells are
 trained on its first TRAIN_ROWS references in segment order. A table of more than `cells *
 ROWS_PER_CELL` rows gets a cell per ROWS_PER_CELL rows instead, so that a query meets about as many
 references however large the table (`CellIndex._cell_count`): the seeds of a 1M corpus, all embedded
 before the filter starts, get 1,024 cells. A table that grows past that while it is searched (the kept
-samples, 334k of them at 1M seeds) is trained again with the cells it now needs, each time they are
+samples) is trained again with the cells it now needs, each time they are
 twice as many as it has (`CellIndex.grow`): the cells a batch is searched in depend only on what
 earlier batches committed, so a resumed run searches as an uninterrupted one does.
 
@@ -33,8 +33,7 @@ What is stored, under DIR/.index/diversity/ (derived data: delete it and it is r
 - for the seeds, which do not change while the filter runs, one merged sidecar of every segment
   (`<key>/seed_embeddings[.<g>]/merged/<digest of the segment names>.npy`, same layout), written in the
   stage's setup (`CellIndex.merge`), which replaces the per-segment ones: a group of cells is then one
-  read. At 1M seeds a batch's search of the seeds took 3.1 to 3.9 s against 244 sidecars and takes 1.3 s
-  against the merged one, with the same answers. Seeds added later give other segment names: their
+  read instead of one per segment, with the same answers. Seeds added later give other segment names: their
   search uses per-segment sidecars again until the next setup merges them.
 Both are written to a temporary name and renamed, like segments, so a crash never leaves half a file.
 """
@@ -70,7 +69,7 @@ def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = KMEANS_I
     start = np.linspace(0, len(vectors) - 1, cells).astype(np.int64)
     centroids = vectors[start].copy()
     for _ in range(iterations):
-        # in parts, so that 1,024 cells cost 32 MB here, not 128 MB
+        # in parts of ASSIGN_ROWS rows, so the similarity matrix stays small however many vectors
         nearest = np.concatenate([np.argmax(vectors[a:a + ASSIGN_ROWS] @ centroids.T, axis=1)
                                   for a in range(0, len(vectors), ASSIGN_ROWS)])
         order = np.argsort(nearest, kind="stable")
@@ -106,9 +105,9 @@ class Sidecar:
 
     def _read(self, f, offset: int, dtype, count: int, width: int = 1) -> np.ndarray:
         """`count` rows of `width` values at `offset`, read-only, mapped from the file rather than copied
-        out of it: a search of 1M seeds reads 1.5 GB per batch, and the pages, mapped all at once
-        (MAP_POPULATE), cost a quarter of a copy. The map lasts as long as the array (its memory, as
-        the copy's did, leaves with it)."""
+        out of it: a search of millions of seeds reads gigabytes per batch, and pages mapped all at once
+        (MAP_POPULATE) cost less than a copy. The map lasts as long as the array (its memory, as a copy's
+        would, leaves with it)."""
         shape = (count, width) if width > 1 else (count,)
         size = count * width * np.dtype(dtype).itemsize
         if not size:

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from gra_stream.backends import ModelPool
+from gra_stream.backends.pool import ModelPool
 from gra_stream.backends.fake import FakeBackend
 from gra_stream.cli import main
 from gra_stream.progress import Progress

@@ -3,7 +3,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from gra_stream.backends import ModelPool
+from gra_stream.backends.pool import ModelPool
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, gate
 from gra_stream.store import Store

@@ -3,7 +3,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from gra_stream.backends import ModelPool
+from gra_stream.backends.pool import ModelPool
 from gra_stream.embeddings import HashingEmbedder
 from gra_stream.errors import UserError
 from gra_stream.progress import Progress

@@ -2,27 +2,15 @@ import json
 
 from hypothesis import given, strategies as st
 
-from gra_stream.backends import ChatRequest, Completion, ModelPool
+from gra_stream.backends import ChatRequest, Completion
+from gra_stream.backends.pool import ModelPool
+from gra_stream.backends.scripted import Scripted
 import polars as pl
 
-from gra_stream.llm import Calls, ask, clip, clip_column, parse_reply, render, render_column, schema_error
+from gra_stream.llm import Calls, ask, parse_reply, schema_error
+from gra_stream.prompts import clip, clip_column, render, render_column
 from gra_stream.reply_schemas import REVIEW
 from tests.conftest import fake_config
-
-
-class Scripted:
-    """A backend that plays queued replies and keeps every request it was sent."""
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.history: list[ChatRequest] = []
-
-    def complete(self, requests):
-        self.history.extend(requests)
-        return [Completion(self.replies.pop(0), 10, 5, "stop") for _ in requests]
-
-    def close(self):
-        pass
 
 
 GOOD = {"reasonable": True, "complete": True, "clear": False, "correctness": 7, "clarity": 8, "completeness": 9,
@@ -30,9 +18,7 @@ GOOD = {"reasonable": True, "complete": True, "clear": False, "correctness": 7, 
 
 
 def pool_with(backend):
-    pool = ModelPool(fake_config())
-    pool._backends["fake-a"] = backend
-    return pool
+    return ModelPool(fake_config(), backends={"fake-a": backend})
 
 
 def calls(seed=1):
@@ -107,24 +93,6 @@ def test_the_fake_backend_keeps_requests_only_when_asked_to():
     quiet, recording = FakeBackend("fake-a"), FakeBackend("fake-a", record=True)
     assert quiet.complete([request] * 3) == recording.complete([request] * 3)
     assert quiet.history == [] and recording.history == [request] * 3
-
-
-def test_the_fake_backend_accounts_its_cpu_per_process_when_asked_to(tmp_path, monkeypatch):
-    """benchmarks/scale.py tells the fake backend's CPU from the pipeline's by these files."""
-    import json
-    import os
-
-    from gra_stream.backends.fake import FakeBackend
-
-    request = ChatRequest(({"role": "user", "content": "hello there"},), REVIEW, 100, 0.7, 1.0, 1)
-    FakeBackend("fake-a").complete([request])
-    assert list(tmp_path.iterdir()) == []  # off unless the variable is set
-    monkeypatch.setenv("GRA_STREAM_FAKE_CPU_DIR", str(tmp_path))
-    backend = FakeBackend("fake-a")
-    backend.complete([request] * 3)
-    backend.complete([request] * 200)
-    written = json.loads((tmp_path / f"{os.getpid()}-fake-a.json").read_text())
-    assert written["calls"] == 203 and 0 < written["cpu_s"] < 10
 
 
 @given(st.lists(st.text(alphabet=st.sampled_from("aZq-- \n\t.'_1éKİß\u212a\ud800") | st.characters(), max_size=12)

@@ -1,7 +1,7 @@
 """Scheduling a pool whose engines do not fit together: at most `resident_engines` are loaded, the
 loaded ones are used first, and large batches keep the number of engine starts independent of the
 number of rows."""
-from gra_stream.backends import ModelPool
+from gra_stream.backends.pool import ModelPool
 from gra_stream.backends.fake import FakeBackend
 from tests.conftest import head_jsonl, run_fake, corpus
 

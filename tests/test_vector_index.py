@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from gra_stream import vector_index
-from gra_stream.backends import ModelPool
+from gra_stream.backends.pool import ModelPool
 from gra_stream.embeddings import DIM
 from gra_stream.errors import Interrupted
 from gra_stream.stages import Context, diversity

@@ -4,17 +4,11 @@ content words of the task (the first user message), so replies to similar tasks 
 Replies follow the request's JSON schema, but are varied on purpose so that a fake run walks every path
 of the pipeline: good and bad scores, disagreeing reviewers, failed instruction checks, refusals, very
 short and copied responses, exact duplicates, truncated replies and plain garbage that must be re-asked.
-
-Building a reply costs CPU that a real backend spends elsewhere (on a GPU, or in a server): with the
-environment variable GRA_STREAM_FAKE_CPU_DIR set, each process keeps its own file there,
-`<pid>-<model>.json` ({"calls": N, "cpu_s": S}, S the CPU time of its `complete` calls), so a benchmark
-can tell that cost from the pipeline's own (benchmarks/scale.py).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
 import time
@@ -29,9 +23,9 @@ from gra_stream.reply_schemas import once_per_schema
 
 REFUSAL = "I'm sorry, but I cannot help with that request."
 # Instructions open with one of these and go on with the prompt's own words: like a real model's tasks,
-# two instructions share little text unless they come from similar prompts. (Fixed sentence templates
-# made a quarter of all fake tasks share half their characters: thousands of times the near-duplicate
-# candidates real data has, which measured the templates instead of the pipeline.)
+# two instructions share little text unless they come from similar prompts. (With fixed sentence templates
+# many fake tasks would share most of their characters, and benchmarks would measure the templates'
+# near-duplicates instead of the pipeline.)
 OPENERS = ("Explain", "Describe", "Compare", "Summarize", "List the steps to", "Write a short guide on",
            "Give an example of", "Outline", "Suggest ways to improve", "Classify", "Evaluate", "Define",
            "Write a poem about", "Plan", "Rewrite in plain words:", "Answer a question about")
@@ -61,7 +55,7 @@ def _blocks(state: bytes):
 
 
 def _template_words() -> set[str]:
-    from gra_stream.llm import PROMPTS
+    from gra_stream.prompts import PROMPTS
 
     return {w.lower() for p in PROMPTS.glob("*.txt") for w in re.findall(r"[A-Za-z][A-Za-z-]+", p.read_text())}
 
@@ -69,8 +63,8 @@ def _template_words() -> set[str]:
 _TEMPLATE_WORDS = _template_words()
 # Content words are runs of ASCII letters and hyphens that start with a letter, 4 characters or more
 # (the regex [A-Za-z][A-Za-z-]{3,}). They are found on bytes, where one C-level translate lowercases the
-# letters and blanks every other byte (a non-ASCII character is encoded as "?", which is blanked): 34 us
-# a prompt against the regex's 48 us, where this function was about a tenth of a worker's time in a fake run.
+# letters and blanks every other byte (a non-ASCII character is encoded as "?", which is blanked), cheaper
+# than the regex on every prompt of a run.
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-"
 _WORD_BYTES = bytes(b if b in _LETTERS else 32 for b in range(256)).translate(
     bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz"))
@@ -104,9 +98,6 @@ class FakeBackend:
         self.latency_s = latency_s
         self.record = record
         self.history: list[ChatRequest] = []  # every request, with record=True (tests); unbounded, so off in runs
-        cpu_dir = os.environ.get("GRA_STREAM_FAKE_CPU_DIR")
-        self._cpu_file = os.path.join(cpu_dir, f"{os.getpid()}-{name}.json") if cpu_dir else None
-        self._calls, self._cpu_s = 0, 0.0
 
     def close(self) -> None:
         pass
@@ -116,17 +107,11 @@ class FakeBackend:
             self.history.extend(requests)
         if self.latency_s:
             time.sleep(self.latency_s)
-        start = time.thread_time()
         prompts = ["\n".join([m["content"] for m in r.messages]) for r in requests]
         digests = [hashlib.sha256(f"{self.name}\x1f{p}\x1f{r.seed}".encode("utf-8", "surrogatepass")).digest()
                    for r, p in zip(requests, prompts)]
-        out = [_reply(r, p, chain(draws, _blocks(d)).__next__)
-               for r, p, d, draws in zip(requests, prompts, digests, _draws(digests))]
-        self._calls, self._cpu_s = self._calls + len(requests), self._cpu_s + time.thread_time() - start
-        if self._cpu_file is not None:
-            with open(self._cpu_file, "w") as f:  # rewritten per call: a worker may end without closing its backends
-                json.dump({"calls": self._calls, "cpu_s": self._cpu_s}, f)
-        return out
+        return [_reply(r, p, chain(draws, _blocks(d)).__next__)
+                for r, p, d, draws in zip(requests, prompts, digests, _draws(digests))]
 
 
 GARBAGE = ("Sure! Here is the answer you asked for.", "{\"oops\": ", "```json\nnot json\n```")

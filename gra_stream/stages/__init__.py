@@ -16,68 +16,9 @@ for work every batch needs and no batch should repeat (the diversity filter trai
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from gra_stream.stages.base import Context, Stage, columns_frame, table_frame
 
-import duckdb
-import polars as pl
-import pyarrow as pa
-
-from gra_stream.backends import ModelPool
-from gra_stream.config import Config
-from gra_stream.schemas import TABLES
-from gra_stream.sql_filters import SqlFilter
-from gra_stream.store import Store
-
-
-def table_frame(rows: list[dict], table: str) -> pl.DataFrame:
-    """A stage's output rows as a frame of `table`'s declared columns and types (keys it lacks are null).
-    Built by Arrow from the declared schema: 25 ms against 47 ms per 1,024 generation rows for Polars
-    inferring the types of every row, which was about 8% of a worker's time in a fake run."""
-    return pl.from_arrow(pa.Table.from_pylist(rows, schema=TABLES[table]))
-
-
-def columns_frame(columns: dict[str, list | pl.Series], table: str) -> pl.DataFrame:
-    """A stage's output as columns (a list of values or a Series, one per row), as a frame of `table`'s
-    declared columns and types (columns it lacks are null): no dict per row, as `table_frame` needs."""
-    schema = TABLES[table]
-    n = len(next(iter(columns.values())))
-
-    def array(f: pa.Field) -> pa.Array:
-        values = columns.get(f.name)
-        if values is None:
-            return pa.nulls(n, f.type)
-        return values.to_arrow().cast(f.type) if isinstance(values, pl.Series) else pa.array(values, f.type)
-    return pl.from_arrow(pa.Table.from_arrays([array(f) for f in schema], schema=schema))
-
-
-@dataclass
-class Context:
-    config: Config
-    pool: ModelPool
-    con: duckdb.DuckDBPyConnection          # views over the run's tables, for lookups across batches
-    filters: list[SqlFilter] = field(default_factory=list)
-    store: Store | None = None              # the run directory (indexes kept beside the tables)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    table: str                                  # the one table this stage writes
-    inputs: tuple[str, ...]                     # columns the stage reads from its pending rows
-    pending: Callable[..., str]                 # (config, rounds_open=N) -> SQL: rows still to process
-    run: Callable[[pl.DataFrame, Context], pl.DataFrame]
-    llm: bool = False
-    ordered: bool = False                       # a batch reads what earlier batches of this stage committed
-    prepare: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None  # ordered stages: the per-row part
-    finish: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None   # and the part run in order
-    batch_size: Callable[[Config], int] | None = None   # rows per batch, where not batch_size / cpu_batch_size
-    setup: Callable[[Context], None] | None = None      # once per pass with pending rows, in the runner, before any batch
-
-    def rows_per_batch(self, config: Config) -> int:
-        if self.batch_size is not None:
-            return self.batch_size(config)
-        return config.batch_size if self.llm else config.cpu_batch_size
+__all__ = ["Context", "Stage", "all_stages", "columns_frame", "table_frame"]
 
 
 def all_stages() -> list[Stage]:

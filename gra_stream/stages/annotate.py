@@ -2,7 +2,7 @@
 sample (the profile prompt), so the sample can serve as a seed of the next round."""
 import polars as pl
 
-from gra_stream.stages import Context, Stage
+from gra_stream.stages.base import Context, Stage
 from gra_stream.stages.profile import profile_rows
 
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from gra_stream.committee import committee_stats, reviewer_mean, rule_from_stats, stats_from_sums
 from gra_stream.schemas import CHECKS, SCORE_DIMS
-from gra_stream.stages import Context, Stage, table_frame
+from gra_stream.stages.base import Context, Stage, table_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:

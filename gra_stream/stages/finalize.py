@@ -2,7 +2,7 @@
 enough, annotated) with their provenance into `samples`."""
 import polars as pl
 
-from gra_stream.stages import Context, Stage
+from gra_stream.stages.base import Context, Stage
 
 
 def pending(config, rounds_open: int = 1) -> str:

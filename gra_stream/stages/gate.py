@@ -10,7 +10,7 @@ from gra_stream.band_index import EarlierIndex, better_match
 from gra_stream.decontaminate import contaminated, reference_sets
 from gra_stream.minhash import band_keys, signatures
 from gra_stream.sql_filters import apply_filters
-from gra_stream.stages import Context, Stage
+from gra_stream.stages.base import Context, Stage
 
 SCHEMA = {"id": pl.String, "passed": pl.Boolean, "reason": pl.String, "detail": pl.String,
           "duplicate_of": pl.String, "minhash": pl.List(pl.UInt32), "bands": pl.List(pl.UInt64)}
@@ -28,8 +28,7 @@ def within_candidates(sigs: np.ndarray, keys: np.ndarray, threshold: float) -> d
     """For each row i of a batch (signatures `sigs`, band keys `keys`, rows in walk order), the earlier rows j
     that could be its within-batch match: sharing a band key, estimated Jaccard >= threshold, as
     (-estimate, j) pairs sorted best first (the higher estimate, then the earlier row). Found for the whole
-    batch at once in numpy, where the walk once searched a growing band index row by row (a tenth of the
-    runner's time at 1M seeds).
+    batch at once in numpy, rather than by searching a growing band index row by row.
 
     Only the first row of a group with one and the same signature is a candidate: a later one never
     passes (its first twin passed, so it matches it; or its twin matched a row that passed or an earlier

@@ -4,8 +4,9 @@ import polars as pl
 from gra_stream import reply_schemas
 from gra_stream.committee import deal_many
 from gra_stream.ids import seed_ints
-from gra_stream.llm import Calls, ask, clip_column, load_prompt, or_missing, render_column
-from gra_stream.stages import Context, Stage, columns_frame
+from gra_stream.llm import Calls, ask
+from gra_stream.prompts import clip_column, load_prompt, or_missing, render_column
+from gra_stream.stages.base import Context, Stage, columns_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:

@@ -15,9 +15,10 @@ import polars as pl
 from gra_stream import reply_schemas
 from gra_stream.committee import exact
 from gra_stream.ids import content_id, seed_int
-from gra_stream.llm import Calls, Replies, ask, clip_column, load_prompt, render_column
+from gra_stream.llm import Calls, Replies, ask
+from gra_stream.prompts import clip_column, load_prompt, render_column
 from gra_stream.schemas import CHECKS, SCORE_DIMS
-from gra_stream.stages import Context, Stage, columns_frame
+from gra_stream.stages.base import Context, Stage, columns_frame
 
 
 def pending(config, rounds_open: int = 1) -> str:

@@ -1,4 +1,4 @@
-"""gra_stream/freed_memory.py: what DuckDB and malloc hold freed goes back to the system."""
+"""gra_stream/memory.py: what DuckDB and malloc hold freed goes back to the system."""
 import ctypes
 import ctypes.util
 import sys
@@ -6,7 +6,7 @@ import sys
 import duckdb
 import pytest
 
-from gra_stream.freed_memory import MALLCTL_ARENAS_ALL, _duckdb_mallctl, release_freed_memory
+from gra_stream.memory import MALLCTL_ARENAS_ALL, _duckdb_mallctl, release_freed_memory
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jemalloc in DuckDB and glibc: Linux")
 

@@ -1,0 +1,52 @@
+"""Memory tuning, in one place: how much DuckDB may hold, and giving freed memory back to the system, so
+that a long run's RSS follows its work instead of its history (benchmarks/README.md has the figures).
+
+- DuckDB's limits. `DUCKDB_MEMORY` holds per database (the runner's pending stream and the stages' lookups
+  share one); sorts and joins beyond it spill to DIR/.tmp. A pending query is drained on one thread under
+  the smaller `DRAIN_MEMORY`: between two stages the workers sit idle holding what the last stage left
+  them, so a drain is where a large run's memory would otherwise peak.
+- Freed memory. DuckDB's Linux builds allocate with their own jemalloc, which returns freed pages only as
+  its threads get to them, and a finished query's threads sit idle; glibc's malloc (numpy, Python) keeps
+  freed heap for reuse. `release_freed_memory`, after every drain and batch, purges the first through
+  DuckDB's exported `mallctl` and trims the second (`malloc_trim`); every connection also sets
+  `allocator_background_threads`. Where a build has neither allocator, it does nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import importlib
+
+DUCKDB_MEMORY = "320MB"
+DRAIN_MEMORY = "200MB"
+MALLCTL_ARENAS_ALL = 4096  # jemalloc's "every arena" index in a mallctl name
+
+
+def release_freed_memory() -> None:
+    mallctl = _duckdb_mallctl()
+    if mallctl is not None:
+        mallctl(f"arena.{MALLCTL_ARENAS_ALL}.purge".encode(), None, None, None, ctypes.c_size_t(0))
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _duckdb_mallctl():
+    """`mallctl` of the jemalloc linked into DuckDB's extension module (`_duckdb` from DuckDB 2.0,
+    `duckdb.duckdb` before), or None."""
+    for name in ("_duckdb", "duckdb.duckdb"):
+        try:
+            return ctypes.CDLL(importlib.import_module(name).__file__).duckdb_je_mallctl
+        except (ImportError, OSError, AttributeError, TypeError):
+            continue
+    return None
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None

@@ -1,0 +1,52 @@
+"""The package's shape: modules import each other without cycles (function-level imports included)."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "gra_stream"
+
+
+def module_name(path: Path) -> str:
+    name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def import_graph() -> dict[str, set[str]]:
+    names = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gra_stream"):
+                submodules = {f"{node.module}.{a.name}" for a in node.names} & names
+                deps |= submodules | ({node.module} if len(submodules) < len(node.names) else set())
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names} & names
+        graph[module_name(path)] = deps - {module_name(path)}
+    return graph
+
+
+def test_no_import_cycle():
+    graph, state, cycles = import_graph(), {}, []
+
+    def visit(name, stack):
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            if state.get(dep) == "open":
+                cycles.append(stack[stack.index(dep):] + [name, dep])
+            elif dep not in state:
+                visit(dep, stack + [name])
+        state[name] = "done"
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert cycles == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
+    graph = {"a": {"b"}, "b": {"a"}}
+    monkeypatch.setattr("tests.test_package.import_graph", lambda: graph)
+    try:
+        test_no_import_cycle()
+    except AssertionError:
+        return
+    raise AssertionError("a two-module cycle went unnoticed")

@@ -1,0 +1,113 @@
+"""A stage's version changes when, and only when, its results can: config keys, prompts, filters and model
+specs each reach exactly the stages that read them and the stages downstream. A run directory never mixes
+versions: a changed config stops the run with one line instead of leaving stale tables."""
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gra_stream import stage_versions
+from gra_stream.cli import main
+from tests.conftest import FAKE_POOL, corpus, fake_config, fake_config_file, head_jsonl, sql_rows
+
+ALL = list(stage_versions.STAGES)
+
+
+def downstream(*stages):
+    """`stages` and every stage that reads from them, directly or not."""
+    out = set(stages)
+    for name, dep in stage_versions.STAGES.items():  # in pipeline order
+        if out & set(dep.reads):
+            out.add(name)
+    return out
+
+
+def changed(before, after):
+    a, b = stage_versions.versions(before), stage_versions.versions(after)
+    return {s for s in ALL if a[s] != b[s]}
+
+
+def with_model(config, **changes):
+    return dataclasses.replace(config, models=(dataclasses.replace(config.models[0], **changes), *config.models[1:]))
+
+
+BASE = fake_config()
+
+
+@pytest.mark.parametrize("change,first", [
+    (dict(committee={"tau": 6.0}), "review"),
+    (dict(committee={"delta": 1.0}), "decide"),
+    (dict(committee={"min_reviews": 3}), "decide"),
+    (dict(committee={"short_circuit": False}), "review"),
+    (dict(filters={"enabled": ["min_length"]}), "gate"),
+    (dict(filters={"enabled": ["min_length"], "min_length": {"min_response_chars": 80}}), "gate"),
+    (dict(dedup={"threshold": 0.8}), "gate"),
+    (dict(decontamination={"references": ["gsm8k_test"]}), "gate"),
+    (dict(diversity={"model": "hashing", "threshold": 0.8}), "diversity"),
+    (dict(tasks_per_seed=2), "generate"),
+    (dict(mode="refinement"), "generate"),
+    (dict(run_seed=1), "profile"),
+    (dict(fields={"instruction": "question"}), "ingest"),
+])
+def test_a_config_key_changes_the_stages_that_read_it_and_those_downstream(change, first):
+    assert changed(BASE, fake_config(**change)) == downstream(first)
+
+
+def test_committee_reviewers_reach_generation_where_roles_are_dealt():
+    assert changed(BASE, fake_config(committee={"reviewers": 2, "min_reviews": 2})) == downstream("generate")
+
+
+def test_model_specs_reach_every_llm_stage():
+    assert changed(BASE, with_model(BASE, temperature=0.2)) == downstream("profile")
+    smaller = fake_config(models=FAKE_POOL[:4])
+    assert changed(BASE, smaller) == downstream("profile")
+
+
+def test_a_prompt_template_reaches_the_stages_that_render_it(tmp_path):
+    (tmp_path / "review.txt").write_text("Review this carefully.\n{{instruction}}\n{{response}}\n")
+    assert changed(BASE, fake_config(prompts_dir=str(tmp_path))) == downstream("review")
+    (tmp_path / "review.txt").unlink()
+    (tmp_path / "generate.txt").write_text("Domain {{domain}}: {{keywords_1}} {{summary_1}} {{keywords_2}} {{summary_2}}")
+    assert changed(BASE, fake_config(prompts_dir=str(tmp_path))) == downstream("generate")
+
+
+def test_more_rounds_reach_every_stage():
+    assert changed(BASE, fake_config(rounds=2)) == set(ALL)
+
+
+def test_knobs_that_change_no_result_change_no_version():
+    knobs = fake_config(batch_size=7, cpu_batch_size=99, dedup={"batch_size": 5}, processes={"workers": 3},
+                        ray={"workers": 5}, vllm={"resident_engines": 1, "max_num_seqs": 8, "kv_cache_gib": 4})
+    knobs = with_model(knobs, max_in_flight=3, timeout_s=9.0, max_retries=1, adaptive=False, requests_per_minute=60,
+                       price_input=1.0, latency_s=0.5)
+    assert changed(BASE, knobs) == set()
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def config_in(folder, extra):
+    folder.mkdir()
+    return fake_config_file(folder, extra)
+
+
+def test_a_changed_config_stops_with_one_line_and_a_knob_is_nothing_to_do(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 40)
+    run_dir = tmp_path / "run"
+    base = fake_config_file(tmp_path)
+    assert cli("run", seeds, "--run-dir", run_dir, "--config", base, "--quiet").exit_code == 0
+    before = sql_rows(run_dir, "SELECT id, decision FROM verdicts ORDER BY id")
+    runs = sql_rows(run_dir, "SELECT count(*) AS n FROM runs")[0]["n"]
+    stricter = config_in(tmp_path / "stricter", "[committee]\ntau = 6.0\n")
+    result = cli("run", seeds, "--run-dir", run_dir, "--config", stricter, "--quiet")
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "committee.tau 8.0 -> 6.0 changed, which changes the results of review, decide" in result.output
+    assert sql_rows(run_dir, "SELECT id, decision FROM verdicts ORDER BY id") == before
+    assert sql_rows(run_dir, "SELECT count(*) AS n FROM runs")[0]["n"] == runs, "a refused run writes nothing"
+    knob = config_in(tmp_path / "knob", "batch_size = 7\n")
+    result = cli("run", seeds, "--run-dir", run_dir, "--config", knob, "--executor", "processes")
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    recorded = json.loads(sql_rows(run_dir, "SELECT versions FROM runs ORDER BY started DESC LIMIT 1")[0]["versions"])
+    assert recorded["versions"] == stage_versions.versions(fake_config())
