@@ -18,7 +18,7 @@ from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
 from gra_stream.errors import Interrupted, UserError
-from gra_stream.executor import Executor, LocalExecutor, open_context
+from gra_stream.executors import Executor, LocalExecutor, open_context
 from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, release_freed_memory
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
@@ -162,11 +162,11 @@ def _make_executor(kind: str, run_dir: Path, config: Config, ray_address: str, p
     if kind == "local":
         return LocalExecutor()
     if kind == "processes":
-        from gra_stream.process_executor import ProcessExecutor
+        from gra_stream.executors.processes import ProcessExecutor
 
         return ProcessExecutor(run_dir, config)
     # Ray is an optional extra: the local path never imports it.
-    from gra_stream.ray_executor import RayExecutor
+    from gra_stream.executors.ray import RayExecutor
 
     return RayExecutor(run_dir, config, address=ray_address, progress=progress)
 

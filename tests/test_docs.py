@@ -112,3 +112,11 @@ def test_the_mappings_in_the_fields_doc_are_what_init_proposes(tmp_path):
         result = CliRunner().invoke(main, ["init", str(tmp_path / f"{i}.jsonl"), "-o", str(tmp_path / f"{i}.toml")])
         assert result.exit_code == 0, result.output
         assert expected.strip() in (tmp_path / f"{i}.toml").read_text(), record
+
+
+def test_the_package_map_names_every_module():
+    text = (ROOT / "docs" / "package-map.md").read_text()
+    modules = [p.relative_to(ROOT / "gra_stream").as_posix() for p in (ROOT / "gra_stream").rglob("*.py")
+               if p.name != "__main__.py" and p.parent.name not in ("bundled", "prompts") and p.stat().st_size]
+    missing = [m for m in modules if f"`{m}`" not in text and f"`{m.removesuffix('__init__.py')}`" not in text]
+    assert missing == []

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import polars as pl
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from gra_stream.executor import open_context
-from gra_stream.process_executor import ProcessExecutor
+from gra_stream.executors import open_context
+from gra_stream.executors.processes import ProcessExecutor
 from gra_stream.stages import Stage
 from gra_stream.store import Store
 from tests.conftest import fake_config, fake_config_file, gra, head_jsonl, corpus
@@ -144,7 +144,7 @@ def test_a_batch_travels_to_a_worker_as_its_own_rows_only():
     rows, where a pickled Arrow slice of a list column carried its whole parent."""
     import io
 
-    from gra_stream.executor import batch_ipc
+    from gra_stream.executors import batch_ipc
 
     pending = pl.DataFrame({"id": [f"{i:016x}" for i in range(65536)], "reviewers": [["fake-a", "fake-b"]] * 65536})
     batch = pending.slice(4096, 1024)

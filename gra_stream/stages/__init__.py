@@ -5,7 +5,7 @@
 Its pending input is a SQL query over the run's tables (rows of the input with no output yet, ordered by
 id), so resuming, re-running and adding seeds are the same code path. Reading, batching, committing,
 progress and accounting live once, in the runner; where batches run (this process, or a Ray cluster)
-is the executor's business (gra_stream/executor.py, gra_stream/ray_executor.py).
+is the executor's business (gra_stream/executors/).
 
 An `ordered` stage reads what its own earlier batches committed (near-duplicates against everything kept
 so far), so its batches run one after another, in id order, under every executor. Such a stage may split

@@ -6,15 +6,16 @@ the run lock, so a run is as crash-safe on a cluster as on one machine: a batch 
 is renamed into place, and whatever was in flight elsewhere is simply pending again.
 
 `LocalExecutor` runs every batch in this process, one after another. `ProcessExecutor`
-(gra_stream/process_executor.py, `--executor processes`) runs them in worker processes on this machine,
-and `RayExecutor` (gra_stream/ray_executor.py, imported only for `--executor ray`) spreads them over a
-Ray cluster. Both hand a worker `run_batch`, which opens the worker's context once and keeps it.
+(executors/processes.py, `--executor processes`) runs them in worker processes on this machine, and
+`RayExecutor` (executors/ray.py, imported only for `--executor ray`) spreads them over a Ray cluster.
+Both keep a few batches per worker in flight (`keep_in_flight`) and hand a worker `run_batch`, which opens
+the worker's context once and keeps it.
 """
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Protocol
 
 import duckdb
@@ -50,6 +51,33 @@ def open_context(store: Store, config: Config, con: duckdb.DuckDBPyConnection | 
     runs batches."""
     return Context(config, ModelPool(config, cache=CallCache(store)),
                    con if con is not None else store.connect(memory_limit=DUCKDB_MEMORY), load_filters(config), store)
+
+
+IN_FLIGHT_PER_WORKER = 2  # one batch running, one queued: a worker never waits for the runner's commit
+
+
+def keep_in_flight(batches: Iterator[pl.DataFrame], stop: StopRequest, limit: int,
+                   submit: Callable[[pl.DataFrame], Hashable],
+                   next_done: Callable[[list[Hashable]], tuple[Hashable, Finished]]) -> Iterator[Finished]:
+    """Keep up to `limit` batches submitted (`submit(batch)` returns a handle) and yield each result as it
+    finishes (`next_done(handles)` waits for one of them). A stop request submits nothing more: the batches
+    in flight finish, then `Interrupted` is raised if any batch was left."""
+    in_flight: list[Hashable] = []
+    exhausted = False
+    while True:
+        while not exhausted and not stop.raised and len(in_flight) < limit:
+            batch = next(batches, None)
+            if batch is None:
+                exhausted = True
+                break
+            in_flight.append(submit(batch))
+        if not in_flight:
+            break
+        handle, result = next_done(in_flight)
+        in_flight.remove(handle)
+        yield result
+    if stop.raised and not exhausted:
+        raise Interrupted()
 
 
 class LocalExecutor:

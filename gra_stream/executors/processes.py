@@ -34,10 +34,9 @@ from threadpoolctl import threadpool_limits
 
 from gra_stream.config import Config, share_budgets
 from gra_stream.errors import Interrupted, UserError
-from gra_stream.executor import Finished, LocalExecutor, StopRequest, batch_ipc, run_batch
+from gra_stream.executors import IN_FLIGHT_PER_WORKER, Finished, LocalExecutor, StopRequest, batch_ipc, keep_in_flight, run_batch
 from gra_stream.stages import Context, Stage
 
-IN_FLIGHT_PER_WORKER = 2  # one batch running, one queued: a worker never waits for this process's commit
 PR_SET_PDEATHSIG = 1
 
 
@@ -93,22 +92,11 @@ class ProcessExecutor:
 
     def _in_workers(self, stage: Stage, batches: Iterator[pl.DataFrame], stop: StopRequest) -> Iterator[Finished]:
         """Keep IN_FLIGHT_PER_WORKER batches per worker submitted; yield results as they finish."""
-        in_flight: set[Future] = set()
-        exhausted = False
-        while True:
-            while not exhausted and not stop.raised and len(in_flight) < IN_FLIGHT_PER_WORKER * self.workers:
-                batch = next(batches, None)
-                if batch is None:
-                    exhausted = True
-                    break
-                in_flight.add(self._submit(stage.run, batch))
-            if not in_flight:
-                break
-            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield _result(future)
-        if stop.raised and not exhausted:
-            raise Interrupted()
+        def next_done(in_flight: list[Future]) -> tuple[Future, Finished]:
+            future = next(iter(wait(in_flight, return_when=FIRST_COMPLETED).done))
+            return future, _result(future)
+        return keep_in_flight(batches, stop, IN_FLIGHT_PER_WORKER * self.workers,
+                              lambda batch: self._submit(stage.run, batch), next_done)
 
     def _prepared_in_workers(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context,
                              stop: StopRequest) -> Iterator[Finished]:

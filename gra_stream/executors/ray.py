@@ -31,7 +31,8 @@ import pyarrow as pa
 
 from gra_stream.config import Config, share_budgets
 from gra_stream.errors import Interrupted, UserError
-from gra_stream.executor import Finished, LocalExecutor, StopRequest, batch_ipc, close_worker_contexts, run_batch
+from gra_stream.executors import (IN_FLIGHT_PER_WORKER, Finished, LocalExecutor, StopRequest, batch_ipc, close_worker_contexts, keep_in_flight,
+                                  run_batch)
 from gra_stream.progress import Progress
 from gra_stream.stages import Context, Stage
 
@@ -41,7 +42,6 @@ try:
 except ImportError:  # pragma: no cover - exercised by the error message test without Ray installed
     ray = None
 
-IN_FLIGHT_PER_WORKER = 2  # one batch running, one queued: an actor never waits for the driver's commit
 
 def _data_batch(table: pa.Table, run_dir: str, config: Config, cwd: str, stage: Stage) -> pa.Table:
     ids, ipc = run_batch(run_dir, config, cwd, stage.run, table)
@@ -141,28 +141,24 @@ class RayExecutor:
         """Keep every actor busy with up to IN_FLIGHT_PER_WORKER batches; yield results as they finish."""
         workers = self._actors()
         load = {i: 0 for i in range(len(workers))}
-        in_flight: dict = {}
-        exhausted = False
-        while True:
-            while not exhausted and not stop.raised and len(in_flight) < IN_FLIGHT_PER_WORKER * len(workers):
-                batch = next(batches, None)
-                if batch is None:
-                    exhausted = True
-                    break
-                i = min(load, key=load.get)
-                load[i] += 1
-                in_flight[workers[i].run.remote(stage, batch_ipc(batch))] = i
-            if not in_flight:
-                break
-            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
-            load[in_flight.pop(ref)] -= 1
+        owner: dict = {}  # the actor each batch in flight went to
+
+        def submit(batch: pl.DataFrame):
+            i = min(load, key=load.get)
+            load[i] += 1
+            ref = workers[i].run.remote(stage, batch_ipc(batch))
+            owner[ref] = i
+            return ref
+
+        def next_done(in_flight: list) -> tuple:
+            (ref,), _ = ray.wait(in_flight, num_returns=1)
+            load[owner.pop(ref)] -= 1
             try:
                 ids, ipc = ray.get(ref)
             except ray.exceptions.RayError as e:
                 raise _failure(e, stop) from None
-            yield ids, pl.read_ipc(io.BytesIO(ipc))
-        if stop.raised and not exhausted:
-            raise Interrupted()
+            return ref, (ids, pl.read_ipc(io.BytesIO(ipc)))
+        return keep_in_flight(batches, stop, IN_FLIGHT_PER_WORKER * len(workers), submit, next_done)
 
     def _on_data_tasks(self, stage: Stage, batches: Iterator[pl.DataFrame], stop: StopRequest) -> Iterator[Finished]:
         """Windows of `ray.workers` batches, each window one Ray Data pass of `map_batches` tasks."""
