@@ -8,7 +8,9 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from gra_stream.config import Fields
+import polars as pl
+
+from gra_stream.config import Decontamination, Fields
 from gra_stream.resources import reference_path
 from gra_stream.errors import UserError
 from gra_stream.fields import extract, resolve_mapping
@@ -45,6 +47,20 @@ def reference_sets(paths: tuple[str, ...], n: int) -> list[tuple[str, frozenset[
             raise UserError(f"decontamination reference {p} does not exist")
         out.append((p, _reference(str(path.resolve()), path.stat().st_mtime_ns, n)))
     return out
+
+
+def contamination_drops(batch: pl.DataFrame, decontamination: Decontamination) -> dict[str, tuple[str, str]]:
+    """The gate's decontamination filter: id -> (reason, detail) of each row whose instruction and
+    response share a word n-gram with a reference test set."""
+    if not decontamination.references or batch.is_empty():
+        return {}
+    references = reference_sets(decontamination.references, decontamination.ngram)
+    drops = {}
+    for id_, instruction, response in batch.select("id", "instruction", "response").iter_rows():
+        hit = contaminated(f"{instruction}\n{response}", references, decontamination.ngram)
+        if hit:
+            drops[id_] = ("contaminated", f"shares a {decontamination.ngram}-gram with {hit}")
+    return drops
 
 
 def contaminated(text: str, references: list[tuple[str, frozenset[int]]], n: int) -> str:

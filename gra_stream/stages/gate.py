@@ -1,13 +1,19 @@
-"""Gate: cheap checks before the expensive review calls. First the SQL quality filters (sql/filters),
-then decontamination against benchmark test sets (word n-gram overlap), then MinHash near-duplicate removal of instructions against every sample that already passed, in this
-run and earlier ones (persistent and incremental: the signatures and band keys are columns of `gates`;
-gra_stream/band_index.py searches them).
+"""Gate: cheap checks before the expensive review calls, three filters in order, each dropping rows with a
+reason that `rejections` shows:
+1. the SQL quality filters (sql/filters; gra_stream/sql_filters.py),
+2. decontamination against benchmark test sets (word n-gram overlap; gra_stream/decontaminate.py),
+3. MinHash near-duplicates of instructions among everything that passed before, in this run and earlier
+   ones (persistent and incremental: the signatures and band keys are columns of `gates`;
+   gra_stream/band_index.py searches them).
+The first two are per row (`ROW_FILTERS`, each seeing only what the ones before kept); the third depends
+on what earlier batches passed, so it is split between `prepare` (signatures, the search of segments
+committed so far) and `finish` (in id order, against everything committed since).
 """
 import numpy as np
 import polars as pl
 
 from gra_stream.band_index import EarlierIndex, better_match
-from gra_stream.decontaminate import contaminated, reference_sets
+from gra_stream.decontaminate import contamination_drops
 from gra_stream.minhash import band_keys, signatures
 from gra_stream.sql_filters import apply_filters
 from gra_stream.stages.base import Context, Stage
@@ -67,6 +73,22 @@ def within_candidates(sigs: np.ndarray, keys: np.ndarray, threshold: float) -> d
     return found
 
 
+# The per-row filters, in order: (batch, ctx) -> {id: (reason, detail)} for the rows each drops.
+ROW_FILTERS = (
+    ("sql", lambda batch, ctx: apply_filters(ctx.filters, batch)),
+    ("decontamination", lambda batch, ctx: contamination_drops(batch, ctx.config.decontamination)),
+)
+
+
+def row_filter_drops(batch: pl.DataFrame, ctx: Context) -> dict[str, tuple[str, str]]:
+    """id -> (reason, detail) of the first per-row filter that drops the row."""
+    drops: dict[str, tuple[str, str]] = {}
+    for _, unit in ROW_FILTERS:
+        remaining = batch.filter(~pl.col("id").is_in(list(drops))) if drops else batch
+        drops.update(unit(remaining, ctx))
+    return drops
+
+
 def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     """Per row, no lookups of this stage's own work in flight (runs ahead in worker processes under
     `--executor processes`): the SQL filters, decontamination, the MinHash signature and band keys of every
@@ -75,15 +97,7 @@ def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     searches only the segments committed since: most of the search runs beside the other workers, not in
     the one process that must take the batches in order."""
     d = ctx.config.dedup
-    drops = apply_filters(ctx.filters, batch)
-    decon = ctx.config.decontamination
-    if decon.references:
-        references = reference_sets(decon.references, decon.ngram)
-        for row in batch.iter_rows(named=True):
-            if row["id"] not in drops:
-                hit = contaminated(f"{row['instruction']}\n{row['response']}", references, decon.ngram)
-                if hit:
-                    drops[row["id"]] = ("contaminated", f"shares a {decon.ngram}-gram with {hit}")
+    drops = row_filter_drops(batch, ctx)
     ids = batch["id"].to_list()
     survivors = [i for i, id_ in enumerate(ids) if id_ not in drops]
     texts = batch["instruction"].to_list()
