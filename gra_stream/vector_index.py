@@ -20,27 +20,15 @@ samples) is trained again with the cells it now needs, each time they are
 twice as many as it has (`CellIndex.grow`): the cells a batch is searched in depend only on what
 earlier batches committed, so a resumed run searches as an uninterrupted one does.
 
-What is stored, under DIR/.index/diversity/ (derived data: delete it and it is rebuilt):
-- `centroids-<key>-<table>.npy`, trained once, deterministically, and `centroids-<key>-<table>.<g>.npy`
-  for each retraining g as the table grew (the highest is the one in use); the key names the embedding
-  model, the cell count asked for and the layout.
-- one sidecar per reference segment (`<key>/<table>[.<g>]/<segment>.npy`: the rows that count as
-  references, sorted by cell, with where each cell starts; see `Sidecar`), written the first time the
-  segment is read with the cells in use. Segments never change, so a sidecar never goes stale; those of
-  earlier cells are removed when the table is trained again. A search reads, per group of cells, only
-  those cells' slices of each sidecar, and compares each query with the references of one cell in one
-  matrix product; the ids are read only for the best matches.
-- for the seeds, which do not change while the filter runs, one merged sidecar of every segment
-  (`<key>/seed_embeddings[.<g>]/merged/<digest of the segment names>.npy`, same layout), written in the
-  stage's setup (`CellIndex.merge`), which replaces the per-segment ones: a group of cells is then one
-  read instead of one per segment, with the same answers. Seeds added later give other segment names: their
-  search uses per-segment sidecars again until the next setup merges them.
-Both are written to a temporary name and renamed, like segments, so a crash never leaves half a file.
+What is stored, under DIR/.index/diversity/, and how it is read: gra_stream/cell_storage.py.
+
+Why not FAISS: `benchmarks/vector_search.py` runs its IndexIVFFlat on the same cells and probes. Both agree
+with exact search equally and FAISS builds faster, but it holds every reference in memory (at a million
+seeds, more than the whole run may use) and searches slower than these per-cell products over mapped files.
 """
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import shutil
 from collections.abc import Iterator
@@ -49,8 +37,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from gra_stream.cell_storage import Sidecar, id_keys, read_references, reserve
 from gra_stream.embeddings import DIM
-from gra_stream.store import EMPTY_SEGMENT, Store, npy_header, save_arrays
+from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
 
 TRAIN_ROWS = 32768        # vectors k-means sees at most
 MIN_ROWS_PER_CELL = 39    # fewer training vectors than this per cell: fewer cells (as FAISS advises)
@@ -59,8 +48,7 @@ MIN_ROWS_PER_GROWN_CELL = 32  # ... as long as each of those cells has this many
 ASSIGN_ROWS = 8192        # k-means compares this many training vectors with the centroids at once
 KMEANS_ITERATIONS = 10
 CHUNK_ROWS = 32768        # references searched at once: bounds memory whatever the table sizes
-SIMILARITIES = 1 << 22    # entries of one query-by-reference similarity matrix (16 MB)
-_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # Linux: fault every page in at once
+SIMILARITIES = 1 << 22    # entries of one query-by-reference similarity matrix at once
 SIDECAR_FORMAT = 3        # rows sorted by the cells of their own table; part of the key, so sidecars of another layout are not read
 
 
@@ -81,75 +69,6 @@ def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = KMEANS_I
         filled = norms[:, 0] > 0
         centroids[filled] = sums[filled] / norms[filled]  # an empty cell keeps its centroid
     return centroids.astype(np.float32)
-
-
-def id_keys(ids) -> np.ndarray:
-    """A 64-bit hash of each id: how a query recognises the one reference it must skip (its own seed)."""
-    return np.array([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little")
-                     for i in ids], dtype=np.uint64)
-
-
-class Sidecar:
-    """One reference segment, its rows sorted by cell: `starts` (where each cell's rows begin, one more
-    than there are cells), then `keys` (id hashes), `vectors` and `ids` (utf-8 bytes, fixed width). Rows
-    of a range of cells are one contiguous slice of each array, read from the file without the rest.
-    The file is opened per read, so a search over thousands of segments holds no file open."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        with open(path, "rb") as f:
-            self.starts = np.load(f)
-            self._keys_at, (self.rows,), _ = npy_header(f)
-            self._vectors_at, _, _ = npy_header(f, self._keys_at + self.rows * 8)
-            self._ids_at, _, self._id_dtype = npy_header(f, self._vectors_at + self.rows * DIM * 4)
-
-    def _read(self, f, offset: int, dtype, count: int, width: int = 1) -> np.ndarray:
-        """`count` rows of `width` values at `offset`, read-only, mapped from the file rather than copied
-        out of it: a search of millions of seeds reads gigabytes per batch, and pages mapped all at once
-        (MAP_POPULATE) cost less than a copy. The map lasts as long as the array (its memory, as a copy's
-        would, leaves with it)."""
-        shape = (count, width) if width > 1 else (count,)
-        size = count * width * np.dtype(dtype).itemsize
-        if not size:
-            return np.empty(shape, dtype=dtype)
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        mapped = mmap.mmap(f.fileno(), offset + size - start, prot=mmap.PROT_READ, flags=_MAP_FLAGS, offset=start)
-        return np.frombuffer(mapped, dtype=dtype, count=count * width, offset=offset - start).reshape(shape)
-
-    def slice(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """(keys, vectors) of rows lo..hi."""
-        with open(self.path, "rb") as f:
-            return (self._read(f, self._keys_at + lo * 8, np.uint64, hi - lo),
-                    self._read(f, self._vectors_at + lo * DIM * 4, np.float32, hi - lo, DIM))
-
-    @property
-    def id_width(self) -> int:
-        return self._id_dtype.itemsize
-
-    def id_block(self, lo: int, hi: int) -> np.ndarray:
-        """The ids of rows lo..hi as fixed-width bytes."""
-        with open(self.path, "rb") as f:
-            return self._read(f, self._ids_at + lo * self.id_width, self._id_dtype, hi - lo)
-
-    def ids(self, rows: np.ndarray) -> list[str]:
-        width = self._id_dtype.itemsize
-        out = []
-        with open(self.path, "rb") as f:
-            for row in rows.tolist():
-                f.seek(self._ids_at + row * width)
-                out.append(f.read(width).rstrip(b"\0").decode())
-        return out
-
-
-def _reserve(f, dtype: np.dtype, shape: tuple[int, ...]) -> int:
-    """Write an .npy header for an array of `shape` and skip its data (written later, in place): where
-    the data begin."""
-    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                                              "shape": shape})
-    at = f.tell()
-    f.seek(at + int(np.prod(shape)) * dtype.itemsize)
-    f.truncate()
-    return at
 
 
 class CellIndex:
@@ -249,7 +168,7 @@ class CellIndex:
         for segment in self.reference_segments(table):
             if rows >= limit:
                 break
-            i, v = _read_references(segment, table)
+            i, v = read_references(segment, table)
             ids.append(i)
             vectors.append(v)
             rows += len(i)
@@ -278,7 +197,7 @@ class CellIndex:
         """The segment's sidecar, made the first time it is needed, with the table's `centroids` in use."""
         path = self._paths(table, self._generation[table])[1] / f"{segment.stem}.npy"
         if not path.exists():
-            ids, vectors = _read_references(segment, table)
+            ids, vectors = read_references(segment, table)
             cells = self.nearest_cells(centroids, vectors, 1)[:, 0] if len(ids) else np.zeros(0, np.int64)
             order = np.argsort(cells, kind="stable")
             starts = np.searchsorted(cells[order], np.arange(len(centroids) + 1)).astype(np.int64)
@@ -384,9 +303,9 @@ class CellIndex:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             np.save(f, starts, allow_pickle=False)
-            keys_at = _reserve(f, np.dtype(np.uint64), (rows,))
-            vectors_at = _reserve(f, np.dtype(np.float32), (rows, DIM))
-            ids_at = _reserve(f, np.dtype(f"S{width}"), (rows,))
+            keys_at = reserve(f, np.dtype(np.uint64), (rows,))
+            vectors_at = reserve(f, np.dtype(np.float32), (rows, DIM))
+            ids_at = reserve(f, np.dtype(f"S{width}"), (rows,))
             for lo, hi, first, end in self._groups(sidecars, np.ones(len(centroids), dtype=bool)):
                 # (first > 0: the rest of a crowded cell, after its rows in the sidecars written before)
                 at = starts[lo] + sum(int(s.starts[hi] - s.starts[lo]) for s in sidecars[:first])
@@ -478,16 +397,3 @@ def exhaustive_matches(queries: np.ndarray, ids, vectors: np.ndarray,
         better = top > best
         best[better], best_row[better] = top[better], a + j[better]
     return best, [names[j] if j >= 0 else None for j in best_row.tolist()]
-
-
-def _read_references(segment: Path, table: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, unit vectors) of a segment's rows that are references: all seeds, the kept samples."""
-    columns = ["id", "embedding"] + (["kept"] if table == "diversity" else [])
-    data = pq.read_table(segment, columns=columns)
-    if table == "diversity":
-        data = data.filter(data.column("kept"))
-    ids = np.array(data.column("id").to_pylist(), dtype=object).astype(str)
-    embedding = data.column("embedding").combine_chunks()
-    vectors = (embedding.values.to_numpy(zero_copy_only=False).reshape(-1, DIM).astype(np.float32)
-               if len(embedding) else np.zeros((0, DIM), dtype=np.float32))
-    return ids, vectors

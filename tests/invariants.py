@@ -1,5 +1,9 @@
-"""Consistency checks over a finished run directory, shared by the fake-backend and real-model tests."""
+"""Checks over run directories, shared by the module tests and the scenarios: consistency of a finished
+run, the tables whose equality means "the same run", and waiting on a run in another process."""
+import time
+
 from gra_stream.store import Store
+from tests.conftest import sql_rows
 
 KEYED_TABLES = ["seeds", "profiles", "generations", "gates", "reviews", "verdicts", "adjudications", "diversity",
                 "annotations", "samples"]
@@ -42,3 +46,43 @@ def check_run(run_dir, *, reviewers: int = 3) -> dict:
     assert not q("SELECT * FROM rejections WHERE stage IS NULL OR reason IS NULL OR reason = '' LIMIT 1")
     assert not q("SELECT * FROM rejections WHERE reason IN ('near_duplicate', 'too_similar') AND duplicate_of IS NULL LIMIT 1")
     return {t: q(f"SELECT count(*) FROM {t}")[0][0] for t in KEYED_TABLES + ["rejections", "quarantine"]}
+
+
+FINAL_TABLES = {
+    "samples": "SELECT id FROM samples ORDER BY id",
+    "rejections": "SELECT id, stage, reason FROM rejections ORDER BY id, stage",
+    "verdicts": "SELECT id, decision, mean FROM verdicts ORDER BY id",
+    "reviews": "SELECT id, mean, status FROM reviews ORDER BY id",
+}
+
+
+def segments(run_dir, table):
+    folder = run_dir / table
+    return len([p for p in folder.glob("*.parquet") if p.name != "_empty.parquet"]) if folder.exists() else 0
+
+
+def wait_for(proc, condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.005)
+    raise AssertionError("timed out waiting for the run")
+
+
+def final_state(run_dir):
+    return {name: sql_rows(run_dir, q) for name, q in FINAL_TABLES.items()}
+
+
+SMALL_BATCHES = "batch_size = 8\ncpu_batch_size = 16\nrounds = 2\n"
+
+
+def state(run_dir):
+    """Every decision and every table's ids: what must not depend on where the batches ran."""
+    tables = {name: sql_rows(run_dir, q) for name, q in FINAL_TABLES.items()}
+    tables.update({t: sql_rows(run_dir, f"SELECT id FROM {t} ORDER BY id") for t in KEYED_TABLES})
+    tables["gates"] = sql_rows(run_dir, "SELECT id, passed, reason, duplicate_of FROM gates ORDER BY id")
+    tables["diversity"] = sql_rows(run_dir, "SELECT id, kept, duplicate_of FROM diversity ORDER BY id")
+    return tables

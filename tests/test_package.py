@@ -50,3 +50,7 @@ def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
     except AssertionError:
         return
     raise AssertionError("a two-module cycle went unnoticed")
+
+
+def test_no_module_over_400_lines():
+    assert [p.name for p in PACKAGE.rglob("*.py") if len(p.read_text().splitlines()) > 400] == []

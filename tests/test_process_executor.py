@@ -15,9 +15,7 @@ from gra_stream.executors.processes import ProcessExecutor
 from gra_stream.stages import Stage
 from gra_stream.store import Store
 from tests.conftest import fake_config, fake_config_file, gra, head_jsonl, corpus
-from tests.invariants import KEYED_TABLES, check_run
-from tests.test_ray_executor import SMALL_BATCHES, state
-from tests.test_resume import segments, wait_for
+from tests.invariants import KEYED_TABLES, SMALL_BATCHES, check_run, segments, state, wait_for
 
 # small gate and diversity batches too, so that workers prepare several of them ahead of the ordered finish
 WORKERS = SMALL_BATCHES + "[processes]\nworkers = 2\n[dedup]\nbatch_size = 16\n"

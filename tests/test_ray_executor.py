@@ -5,20 +5,7 @@ import sys
 import time
 
 from tests.conftest import fake_config_file, gra, head_jsonl, corpus, sql_rows
-from tests.invariants import KEYED_TABLES, check_run
-from tests.test_resume import FINAL_TABLES, segments, wait_for
-
-SMALL_BATCHES = "batch_size = 8\ncpu_batch_size = 16\nrounds = 2\n"
-
-
-def state(run_dir):
-    """Every decision and every table's ids: what must not depend on where the batches ran."""
-    tables = {name: sql_rows(run_dir, q) for name, q in FINAL_TABLES.items()}
-    tables.update({t: sql_rows(run_dir, f"SELECT id FROM {t} ORDER BY id") for t in KEYED_TABLES})
-    tables["gates"] = sql_rows(run_dir, "SELECT id, passed, reason, duplicate_of FROM gates ORDER BY id")
-    tables["diversity"] = sql_rows(run_dir, "SELECT id, kept, duplicate_of FROM diversity ORDER BY id")
-    return tables
-
+from tests.invariants import SMALL_BATCHES, check_run, segments, state, wait_for
 
 def start(seeds, run_dir, config, address):
     return subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),

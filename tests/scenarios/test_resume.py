@@ -8,41 +8,13 @@ import time
 import pytest
 
 from tests.conftest import fake_config_file, gra, corpus, sql_rows
-from tests.invariants import check_run
+from tests.invariants import FINAL_TABLES, check_run, final_state, segments, wait_for
 
 SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
-FINAL_TABLES = {
-    "samples": "SELECT id FROM samples ORDER BY id",
-    "rejections": "SELECT id, stage, reason FROM rejections ORDER BY id, stage",
-    "verdicts": "SELECT id, decision, mean FROM verdicts ORDER BY id",
-    "reviews": "SELECT id, mean, status FROM reviews ORDER BY id",
-}
-
-
 def start(seeds, run_dir, config):
     return subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
                              "--config", str(config), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-
-
-def segments(run_dir, table):
-    folder = run_dir / table
-    return len([p for p in folder.glob("*.parquet") if p.name != "_empty.parquet"]) if folder.exists() else 0
-
-
-def wait_for(proc, condition, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.005)
-    raise AssertionError("timed out waiting for the run")
-
-
-def final_state(run_dir):
-    return {name: sql_rows(run_dir, q) for name, q in FINAL_TABLES.items()}
 
 
 @pytest.fixture(scope="module")

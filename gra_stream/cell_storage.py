@@ -1,0 +1,115 @@
+"""How the diversity filter's cell index (gra_stream/vector_index.py) keeps its references on disk, and reads
+them back without copying.
+
+What is stored, under DIR/.index/diversity/ (derived data: delete it and it is rebuilt):
+- `centroids-<key>-<table>.npy`, trained once, deterministically, and `centroids-<key>-<table>.<g>.npy`
+  for each retraining g as the table grew (the highest is the one in use); the key names the embedding
+  model, the cell count asked for and the layout.
+- one sidecar per reference segment (`<key>/<table>[.<g>]/<segment>.npy`: the rows that count as
+  references, sorted by cell, with where each cell starts; see `Sidecar`), written the first time the
+  segment is read with the cells in use. Segments never change, so a sidecar never goes stale; those of
+  earlier cells are removed when the table is trained again. A search reads, per group of cells, only
+  those cells' slices of each sidecar, and compares each query with the references of one cell in one
+  matrix product; the ids are read only for the best matches.
+- for the seeds, which do not change while the filter runs, one merged sidecar of every segment
+  (`<key>/seed_embeddings[.<g>]/merged/<digest of the segment names>.npy`, same layout), written in the
+  stage's setup (`CellIndex.merge`), which replaces the per-segment ones: a group of cells is then one
+  read instead of one per segment, with the same answers. Seeds added later give other segment names: their
+  search uses per-segment sidecars again until the next setup merges them.
+Both are written to a temporary name and renamed, like segments, so a crash never leaves half a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import mmap
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from gra_stream.embeddings import DIM
+from gra_stream.store import npy_header
+
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # Linux: fault every page in at once
+
+
+def id_keys(ids) -> np.ndarray:
+    """A 64-bit hash of each id: how a query recognises the one reference it must skip (its own seed)."""
+    return np.array([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little")
+                     for i in ids], dtype=np.uint64)
+
+
+class Sidecar:
+    """One reference segment, its rows sorted by cell: `starts` (where each cell's rows begin, one more
+    than there are cells), then `keys` (id hashes), `vectors` and `ids` (utf-8 bytes, fixed width). Rows
+    of a range of cells are one contiguous slice of each array, read from the file without the rest.
+    The file is opened per read, so a search over thousands of segments holds no file open."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as f:
+            self.starts = np.load(f)
+            self._keys_at, (self.rows,), _ = npy_header(f)
+            self._vectors_at, _, _ = npy_header(f, self._keys_at + self.rows * 8)
+            self._ids_at, _, self._id_dtype = npy_header(f, self._vectors_at + self.rows * DIM * 4)
+
+    def _read(self, f, offset: int, dtype, count: int, width: int = 1) -> np.ndarray:
+        """`count` rows of `width` values at `offset`, read-only, mapped from the file rather than copied
+        out of it: a search of millions of seeds reads gigabytes per batch, and pages mapped all at once
+        (MAP_POPULATE) cost less than a copy. The map lasts as long as the array (its memory, as a copy's
+        would, leaves with it)."""
+        shape = (count, width) if width > 1 else (count,)
+        size = count * width * np.dtype(dtype).itemsize
+        if not size:
+            return np.empty(shape, dtype=dtype)
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(f.fileno(), offset + size - start, prot=mmap.PROT_READ, flags=_MAP_FLAGS, offset=start)
+        return np.frombuffer(mapped, dtype=dtype, count=count * width, offset=offset - start).reshape(shape)
+
+    def slice(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) of rows lo..hi."""
+        with open(self.path, "rb") as f:
+            return (self._read(f, self._keys_at + lo * 8, np.uint64, hi - lo),
+                    self._read(f, self._vectors_at + lo * DIM * 4, np.float32, hi - lo, DIM))
+
+    @property
+    def id_width(self) -> int:
+        return self._id_dtype.itemsize
+
+    def id_block(self, lo: int, hi: int) -> np.ndarray:
+        """The ids of rows lo..hi as fixed-width bytes."""
+        with open(self.path, "rb") as f:
+            return self._read(f, self._ids_at + lo * self.id_width, self._id_dtype, hi - lo)
+
+    def ids(self, rows: np.ndarray) -> list[str]:
+        width = self._id_dtype.itemsize
+        out = []
+        with open(self.path, "rb") as f:
+            for row in rows.tolist():
+                f.seek(self._ids_at + row * width)
+                out.append(f.read(width).rstrip(b"\0").decode())
+        return out
+
+
+def reserve(f, dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """Write an .npy header for an array of `shape` and skip its data (written later, in place): where
+    the data begin."""
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                                              "shape": shape})
+    at = f.tell()
+    f.seek(at + int(np.prod(shape)) * dtype.itemsize)
+    f.truncate()
+    return at
+
+
+def read_references(segment: Path, table: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, unit vectors) of a segment's rows that are references: all seeds, the kept samples."""
+    columns = ["id", "embedding"] + (["kept"] if table == "diversity" else [])
+    data = pq.read_table(segment, columns=columns)
+    if table == "diversity":
+        data = data.filter(data.column("kept"))
+    ids = np.array(data.column("id").to_pylist(), dtype=object).astype(str)
+    embedding = data.column("embedding").combine_chunks()
+    vectors = (embedding.values.to_numpy(zero_copy_only=False).reshape(-1, DIM).astype(np.float32)
+               if len(embedding) else np.zeros((0, DIM), dtype=np.float32))
+    return ids, vectors

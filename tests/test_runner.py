@@ -1,0 +1,55 @@
+"""The runner's own decisions: what it checks before touching the run directory, what it records of each
+run, when it may skip every pending query, and the columns it checks before any model loads."""
+import json
+
+import pytest
+
+from gra_stream import runner, stage_versions
+from gra_stream.errors import UserError
+from gra_stream.progress import Progress
+from gra_stream.stages import Stage, all_stages
+from gra_stream.store import Store
+from tests.conftest import corpus, fake_config, head_jsonl
+
+
+def test_inputs_are_checked_before_the_run_directory_exists(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        runner.run_pipeline([tmp_path / "missing.jsonl"], tmp_path / "run", fake_config(), progress=Progress(quiet=True))
+    bad_filter = fake_config(filters={"enabled": ["no_such_filter"]})
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 5)
+    with pytest.raises(UserError):
+        runner.run_pipeline([seeds], tmp_path / "run", bad_filter, progress=Progress(quiet=True))
+    assert not (tmp_path / "run").exists()
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    head_jsonl(corpus("gsm8k_train"), folder / "b.jsonl", 3)
+    head_jsonl(corpus("gsm8k_train"), folder / "a.jsonl", 3)
+    assert runner.check_inputs([folder], fake_config()) == [folder / "a.jsonl", folder / "b.jsonl"]
+
+
+def test_a_finished_run_is_recognised_until_anything_changes(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 20)
+    config, run_dir = fake_config(), tmp_path / "run"
+    assert runner._recorded_versions(Store(run_dir)) is None
+    runner.run_pipeline([seeds], run_dir, config, progress=Progress(quiet=True))
+    store, names = Store(run_dir), [s.name for s in all_stages()]
+    assert runner._nothing_changed(store, config, names)
+    assert not runner._nothing_changed(store, fake_config(batch_size=7), names), "another config: query again"
+    assert not runner._nothing_changed(store, config, names[:-1])
+    store.remove_segments("samples", "finalize-")
+    assert not runner._nothing_changed(store, config, names), "a lost segment: query again"
+    recorded = runner._recorded_versions(store)
+    assert recorded["versions"] == stage_versions.versions(config)
+    assert runner._tables_with_rows(store, all_stages()) >= {"ingest", "profile", "generate", "gate", "review"}
+    runs = store.connect().sql("SELECT outcome, versions FROM runs").fetchall()
+    assert [o for o, _ in runs].count("finished") == 1 and all(json.loads(v) == recorded for _, v in runs)
+
+
+def test_a_stage_whose_pending_rows_lack_its_declared_columns_fails_before_any_model(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 3)
+    broken = Stage("broken", "verdicts", ("id", "no_such_column"), lambda config, rounds_open=1: "SELECT id FROM seeds",
+                   lambda batch, ctx: batch)
+    with pytest.raises(RuntimeError, match=r"stage broken: pending rows lack declared input columns \['no_such_column'\]"):
+        runner.run_pipeline([seeds], tmp_path / "run", fake_config(), progress=Progress(quiet=True),
+                            stages=[*all_stages(), broken])
+    assert Store(tmp_path / "run").connect().sql("SELECT count(*) FROM profiles").fetchall() == [(0,)]
