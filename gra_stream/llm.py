@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import fastjsonschema
 
 from gra_stream.backends import ChatRequest, Completion
 from gra_stream.backends.pool import ModelPool
@@ -88,86 +89,16 @@ class Replies:
 
 
 def schema_error(value, schema: dict, where: str = "reply") -> str:
-    """The first way `value` breaks `schema` (the subset of JSON Schema our prompts use), or ''."""
-    found = _checker(schema)(value)
-    return "" if found is None else where + found
+    """The first way `value` breaks `schema`, in fastjsonschema's words ("reply.clarity must be smaller than or
+    equal to 10"), or ''. Validators are generated once per schema."""
+    try:
+        _validator(schema)(value)
+    except fastjsonschema.JsonSchemaValueException as e:
+        return where + e.message.removeprefix("data")
+    return ""
 
 
-def _compile(schema: dict) -> Callable[[object], str | None]:
-    """`schema` compiled into a function value -> what is wrong after the reply's name (the path to the
-    field, then the fault), or None: checking a reply is then a few type tests per field, not a walk of
-    the schema's dicts. `_checker` makes it once per schema."""
-    check = _compile_kind(schema)
-    if "enum" not in schema:
-        return check
-    options = schema["enum"]
-
-    def check_enum(value):
-        if value not in options:
-            return f" = {value!r} is not one of {options}"
-        return check(value)
-    return check_enum
-
-
-def _compile_kind(schema: dict) -> Callable[[object], str | None]:
-    kind = schema.get("type")
-    if kind == "object":
-        required = tuple(schema.get("required", []))
-        fields = tuple((key, _compile(sub)) for key, sub in schema.get("properties", {}).items())
-
-        def check_object(value):
-            if not isinstance(value, dict):
-                return " is not an object"
-            for key in required:
-                if key not in value:
-                    return f" lacks {key!r}"
-            for key, check in fields:
-                if key in value:
-                    found = check(value[key])
-                    if found is not None:
-                        return f".{key}{found}"
-            return None
-        return check_object
-    if kind == "array":
-        low, high, check_item = schema.get("minItems", 0), schema.get("maxItems", 1 << 30), _compile(schema.get("items", {}))
-
-        def check_array(value):
-            if not isinstance(value, list):
-                return " is not an array"
-            if len(value) < low or len(value) > high:
-                return f" has {len(value)} items"
-            for i, item in enumerate(value):
-                found = check_item(item)
-                if found is not None:
-                    return f"[{i}]{found}"
-            return None
-        return check_array
-    if kind == "integer":
-        low, high = schema.get("minimum", -1 << 62), schema.get("maximum", 1 << 62)
-
-        def check_integer(value):
-            if not isinstance(value, int) or isinstance(value, bool):
-                return f" = {value!r} is not an integer"
-            if not low <= value <= high:
-                return f" = {value} is out of range"
-            return None
-        return check_integer
-    if kind == "boolean":
-        return lambda value: None if isinstance(value, bool) else f" = {value!r} is not true/false"
-    if kind == "string":
-        non_empty = schema.get("minLength", 0) > 0
-
-        def check_string(value):
-            if not isinstance(value, str):
-                return " is not a string"
-            if non_empty and not value.strip():
-                return " is empty"
-            return None
-        return check_string
-    return lambda value: None
-
-
-_checker = once_per_schema(_compile)
+_validator = once_per_schema(fastjsonschema.compile)
 
 
 def parse_reply(text: str, schema: dict) -> tuple[dict | None, str]:

@@ -72,7 +72,7 @@ class _StopFlag:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders runs started within a second
 
 
 

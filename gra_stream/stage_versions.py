@@ -5,13 +5,14 @@ A stage's version hashes those (with the versions of the stages it reads from), 
 only when, its results can change. Performance knobs (batch sizes, executor and worker settings, in-flight
 limits, timeouts and retries, rate budgets, prices, engine settings that do not change replies) are in no
 stage's list. With more than one round, generation reads the samples of earlier rounds, so every stage
-depends on every other.
+depends on every other. Raising `rounds` only adds work: the earlier rounds' tables stay valid.
 
 The runner records the versions with each run and refuses to mix versions in one run directory
 (`check_versions`): tables made under one config are never silently taken for the results of another.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -117,13 +118,23 @@ def check_versions(recorded: dict | None, config: Config, tables_with_rows: set[
         return
     now = versions(config)
     stale = [s for s in STAGES if s in tables_with_rows and recorded["versions"].get(s) not in (None, now[s])]
-    if not stale:
+    if not stale or _only_more_rounds(recorded, config, stale):
         return
     keys = changes(recorded.get("inputs", {}), inputs(config))
     raise UserError(
         f"this run directory's tables were made under another config: {'; '.join(keys) or 'the stages'} changed, "
         f"which changes the results of {', '.join(stale)}. gra-stream does not yet recompute just what a change "
         f"affects: run it into a new --run-dir, or go back to the config the tables were made with to resume")
+
+
+def _only_more_rounds(recorded: dict, config: Config, stale: list[str]) -> bool:
+    """More rounds than the tables were made with, and nothing else changed: the earlier rounds' results are
+    what a run with more rounds computes too, so the new rounds just add to them."""
+    rounds = recorded.get("inputs", {}).get("generate", {}).get("rounds")
+    if not isinstance(rounds, int) or config.rounds <= rounds:
+        return False
+    before = versions(dataclasses.replace(config, rounds=rounds))
+    return all(recorded["versions"].get(s) == before[s] for s in stale)
 
 
 def record(config: Config) -> dict:

@@ -111,3 +111,18 @@ def test_a_changed_config_stops_with_one_line_and_a_knob_is_nothing_to_do(tmp_pa
     assert result.exit_code == 0 and "nothing to do" in result.output
     recorded = json.loads(sql_rows(run_dir, "SELECT versions FROM runs ORDER BY started DESC LIMIT 1")[0]["versions"])
     assert recorded["versions"] == stage_versions.versions(fake_config())
+
+
+def test_more_rounds_add_to_the_tables_and_fewer_are_refused(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 30)
+    run_dir = tmp_path / "run"
+    assert cli("run", seeds, "--run-dir", run_dir, "--config", config_in(tmp_path / "one", ""), "--quiet").exit_code == 0
+    two = config_in(tmp_path / "two", "rounds = 2\n")
+    assert cli("run", seeds, "--run-dir", run_dir, "--config", two, "--quiet").exit_code == 0
+    assert sql_rows(run_dir, "SELECT max(round) AS r FROM generations")[0]["r"] == 2
+    fresh = tmp_path / "fresh"
+    assert cli("run", seeds, "--run-dir", fresh, "--config", two, "--quiet").exit_code == 0
+    query = "SELECT id, decision FROM verdicts ORDER BY id"
+    assert sql_rows(run_dir, query) == sql_rows(fresh, query), "as one run with two rounds"
+    result = cli("run", seeds, "--run-dir", run_dir, "--config", config_in(tmp_path / "back", ""), "--quiet")
+    assert result.exit_code == 1 and "rounds 2 -> 1" in result.output
