@@ -188,12 +188,13 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
         executor: Executor | None = None
         try:
             bar = progress.stage("ingest", 0)
-            for stats in ingest_files(store, seed_files, config, on_progress=bar.advance):
-                summary.new_seeds += stats.seeds
-                if not stats.skipped:
-                    progress.say(f"ingest     {stats.path}: {stats.rows} rows, {stats.seeds} new seeds, "
-                                 f"{stats.duplicates} duplicates, {stats.bad_rows} bad rows")
-            if bar.done:
+            try:
+                for stats in ingest_files(store, seed_files, config, on_progress=bar.advance):
+                    summary.new_seeds += stats.seeds
+                    if not stats.skipped:
+                        progress.say(f"ingest     {stats.path}: {stats.rows} rows, {stats.seeds} new seeds, "
+                                     f"{stats.duplicates} duplicates, {stats.bad_rows} bad rows")
+            finally:
                 bar.close()
             if not summary.new_seeds and _nothing_changed(store, config, names):
                 outcome = "finished"
@@ -240,15 +241,17 @@ def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor
             return 0
         size = stage.rows_per_batch(ctx.config)
         bar = progress.stage(stage.name, total)
-        if stage.setup is not None:
-            stage.setup(ctx)
-        for ids, out in executor.map(stage, _batches(pending, size), ctx, stop):
-            store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
-            release_freed_memory()  # what the batch freed, before the next one comes in
-            if stage.llm:
-                summary.llm_calls += out.height
-            bar.advance(len(ids), int(out["completion_tokens"].sum()) if "completion_tokens" in out.columns else 0)
-        bar.close()
+        try:
+            if stage.setup is not None:
+                stage.setup(ctx)
+            for ids, out in executor.map(stage, _batches(pending, size), ctx, stop):
+                store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
+                release_freed_memory()  # what the batch freed, before the next one comes in
+                if stage.llm:
+                    summary.llm_calls += out.height
+                bar.advance(len(ids), int(out["completion_tokens"].sum()) if "completion_tokens" in out.columns else 0)
+        finally:
+            bar.close()
         return total
     finally:
         pending.unlink(missing_ok=True)
