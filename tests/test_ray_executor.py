@@ -5,7 +5,7 @@ import sys
 import time
 
 from tests.conftest import fake_config_file, gra, head_jsonl, corpus, sql_rows
-from tests.invariants import SMALL_BATCHES, check_run, segments, state, wait_for
+from tests.invariants import KEYED_TABLES, SMALL_BATCHES, check_run, segments, state, wait_for
 
 def start(seeds, run_dir, config, address):
     return subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
