@@ -13,7 +13,7 @@ from gra_stream.errors import UserError
 from gra_stream.field_guess import Guess, fields_block, guess_mapping
 from gra_stream.fields import extract
 from gra_stream.ingest import check_seed_files, resolve_file_mapping
-from gra_stream.prompts import clip, load_prompt
+from gra_stream.prompts import load_prompt
 from gra_stream.readers import iter_rows
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages.profile import profile_prompts

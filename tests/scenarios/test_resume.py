@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import fake_config_file, gra, corpus, sql_rows
-from tests.invariants import FINAL_TABLES, check_run, final_state, segments, wait_for
+from tests.invariants import check_run, final_state, segments, wait_for
 
 SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
 def start(seeds, run_dir, config):
