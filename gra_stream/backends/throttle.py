@@ -4,7 +4,7 @@ Three mechanisms, all optional but the first:
 - an adaptive limit on requests in flight (AIMD, as TCP and NeMo Data Designer do): it grows by one after
   each window of clean replies and halves when the endpoint says it is overloaded (HTTP 429 or 503, a
   timeout), never above `max_in_flight`. One overload cuts the limit once: replies to requests sent before
-  the last cut say nothing about the new limit, so a burst of 429s does not halve it again and again;
+  the last cut say nothing about the new limit, so a burst of HTTP 429 replies does not halve it again and again;
 - a pause shared by every request of the endpoint, set by a 429's `Retry-After` or by an
   `x-ratelimit-remaining-*` header at 0 (until its `x-ratelimit-reset-*`): nothing is sent before it ends;
 - per-minute budgets of requests and tokens (aiolimiter's leaky buckets), as hosted providers state them.
