@@ -14,19 +14,19 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from gra_stream import stage_versions
 from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
 from gra_stream.errors import Interrupted, UserError
 from gra_stream.executors import Executor, LocalExecutor, open_context
-from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, release_freed_memory
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
+from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
 from gra_stream.progress import Progress
 from gra_stream.schemas import TABLES
 from gra_stream.sql_filters import load_filters
-from gra_stream import stage_versions
 from gra_stream.stages import Context, Stage, all_stages
 from gra_stream.store import EMPTY_SEGMENT, RunLock, Store
 
@@ -73,7 +73,6 @@ class _StopFlag:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders runs started within a second
-
 
 
 # What a stage pass reads: every table but the run log and the call cache.
