@@ -35,7 +35,7 @@ def main():
 @click.option("--backend", type=click.Choice(["fake", "vllm"]), help="Serve every pool model with this backend.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", is_flag=True, help="Show what the libraries print (else in DIR/logs/library.log).")
-@click.option("--dry-run", is_flag=True, help="Check config, field mapping and SQL filters; show the first prompts.")
+@click.option("--dry-run", is_flag=True, help="Check config, field mapping and SQL filters; show the first prompts and what the run would do (the plan of a config change, or the calls and tokens of a new run at most); write nothing.")
 @click.option("--executor", type=click.Choice(["local", "processes", "ray"]), default="local", show_default=True,
               help="Run batches in this process, in worker processes on this machine ([processes] workers), "
                    "or on a Ray cluster (pip install 'gra-stream[ray]').")
@@ -59,7 +59,7 @@ def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor,
     if dry_run:
         from gra_stream.guide import dry_run as check
 
-        click.echo(check(list(seeds), config))
+        click.echo(check(list(seeds), config, run_dir))
         return
     check_inputs(list(seeds), config)  # a user error is one line here, before any log file is made
     log = None if verbose or (run_dir.exists() and not run_dir.is_dir()) else run_dir / "logs" / "library.log"
@@ -72,8 +72,9 @@ def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor,
             click.echo("stopped at a batch boundary; run the same command again to resume", file=err)
             sys.exit(130)
         if not summary.did_work:  # the status table would read every table again: say where it is instead
-            progress.say(f"nothing to do: every stage is up to date (no LLM calls made); "
-                         f"`gra-stream status {run_dir}` shows the run")
+            done = ("up to date: this config's tables came back from where they were kept" if summary.switched
+                    else "nothing to do: every stage is up to date")
+            progress.say(f"{done} (no LLM calls made); `gra-stream status {run_dir}` shows the run")
         elif not quiet:
             click.echo(format_status(collect_status(Store(run_dir))), file=out)
 
@@ -103,6 +104,28 @@ def status(run_dir, as_json):
 
     data = collect_status(open_run(run_dir))
     click.echo(json.dumps(data, indent=2) if as_json else format_status(data))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--version", "labels", multiple=True, help="Remove only this kept version (v1, v2, ...); repeatable.")
+@user_errors
+def prune(run_dir, labels):
+    """Remove the results of earlier configs kept in RUN_DIR/versions (all of them by default)."""
+    from gra_stream.kept_versions import kept, prune as remove
+    from gra_stream.query import open_run
+    from gra_stream.store import RunLock
+
+    store = open_run(run_dir)
+    unknown = sorted(set(labels) - {k.label for k in kept(store)})
+    if unknown:
+        raise UserError(f"no kept version {', '.join(unknown)} in {run_dir} (gra-stream status {run_dir} lists them)")
+    with RunLock(store.root):
+        removed = remove(store, list(labels) or None)
+    for label, size in removed:
+        click.echo(f"removed {label} ({size / 2**20:.1f} MiB)")
+    if not removed:
+        click.echo("nothing to remove: no earlier config's results are kept")
 
 
 @main.command()

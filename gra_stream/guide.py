@@ -13,10 +13,13 @@ from gra_stream.errors import UserError
 from gra_stream.field_guess import Guess, fields_block, guess_mapping
 from gra_stream.fields import extract
 from gra_stream.ingest import check_seed_files, resolve_file_mapping
+from gra_stream.plan import preview, whole_run_estimate
 from gra_stream.prompts import load_prompt
 from gra_stream.readers import iter_rows
 from gra_stream.sql_filters import load_filters
+from gra_stream.stages import all_stages
 from gra_stream.stages.profile import profile_prompts
+from gra_stream.store import Store
 
 
 def first_record(path: Path) -> dict:
@@ -46,15 +49,17 @@ def init_config(seeds: Path, out: Path, config: Config) -> Guess:
     return guess
 
 
-def dry_run(seeds: list[Path], config: Config, *, prompts: int = 2) -> str:
-    """Check config, field mapping and SQL filters, and render the first profile prompts."""
+def dry_run(seeds: list[Path], config: Config, run_dir: Path | None = None, *, prompts: int = 2) -> str:
+    """Check config, field mapping and SQL filters, render the first profile prompts, and say what a run
+    into `run_dir` would do first: the plan of a config change, or the estimate of a whole new run."""
     lines = [f"config {config.source}: ok ({len(config.models)} model(s): "
              f"{', '.join(f'{m.name} [{m.backend}]' for m in config.models)})"]
     filters = load_filters(config)
     lines.append(f"SQL filters: {', '.join(f.name for f in filters) or 'none'}: ok (dry-run on an empty batch)")
     system, template = load_prompt("system", config.prompts_dir), load_prompt("profile", config.prompts_dir)
     shown = 0
-    for path in check_seed_files(seeds):
+    files = check_seed_files(seeds)
+    for path in files:
         record = first_record(path)
         mapping = resolve_file_mapping(record, config, path)
         lines.append(f"{path}: {mapping.describe()}")
@@ -70,5 +75,10 @@ def dry_run(seeds: list[Path], config: Config, *, prompts: int = 2) -> str:
             lines += [f"--- profile prompt for {path.name} line {row.line} ---", f"[system] {system.strip()}",
                       f"[user] {user.strip()}"]
             shown += 1
+    store = Store(run_dir) if run_dir is not None else None
+    if store is not None and store.exists():
+        lines.append(preview(store, files, config, all_stages()))
+    else:
+        lines.append(whole_run_estimate(files, config))
     lines.append("dry run: nothing was written and no model was loaded")
     return "\n".join(lines)

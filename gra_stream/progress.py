@@ -26,8 +26,8 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.running: StageBar | None = None  # the stage whose live bar is on the terminal
 
-    def say(self, message: str) -> None:
-        if self.quiet:
+    def say(self, message: str, *, even_if_quiet: bool = False) -> None:
+        if self.quiet and not even_if_quiet:
             return
         if self.running is not None and self.running.live is not None:
             self.running.live.console.print(message, markup=False, highlight=False)  # above the live bar

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from gra_stream import stage_versions
+from gra_stream import kept_versions, stage_versions
 from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
@@ -24,11 +24,12 @@ from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
 from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
+from gra_stream.plan import change_plan, planned_moves, tables_config
 from gra_stream.progress import Progress
 from gra_stream.schemas import TABLES
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
-from gra_stream.store import EMPTY_SEGMENT, RunLock, Store
+from gra_stream.store import RunLock, Store
 
 __all__ = ["Interrupted", "RunSummary", "run_pipeline"]
 
@@ -38,6 +39,7 @@ class RunSummary:
     new_seeds: int = 0
     rows_by_stage: dict[str, int] = field(default_factory=dict)
     llm_calls: int = 0
+    switched: bool = False  # tables were kept aside or brought back for a changed config
 
     @property
     def did_work(self) -> bool:
@@ -95,18 +97,16 @@ def _pass_digest(store: Store, config: Config, stage_names: list[str]) -> str:
     return content_id(store.digest(_PASS_INPUTS), json.dumps(config.to_json(), sort_keys=True), *stage_names)
 
 
-def _recorded_versions(store: Store) -> dict | None:
-    """The stage versions the latest run recorded (None for a new run directory, or one made before runs
-    recorded them)."""
-    rows = (store.scan("runs").filter(pl.col("versions").is_not_null() & (pl.col("versions") != ""))
-            .sort("started", "id").select("versions").collect()["versions"].to_list())
-    return json.loads(rows[-1]) if rows else None
-
-
-def _tables_with_rows(store: Store, stages: list[Stage]) -> set[str]:
-    tables = {"ingest": "seeds", **{s.name: s.table for s in stages}}
-    return {name for name, table in tables.items()
-            if any(p.name != EMPTY_SEGMENT for p in store.segments(table))}
+def _switch_config(store: Store, config: Config, stages: list[Stage], progress: Progress) -> bool:
+    """Bring the tables to this config: finish a switch a killed run left, then keep aside the tables of
+    the stages whose results this config changes (or bring back kept ones of the same version)."""
+    recorded, recorded_config = kept_versions.finish_switch(store) or tables_config(store)
+    moves = planned_moves(store, recorded, config, stages)
+    if not moves:
+        return False
+    progress.say(change_plan(recorded, config, moves, store.root), even_if_quiet=True)  # what the run is about to redo
+    kept_versions.switch(store, moves, (recorded, recorded_config), (stage_versions.record(config), config.to_json()))
+    return True
 
 
 def _nothing_changed(store: Store, config: Config, stage_names: list[str]) -> bool:
@@ -177,11 +177,12 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
         store.init()
         for leftover in (run_dir / ".tmp").glob("pending-*.arrow"):  # of a run killed mid-stage
             leftover.unlink(missing_ok=True)
-        stage_versions.check_versions(_recorded_versions(store), config, _tables_with_rows(store, stages))
+        summary.switched = _switch_config(store, config, stages, progress)
         t0, started = time.monotonic(), _now()
         run_id = content_id("run", started, os.getpid(), time.time_ns())
         names = [s.name for s in stages]
         _record_run(store, run_id, started, t0, "running", config, seed_files, names)
+        kept_versions.switched(store)  # the run log now names the config the tables are under
         outcome = "failed"
         ctx: Context | None = None
         executor: Executor | None = None

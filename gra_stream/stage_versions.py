@@ -4,11 +4,13 @@ renders, the SQL filters it applies, the model specs whose replies it uses, and 
 A stage's version hashes those (with the versions of the stages it reads from), so it changes when, and
 only when, its results can change. Performance knobs (batch sizes, executor and worker settings, in-flight
 limits, timeouts and retries, rate budgets, prices, engine settings that do not change replies) are in no
-stage's list. With more than one round, generation reads the samples of earlier rounds, so every stage
-depends on every other. Raising `rounds` only adds work: the earlier rounds' tables stay valid.
+stage's list. With more than one round, generation reads the samples of earlier rounds, so it depends on
+every stage after it. Raising `rounds` only adds work: the earlier rounds' tables stay valid.
 
-The runner records the versions with each run and refuses to mix versions in one run directory
-(`check_versions`): tables made under one config are never silently taken for the results of another.
+Each run records the versions (`record`). On a changed config, `changed_stages` names the stages whose
+tables no longer hold this config's results; the runner moves those tables aside (gra_stream/kept_versions.py)
+and recomputes them, LLM calls coming from the call cache wherever the exact request was answered before.
+`asks_anew` tells which stages' requests the change alters, for the plan a run prints before it works.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import json
 from dataclasses import dataclass
 
 from gra_stream.config import Config
-from gra_stream.errors import UserError
 from gra_stream.ids import content_id
 from gra_stream.prompts import load_prompt
 from gra_stream.sql_filters import load_filters
@@ -36,29 +37,36 @@ class Depends:
     models: bool = False              # an LLM stage: the pool's reply-changing specs, in order (roles are dealt from it)
     filters: bool = False
     reads: tuple[str, ...] = ()       # stages whose output it reads
+    selects: tuple[str, ...] = ()     # keys that choose which rows it asks about, but not what it asks
+    text_from: tuple[str, ...] = ()   # stages whose rows' text goes into its prompts
 
 
 LLM = ("run_seed", "max_reasks", *ENGINE_KEYS)
 STAGES: dict[str, Depends] = {
     "ingest": Depends(keys=("fields",)),
-    "profile": Depends(keys=LLM, prompts=("system", "profile"), models=True, reads=("ingest",)),
+    "profile": Depends(keys=LLM, prompts=("system", "profile"), models=True, reads=("ingest",), text_from=("ingest",)),
     "embed": Depends(keys=("diversity.enabled", "diversity.model"), reads=("ingest",)),
     "generate": Depends(keys=(*LLM, "mode", "rounds", "tasks_per_seed", "tasks_per_round", "committee.reviewers"),
-                        prompts=("system", "generate", "refine"), models=True, reads=("profile",)),
+                        prompts=("system", "generate", "refine"), models=True, reads=("profile",),
+                        text_from=("ingest", "profile")),
     "gate": Depends(keys=("dedup.num_perm", "dedup.bands", "dedup.threshold", "dedup.shingle_chars",
                           "decontamination"), filters=True, reads=("generate",)),
     "review": Depends(keys=(*LLM, "committee.tau", "committee.short_circuit"), prompts=("system", "review"),
-                      models=True, reads=("gate",)),
+                      models=True, reads=("gate",), selects=("committee.tau", "committee.short_circuit"),
+                      text_from=("generate",)),
     "decide": Depends(keys=("committee.tau", "committee.delta", "committee.min_reviews", "committee.reviewers"),
                       reads=("review",)),
     "adjudicate": Depends(keys=(*LLM, "committee.tau"), prompts=("system", "adjudicate"), models=True,
-                          reads=("decide",)),
+                          reads=("decide",), selects=("committee.tau",), text_from=("generate", "review")),
     "diversity": Depends(keys=("diversity.enabled", "diversity.model", "diversity.threshold",
                                "diversity.compare_seeds", "diversity.index", "diversity.cells", "diversity.probes"),
                          reads=("adjudicate", "embed")),
-    "annotate": Depends(keys=LLM, prompts=("system", "profile"), models=True, reads=("diversity",)),
+    "annotate": Depends(keys=LLM, prompts=("system", "profile"), models=True, reads=("diversity",),
+                        text_from=("generate",)),
     "finalize": Depends(reads=("annotate",)),
 }
+# With more than one round, generation reads the samples the stages after it made in earlier rounds.
+AFTER_GENERATION = list(STAGES)[list(STAGES).index("generate"):]
 
 
 def _value(data: dict, key: str):
@@ -83,9 +91,8 @@ def inputs(config: Config) -> dict[str, dict]:
         if dep.models:
             own["models"] = models
         out[stage] = own
-    if config.rounds > 1:  # generation reads earlier rounds' samples: each stage depends on all of them
-        union = {key: value for own in out.values() for key, value in own.items()}
-        out = {stage: union for stage in out}
+    if config.rounds > 1:
+        out["generate"] = {key: value for stage in AFTER_GENERATION for key, value in out[stage].items()}
     return out
 
 
@@ -99,42 +106,52 @@ def versions(config: Config) -> dict[str, str]:
     return done
 
 
+def _differing(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def describe(key: str, old, new) -> str:
+    """"key old -> new" for plain values; only "key" for templates, filters and models."""
+    plain = all(isinstance(v, (str, int, float, bool, type(None))) for v in (old, new))
+    return f"{key} {old!r} -> {new!r}" if plain and not key.startswith("prompt ") else key
+
+
 def changes(old: dict[str, dict], new: dict[str, dict]) -> list[str]:
-    """What differs between two stages' inputs, as "key old -> new" (only "key" for templates, filters, models)."""
+    """What differs between two configs' stage inputs, each key once."""
     a = {k: v for own in old.values() for k, v in own.items()}
     b = {k: v for own in new.values() for k, v in own.items()}
-    out = []
-    for key in sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)):
-        plain = all(isinstance(v, (str, int, float, bool, type(None))) for v in (a.get(key), b.get(key)))
-        out.append(f"{key} {a.get(key)!r} -> {b.get(key)!r}" if plain and not key.startswith("prompt ") else key)
-    return out
+    return [describe(key, a.get(key), b.get(key)) for key in _differing(a, b)]
 
 
-def check_versions(recorded: dict | None, config: Config, tables_with_rows: set[str]) -> None:
-    """Stop, in one line, when tables with rows were made under a config whose results differ from this one's.
-
-    `recorded` is what the latest run recorded: {"versions": {stage: hash}, "inputs": {stage: {...}}}."""
+def changed_stages(recorded: dict | None, config: Config) -> list[str]:
+    """The stages, in pipeline order, whose tables were made under a config with other results than this
+    one's (`recorded` is what the latest run recorded, None for a new run directory). Raising `rounds`
+    alone changes none: the earlier rounds' tables are what a run with more rounds makes too."""
     if not recorded:
-        return
+        return []
     now = versions(config)
-    stale = [s for s in STAGES if s in tables_with_rows and recorded["versions"].get(s) not in (None, now[s])]
-    if not stale or _only_more_rounds(recorded, config, stale):
-        return
-    keys = changes(recorded.get("inputs", {}), inputs(config))
-    raise UserError(
-        f"this run directory's tables were made under another config: {'; '.join(keys) or 'the stages'} changed, "
-        f"which changes the results of {', '.join(stale)}. gra-stream does not yet recompute just what a change "
-        f"affects: run it into a new --run-dir, or go back to the config the tables were made with to resume")
+    stale = [s for s in STAGES if recorded["versions"].get(s) not in (None, now[s])]
+    return [] if _only_more_rounds(recorded, config, stale) else stale
 
 
 def _only_more_rounds(recorded: dict, config: Config, stale: list[str]) -> bool:
-    """More rounds than the tables were made with, and nothing else changed: the earlier rounds' results are
-    what a run with more rounds computes too, so the new rounds just add to them."""
     rounds = recorded.get("inputs", {}).get("generate", {}).get("rounds")
     if not isinstance(rounds, int) or config.rounds <= rounds:
         return False
     before = versions(dataclasses.replace(config, rounds=rounds))
     return all(recorded["versions"].get(s) == before[s] for s in stale)
+
+
+def asks_anew(recorded: dict, config: Config) -> dict[str, bool]:
+    """Per LLM stage, whether the change alters the requests it sends (so that few are in the call cache),
+    rather than only which rows it asks about: its own inputs other than `selects` changed, or the text
+    it renders comes from a stage whose text changed."""
+    old, new = recorded.get("inputs", {}), inputs(config)
+    text_changed: dict[str, bool] = {}
+    for stage, dep in STAGES.items():
+        own = [k for k in _differing(old.get(stage, {}), new[stage]) if k not in dep.selects]
+        text_changed[stage] = bool(own) or any(text_changed[s] for s in dep.text_from)
+    return {stage: text_changed[stage] for stage, dep in STAGES.items() if dep.models}
 
 
 def record(config: Config) -> dict:

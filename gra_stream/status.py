@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from gra_stream.kept_versions import kept
 from gra_stream.store import Store
 
 FUNNEL_SQL = {
@@ -50,10 +51,31 @@ def collect_status(store: Store) -> dict:
                 FROM calls GROUP BY ALL ORDER BY 1, 2""").fetchall()]
     total = sum(c["cost"] for c in calls)
     runs = con.sql("SELECT count(*), coalesce(sum(elapsed_s), 0), arg_max(outcome, started) FROM runs").fetchall()[0]
+    made_under = con.sql("SELECT id, started, config FROM runs WHERE coalesce(versions, '') <> '' "
+                         "ORDER BY started DESC, id LIMIT 1").fetchall()
+    current = json.loads(made_under[0][2]) if made_under else {}
+    kept_versions = [{"label": k.label, "kept_at": k.kept_at, "differs": config_differences(k.config, current),
+                      "tables": {t: con.sql(f"SELECT count(*) FROM {k.label}.{t}").fetchall()[0][0] for t in k.tables()}}
+                     for k in kept(store)]
     return {"run_dir": str(store.root), "funnel": funnel, "rejections": rejections, "calls": calls,
             "cost": {"total": total, "per_sample": total / funnel["samples"] if funnel["samples"] else None,
                      "priced": any(p != (0, 0) for p in price.values())},
-            "runs": {"invocations": runs[0], "elapsed_s": round(runs[1], 2), "last_outcome": runs[2]}}
+            "runs": {"invocations": runs[0], "elapsed_s": round(runs[1], 2), "last_outcome": runs[2]},
+            "tables_config": {"run": made_under[0][0], "started": made_under[0][1]} if made_under else None,
+            "kept_versions": kept_versions}
+
+
+def _leaves(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(kept_config: dict, current: dict) -> list[str]:
+    """Where a kept version's config differs from the current tables' config ("committee.tau 6.0, now 8.0")."""
+    a, b = _leaves(kept_config), _leaves(current)
+    return [f"{k} {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k != "source"]  # where the config was read from is no difference
 
 
 def format_status(status: dict) -> str:
@@ -83,4 +105,11 @@ def format_status(status: dict) -> str:
         per_sample = f"{cost['per_sample']:.4f}" if cost["per_sample"] is not None else "n/a (no sample kept)"
         lines += ["", f"cost (at the prices of the latest run's config): {cost['total']:.4f} in all, "
                       f"{per_sample} per kept sample"]
+    if status["tables_config"]:
+        lines += ["", f"tables made under the config of run {status['tables_config']['run']} "
+                      f"(started {status['tables_config']['started']}; gra-stream sql DIR \"SELECT config FROM runs\")"]
+    for k in status["kept_versions"]:
+        tables = ", ".join(f"{t} {n}" for t, n in k["tables"].items())
+        lines += [f"kept {k['label']} ({k['kept_at']}): {'; '.join(k['differs']) or 'same config'}",
+                  f"  {tables}  (query as {k['label']}.samples; gra-stream prune DIR removes it)"]
     return "\n".join(lines)

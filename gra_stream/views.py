@@ -8,6 +8,7 @@ from __future__ import annotations
 import duckdb
 
 from gra_stream.config import SQL_DIR
+from gra_stream.kept_versions import kept
 from gra_stream.schemas import TABLES
 
 
@@ -28,6 +29,13 @@ def define_views(con: duckdb.DuckDBPyConnection, store) -> None:
         else:
             con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {empty}")
     con.execute((SQL_DIR / "views.sql").read_text(encoding="utf-8"))
+    for version in kept(store):  # results of earlier configs: v1.samples, v2.verdicts, ...
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {version.label}")
+        for table in version.tables():
+            if table in TABLES:
+                con.execute(f"CREATE OR REPLACE VIEW {version.label}.{table} AS SELECT * FROM read_parquet("
+                            f"{_quote(str(version.path / table / '*.parquet'))}, union_by_name = true) "
+                            f"UNION ALL BY NAME SELECT * FROM __declared_{table}")
 
 
 VIEWS = ("rejections", "quarantine", "calls", "decisions")

@@ -34,6 +34,7 @@ class FaultServer:
         self.unauthorized = 0           # requests without the right key
         self.rate_limited = 0           # requests refused for going over rate_per_s
         self.headers_seen: list[dict] = []
+        self.bodies: list[str] = []     # every request body, as canonical JSON, in arrival order
         self.lock = threading.Lock()
         server = self
 
@@ -47,6 +48,7 @@ class FaultServer:
                     server.requests += 1
                     n = server.requests
                     server.headers_seen.append(dict(self.headers))
+                    server.bodies.append(json.dumps(body, sort_keys=True))
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
                     with server.lock:
                         server.unauthorized += 1

@@ -1,6 +1,7 @@
 """A stage's version changes when, and only when, its results can: config keys, prompts, filters and model
-specs each reach exactly the stages that read them and the stages downstream. A run directory never mixes
-versions: a changed config stops the run with one line instead of leaving stale tables."""
+specs each reach exactly the stages that read them and the stages downstream. On a changed config the run
+says what it will redo before it does it, and `--dry-run` says only that (tests/scenarios/test_config_changes.py
+checks the recomputed tables and the calls made)."""
 import dataclasses
 import json
 
@@ -72,8 +73,12 @@ def test_a_prompt_template_reaches_the_stages_that_render_it(tmp_path):
     assert changed(BASE, fake_config(prompts_dir=str(tmp_path))) == downstream("generate")
 
 
-def test_more_rounds_reach_every_stage():
-    assert changed(BASE, fake_config(rounds=2)) == set(ALL)
+def test_more_rounds_reach_generation_and_what_follows_it():
+    assert changed(BASE, fake_config(rounds=2)) == downstream("generate")
+    two = fake_config(rounds=2)
+    assert changed(two, fake_config(rounds=2, committee={"tau": 6.0})) == downstream("generate"), \
+        "round 2 generates from what round 1 kept"
+    assert changed(two, fake_config(rounds=2, run_seed=3)) == downstream("profile")
 
 
 def test_knobs_that_change_no_result_change_no_version():
@@ -93,36 +98,51 @@ def config_in(folder, extra):
     return fake_config_file(folder, extra)
 
 
-def test_a_changed_config_stops_with_one_line_and_a_knob_is_nothing_to_do(tmp_path):
+def test_a_changed_config_says_what_it_redoes_and_a_knob_is_nothing_to_do(tmp_path):
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 40)
     run_dir = tmp_path / "run"
     base = fake_config_file(tmp_path)
     assert cli("run", seeds, "--run-dir", run_dir, "--config", base, "--quiet").exit_code == 0
-    before = sql_rows(run_dir, "SELECT id, decision FROM verdicts ORDER BY id")
-    runs = sql_rows(run_dir, "SELECT count(*) AS n FROM runs")[0]["n"]
+    reviews = sql_rows(run_dir, "SELECT count(*) AS n FROM reviews")[0]["n"]
     stricter = config_in(tmp_path / "stricter", "[committee]\ntau = 6.0\n")
+    dry = cli("run", seeds, "--run-dir", run_dir, "--config", stricter, "--dry-run")
+    assert dry.exit_code == 0 and "committee.tau 8.0 -> 6.0" in dry.output
+    line = next(" ".join(line.split()) for line in dry.output.splitlines() if line.startswith("  review "))
+    assert line.startswith(f"review {reviews:,} rows kept as v1; recomputed: same requests"), line
+    assert not (run_dir / "versions").exists(), "a dry run moves nothing"
     result = cli("run", seeds, "--run-dir", run_dir, "--config", stricter, "--quiet")
-    assert result.exit_code == 1 and result.output.count("\n") == 1
-    assert "committee.tau 8.0 -> 6.0 changed, which changes the results of review, decide" in result.output
-    assert sql_rows(run_dir, "SELECT id, decision FROM verdicts ORDER BY id") == before
-    assert sql_rows(run_dir, "SELECT count(*) AS n FROM runs")[0]["n"] == runs, "a refused run writes nothing"
-    knob = config_in(tmp_path / "knob", "batch_size = 7\n")
+    assert result.exit_code == 0
+    plan = result.output.splitlines()
+    assert plan[0] == "the config changed since these tables were made: committee.tau 8.0 -> 6.0"
+    assert [line.split()[0] for line in plan[1:7]] == ["review", "decide", "adjudicate", "diversity", "annotate",
+                                                        "finalize"]
+    assert "queryable as v1.<table>" in result.output
+    kept = sql_rows(run_dir, "SELECT (SELECT count(*) FROM v1.reviews) AS kept, (SELECT count(*) FROM reviews) AS now")
+    assert kept[0]["kept"] == reviews and kept[0]["now"] > 0
+    knob = config_in(tmp_path / "knob", "batch_size = 7\n[committee]\ntau = 6.0\n")
     result = cli("run", seeds, "--run-dir", run_dir, "--config", knob, "--executor", "processes")
-    assert result.exit_code == 0 and "nothing to do" in result.output
-    recorded = json.loads(sql_rows(run_dir, "SELECT versions FROM runs ORDER BY started DESC LIMIT 1")[0]["versions"])
-    assert recorded["versions"] == stage_versions.versions(fake_config())
+    assert result.exit_code == 0 and "nothing to do" in result.output and "config changed" not in result.output
 
 
-def test_more_rounds_add_to_the_tables_and_fewer_are_refused(tmp_path):
+def test_fewer_rounds_keep_the_second_round_aside_and_equal_a_one_round_run(tmp_path):
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 30)
     run_dir = tmp_path / "run"
-    assert cli("run", seeds, "--run-dir", run_dir, "--config", config_in(tmp_path / "one", ""), "--quiet").exit_code == 0
     two = config_in(tmp_path / "two", "rounds = 2\n")
     assert cli("run", seeds, "--run-dir", run_dir, "--config", two, "--quiet").exit_code == 0
-    assert sql_rows(run_dir, "SELECT max(round) AS r FROM generations")[0]["r"] == 2
+    one = config_in(tmp_path / "one", "")
+    result = cli("run", seeds, "--run-dir", run_dir, "--config", one, "--quiet")
+    assert result.exit_code == 0 and "rounds 2 -> 1" in result.output
     fresh = tmp_path / "fresh"
-    assert cli("run", seeds, "--run-dir", fresh, "--config", two, "--quiet").exit_code == 0
+    assert cli("run", seeds, "--run-dir", fresh, "--config", one, "--quiet").exit_code == 0
     query = "SELECT id, decision FROM verdicts ORDER BY id"
-    assert sql_rows(run_dir, query) == sql_rows(fresh, query), "as one run with two rounds"
-    result = cli("run", seeds, "--run-dir", run_dir, "--config", config_in(tmp_path / "back", ""), "--quiet")
-    assert result.exit_code == 1 and "rounds 2 -> 1" in result.output
+    assert sql_rows(run_dir, query) == sql_rows(fresh, query)
+    assert sql_rows(run_dir, "SELECT max(round) AS r FROM v1.generations")[0]["r"] == 2
+
+
+def test_a_dry_run_on_a_new_run_directory_estimates_the_whole_run(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 30)
+    config = config_in(tmp_path / "c", "tasks_per_seed = 2\n")
+    result = cli("run", seeds, "--run-dir", tmp_path / "new", "--config", config, "--dry-run")
+    assert result.exit_code == 0 and not (tmp_path / "new").exists()
+    assert ("estimate for 30 seed rows, round 1, at most (before re-asks): profile 30, generate 60, review 180, "
+            "adjudicate 60, annotate 60 calls; 390 calls") in result.output

@@ -1,0 +1,196 @@
+"""Results of earlier configs, kept beside the current ones until the user prunes them.
+
+When the config changes what a stage computes, the runner moves that stage's table folder into
+DIR/versions/vN/, where vN holds the tables of one earlier config (its config and stage versions are in
+vN/version.json), and the stage starts over under the new config. Nothing is deleted: `gra-stream sql`
+shows each kept table as vN.<table> (`SELECT count(*) FROM v1.samples`), and `gra-stream prune` removes
+kept versions. When a change comes back to a config whose tables are kept, they move back instead of
+being recomputed: a stage's version names its results exactly, so a kept table of the same version is the
+same computation, finished or not.
+
+The moves are written down before they start (DIR/versions/.switch.json) and each is a rename of
+segments, so a run killed half-way leaves no segment lost or doubled, and the next run finishes the
+switch before anything else (`finish_switch`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from gra_stream.store import EMPTY_SEGMENT, Store
+
+INGEST_TABLES = ("seeds", "ingest_errors", "files")
+# Derived lookups kept beside the tables, named by segment: stale once their table moves (rebuilt on demand).
+INDEXES = {"gates": "gate", "diversity": "diversity", "seed_embeddings": "diversity"}
+
+
+@dataclass(frozen=True)
+class KeptVersion:
+    label: str                  # vN
+    path: Path
+    versions: dict[str, str]    # stage -> version of the config whose tables these are
+    config: dict
+    kept_at: str
+
+    def tables(self) -> list[str]:
+        return sorted(p.name for p in self.path.iterdir() if p.is_dir())
+
+
+def stage_tables(stages) -> dict[str, tuple[str, ...]]:
+    """The tables each stage writes: ingest's three, then one per stage."""
+    return {"ingest": INGEST_TABLES, **{s.name: (s.table,) for s in stages}}
+
+
+def kept(store: Store) -> list[KeptVersion]:
+    """Every kept version, oldest first."""
+    root = store.root / "versions"
+    out = []
+    for path in root.glob("v*/version.json") if root.is_dir() else ():
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        out.append(KeptVersion(path.parent.name, path.parent, meta["versions"], meta["config"], meta["kept_at"]))
+    return sorted(out, key=lambda k: int(k.label[1:]))
+
+
+def has_rows(folder: Path) -> bool:
+    return folder.is_dir() and any(p.name != EMPTY_SEGMENT for p in folder.glob("*.parquet"))
+
+
+def label_for(store: Store, versions: dict[str, str]) -> str:
+    """The label the tables of the config with these stage versions are kept under (vN)."""
+    known = kept(store)
+    same = [k.label for k in known if k.versions == versions]
+    return same[0] if same else f"v{1 + max((int(k.label[1:]) for k in known), default=0)}"
+
+
+def _version_for(store: Store, versions: dict[str, str], config: dict) -> KeptVersion:
+    """The kept version of the config with these stage versions, made if there is none yet."""
+    label = label_for(store, versions)
+    path = store.root / "versions" / label
+    if not path.exists():
+        tmp = path.with_name(f".{label}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        kept_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        (tmp / "version.json").write_text(json.dumps({"versions": versions, "config": config, "kept_at": kept_at},
+                                                     indent=1), encoding="utf-8")
+        os.replace(tmp, path)  # the folder appears whole, with its version.json
+    return next(k for k in kept(store) if k.label == label)
+
+
+@dataclass(frozen=True)
+class Move:
+    stage: str
+    table: str
+    rows: int                   # rows the current table holds (kept aside under the old config's version)
+    restored_from: str          # the kept version whose table comes back ("" when the stage starts over)
+    restored_rows: int
+
+
+def plan_moves(store: Store, stale: list[str], tables: dict[str, tuple[str, ...]],
+               new_versions: dict[str, str]) -> list[Move]:
+    """What a switch to `new_versions` does for the `stale` stages: which tables are kept aside, and which
+    come back from a kept version whose stage version is the new one."""
+    versions = kept(store)
+    moves = []
+    for stage in stale:
+        source = next((k for k in reversed(versions) if k.versions.get(stage) == new_versions[stage]
+                       and all(has_rows(k.path / t) for t in tables[stage])), None)
+        for table in tables[stage]:
+            moves.append(Move(stage, table, count_rows(store.table_dir(table)), source.label if source else "",
+                              count_rows(source.path / table) if source else 0))
+    return moves
+
+
+def count_rows(folder: Path) -> int:
+    return sum(pq.read_metadata(p).num_rows for p in folder.glob("*.parquet")) if folder.is_dir() else 0
+
+
+def _move_segments(source: Path, target: Path) -> None:
+    """Every segment of `source` into `target`, one rename each (a segment's name says what batch it holds,
+    and one stage version computes a batch one way, so a name already there holds the same rows)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for p in source.glob("*.parquet"):
+        if p.name != EMPTY_SEGMENT:
+            os.replace(p, target / p.name)
+
+
+def _journal(store: Store) -> Path:
+    return store.root / "versions" / ".switch.json"
+
+
+def switch(store: Store, moves: list[Move], old: tuple[dict, dict], new: tuple[dict, dict]) -> None:
+    """Keep the moved tables under the old config's version and bring back the restored ones. `old` and
+    `new` are (the versions `stage_versions.record` gives, the config as JSON) of the two configs. The
+    steps are written down first, so that a run killed half-way is finished by the next (`finish_switch`)."""
+    (store.root / "versions").mkdir(exist_ok=True)
+    journal = {"old": old[0], "old_config": old[1], "new": new[0], "new_config": new[1],
+               "moves": [vars(m) for m in moves], "done": 0}
+    _write_json(_journal(store), journal)
+    finish_switch(store)
+
+
+def finish_switch(store: Store) -> tuple[dict, dict] | None:
+    """Finish the switch a run started, if any; returns (versions, config) of the config the tables are
+    now under."""
+    path = _journal(store)
+    if not path.exists():
+        return None
+    journal = json.loads(path.read_text(encoding="utf-8"))
+    steps = [(m, what) for m in journal["moves"] for what in ("keep", "restore")]
+    for i in range(journal["done"], len(steps)):
+        move, what = steps[i]
+        current = store.table_dir(move["table"])
+        if what == "keep" and has_rows(current):
+            target = _version_for(store, journal["old"]["versions"], journal["old_config"])
+            _move_segments(current, target.path / move["table"])
+            if move["table"] in INDEXES:
+                shutil.rmtree(store.root / ".index" / INDEXES[move["table"]], ignore_errors=True)
+        if what == "restore" and move["restored_from"]:
+            source = store.root / "versions" / move["restored_from"] / move["table"]
+            if source.is_dir():
+                _move_segments(source, current)
+                shutil.rmtree(source)
+        journal["done"] = i + 1
+        _write_json(path, journal)
+    for k in kept(store):  # a version whose every table came back holds nothing any more
+        if not k.tables():
+            shutil.rmtree(k.path)
+    store.init()
+    return journal["new"], journal["new_config"]
+
+
+def pending_switch(store: Store) -> tuple[dict, dict] | None:
+    """(versions, config) of the config an unfinished switch goes to, without finishing it."""
+    path = _journal(store)
+    if not path.exists():
+        return None
+    journal = json.loads(path.read_text(encoding="utf-8"))
+    return journal["new"], journal["new_config"]
+
+
+def switched(store: Store) -> None:
+    """The run has recorded the config its tables are now under: the switch is over."""
+    _journal(store).unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def prune(store: Store, labels: list[str] | None = None) -> list[tuple[str, int]]:
+    """Remove the kept versions named (all of them by default); returns (label, bytes freed) for each."""
+    out = []
+    for k in kept(store):
+        if labels is None or k.label in labels:
+            size = sum(p.stat().st_size for p in k.path.rglob("*") if p.is_file())
+            shutil.rmtree(k.path)
+            out.append((k.label, size))
+    return out

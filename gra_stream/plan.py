@@ -1,0 +1,107 @@
+"""What a run is about to do, said before it does it: after a config change, stage by stage, which tables
+are kept aside or come back, how many rows each had and whether its LLM requests change; for a new run
+directory (`run --dry-run`), the most LLM calls and output tokens the whole run can take."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from gra_stream import kept_versions, stage_versions
+from gra_stream.config import Config
+from gra_stream.kept_versions import Move
+from gra_stream.readers import iter_rows
+from gra_stream.reply_schemas import MAX_TOKENS
+from gra_stream.store import Store
+
+
+def tables_config(store: Store) -> tuple[dict | None, dict]:
+    """The stage versions and the config the latest run recorded: what the tables were made under
+    (None and {} for a new run directory)."""
+    rows = (store.scan("runs").filter(pl.col("versions").is_not_null() & (pl.col("versions") != ""))
+            .sort("started", "id").select("versions", "config").collect().rows())
+    return (json.loads(rows[-1][0]), json.loads(rows[-1][1])) if rows else (None, {})
+
+
+def planned_moves(store: Store, recorded: dict | None, config: Config, stages) -> list[Move]:
+    """The table moves that bring a run directory made under `recorded` to `config` (none if unchanged)."""
+    stale = stage_versions.changed_stages(recorded, config)
+    if not stale:
+        return []
+    return kept_versions.plan_moves(store, stale, kept_versions.stage_tables(stages), stage_versions.versions(config))
+
+
+def preview(store: Store, seed_files: list[Path], config: Config, stages) -> str:
+    """What `run` would do first (for --dry-run): the change plan on a run directory made under another
+    config, or the estimate of the whole run on a new one."""
+    recorded, _ = kept_versions.pending_switch(store) or tables_config(store)
+    if recorded is None:
+        return whole_run_estimate(seed_files, config)
+    moves = planned_moves(store, recorded, config, stages)
+    if not moves:
+        return f"{store.root}: made under this config; a run does only what is pending (new seeds, unfinished work)"
+    return change_plan(recorded, config, moves, store.root)
+
+
+def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path) -> str:
+    """The lines a run prints before it switches to a changed config."""
+    new = stage_versions.inputs(config)
+    old = recorded.get("inputs", {})
+    lines = [f"the config changed since these tables were made: {'; '.join(stage_versions.changes(old, new))}"]
+    asks = stage_versions.asks_anew(recorded, config)
+    stale = list(dict.fromkeys(m.stage for m in moves))
+    label = kept_versions.label_for(Store(run_dir), recorded["versions"])
+    for stage in stale:
+        mine = [m for m in moves if m.stage == stage]
+        rows = sum(m.rows for m in mine)
+        if mine[0].restored_from:
+            what = f"{sum(m.restored_rows for m in mine):,} rows come back from {mine[0].restored_from}, no work"
+        elif stage not in asks:
+            what = "recomputed, no LLM call"
+        elif asks[stage]:
+            what = f"recomputed: its requests change, up to {rows:,} LLM calls"
+        else:
+            what = "recomputed: same requests, answered ones replayed from the call cache"
+        lines.append(f"  {stage:<11}{rows:>9,} rows {'kept as ' + label if rows else '(none yet)'}; {what}  [{_cause(stage, old, new, stale)}]")
+    recomputed_llm = any(s in asks and not m.restored_from for s in stale for m in moves if m.stage == s)
+    if recomputed_llm and any(m.backend == "fake" for m in config.models):
+        lines.append("  (fake models are never cached: their calls are made again, at no cost)")
+    if any(m.rows for m in moves):
+        lines.append(f"the tables kept aside stay queryable as {label}.<table> until removed: gra-stream sql {run_dir} "
+                     f"\"SELECT count(*) FROM {label}.samples\"; gra-stream status lists kept versions, gra-stream prune removes them")
+    return "\n".join(lines)
+
+
+def _cause(stage: str, old: dict, new: dict, stale: list[str]) -> str:
+    own = old.get(stage, {}), new[stage]
+    keys = sorted(k for k in set(own[0]) | set(own[1]) if own[0].get(k) != own[1].get(k))
+    if keys:
+        return ", ".join(keys)
+    upstream = [s for s in stage_versions.STAGES[stage].reads if s in stale]
+    return f"reads {', '.join(upstream)}" if upstream else "reads a changed stage"
+
+
+def whole_run_estimate(seed_files: list[Path], config: Config) -> str:
+    """The most LLM calls and output tokens of a run over `seed_files` (every row a new seed, every task
+    passing the gate, every review asked, every sample disputed and kept): an upper bound for round 1."""
+    rows = sum(1 for path in seed_files for row in iter_rows(path) if row.record is not None)
+    synthesis = rows * config.tasks_per_seed if config.mode in ("synthesis", "integrated") else 0
+    if synthesis and config.tasks_per_round:
+        synthesis = min(synthesis, config.tasks_per_round)
+    tasks = synthesis + (rows if config.mode in ("refinement", "integrated") else 0)
+    calls = {"profile": rows, "generate": tasks, "review": tasks * config.committee.reviewers,
+             "adjudicate": tasks, "annotate": tasks}
+    budget = {"profile": MAX_TOKENS["profile"], "generate": MAX_TOKENS["generate"], "review": MAX_TOKENS["review"],
+              "adjudicate": MAX_TOKENS["adjudicate"], "annotate": MAX_TOKENS["profile"]}
+    tokens = sum(calls[r] * budget[r] for r in calls)
+    lines = [f"estimate for {rows:,} seed rows, round 1, at most (before re-asks): "
+             + ", ".join(f"{r} {n:,}" for r, n in calls.items())
+             + f" calls; {sum(calls.values()):,} calls and {tokens:,} output tokens in all"]
+    priced = [m for m in config.models if m.price_output or m.price_input]
+    if priced:
+        most = max(m.price_output for m in config.models)
+        lines.append(f"  output tokens at the dearest model's price: at most {tokens * most / 1e6:,.2f}")
+    if config.rounds > 1:
+        lines.append(f"  each of the {config.rounds - 1} further rounds anchors tasks on round 1's kept samples too")
+    return "\n".join(lines)

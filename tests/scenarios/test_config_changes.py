@@ -1,0 +1,184 @@
+"""A changed config, run again on the same run directory, leaves exactly the tables a fresh run under the
+new config makes (rule 1), and sends only the requests such a fresh run sends that were never answered in
+that directory (rule 2). The models are served over HTTP on loopback by the fake backend's replies, so
+that the requests are counted where they arrive, and the call cache (which never holds fake-backend
+replies) is in play."""
+import shutil
+from collections import Counter
+
+import pytest
+
+from gra_stream.config import config_from_dict
+from gra_stream.progress import Progress
+from gra_stream.runner import run_pipeline
+from gra_stream.store import Store
+from tests.conftest import FAKE_POOL, corpus, head_jsonl
+from tests.fault_server import FaultServer
+from tests.invariants import KEYED_TABLES, check_run
+
+pytestmark = pytest.mark.slow
+
+NAMES = [m["name"] for m in FAKE_POOL]
+FILTERS = ["min_length", "max_length", "refusal", "overlap"]
+# The base config: four models of the pool, and a minimum response length that drops about half of the
+# fake generations, so that changing the filters both drops rows and lets rows through.
+BASE = dict(names=NAMES[:4], filters={"enabled": FILTERS, "min_length": {"min_response_chars": 265}})
+TIMING = {"latency_s", "wait_s", "retries"}  # how long a call took differs between runs, by nature
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FaultServer(faults=False) as s:
+        yield s
+
+
+def config(url, *, names=NAMES, model_extra=None, **overrides):
+    models = [{"name": n, "backend": "openai", "url": url, "api_model": n, "max_in_flight": 16,
+               **(model_extra or {}).get(n, {})} for n in names]
+    return config_from_dict({"models": models, "diversity": {"model": "hashing"}, "batch_size": 16,
+                             "cpu_batch_size": 32, **overrides}, source="<test>")
+
+
+def run(server, seeds, run_dir, cfg, progress=None) -> Counter:
+    """Run and return the requests the server received meanwhile."""
+    before = len(server.bodies)
+    run_pipeline([seeds], run_dir, cfg, progress=progress or Progress(quiet=True))
+    return Counter(server.bodies[before:])
+
+
+def tables(run_dir) -> dict:
+    con = Store(run_dir).connect()
+    out = {}
+    for table in [*KEYED_TABLES, "ingest_errors", "files"]:
+        columns = [c for c in con.sql(f"SELECT * FROM {table} LIMIT 0").columns if c not in TIMING]
+        order = "id" if "id" in columns else columns[0]
+        out[table] = con.sql(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}").fetchall()
+    return out
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    return head_jsonl(corpus("gsm8k_train"), tmp_path_factory.mktemp("seeds") / "gsm.jsonl", 24)
+
+
+@pytest.fixture(scope="module")
+def base(server, seeds, tmp_path_factory):
+    """One run under the base config (four models of the pool), copied by each test."""
+    run_dir = tmp_path_factory.mktemp("base") / "run"
+    asked = run(server, seeds, run_dir, config(server.url, **BASE))
+    return run_dir, asked
+
+
+def prompts_with(tmp_path, name, edit):
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    from gra_stream.prompts import load_prompt
+
+    (folder / f"{name}.txt").write_text(edit(load_prompt(name, "")), encoding="utf-8")
+    return str(folder)
+
+
+def extra_filter(tmp_path):
+    folder = tmp_path / "filters"
+    folder.mkdir()
+    (folder / "no_digits.sql").write_text(
+        "-- param max_digits = 3\nSELECT id, 'many_digits' AS reason, '' AS detail FROM batch\n"
+        "WHERE length(regexp_replace(response, '[^0-9]', '', 'g')) > $max_digits\n", encoding="utf-8")
+    return {**BASE["filters"], "enabled": [*FILTERS, "no_digits"], "directory": str(folder)}
+
+
+CHANGES = {
+    "tau lower": lambda t: dict(committee={"tau": 6.0}),
+    "tau higher": lambda t: dict(committee={"tau": 8.5}),
+    "delta": lambda t: dict(committee={"delta": 0.8}),
+    "min_reviews": lambda t: dict(committee={"min_reviews": 3}),
+    "reviewers": lambda t: dict(committee={"reviewers": 2}),
+    "filters enabled": lambda t: dict(filters={"enabled": ["max_length", "refusal", "overlap"]}),
+    "filter parameter": lambda t: dict(filters={"enabled": FILTERS, "min_length": {"min_response_chars": 20}}),
+    "new filter file": lambda t: dict(filters=extra_filter(t)),
+    "dedup threshold": lambda t: dict(dedup={"threshold": 0.3}),
+    "decontamination": lambda t: dict(decontamination={"references": ["gsm8k_test"], "ngram": 8}),
+    "diversity threshold": lambda t: dict(diversity={"model": "hashing", "threshold": 0.5}),
+    "system prompt": lambda t: dict(prompts_dir=prompts_with(t, "system", lambda s: s + "\nBe brief.")),
+    "profile prompt": lambda t: dict(prompts_dir=prompts_with(t, "profile", lambda s: "Profile this task.\n" + s)),
+    "generate prompt": lambda t: dict(prompts_dir=prompts_with(t, "generate", lambda s: "Be original.\n" + s)),
+    "review prompt": lambda t: dict(prompts_dir=prompts_with(t, "review", lambda s: "Be strict.\n" + s)),
+    "adjudicate prompt": lambda t: dict(prompts_dir=prompts_with(t, "adjudicate", lambda s: "Be fair.\n" + s)),
+    "refine prompt": lambda t: dict(mode="integrated",
+                                    prompts_dir=prompts_with(t, "refine", lambda s: "Improve it.\n" + s)),
+    "sampling of one model": lambda t: dict(model_extra={"fake-b": {"temperature": 0.2}}),
+    "model added": lambda t: dict(names=NAMES),
+    "model removed": lambda t: dict(names=NAMES[:3]),
+    "run_seed": lambda t: dict(run_seed=7),
+    "mode": lambda t: dict(mode="refinement"),
+    "rounds raised": lambda t: dict(rounds=2),
+    "tasks_per_seed": lambda t: dict(tasks_per_seed=2),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_changed_config_recomputes_what_a_fresh_run_makes_with_only_the_calls_never_answered(
+        change, server, seeds, base, tmp_path):
+    base_dir, asked_before = base
+    overrides = {**BASE, **CHANGES[change](tmp_path)}
+    new = config(server.url, **overrides)
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_dir, run_dir)
+    asked = run(server, seeds, run_dir, new)
+    fresh_dir = tmp_path / "fresh"
+    fresh = run(server, seeds, fresh_dir, new)
+    assert tables(run_dir) == tables(fresh_dir), "the tables of a fresh run under the new config"
+    expected = Counter({body: n for body, n in fresh.items() if body not in asked_before})
+    assert asked == expected, f"{sum(asked.values())} requests sent, {sum(expected.values())} never answered before"
+    assert fresh, "the fresh run asked something"
+
+
+def test_going_back_to_an_earlier_config_brings_its_tables_back_without_a_call(server, seeds, base, tmp_path):
+    base_dir, _ = base
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_dir, run_dir)
+    before = tables(run_dir)
+    run(server, seeds, run_dir, config(server.url, **BASE, committee={"tau": 6.0}))
+    lines = []
+
+    class Said(Progress):
+        def say(self, message, **kwargs):
+            lines.append(message)
+
+    asked = run(server, seeds, run_dir, config(server.url, **BASE), progress=Said(quiet=True))
+    assert not asked and tables(run_dir) == before
+    assert "come back from v" in "\n".join(lines)
+
+
+def test_knobs_that_change_no_result_do_no_work(server, seeds, base, tmp_path):
+    base_dir, _ = base
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_dir, run_dir)
+    before = tables(run_dir)
+    knobs = config(server.url, **BASE, model_extra={n: {"max_in_flight": 3, "timeout_s": 30.0} for n in NAMES},
+                   batch_size=5, cpu_batch_size=7, vllm={"resident_engines": 1})
+    summary = run_pipeline([seeds], run_dir, knobs, progress=Progress(quiet=True), executor="processes")
+    assert not summary.did_work and tables(run_dir) == before
+    assert not (run_dir / "versions").exists()
+
+
+def test_new_seeds_and_a_changed_config_in_one_run_are_the_same_on_worker_processes(server, seeds, base, tmp_path):
+    """Seeds added to a run anchor tasks on every seed profiled by then, and earlier tasks keep what they had
+    (docs/resuming.md), so a run that adds seeds is compared with the same run in this process."""
+    base_dir, _ = base
+    more = head_jsonl(corpus("gsm8k_train"), tmp_path / "more.jsonl", 40)
+    new = config(server.url, **{**BASE, "committee": {"tau": 6.5}, "filters": {"enabled": FILTERS}})
+    asked = {}
+    for executor in ("local", "processes"):
+        run_dir = tmp_path / executor
+        shutil.copytree(base_dir, run_dir)
+        before = len(server.bodies)
+        run_pipeline([more], run_dir, new, progress=Progress(quiet=True), executor=executor)
+        asked[executor] = Counter(server.bodies[before:])
+        check_run(run_dir)
+    assert tables(tmp_path / "local") == tables(tmp_path / "processes")
+    assert asked["local"] == asked["processes"] and asked["local"]
+    con = Store(tmp_path / "processes").connect()
+    assert con.sql("SELECT count(*) FROM seeds").fetchall() == [(40,)]
+    assert con.sql("SELECT id FROM v1.samples ORDER BY id").fetchall() == \
+        Store(base_dir).connect().sql("SELECT id FROM samples ORDER BY id").fetchall()

@@ -1,0 +1,55 @@
+"""The tables of earlier configs: kept under DIR/versions/vN, queryable as vN.<table>, listed by `status`
+and `sql`, brought back when their config comes back, removed only by `prune`."""
+from click.testing import CliRunner
+
+from gra_stream.cli import main
+from gra_stream.kept_versions import kept
+from gra_stream.status import collect_status
+from gra_stream.store import Store
+from tests.conftest import corpus, head_jsonl, run_fake
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_kept_tables_are_queryable_listed_and_pruned_only_on_request(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 30)
+    run_dir = tmp_path / "run"
+    run_fake([seeds], run_dir)
+    samples = Store(run_dir).connect().sql("SELECT id FROM samples ORDER BY id").fetchall()
+    run_fake([seeds], run_dir, committee={"tau": 6.5})
+    run_fake([seeds], run_dir, committee={"tau": 7.5})
+    store = Store(run_dir)
+    assert [k.label for k in kept(store)] == ["v1", "v2"]
+    assert store.connect().sql("SELECT id FROM v1.samples ORDER BY id").fetchall() == samples
+
+    status = collect_status(store)
+    assert [k["differs"] for k in status["kept_versions"]] == [["committee.tau 8.0, now 7.5"],
+                                                               ["committee.tau 6.5, now 7.5"]]
+    assert status["kept_versions"][0]["tables"]["samples"] == len(samples)
+    listing = cli("sql", run_dir).output
+    assert "v1.samples" in listing and "v2.reviews" in listing
+
+    result = cli("prune", run_dir, "--version", "v2")
+    assert result.exit_code == 0 and result.output.startswith("removed v2 (")
+    assert [k.label for k in kept(store)] == ["v1"]
+    assert cli("prune", run_dir, "--version", "v7").exit_code == 1
+    result = cli("prune", run_dir)
+    assert result.exit_code == 0 and "removed v1" in result.output and not kept(store)
+    assert cli("prune", run_dir).output.startswith("nothing to remove")
+    assert store.connect().sql("SELECT count(*) FROM samples").fetchall()[0][0] > 0, "the current tables stay"
+
+
+def test_a_config_that_comes_back_gets_its_tables_back_and_keeps_the_other(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 30)
+    run_dir = tmp_path / "run"
+    run_fake([seeds], run_dir)
+    store = Store(run_dir)
+    before = {t: sorted(p.name for p in store.segments(t)) for t in ("reviews", "verdicts", "samples")}
+    run_fake([seeds], run_dir, committee={"tau": 6.5})
+    summary = run_fake([seeds], run_dir)
+    assert {t: sorted(p.name for p in store.segments(t)) for t in before} == before, "the same segments, moved back"
+    assert summary.rows_by_stage.get("review", 0) == 0 and summary.llm_calls == 0
+    assert [(k.label, k.config["committee"]["tau"]) for k in kept(store)] == [("v2", 6.5)]
+    assert not (run_dir / "versions" / ".switch.json").exists()
