@@ -112,12 +112,12 @@ def status(run_dir, as_json):
 @user_errors
 def prune(run_dir, labels):
     """Remove the results of earlier configs kept in RUN_DIR/versions (all of them by default)."""
-    from gra_stream.kept_versions import kept, prune as remove
+    from gra_stream.kept_versions import prune as remove
     from gra_stream.query import open_run
     from gra_stream.store import RunLock
 
     store = open_run(run_dir)
-    unknown = sorted(set(labels) - {k.label for k in kept(store)})
+    unknown = sorted(set(labels) - {k.label for k in store.kept()})
     if unknown:
         raise UserError(f"no kept version {', '.join(unknown)} in {run_dir} (gra-stream status {run_dir} lists them)")
     with RunLock(store.root):

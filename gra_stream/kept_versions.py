@@ -23,38 +23,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from gra_stream.store import EMPTY_SEGMENT, Store
+from gra_stream.store import EMPTY_SEGMENT, KeptVersion, Store
 
 INGEST_TABLES = ("seeds", "ingest_errors", "files")
 # Derived lookups kept beside the tables, named by segment: stale once their table moves (rebuilt on demand).
 INDEXES = {"gates": "gate", "diversity": "diversity", "seed_embeddings": "diversity"}
 
 
-@dataclass(frozen=True)
-class KeptVersion:
-    label: str                  # vN
-    path: Path
-    versions: dict[str, str]    # stage -> version of the config whose tables these are
-    config: dict
-    kept_at: str
-
-    def tables(self) -> list[str]:
-        return sorted(p.name for p in self.path.iterdir() if p.is_dir())
-
-
 def stage_tables(stages) -> dict[str, tuple[str, ...]]:
     """The tables each stage writes: ingest's three, then one per stage."""
     return {"ingest": INGEST_TABLES, **{s.name: (s.table,) for s in stages}}
-
-
-def kept(store: Store) -> list[KeptVersion]:
-    """Every kept version, oldest first."""
-    root = store.root / "versions"
-    out = []
-    for path in root.glob("v*/version.json") if root.is_dir() else ():
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        out.append(KeptVersion(path.parent.name, path.parent, meta["versions"], meta["config"], meta["kept_at"]))
-    return sorted(out, key=lambda k: int(k.label[1:]))
 
 
 def has_rows(folder: Path) -> bool:
@@ -63,7 +41,7 @@ def has_rows(folder: Path) -> bool:
 
 def label_for(store: Store, versions: dict[str, str]) -> str:
     """The label the tables of the config with these stage versions are kept under (vN)."""
-    known = kept(store)
+    known = store.kept()
     same = [k.label for k in known if k.versions == versions]
     return same[0] if same else f"v{1 + max((int(k.label[1:]) for k in known), default=0)}"
 
@@ -80,7 +58,7 @@ def _version_for(store: Store, versions: dict[str, str], config: dict) -> KeptVe
         (tmp / "version.json").write_text(json.dumps({"versions": versions, "config": config, "kept_at": kept_at},
                                                      indent=1), encoding="utf-8")
         os.replace(tmp, path)  # the folder appears whole, with its version.json
-    return next(k for k in kept(store) if k.label == label)
+    return next(k for k in store.kept() if k.label == label)
 
 
 @dataclass(frozen=True)
@@ -96,7 +74,7 @@ def plan_moves(store: Store, stale: list[str], tables: dict[str, tuple[str, ...]
                new_versions: dict[str, str]) -> list[Move]:
     """What a switch to `new_versions` does for the `stale` stages: which tables are kept aside, and which
     come back from a kept version whose stage version is the new one."""
-    versions = kept(store)
+    versions = store.kept()
     moves = []
     for stage in stale:
         source = next((k for k in reversed(versions) if k.versions.get(stage) == new_versions[stage]
@@ -158,7 +136,7 @@ def finish_switch(store: Store) -> tuple[dict, dict] | None:
                 shutil.rmtree(source)
         journal["done"] = i + 1
         _write_json(path, journal)
-    for k in kept(store):  # a version whose every table came back holds nothing any more
+    for k in store.kept():  # a version whose every table came back holds nothing any more
         if not k.tables():
             shutil.rmtree(k.path)
     store.init()
@@ -188,7 +166,7 @@ def _write_json(path: Path, data: dict) -> None:
 def prune(store: Store, labels: list[str] | None = None) -> list[tuple[str, int]]:
     """Remove the kept versions named (all of them by default); returns (label, bytes freed) for each."""
     out = []
-    for k in kept(store):
+    for k in store.kept():
         if labels is None or k.label in labels:
             size = sum(p.stat().st_size for p in k.path.rglob("*") if p.is_file())
             shutil.rmtree(k.path)

@@ -10,7 +10,6 @@ from pathlib import Path
 import duckdb
 
 from gra_stream.errors import UserError
-from gra_stream.kept_versions import kept
 from gra_stream.schemas import TABLES
 from gra_stream.store import Store
 from gra_stream.views import VIEWS
@@ -57,7 +56,7 @@ def list_tables(store: Store) -> tuple[list[str], list[tuple]]:
     rows = [(t, "table", con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in TABLES]
     rows += [(v, "view", con.sql(f"SELECT count(*) FROM {v}").fetchall()[0][0]) for v in VIEWS]
     rows += [(f"{k.label}.{t}", f"kept ({k.kept_at})", con.sql(f"SELECT count(*) FROM {k.label}.{t}").fetchall()[0][0])
-             for k in kept(store) for t in k.tables()]
+             for k in store.kept() for t in k.tables()]
     return ["name", "kind", "rows"], rows
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-from gra_stream.kept_versions import kept
 from gra_stream.store import Store
 
 FUNNEL_SQL = {
@@ -56,7 +55,7 @@ def collect_status(store: Store) -> dict:
     current = json.loads(made_under[0][2]) if made_under else {}
     kept_versions = [{"label": k.label, "kept_at": k.kept_at, "differs": config_differences(k.config, current),
                       "tables": {t: con.sql(f"SELECT count(*) FROM {k.label}.{t}").fetchall()[0][0] for t in k.tables()}}
-                     for k in kept(store)]
+                     for k in store.kept()]
     return {"run_dir": str(store.root), "funnel": funnel, "rejections": rejections, "calls": calls,
             "cost": {"total": total, "per_sample": total / funnel["samples"] if funnel["samples"] else None,
                      "priced": any(p != (0, 0) for p in price.values())},

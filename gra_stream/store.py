@@ -7,7 +7,9 @@ commit, so a reader (or a crash) only ever sees whole batches. Readers never tak
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -67,6 +69,19 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if not pa.types.is_list(f.type)]
 
 
+@dataclass(frozen=True)
+class KeptVersion:
+    """The tables of an earlier config, kept under DIR/versions/vN (gra_stream/kept_versions.py)."""
+    label: str                  # vN
+    path: Path
+    versions: dict[str, str]    # stage -> version of the config whose tables these are
+    config: dict
+    kept_at: str
+
+    def tables(self) -> list[str]:
+        return sorted(p.name for p in self.path.iterdir() if p.is_dir())
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -93,6 +108,14 @@ class Store:
                         st = e.stat()
                         entries.append(f"{t}/{e.name}:{st.st_size}:{st.st_mtime_ns}")
         return content_id(*sorted(entries))
+
+    def kept(self) -> list[KeptVersion]:
+        """The tables of earlier configs, oldest first."""
+        out = []
+        for path in (self.root / "versions").glob("v*/version.json"):
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            out.append(KeptVersion(path.parent.name, path.parent, meta["versions"], meta["config"], meta["kept_at"]))
+        return sorted(out, key=lambda k: int(k.label[1:]))
 
     def exists(self) -> bool:
         return (self.root / "seeds").is_dir()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import duckdb
 
 from gra_stream.config import SQL_DIR
-from gra_stream.kept_versions import kept
 from gra_stream.schemas import TABLES
 
 
@@ -29,7 +28,7 @@ def define_views(con: duckdb.DuckDBPyConnection, store) -> None:
         else:
             con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {empty}")
     con.execute((SQL_DIR / "views.sql").read_text(encoding="utf-8"))
-    for version in kept(store):  # results of earlier configs: v1.samples, v2.verdicts, ...
+    for version in store.kept():  # results of earlier configs: v1.samples, v2.verdicts, ...
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {version.label}")
         for table in version.tables():
             if table in TABLES:

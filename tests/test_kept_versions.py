@@ -3,7 +3,6 @@ and `sql`, brought back when their config comes back, removed only by `prune`.""
 from click.testing import CliRunner
 
 from gra_stream.cli import main
-from gra_stream.kept_versions import kept
 from gra_stream.status import collect_status
 from gra_stream.store import Store
 from tests.conftest import corpus, head_jsonl, run_fake
@@ -21,7 +20,7 @@ def test_kept_tables_are_queryable_listed_and_pruned_only_on_request(tmp_path):
     run_fake([seeds], run_dir, committee={"tau": 6.5})
     run_fake([seeds], run_dir, committee={"tau": 7.5})
     store = Store(run_dir)
-    assert [k.label for k in kept(store)] == ["v1", "v2"]
+    assert [k.label for k in store.kept()] == ["v1", "v2"]
     assert store.connect().sql("SELECT id FROM v1.samples ORDER BY id").fetchall() == samples
 
     status = collect_status(store)
@@ -33,10 +32,10 @@ def test_kept_tables_are_queryable_listed_and_pruned_only_on_request(tmp_path):
 
     result = cli("prune", run_dir, "--version", "v2")
     assert result.exit_code == 0 and result.output.startswith("removed v2 (")
-    assert [k.label for k in kept(store)] == ["v1"]
+    assert [k.label for k in store.kept()] == ["v1"]
     assert cli("prune", run_dir, "--version", "v7").exit_code == 1
     result = cli("prune", run_dir)
-    assert result.exit_code == 0 and "removed v1" in result.output and not kept(store)
+    assert result.exit_code == 0 and "removed v1" in result.output and not store.kept()
     assert cli("prune", run_dir).output.startswith("nothing to remove")
     assert store.connect().sql("SELECT count(*) FROM samples").fetchall()[0][0] > 0, "the current tables stay"
 
@@ -51,5 +50,5 @@ def test_a_config_that_comes_back_gets_its_tables_back_and_keeps_the_other(tmp_p
     summary = run_fake([seeds], run_dir)
     assert {t: sorted(p.name for p in store.segments(t)) for t in before} == before, "the same segments, moved back"
     assert summary.rows_by_stage.get("review", 0) == 0 and summary.llm_calls == 0
-    assert [(k.label, k.config["committee"]["tau"]) for k in kept(store)] == [("v2", 6.5)]
+    assert [(k.label, k.config["committee"]["tau"]) for k in store.kept()] == [("v2", 6.5)]
     assert not (run_dir / "versions" / ".switch.json").exists()

@@ -6,6 +6,7 @@ import pytest
 
 from gra_stream import runner, stage_versions
 from gra_stream.errors import UserError
+from gra_stream.plan import tables_config
 from gra_stream.progress import Progress
 from gra_stream.stages import Stage, all_stages
 from gra_stream.store import Store
@@ -30,7 +31,7 @@ def test_inputs_are_checked_before_the_run_directory_exists(tmp_path):
 def test_a_finished_run_is_recognised_until_anything_changes(tmp_path):
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 20)
     config, run_dir = fake_config(), tmp_path / "run"
-    assert runner._recorded_versions(Store(run_dir)) is None
+    assert tables_config(Store(run_dir)) == (None, {})
     runner.run_pipeline([seeds], run_dir, config, progress=Progress(quiet=True))
     store, names = Store(run_dir), [s.name for s in all_stages()]
     assert runner._nothing_changed(store, config, names)
@@ -38,9 +39,8 @@ def test_a_finished_run_is_recognised_until_anything_changes(tmp_path):
     assert not runner._nothing_changed(store, config, names[:-1])
     store.remove_segments("samples", "finalize-")
     assert not runner._nothing_changed(store, config, names), "a lost segment: query again"
-    recorded = runner._recorded_versions(store)
-    assert recorded["versions"] == stage_versions.versions(config)
-    assert runner._tables_with_rows(store, all_stages()) >= {"ingest", "profile", "generate", "gate", "review"}
+    recorded, recorded_config = tables_config(store)
+    assert recorded["versions"] == stage_versions.versions(config) and recorded_config == config.to_json()
     runs = store.connect().sql("SELECT outcome, versions FROM runs").fetchall()
     assert [o for o, _ in runs].count("finished") == 1 and all(json.loads(v) == recorded for _, v in runs)
 

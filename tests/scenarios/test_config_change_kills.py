@@ -85,7 +85,7 @@ def test_a_kill_at_every_step_of_a_switch_then_a_rerun_ends_as_an_uninterrupted_
             run_pipeline([seeds], run_dir, config, progress=Progress(quiet=True))
         assert state(run_dir) == runs["states"][to], f"killed before rename {step}"
         assert state(run_dir, f"{label}.") == runs["kept"][kept], f"the tables kept whole (killed before rename {step})"
-        assert [k.label for k in kept_versions.kept(Store(run_dir))] == [label]
+        assert [k.label for k in Store(run_dir).kept()] == [label]
         if finished:
             break
         step += 1
