@@ -1,5 +1,5 @@
 """The cost of a changed config on a finished run: the whole pipeline with the fake backend over a corpus
-built from Alpaca 52k (as scale.py builds it, with scale.py's settings), then the same command with
+built from Alpaca 52k (as scale.py builds it, with the default executor and diversity search), then the same command with
 `[committee] tau` 8.0 -> 7.5, then back to 8.0 (whose tables come back from where they were kept).
 
 Prints each run's wall time and the re-runs' share of the first run's, next to the goal.
@@ -27,7 +27,7 @@ GOAL = "goal: a tau change re-runs in under 15% of the original run's time"
 def config(path: Path, tau: float) -> Path:
     path.write_text("batch_size = 1024\n[committee]\ntau = %s\n" % tau + "".join(
         f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\n' for c in "abcde")
-        + '[diversity]\nmodel = "hashing"\nindex = "ivf"\n')
+        + '[diversity]\nmodel = "hashing"\n')
     return path
 
 
@@ -43,7 +43,7 @@ def timed(seeds: Path, run_dir: Path, cfg: Path, executor: str) -> tuple[float, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=100_000)
-    ap.add_argument("--executor", choices=["processes", "local"], default="processes")
+    ap.add_argument("--executor", choices=["auto", "processes", "local"], default="auto")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gra-config-change-"))

@@ -59,7 +59,7 @@ def main() -> None:
             print(f"{args.seeds} seeds (Alpaca 52k), fake backend, batch_size 64; {GOAL}")
             for latency in (0.0, args.latency):
                 times = {}
-                for label, workers, executor in (("local", 1, []),
+                for label, workers, executor in (("local", 1, ["--executor", "local"]),
                                                  ("ray, 1 worker", 1, ["--executor", "ray", "--ray-address", "127.0.0.1:6399"]),
                                                  ("ray, 2 workers", 2, ["--executor", "ray", "--ray-address", "127.0.0.1:6399"])):
                     run_dir = tmp / f"run-{latency}-{label.replace(' ', '').replace(',', '-')}"

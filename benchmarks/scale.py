@@ -3,7 +3,8 @@ of growing size, built by cycling the real Alpaca 52k with row numbers appended.
 
 Prints rows/s per stage, end-to-end seed rows/s and peak RSS of each run, then the time of a re-run of
 the largest finished run (which must do no work). Each run is a separate `gra-stream run` process with
-`--executor processes` (worker processes on every core; `--executor local` for one process). Peak RSS
+the defaults a user gets (`--executor auto`: worker processes on every core of a machine with more than
+one; `--executor local` for one process). Peak RSS
 is sampled every 0.1 s over the whole process tree: the runner's own peak and the peak of the sum of the
 runner and its workers, which is the run's memory. Also printed: the CPU time of the whole process tree,
 as a share of every core over the wall time (how close the run is to CPU-bound), and how much of it the
@@ -16,9 +17,10 @@ and the peak RSS of the run and of the runner while it ran (which stage sets the
     python benchmarks/scale.py                                  # 10k and 100k rows
     python benchmarks/scale.py --sizes 10000,100000,1000000
 
-The diversity filter runs with `index = "ivf"` (cells; `--diversity exact` for the paper's exact search,
-whose time grows with the square of the corpus: about 4 TFLOP per 4,096-row batch at 1M seeds, over an
-hour on 2 cores; `--diversity off` to leave the filter out).
+The diversity filter runs with its default search, `index = "ivf"` (exact up to ~10k references, then
+cells; `--diversity exact` for the paper's exact search at every size, whose time grows with the square
+of the corpus: about 4 TFLOP per 4,096-row batch at 1M seeds, over an hour on 2 cores; `--diversity off`
+to leave the filter out).
 """
 from __future__ import annotations
 
@@ -202,7 +204,7 @@ def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
         machine = _machine_s()
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
-                                 "--config", str(config), "--executor", executor],
+                                 "--config", str(config), *(["--executor", executor] if executor else [])],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "GRA_STREAM_FAKE_CPU_DIR": fake_dir,
                                      "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_CPU),
@@ -229,18 +231,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--workdir", default=None)
-    ap.add_argument("--executor", choices=["processes", "local"], default="processes")
-    ap.add_argument("--diversity", choices=["ivf", "exact", "off"], default="ivf")
+    ap.add_argument("--executor", choices=["auto", "processes", "local"], default="",
+                    help="default: none given, so the run's own default (auto)")
+    ap.add_argument("--diversity", choices=["default", "ivf", "exact", "off"], default="default")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gra-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     config = work / "fake.toml"
-    diversity = {"off": "enabled = false\n", "exact": "", "ivf": 'index = "ivf"\n'}[args.diversity]
+    diversity = {"off": "enabled = false\n", "exact": 'index = "exact"\n', "ivf": 'index = "ivf"\n', "default": ""}[args.diversity]
     config.write_text("batch_size = 1024\n" + "".join(
         f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\n' for c in "abcde") + '[diversity]\nmodel = "hashing"\n'
         + diversity)
-    print(f"workdir {work}; {os.cpu_count()} cores; --executor {args.executor}; diversity filter {args.diversity}")
+    print(f"workdir {work}; {os.cpu_count()} cores; --executor {args.executor or 'not given (auto)'}; "
+          f"diversity search {args.diversity}")
     print(GOALS)
     peaks = []
     for n in sizes:

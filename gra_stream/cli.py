@@ -36,9 +36,10 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", is_flag=True, help="Show what the libraries print (else in DIR/logs/library.log).")
 @click.option("--dry-run", is_flag=True, help="Check config, field mapping and SQL filters; show the first prompts and what the run would do (the plan of a config change, or the calls and tokens of a new run at most); write nothing.")
-@click.option("--executor", type=click.Choice(["local", "processes", "ray"]), default="local", show_default=True,
+@click.option("--executor", type=click.Choice(["auto", "local", "processes", "ray"]), default="auto", show_default=True,
               help="Run batches in this process, in worker processes on this machine ([processes] workers), "
-                   "or on a Ray cluster (pip install 'gra-stream[ray]').")
+                   "or on a Ray cluster (pip install 'gra-stream[ray]'). auto: worker processes where the machine "
+                   "has more than one core and no model runs in an in-process vLLM engine, else this process.")
 @click.option("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one).")
 @user_errors
 def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor, ray_address):

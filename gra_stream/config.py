@@ -105,7 +105,7 @@ class Diversity:
     model: str = "embedded:all-minilm-l6-v2"   # or "hashing": a bag-of-words vector, no model
     threshold: float = 0.9
     compare_seeds: bool = True
-    index: str = "exact"          # or "ivf": compare with the references in the `probes` nearest of `cells` cells
+    index: str = "ivf"            # exact until a table holds cells x 39 references, then its `probes` nearest cells; or "exact"
     cells: int = 256
     probes: int = 8
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import fastjsonschema
@@ -118,8 +117,8 @@ REASK = ("Your previous reply could not be used: {error}. Reply again with one J
 
 
 def _complete(pool: ModelPool, groups: dict[str, list[ChatRequest]]) -> dict[str, list[Completion]]:
-    """Send each model's requests; HTTP endpoints all at once (every server kept busy), engines in turn.
-    Finished calls come from the call cache where it has them, and go into it otherwise."""
+    """Send each model's requests, every model at once (`ModelPool.complete`). Finished calls come from the
+    call cache where it has them, and go into it otherwise."""
     cached = {m: pool.cache if pool.cache and pool.spec(m).backend != "fake" else None for m in groups}
     results: dict[str, list[Completion | None]] = {}
     missing: dict[str, list[int]] = {}
@@ -127,20 +126,7 @@ def _complete(pool: ModelPool, groups: dict[str, list[ChatRequest]]) -> dict[str
         hits = cached[model].get(pool.spec(model), requests) if cached[model] else {}
         results[model] = [hits.get(i) for i in range(len(requests))]
         missing[model] = [i for i in range(len(requests)) if i not in hits]
-
-    def fresh(model: str) -> list[Completion]:
-        return pool.backend(model).complete([groups[model][i] for i in missing[model]])
-
-    # engines already loaded go first, so a pool that cannot hold every engine swaps as little as possible
-    todo = sorted((m for m in groups if missing[m]), key=lambda m: not pool.loaded(m))
-    parallel = [m for m in todo if pool.spec(m).backend == "openai"]  # servers can all work at once
-    done: dict[str, list[Completion]] = {}
-    if len(parallel) > 1:
-        with ThreadPoolExecutor(max_workers=len(parallel)) as workers:
-            done.update(zip(parallel, workers.map(fresh, parallel)))
-    for model in todo:
-        if model not in done:
-            done[model] = fresh(model)
+    done = pool.complete({m: [groups[m][i] for i in missing[m]] for m in groups if missing[m]})
     for model, completions in done.items():
         for i, completion in zip(missing[model], completions):
             results[model][i] = completion

@@ -139,7 +139,8 @@ def check_inputs(seed_files: list[Path], config: Config) -> list[Path]:
 def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progress: Progress | None = None,
                  stages: list[Stage] | None = None, executor: str = "local", ray_address: str = "") -> RunSummary:
     """Ingest `seed_files` into `run_dir` and run every stage over what is pending there. `executor` is
-    "local" (this process), "processes" (worker processes on this machine) or "ray" (a Ray cluster at `ray_address`, or a local one started for the run)."""
+    "local" (this process), "processes" (worker processes on this machine), "ray" (a Ray cluster at
+    `ray_address`, or a local one started for the run) or "auto" (`choose_executor`)."""
     progress = progress or Progress()
     seed_files = check_inputs(seed_files, config)
     stages = stages or all_stages()
@@ -157,7 +158,18 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
                         f"again to resume") from None
 
 
+def choose_executor(kind: str, config: Config) -> str:
+    """What "auto" means: worker processes where there is more than one core to put to work and no model
+    runs in an in-process engine (each worker would load its own copy; one engine already uses every core,
+    or the GPU); else this process."""
+    if kind != "auto":
+        return kind
+    engines = any(m.backend == "vllm" for m in config.models)
+    return "processes" if (os.cpu_count() or 1) > 1 and not engines else "local"
+
+
 def _make_executor(kind: str, run_dir: Path, config: Config, ray_address: str, progress: Progress) -> Executor:
+    kind = choose_executor(kind, config)
     if kind == "local":
         return LocalExecutor()
     if kind == "processes":

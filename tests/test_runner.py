@@ -53,3 +53,13 @@ def test_a_stage_whose_pending_rows_lack_its_declared_columns_fails_before_any_m
         runner.run_pipeline([seeds], tmp_path / "run", fake_config(), progress=Progress(quiet=True),
                             stages=[*all_stages(), broken])
     assert Store(tmp_path / "run").connect().sql("SELECT count(*) FROM profiles").fetchall() == [(0,)]
+
+
+def test_auto_runs_batches_in_worker_processes_unless_a_model_runs_in_process(monkeypatch):
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    assert runner.choose_executor("auto", fake_config()) == "processes"
+    engine = fake_config(models=[{"name": "smollm2", "backend": "vllm", "path": "embedded:smollm2"}])
+    assert runner.choose_executor("auto", engine) == "local"
+    assert runner.choose_executor("ray", engine) == "ray" and runner.choose_executor("local", fake_config()) == "local"
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 1)
+    assert runner.choose_executor("auto", fake_config()) == "local"

@@ -3,7 +3,6 @@ specs each reach exactly the stages that read them and the stages downstream. On
 says what it will redo before it does it, and `--dry-run` says only that (tests/scenarios/test_config_changes.py
 checks the recomputed tables and the calls made)."""
 import dataclasses
-import json
 
 import pytest
 from click.testing import CliRunner

@@ -1,9 +1,11 @@
-"""The pool's backends, started on first use and kept for the whole run."""
+"""The pool's backends, started on first use and kept for the whole run, and working at the same time."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from gra_stream.backends import Backend
+from gra_stream.backends import Backend, ChatRequest, Completion
+from gra_stream.backends.vllm_engine import engines_work_at_once
 from gra_stream.config import Config, ModelSpec
 
 
@@ -47,7 +49,8 @@ class ModelPool:
             return OpenAIBackend(spec)
         from gra_stream.backends.vllm_engine import VllmBackend
 
-        return VllmBackend(spec, self.config.vllm, seed=self.config.run_seed)
+        engines = sum(m.backend == "vllm" for m in self.config.models)
+        return VllmBackend(spec, self.config.vllm, seed=self.config.run_seed, engines=engines)
 
     def _make_room(self) -> None:
         """With `vllm.resident_engines = N`, stop the least recently used engines so N - 1 remain."""
@@ -56,7 +59,31 @@ class ModelPool:
         while limit and len(engines) >= limit:
             self.backends.pop(engines.pop(0)).close()
 
+    def complete(self, groups: dict[str, list[ChatRequest]]) -> dict[str, list[Completion]]:
+        """Each model's requests, all models at once: an engine or an endpoint waits for no other. In-process
+        engines take turns, those already loaded first (the fewest swaps), when they cannot all be loaded
+        (`vllm.resident_engines`) or when their cores run in this process (`engines_work_at_once`).
+        Engines start here one after another: loading is not made for threads."""
+        todo = sorted(groups, key=lambda m: not self.loaded(m))
+        engines = [m for m in todo if self.spec(m).backend == "vllm"]
+        limit = self.config.vllm.resident_engines
+        at_once = engines_work_at_once(sum(m.backend == "vllm" for m in self.config.models))
+        in_turns = engines if (limit and len(engines) > limit) or not at_once else []
+        together = [m for m in todo if m not in in_turns]
+        for name in together:
+            self.backend(name)
+        done: dict[str, list[Completion]] = {}
+        if len(together) > 1:
+            with ThreadPoolExecutor(max_workers=len(together)) as threads:
+                done.update(zip(together, threads.map(lambda m: self.backend(m).complete(groups[m]), together)))
+        else:
+            done.update((m, self.backend(m).complete(groups[m])) for m in together)
+        for name in in_turns:
+            done[name] = self.backend(name).complete(groups[name])
+        return done
+
     def close(self) -> None:
         for backend in self.backends.values():
             backend.close()
         self.backends.clear()
+

@@ -22,10 +22,13 @@ def _on_cpu() -> bool:
         return True
 
 
-def prepare_environment(settings: Vllm) -> None:
-    """Environment vLLM reads at import/start: set before the first engine starts, never overriding the user."""
-    # The engine core runs in this process: no spawned child, so no `__main__` guard is needed by callers.
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+def prepare_environment(settings: Vllm, engines: int = 1) -> None:
+    """Environment vLLM reads at import/start: set before the first engine starts, never overriding the user.
+    `engines` is how many engines the pool holds."""
+    # One engine: its core runs in this process (no child process to start or to leave behind). Several:
+    # each core in a process of its own, so that the pool's engines can work at the same time (two cores
+    # in this process, driven from two threads, crash the process).
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", _own_processes_default(engines))
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -43,9 +46,19 @@ def sampling_params(requests: list[ChatRequest]) -> list:
             for r in requests]
 
 
+def _own_processes_default(engines: int) -> str:
+    return "1" if engines > 1 else "0"
+
+
+def engines_work_at_once(engines: int) -> bool:
+    """Whether the `engines` of a pool may run at the same time: only with their cores in processes of
+    their own (what `prepare_environment` chooses for more than one, unless the user chose otherwise)."""
+    return os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", _own_processes_default(engines)) == "1"
+
+
 class VllmBackend:
-    def __init__(self, spec: ModelSpec, settings: Vllm, *, seed: int = 0):
-        prepare_environment(settings)
+    def __init__(self, spec: ModelSpec, settings: Vllm, *, seed: int = 0, engines: int = 1):
+        prepare_environment(settings, engines)
         try:
             from vllm import LLM
         except ImportError as e:

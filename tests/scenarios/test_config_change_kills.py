@@ -11,7 +11,7 @@ from gra_stream.config import load_config
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 from gra_stream.store import Store
-from tests.conftest import corpus, fake_config, fake_config_file, gra, head_jsonl
+from tests.conftest import corpus, fake_config_file, gra, head_jsonl
 from tests.invariants import FINAL_TABLES, check_run, segments, wait_for
 from tests.scenarios.test_resume import start
 

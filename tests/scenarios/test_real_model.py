@@ -119,3 +119,24 @@ def test_the_embedded_model_on_a_ray_cluster_matches_the_local_run(real_run, ray
     assert sql_rows(tmp_path / "run", "SELECT count(*) > 0 AS dealt FROM generations") == [{"dealt": True}]
     assert sql_rows(tmp_path / "run", "SELECT sum(completion_tokens) > 0 AS real FROM calls") == [{"real": True}]
     check_run(tmp_path / "run", reviewers=3)
+
+
+def test_a_pool_of_two_engines_works_at_once_and_finishes(tmp_path):
+    """Two in-process engines, each core in a process of its own, driven at the same time: with both cores
+    in this process the run crashed (a segmentation fault), which is why one engine keeps its core here."""
+    seeds = head_jsonl(SAMPLE / "gsm8k.jsonl", tmp_path / "gsm.jsonl", 3)
+    config = write_toml(tmp_path / "two.toml", """
+[[models]]
+name = "smol-a"
+path = "embedded:smollm2"
+max_tokens = 200
+[[models]]
+name = "smol-b"
+path = "embedded:smollm2"
+temperature = 0.5
+max_tokens = 200
+""")
+    gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, timeout=1800)
+    check_run(tmp_path / "run", reviewers=3)
+    models = {r["model"] for r in sql_rows(tmp_path / "run", "SELECT DISTINCT model FROM calls")}
+    assert models == {"smol-a", "smol-b"}
