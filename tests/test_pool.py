@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from gra_stream.backends import ChatRequest, Completion
+from gra_stream.backends.fake import FakeBackend
 from gra_stream.backends.pool import ModelPool
 from tests.conftest import fake_config
 
@@ -62,3 +63,12 @@ def test_engines_take_turns_beyond_the_resident_limit_or_with_their_cores_here(m
     pool, barrier, inside = pool_of(["a", "b"], "vllm", timeout=0.5, vllm={"resident_engines": limit})
     pool.complete({"a": [REQUEST], "b": [REQUEST]})
     assert inside[1] == 1 and barrier.broken, "never two engines at once"
+
+
+def test_backends_that_compute_in_python_take_turns():
+    pool, barrier, inside = pool_of(["a", "b"], "fake", timeout=0.5)
+    for backend in pool.backends.values():
+        backend.waits = False  # as the fake backend without a latency: threads would only contend for the GIL
+    pool.complete({"a": [REQUEST], "b": [REQUEST]})
+    assert inside[1] == 1 and barrier.broken
+    assert not FakeBackend("m").waits and FakeBackend("m", latency_s=0.1).waits

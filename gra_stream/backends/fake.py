@@ -96,6 +96,7 @@ class FakeBackend:
     def __init__(self, name: str, *, latency_s: float = 0.0, record: bool = False):
         self.name = name
         self.latency_s = latency_s
+        self.waits = latency_s > 0  # with a latency it stands in for a model: the pool runs it beside the others
         self.record = record
         self.history: list[ChatRequest] = []  # every request, with record=True (tests); unbounded, so off in runs
 

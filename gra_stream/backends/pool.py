@@ -60,26 +60,26 @@ class ModelPool:
             self.backends.pop(engines.pop(0)).close()
 
     def complete(self, groups: dict[str, list[ChatRequest]]) -> dict[str, list[Completion]]:
-        """Each model's requests, all models at once: an engine or an endpoint waits for no other. In-process
-        engines take turns, those already loaded first (the fewest swaps), when they cannot all be loaded
-        (`vllm.resident_engines`) or when their cores run in this process (`engines_work_at_once`).
-        Engines start here one after another: loading is not made for threads."""
+        """Each model's requests, at the same time for every backend that waits on work done outside this
+        interpreter (an HTTP endpoint, an engine core in a process of its own, a fake model with a latency):
+        a batch then takes as long as its slowest model, not the sum. The rest take turns: in-process engines
+        when they cannot all be loaded (`vllm.resident_engines`) or when their cores run in this process
+        (`engines_work_at_once`), those already loaded first (the fewest swaps); and backends that compute
+        in Python (the fake one without latency), which threads would only slow down. Engines start here one
+        after another: loading is not made for threads."""
         todo = sorted(groups, key=lambda m: not self.loaded(m))
         engines = [m for m in todo if self.spec(m).backend == "vllm"]
         limit = self.config.vllm.resident_engines
         at_once = engines_work_at_once(sum(m.backend == "vllm" for m in self.config.models))
         in_turns = engines if (limit and len(engines) > limit) or not at_once else []
-        together = [m for m in todo if m not in in_turns]
-        for name in together:
-            self.backend(name)
+        together = [m for m in todo if m not in in_turns and getattr(self.backend(m), "waits", True)]
         done: dict[str, list[Completion]] = {}
         if len(together) > 1:
             with ThreadPoolExecutor(max_workers=len(together)) as threads:
                 done.update(zip(together, threads.map(lambda m: self.backend(m).complete(groups[m]), together)))
-        else:
-            done.update((m, self.backend(m).complete(groups[m])) for m in together)
-        for name in in_turns:
-            done[name] = self.backend(name).complete(groups[name])
+        for name in todo:
+            if name not in done:
+                done[name] = self.backend(name).complete(groups[name])
         return done
 
     def close(self) -> None:
