@@ -12,7 +12,7 @@ from gra_stream.config import config_from_dict
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 from gra_stream.store import Store
-from tests.conftest import FAKE_POOL, corpus, head_jsonl
+from tests.conftest import FAKE_POOL, corpus, gra, head_jsonl, write_toml
 from tests.fault_server import FaultServer
 from tests.invariants import KEYED_TABLES, check_run
 
@@ -162,23 +162,32 @@ def test_knobs_that_change_no_result_do_no_work(server, seeds, base, tmp_path):
     assert not (run_dir / "versions").exists()
 
 
-def test_new_seeds_and_a_changed_config_in_one_run_are_the_same_on_worker_processes(server, seeds, base, tmp_path):
+def test_new_seeds_and_a_changed_config_in_one_run_are_the_same_on_every_executor(server, seeds, base, tmp_path,
+                                                                                   ray_cluster):
     """Seeds added to a run anchor tasks on every seed profiled by then, and earlier tasks keep what they had
     (docs/resuming.md), so a run that adds seeds is compared with the same run in this process."""
     base_dir, _ = base
     more = head_jsonl(corpus("gsm8k_train"), tmp_path / "more.jsonl", 40)
     new = config(server.url, **{**BASE, "committee": {"tau": 6.5}, "filters": {"enabled": FILTERS}})
     asked = {}
-    for executor in ("local", "processes"):
+    toml = write_toml(tmp_path / "new.toml", "batch_size = 16\ncpu_batch_size = 32\n[committee]\ntau = 6.5\n"
+                      f"[filters]\nenabled = {FILTERS!r}\n[diversity]\nmodel = \"hashing\"\n" + "".join(
+                          f'[[models]]\nname = "{n}"\nbackend = "openai"\nurl = "{server.url}"\napi_model = "{n}"\n'
+                          f"max_in_flight = 16\n" for n in NAMES[:4]))
+    for executor in ("local", "processes", "ray"):
         run_dir = tmp_path / executor
         shutil.copytree(base_dir, run_dir)
         before = len(server.bodies)
-        run_pipeline([more], run_dir, new, progress=Progress(quiet=True), executor=executor)
+        if executor == "ray":  # in a process of its own, as a user runs it (Ray is not for this test process)
+            gra("run", more, "--run-dir", run_dir, "--config", toml, "--executor", "ray", "--ray-address", ray_cluster,
+                "--quiet")
+        else:
+            run_pipeline([more], run_dir, new, progress=Progress(quiet=True), executor=executor)
         asked[executor] = Counter(server.bodies[before:])
         check_run(run_dir)
-    assert tables(tmp_path / "local") == tables(tmp_path / "processes")
-    assert asked["local"] == asked["processes"] and asked["local"]
-    con = Store(tmp_path / "processes").connect()
+    assert tables(tmp_path / "local") == tables(tmp_path / "processes") == tables(tmp_path / "ray")
+    assert asked["local"] == asked["processes"] == asked["ray"] and asked["local"]
+    con = Store(tmp_path / "ray").connect()
     assert con.sql("SELECT count(*) FROM seeds").fetchall() == [(40,)]
     assert con.sql("SELECT id FROM v1.samples ORDER BY id").fetchall() == \
         Store(base_dir).connect().sql("SELECT id FROM samples ORDER BY id").fetchall()
