@@ -51,7 +51,7 @@ def alive(pid: int) -> bool:
 def test_a_processes_run_decides_exactly_what_a_local_run_decides(tmp_path):
     seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
     config = fake_config_file(tmp_path, WORKERS)
-    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet")
+    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet", "--executor", "local")
     gra("run", seeds, "--run-dir", tmp_path / "procs", "--config", config, "--quiet", "--executor", "processes")
     local, in_processes = state(tmp_path / "local"), state(tmp_path / "procs")
     assert in_processes == local
@@ -67,7 +67,7 @@ def test_a_stopped_then_killed_processes_run_resumes_to_the_local_result(tmp_pat
     # the diversity filter's cell index too: its centroids and sidecars are written as the run goes (one
     # cell: 60 seeds are too few to train more, 39 rows each)
     config = fake_config_file(tmp_path, WORKERS, latency_s=0.05, diversity='index = "ivf"\ncells = 1\nprobes = 1\n')
-    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet")
+    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet", "--executor", "local")
     run_dir = tmp_path / "procs"
 
     proc = start(seeds, run_dir, config)  # SIGTERM: stops at a batch boundary

@@ -16,7 +16,7 @@ def start(seeds, run_dir, config, address):
 def test_ray_run_decides_exactly_what_a_local_run_decides(tmp_path, ray_cluster):
     seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
     config = fake_config_file(tmp_path, SMALL_BATCHES)
-    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet")
+    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet", "--executor", "local")
     gra("run", seeds, "--run-dir", tmp_path / "ray", "--config", config, "--quiet", "--executor", "ray",
         "--ray-address", ray_cluster)
     local, on_ray = state(tmp_path / "local"), state(tmp_path / "ray")
@@ -36,7 +36,7 @@ def test_ray_run_decides_exactly_what_a_local_run_decides(tmp_path, ray_cluster)
 def test_a_stopped_then_killed_ray_run_resumes_to_the_local_result(tmp_path, ray_cluster):
     seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
     config = fake_config_file(tmp_path, SMALL_BATCHES, latency_s=0.05)
-    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet")
+    gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet", "--executor", "local")
     run_dir = tmp_path / "ray"
 
     proc = start(seeds, run_dir, config, ray_cluster)  # SIGTERM: stops at a batch boundary

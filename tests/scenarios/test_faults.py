@@ -1,6 +1,7 @@
 """Disk faults: a full disk and a read-only run directory stop the run with a clear error and leave
 it resumable. Uses a small tmpfs, so it needs permission to mount (root); skipped elsewhere."""
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -21,6 +22,13 @@ def small_disk(tmp_path):
 
 
 def remount(mount, options):
+    """Remount, waiting up to 5 s for every process of a finished run to let go of its files: a run on worker
+    processes has helper processes (multiprocessing's) that may outlive the command by a moment, and a
+    read-only remount fails while any file is open for writing."""
+    for _ in range(50):
+        if not subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], capture_output=True).returncode:
+            return
+        time.sleep(0.1)
     subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], check=True)
 
 

@@ -65,7 +65,7 @@ def _ctx(tmp_path, **diversity_overrides):
     store = Store(tmp_path / "run")
     store.init()
     config = fake_config(diversity={"model": "hashing", **diversity_overrides})
-    return Context(config, ModelPool(config), store.connect()), store
+    return Context(config, ModelPool(config), store.connect(), store=store), store
 
 
 def test_diversity_walks_by_score_and_drops_close_copies(tmp_path):
