@@ -1,8 +1,9 @@
 """Diversity: the paper's embedding filter. Kept samples are walked in descending committee mean; one is
 kept only if its highest cosine similarity to every sample kept before it (this run and earlier ones)
 and to the seeds is below `diversity.threshold`. A refined seed is not compared with its own seed.
-The search is exact by default; `index = "ivf"` searches cells instead (gra_stream/vector_index.py),
-for corpora where exact search costs hours. Within a batch the walk is always exact.
+By default (`index = "ivf"`) the search is exact until a reference table is large, then searches cells
+(gra_stream/vector_index.py), since exact search costs hours at millions; `index = "exact"` is the paper's
+search at every size. Within a batch the walk is always exact.
 
 Also `embed_seeds`, which embeds the seeds once (only when the filter compares with seeds).
 """
