@@ -12,9 +12,10 @@ from tests.invariants import check_run, final_state, segments, wait_for
 
 SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
 def start(seeds, run_dir, config):
+    """The run in this process's pace: one batch at a time (worker processes: tests/test_process_executor.py)."""
     return subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
-                             "--config", str(config), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--config", str(config), "--quiet", "--executor", "local"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
