@@ -113,13 +113,17 @@ def switch(store: Store, moves: list[Move], old: tuple[dict, dict], new: tuple[d
     finish_switch(store)
 
 
+def _read_journal(store: Store) -> dict | None:
+    path = _journal(store)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
 def finish_switch(store: Store) -> tuple[dict, dict] | None:
     """Finish the switch a run started, if any; returns (versions, config) of the config the tables are
     now under."""
-    path = _journal(store)
-    if not path.exists():
+    journal = _read_journal(store)
+    if journal is None:
         return None
-    journal = json.loads(path.read_text(encoding="utf-8"))
     steps = [(m, what) for m in journal["moves"] for what in ("keep", "restore")]
     for i in range(journal["done"], len(steps)):
         move, what = steps[i]
@@ -135,7 +139,7 @@ def finish_switch(store: Store) -> tuple[dict, dict] | None:
                 _move_segments(source, current)
                 shutil.rmtree(source)
         journal["done"] = i + 1
-        _write_json(path, journal)
+        _write_json(_journal(store), journal)
     for k in store.kept():  # a version whose every table came back holds nothing any more
         if not k.tables():
             shutil.rmtree(k.path)
@@ -145,11 +149,8 @@ def finish_switch(store: Store) -> tuple[dict, dict] | None:
 
 def pending_switch(store: Store) -> tuple[dict, dict] | None:
     """(versions, config) of the config an unfinished switch goes to, without finishing it."""
-    path = _journal(store)
-    if not path.exists():
-        return None
-    journal = json.loads(path.read_text(encoding="utf-8"))
-    return journal["new"], journal["new_config"]
+    journal = _read_journal(store)
+    return (journal["new"], journal["new_config"]) if journal else None
 
 
 def switched(store: Store) -> None:

@@ -64,7 +64,7 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
         else:
             what = "recomputed: same requests, answered ones replayed from the call cache"
         lines.append(f"  {stage:<11}{rows:>9,} rows {'kept as ' + label if rows else '(none yet)'}; {what}  [{_cause(stage, old, new, stale)}]")
-    recomputed_llm = any(s in asks and not m.restored_from for s in stale for m in moves if m.stage == s)
+    recomputed_llm = any(m.stage in asks and not m.restored_from for m in moves)
     if recomputed_llm and any(m.backend == "fake" for m in config.models):
         lines.append("  (fake models are never cached: their calls are made again, at no cost)")
     if any(m.rows for m in moves):
@@ -74,8 +74,7 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
 
 
 def _cause(stage: str, old: dict, new: dict, stale: list[str]) -> str:
-    own = old.get(stage, {}), new[stage]
-    keys = sorted(k for k in set(own[0]) | set(own[1]) if own[0].get(k) != own[1].get(k))
+    keys = stage_versions.differing(old.get(stage, {}), new[stage])
     if keys:
         return ", ".join(keys)
     upstream = [s for s in stage_versions.STAGES[stage].reads if s in stale]
@@ -92,8 +91,7 @@ def whole_run_estimate(seed_files: list[Path], config: Config) -> str:
     tasks = synthesis + (rows if config.mode in ("refinement", "integrated") else 0)
     calls = {"profile": rows, "generate": tasks, "review": tasks * config.committee.reviewers,
              "adjudicate": tasks, "annotate": tasks}
-    budget = {"profile": MAX_TOKENS["profile"], "generate": MAX_TOKENS["generate"], "review": MAX_TOKENS["review"],
-              "adjudicate": MAX_TOKENS["adjudicate"], "annotate": MAX_TOKENS["profile"]}
+    budget = {**MAX_TOKENS, "annotate": MAX_TOKENS["profile"]}  # annotation asks the profile's questions
     tokens = sum(calls[r] * budget[r] for r in calls)
     lines = [f"estimate for {rows:,} seed rows, round 1, at most (before re-asks): "
              + ", ".join(f"{r} {n:,}" for r, n in calls.items())

@@ -106,7 +106,8 @@ def versions(config: Config) -> dict[str, str]:
     return done
 
 
-def _differing(old: dict, new: dict) -> list[str]:
+def differing(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between two stages' inputs (or two configs' flattened inputs)."""
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
@@ -120,7 +121,7 @@ def changes(old: dict[str, dict], new: dict[str, dict]) -> list[str]:
     """What differs between two configs' stage inputs, each key once."""
     a = {k: v for own in old.values() for k, v in own.items()}
     b = {k: v for own in new.values() for k, v in own.items()}
-    return [describe(key, a.get(key), b.get(key)) for key in _differing(a, b)]
+    return [describe(key, a.get(key), b.get(key)) for key in differing(a, b)]
 
 
 def changed_stages(recorded: dict | None, config: Config) -> list[str]:
@@ -149,7 +150,7 @@ def asks_anew(recorded: dict, config: Config) -> dict[str, bool]:
     old, new = recorded.get("inputs", {}), inputs(config)
     text_changed: dict[str, bool] = {}
     for stage, dep in STAGES.items():
-        own = [k for k in _differing(old.get(stage, {}), new[stage]) if k not in dep.selects]
+        own = [k for k in differing(old.get(stage, {}), new[stage]) if k not in dep.selects]
         text_changed[stage] = bool(own) or any(text_changed[s] for s in dep.text_from)
     return {stage: text_changed[stage] for stage, dep in STAGES.items() if dep.models}
 

@@ -49,8 +49,11 @@ class ModelPool:
             return OpenAIBackend(spec)
         from gra_stream.backends.vllm_engine import VllmBackend
 
-        engines = sum(m.backend == "vllm" for m in self.config.models)
-        return VllmBackend(spec, self.config.vllm, seed=self.config.run_seed, engines=engines)
+        return VllmBackend(spec, self.config.vllm, seed=self.config.run_seed, engines=self._engine_count())
+
+    def _engine_count(self) -> int:
+        """How many of the pool's models run in in-process engines."""
+        return sum(m.backend == "vllm" for m in self.config.models)
 
     def _make_room(self) -> None:
         """With `vllm.resident_engines = N`, stop the least recently used engines so N - 1 remain."""
@@ -70,7 +73,7 @@ class ModelPool:
         todo = sorted(groups, key=lambda m: not self.loaded(m))
         engines = [m for m in todo if self.spec(m).backend == "vllm"]
         limit = self.config.vllm.resident_engines
-        at_once = engines_work_at_once(sum(m.backend == "vllm" for m in self.config.models))
+        at_once = engines_work_at_once(self._engine_count())
         in_turns = engines if (limit and len(engines) > limit) or not at_once else []
         together = [m for m in todo if m not in in_turns and getattr(self.backend(m), "waits", True)]
         done: dict[str, list[Completion]] = {}
@@ -86,4 +89,3 @@ class ModelPool:
         for backend in self.backends.values():
             backend.close()
         self.backends.clear()
-
