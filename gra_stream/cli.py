@@ -41,8 +41,10 @@ def main():
                    "or on a Ray cluster (pip install 'gra-stream[ray]'). auto: worker processes where the machine "
                    "has more than one core and no model runs in an in-process vLLM engine, else this process.")
 @click.option("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one).")
+@click.option("--max-samples", type=click.IntRange(min=1), default=None,
+              help="Stop after the wave that brings the kept samples to N; the same command without it goes on.")
 @user_errors
-def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor, ray_address):
+def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor, ray_address, max_samples):
     """Run the GRA pipeline over SEEDS (JSONL, JSON, Parquet, CSV; .gz/.zst) into --run-dir.
 
     Re-running the same command resumes an interrupted run; adding seed files processes only the new seeds.
@@ -68,11 +70,14 @@ def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor,
         progress = Progress(quiet=quiet, stream=err)
         try:
             summary = run_pipeline(list(seeds), run_dir, config, progress=progress, executor=executor,
-                                   ray_address=ray_address)
+                                   ray_address=ray_address, max_samples=max_samples or 0)
         except Interrupted:
             click.echo("stopped at a batch boundary; run the same command again to resume", file=err)
             sys.exit(130)
-        if not summary.did_work:  # the status table would read every table again: say where it is instead
+        if summary.stopped_at is not None:
+            progress.say(f"stopped with {summary.stopped_at:,} samples kept (--max-samples {max_samples}); the same "
+                         f"command without --max-samples goes on with the next wave", even_if_quiet=True)
+        elif not summary.did_work:  # the status table would read every table again: say where it is instead
             done = ("up to date: this config's tables came back from where they were kept" if summary.switched
                     else "nothing to do: every stage is up to date")
             progress.say(f"{done} (no LLM calls made); `gra-stream status {run_dir}` shows the run")

@@ -141,6 +141,14 @@ class Processes:
 
 
 @dataclass(frozen=True)
+class Waves:
+    """The corpus goes through the stages in waves of seeds (gra_stream/waves.py): the first of
+    `first_seeds`, each next one twice as large, up to an eighth of the corpus. 0: one wave per round
+    (the paper's whole-round diversity walk)."""
+    first_seeds: int = 1024
+
+
+@dataclass(frozen=True)
 class Config:
     run_seed: int = 0
     batch_size: int = 256          # rows per committed batch of an LLM stage (benchmarks/saturation.py)
@@ -161,6 +169,7 @@ class Config:
     filters: Filters = Filters()
     ray: Ray = Ray()
     processes: Processes = Processes()
+    waves: Waves = Waves()
     source: str = "<defaults>"
 
     def fingerprint(self) -> str:
@@ -183,7 +192,7 @@ def share_budgets(config: Config, parts: int) -> Config:
 
 
 _SECTIONS = {"fields": Fields, "vllm": Vllm, "committee": Committee, "dedup": Dedup, "diversity": Diversity,
-             "decontamination": Decontamination, "ray": Ray, "processes": Processes}
+             "decontamination": Decontamination, "ray": Ray, "processes": Processes, "waves": Waves}
 
 
 def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
@@ -306,6 +315,7 @@ def validate(c: Config) -> None:
         (c.ray.cpus_per_worker > 0, f"ray.cpus_per_worker = {c.ray.cpus_per_worker} must be more than 0"),
         (c.ray.gpus_per_worker == -1 or c.ray.gpus_per_worker >= 0,
          f"ray.gpus_per_worker = {c.ray.gpus_per_worker} must be -1 (auto) or 0 or more"),
+        (c.waves.first_seeds >= 0, f"waves.first_seeds = {c.waves.first_seeds} must be 0 (one wave) or more"),
         (c.processes.workers >= 0, f"processes.workers = {c.processes.workers} must be 0 (one per core) or more"),
         (c.vllm.max_model_len >= 256, f"vllm.max_model_len = {c.vllm.max_model_len} must be at least 256"),
     ]

@@ -1,15 +1,18 @@
-"""Progress on stderr, one line per stage: rows done of the stage's pending rows, rows/s, output tokens/s,
-elapsed time and ETA. On a terminal each stage is a live bar drawn by rich (a finished stage stays as a
-line, messages print above the running bar); elsewhere (CI logs, files) a plain line is printed at most
-every 10 seconds and when the stage ends. Silent with `--quiet`."""
+"""Progress on stderr: one view of the whole run. A headline (the wave, seeds through every stage,
+samples kept so far, ETA for the corpus) and one row per stage (rows done of the rows pending so far,
+rows/s, output tokens/s), summed over the waves. On a terminal it is a live rich display, with messages
+printed above it; elsewhere (CI logs, files) the same state is printed as plain lines at most every 10
+seconds, and per stage when the run ends. Silent with `--quiet`."""
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 PLAIN_EVERY_S = 10.0
 
@@ -19,77 +22,131 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+@dataclass
+class StageCount:
+    """One stage's rows and output tokens over every pass of the run so far, and the time its passes took
+    (the rates are the stage's own pace, not diluted by the other stages' turns)."""
+    name: str
+    total: int = 0
+    done: int = 0
+    tokens: int = 0
+    busy_s: float = 0.0
+    opened: float | None = None  # when the pass in progress began
+    task: int | None = None      # its row in the live view
+
+    def elapsed(self) -> float:
+        return max(1e-9, self.busy_s + (time.monotonic() - self.opened if self.opened is not None else 0.0))
+
+    def rates(self) -> str:
+        tokens = f"  {self.tokens / self.elapsed():,.1f} tok/s" if self.tokens else ""
+        return f"{self.done / self.elapsed():,.1f} rows/s{tokens}"
+
+    def line(self) -> str:
+        """The stage as one plain line."""
+        elapsed = self.elapsed()
+        rows = f"{self.done}/{self.total} rows" if self.total else f"{self.done} rows"
+        tokens = f"  {self.tokens / elapsed:7.1f} tok/s" if self.tokens else ""
+        return f"{self.name:<10} {rows}  {self.done / elapsed:8.1f} rows/s{tokens}  busy {_clock(elapsed)}"
+
+
 class Progress:
     def __init__(self, *, quiet: bool = False, stream=None):
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.running: StageBar | None = None  # the stage whose live bar is on the terminal
+        self.started = self.last = time.monotonic()
+        self.stages: dict[str, StageCount] = {}
+        self.headline = ""
+        self._bars: RichProgress | None = None
+        self.live: Live | None = None  # the live view, while a run shows one
 
     def say(self, message: str, *, even_if_quiet: bool = False) -> None:
         if self.quiet and not even_if_quiet:
             return
-        if self.running is not None and self.running.live is not None:
-            self.running.live.console.print(message, markup=False, highlight=False)  # above the live bar
+        if self.live is not None:
+            self.live.console.print(message, markup=False, highlight=False)  # above the live view
         else:
             print(message, file=self.stream, flush=True)
 
     def stage(self, name: str, total: int) -> "StageBar":
-        return StageBar(self, name, total)
+        """A pass of stage `name` over `total` pending rows (0: not known)."""
+        count = self.stages.get(name)
+        if count is None:
+            count = self.stages[name] = StageCount(name)
+        count.total += total
+        count.opened = time.monotonic()
+        if self.tty and not self.quiet:
+            self._show(count)
+        return StageBar(self, count)
+
+    def wave(self, label: str, seeds_done: int, seeds: int, kept: int) -> None:
+        """A wave (`label`: "wave 3/9") went through every stage: `seeds_done` of the corpus's `seeds` are
+        through. The ETA assumes the rest goes at the pace so far."""
+        elapsed = time.monotonic() - self.started
+        eta = elapsed * (seeds - seeds_done) / seeds_done if seeds_done else 0
+        self.headline = (f"{label}  {seeds_done:,}/{seeds:,} seeds through every stage  "
+                         f"{kept:,} samples kept  ETA {_clock(eta)}")
+        if self.live is not None:
+            self.live.update(self._view())
+        elif not self.quiet:
+            print(self.headline, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """End the view: on a terminal the live view stays as it is; elsewhere one line per stage."""
+        if self.live is not None:
+            self.live.update(self._view())
+            self.live.stop()
+            self.live = None
+        elif not self.quiet and self.stages:
+            for count in self.stages.values():
+                if count.done or count.total:
+                    print(count.line(), file=self.stream, flush=True)
+
+    def _show(self, count: StageCount) -> None:
+        if self.live is None:
+            self._bars = RichProgress(TextColumn("{task.description:<10}"), BarColumn(bar_width=24),
+                                      MofNCompleteColumn(), TextColumn("rows  {task.fields[rate]}"),
+                                      TimeElapsedColumn(), console=Console(file=self.stream), auto_refresh=False)
+            self.live = Live(self._view(), console=self._bars.console, refresh_per_second=4)
+            self.live.start()
+        if count.task is None:
+            count.task = self._bars.add_task(count.name, total=count.total or None, rate="")
+        else:
+            self._bars.update(count.task, total=count.total or None)
+        self.live.update(self._view())
+
+    def _view(self):
+        return Group(Text(self.headline), self._bars) if self.headline else self._bars
+
+    def _advanced(self, count: StageCount) -> None:
+        if self._bars is not None and count.task is not None:
+            self._bars.update(count.task, completed=count.done, rate=count.rates())
+            self.live.update(self._view())
+        elif not self.quiet and not self.tty and time.monotonic() - self.last >= PLAIN_EVERY_S:
+            self._plain()
+
+    def _plain(self) -> None:
+        """One line of every stage's state so far, for a log."""
+        stages = "  ".join(f"{c.name} {c.done:,}" + (f"/{c.total:,}" if c.total else "")
+                           for c in self.stages.values() if c.total or c.done)
+        print(f"[{_clock(time.monotonic() - self.started)}] {stages}", file=self.stream, flush=True)
+        self.last = time.monotonic()
 
 
 class StageBar:
-    def __init__(self, progress: Progress, name: str, total: int):
-        self.p, self.name, self.total = progress, name, total
-        self.done = self.tokens = 0
-        self.started = self.last = time.monotonic()
-        self.live: RichProgress | None = None
-        if progress.tty and not progress.quiet:
-            self.live = RichProgress(TextColumn(f"{name:<10}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                                     TextColumn("rows  {task.fields[rate]}"), TimeElapsedColumn(),
-                                     TextColumn("ETA"), TimeRemainingColumn(),
-                                     console=Console(file=progress.stream), transient=False)
-            self._task = self.live.add_task(name, total=total or None, rate="")
-            self.live.start()
-            progress.running = self
+    """What a stage pass reports its rows and tokens to."""
+
+    def __init__(self, progress: Progress, count: StageCount):
+        self.p, self.count = progress, count
 
     def advance(self, rows: int, tokens: int = 0) -> None:
-        self.done += rows
-        self.tokens += tokens
-        if self.live is not None:
-            self.live.update(self._task, advance=rows, rate=self._rates())
-        elif not self.p.quiet and time.monotonic() - self.last >= PLAIN_EVERY_S and self.done < self.total:
-            self._plain()
+        self.count.done += rows
+        self.count.tokens += tokens
+        self.p._advanced(self.count)
 
     def close(self) -> None:
-        """End the stage's line; a stage of no known size that did nothing leaves no line."""
-        idle = not self.done and not self.total
-        if self.live is not None:
-            if idle:
-                self.live.remove_task(self._task)
-            else:
-                self.live.update(self._task, rate=self._rates())
-            self.live.stop()
-            self.p.running = None
-        elif not self.p.quiet and not idle:
-            self._plain()
-
-    def _rates(self) -> str:
-        elapsed = max(1e-9, time.monotonic() - self.started)
-        tokens = f"  {self.tokens / elapsed:,.1f} tok/s" if self.tokens else ""
-        return f"{self.done / elapsed:,.1f} rows/s{tokens}"
-
-    def line(self) -> str:
-        """The stage's state as one plain line (what a non-terminal gets)."""
-        elapsed = max(1e-9, time.monotonic() - self.started)
-        rate = self.done / elapsed
-        if not self.total:
-            return f"{self.name:<10} {self.done} rows  {rate:8.1f} rows/s  elapsed {_clock(elapsed)}"
-        eta = (self.total - self.done) / rate if rate > 0 else 0
-        tokens = f"  {self.tokens / elapsed:7.1f} tok/s" if self.tokens else ""
-        return (f"{self.name:<10} {self.done}/{self.total} rows  {rate:8.1f} rows/s{tokens}  "
-                f"elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
-
-    def _plain(self) -> None:
-        print(self.line(), file=self.p.stream, flush=True)
-        self.last = time.monotonic()
+        """A pass of no known size that did nothing leaves no row."""
+        self.count.busy_s, self.count.opened = self.count.elapsed(), None
+        if self.p._bars is not None and self.count.task is not None and not (self.count.done or self.count.total):
+            self.p._bars.remove_task(self.count.task)
+            self.count.task = None

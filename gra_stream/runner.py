@@ -1,6 +1,6 @@
 """The runner: ingest seeds, then drive every stage over its pending rows in batches, committing each
-batch as one Parquet segment. Stopping at any moment loses at most the batch in flight; running the
-same command again computes what is still pending and finishes it."""
+batch as one Parquet segment, wave by wave (gra_stream/waves.py). Stopping at any moment loses at most
+the batch in flight; running the same command again computes what is still pending and finishes it."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from gra_stream import kept_versions, stage_versions
+from gra_stream import kept_versions, stage_versions, waves
 from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
@@ -30,6 +30,7 @@ from gra_stream.schemas import TABLES
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
 from gra_stream.store import RunLock, Store
+from gra_stream.waves import Scope
 
 __all__ = ["Interrupted", "RunSummary", "run_pipeline"]
 
@@ -40,6 +41,7 @@ class RunSummary:
     rows_by_stage: dict[str, int] = field(default_factory=dict)
     llm_calls: int = 0
     switched: bool = False  # tables were kept aside or brought back for a changed config
+    stopped_at: int | None = None  # samples kept when --max-samples stopped the run before its end
 
     @property
     def did_work(self) -> bool:
@@ -119,7 +121,7 @@ def _nothing_changed(store: Store, config: Config, stage_names: list[str]) -> bo
 def preflight(stages: list[Stage], con, config: Config) -> None:
     """Every stage's pending query runs and yields the columns the stage declares, before any model loads."""
     for stage in stages:
-        columns = con.sql(f"SELECT * FROM ({stage.pending(config, rounds_open=config.rounds)}) LIMIT 0").columns
+        columns = con.sql(f"SELECT * FROM ({stage.pending(config, Scope(rounds_open=config.rounds))}) LIMIT 0").columns
         missing = [c for c in stage.inputs if c not in columns]
         if missing:
             raise RuntimeError(f"stage {stage.name}: pending rows lack declared input columns {missing}")
@@ -137,10 +139,12 @@ def check_inputs(seed_files: list[Path], config: Config) -> list[Path]:
 
 
 def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progress: Progress | None = None,
-                 stages: list[Stage] | None = None, executor: str = "local", ray_address: str = "") -> RunSummary:
+                 stages: list[Stage] | None = None, executor: str = "local", ray_address: str = "",
+                 max_samples: int = 0) -> RunSummary:
     """Ingest `seed_files` into `run_dir` and run every stage over what is pending there. `executor` is
     "local" (this process), "processes" (worker processes on this machine), "ray" (a Ray cluster at
-    `ray_address`, or a local one started for the run) or "auto" (`choose_executor`)."""
+    `ray_address`, or a local one started for the run) or "auto" (`choose_executor`). With `max_samples`,
+    the run stops after the wave that brings the kept samples to that many (0: no limit)."""
     progress = progress or Progress()
     seed_files = check_inputs(seed_files, config)
     stages = stages or all_stages()
@@ -151,7 +155,7 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
     except OSError as e:
         raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
     try:
-        return _run_locked(seed_files, run_dir, config, progress, stages, executor, ray_address)
+        return _run_locked(seed_files, run_dir, config, progress, stages, executor, ray_address, max_samples)
     except OSError as e:
         where = e.filename or run_dir
         raise UserError(f"cannot write the run: {e.strerror or e} ({where}); fix that and run the same command "
@@ -182,7 +186,7 @@ def _make_executor(kind: str, run_dir: Path, config: Config, ray_address: str, p
     return RayExecutor(run_dir, config, address=ray_address, progress=progress)
 
 
-def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ray_address) -> RunSummary:
+def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ray_address, max_samples) -> RunSummary:
     store = Store(run_dir)
     summary = RunSummary()
     with RunLock(run_dir), _StopFlag() as stop:
@@ -211,6 +215,10 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             if not summary.new_seeds and _nothing_changed(store, config, names):
                 outcome = "finished"
                 return summary
+            if max_samples and _samples(store) >= max_samples:
+                summary.stopped_at = _samples(store)
+                outcome = "stopped"
+                return summary
             executor = _make_executor(executor_kind, run_dir, config, ray_address, progress)
             stop.reinstall()
             needed = config.committee.reviewers + 2
@@ -221,17 +229,13 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             preflight(stages, con, config)
             # The stages' lookups run on a cursor of the same database: one memory limit for both.
             ctx = open_context(store, config, con.cursor())
-            # Pass r runs every stage over what is pending with rounds 1..r open: round r's tasks are
-            # dealt only once round r - 1 has been through every stage, so its samples are in the pool.
-            for round_no in range(1, config.rounds + 1):
-                for stage in stages:
-                    rows = _run_stage(stage, store, con, ctx, executor, progress, stop, summary, round_no)
-                    summary.rows_by_stage[stage.name] = summary.rows_by_stage.get(stage.name, 0) + rows
-            outcome = "finished"
+            finished = _run_waves(stages, store, con, ctx, executor, progress, stop, summary, max_samples)
+            outcome = "finished" if finished else "stopped"
         except Interrupted:
             outcome = "interrupted"
             raise
         finally:
+            progress.close()
             if executor is not None:
                 executor.close()
             if ctx is not None:
@@ -243,11 +247,42 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
     return summary
 
 
+def _samples(store: Store) -> int:
+    return kept_versions.count_rows(store.table_dir("samples"))
+
+
+def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: Executor, progress: Progress,
+               stop: _StopFlag, summary: RunSummary, max_samples: int) -> bool:
+    """Every stage over what is pending, round by round and, within a round, wave by wave. Round r's tasks
+    are dealt only once round r - 1 has been through every stage, so its samples are in the pool. False
+    when `max_samples` stopped the run before its last wave."""
+    plan = waves.plan(con, ctx.config.waves.first_seeds)
+    rounds = ctx.config.rounds
+    for round_no in range(1, rounds + 1):
+        for wave_no, wave in enumerate(plan, 1):
+            scope = Scope(rounds_open=round_no, below=wave.below)
+            worked = 0
+            for stage in stages:
+                rows = _run_stage(stage, store, con, ctx, executor, progress, stop, summary, scope)
+                summary.rows_by_stage[stage.name] = summary.rows_by_stage.get(stage.name, 0) + rows
+                worked += rows
+            if not worked:
+                continue
+            kept = _samples(store)
+            label = f"round {round_no}, wave {wave_no}/{len(plan)}" if rounds > 1 else f"wave {wave_no}/{len(plan)}"
+            progress.wave(label, wave.through, plan[-1].through, kept)
+            last = round_no == rounds and wave_no == len(plan)
+            if max_samples and kept >= max_samples and not last:
+                summary.stopped_at = kept
+                return False
+    return True
+
+
 def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor, progress: Progress,
-               stop: _StopFlag, summary: RunSummary, rounds_open: int) -> int:
+               stop: _StopFlag, summary: RunSummary, scope: Scope) -> int:
     pending = store.root / ".tmp" / f"pending-{stage.name}-{os.getpid()}.arrow"
     try:
-        total = _drain(con, stage.pending(ctx.config, rounds_open=rounds_open), pending)
+        total = _drain(con, stage.pending(ctx.config, scope), pending)
         release_freed_memory()  # the query's sort is over; the stage's peak comes next
         if total == 0:
             return 0

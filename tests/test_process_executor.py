@@ -123,7 +123,7 @@ def test_the_runner_finishes_ordered_batches_on_one_blas_thread_while_the_worker
     store = Store(tmp_path / "run")
     store.init()
     config = fake_config(processes={"workers": 2})
-    stage = Stage("t", "gates", ("id",), lambda config, rounds_open=1: "", _as_is, ordered=True, prepare=_as_is,
+    stage = Stage("t", "gates", ("id",), lambda config, scope=None: "", _as_is, ordered=True, prepare=_as_is,
                   finish=finish)
     batches = (pl.DataFrame({"id": [f"r{i}-{j}" for j in range(3)]}) for i in range(6))
     executor = ProcessExecutor(store.root, config)

@@ -1,7 +1,9 @@
-"""Progress lines: a live rich bar per stage on a terminal, plain lines elsewhere, nothing when quiet."""
+"""Progress: one view of the whole run (a headline per finished wave, a row per stage summed over the
+waves); live on a terminal, plain lines elsewhere, nothing when quiet."""
 import io
 import re
 
+from gra_stream import progress as progress_module
 from gra_stream.progress import Progress
 
 
@@ -10,41 +12,60 @@ class Terminal(io.StringIO):
         return True
 
     def screen(self) -> list[str]:
-        """The lines left on the screen: colours and cursor codes dropped, an erased line's text gone."""
+        """The lines left on the screen: colours and cursor codes dropped, a redrawn view's old frames gone."""
         text = re.sub(r"\x1b\[(\?25[lh]|[0-9;]*m)", "", self.getvalue())
-        return [line.split("\r\x1b[2K")[-1] for line in text.split("\n") if line.split("\r\x1b[2K")[-1]]
+        frames = re.split(r"\r\x1b\[2K|\x1b\[1A\x1b\[2K", text)
+        return [line for line in frames[-1].split("\n") if line] if frames else []
 
 
-def run_stages(progress):
+def run_two_waves(progress):
     ingest = progress.stage("ingest", 0)
-    ingest.close()  # nothing ingested: no line
-    bar = progress.stage("review", 4)
-    bar.advance(1, tokens=50)
-    progress.say("note: something to say while a stage runs")
-    bar.advance(3, tokens=150)
-    bar.close()
+    ingest.close()  # nothing ingested: no row
+    for wave, rows in ((1, 4), (2, 2)):
+        bar = progress.stage("review", rows)
+        bar.advance(1, tokens=50)
+        if wave == 1:
+            progress.say("note: something to say while a stage runs")
+        bar.advance(rows - 1, tokens=150)
+        bar.close()
+        progress.wave(f"wave {wave}/2", 10 * wave, 20, 3 * wave)
+    progress.close()
 
 
 def test_plain_lines_where_there_is_no_terminal():
     out = io.StringIO()
-    run_stages(Progress(stream=out))
+    run_two_waves(Progress(stream=out))
     lines = out.getvalue().splitlines()
     assert lines[0] == "note: something to say while a stage runs"
-    assert lines[1].startswith("review     4/4 rows") and "tok/s" in lines[1] and "ETA 0:00:00" in lines[1]
-    assert len(lines) == 2, "the idle ingest leaves no line"
+    assert lines[1].startswith("wave 1/2  10/20 seeds through every stage  3 samples kept  ETA ")
+    assert lines[2].startswith("wave 2/2  20/20 seeds through every stage  6 samples kept  ETA 0:00:00")
+    assert lines[3].startswith("review     6/6 rows") and "rows/s" in lines[3] and "tok/s" in lines[3]
+    assert len(lines) == 4, "the idle ingest leaves no line"
 
 
-def test_a_live_bar_on_a_terminal():
+def test_a_plain_line_of_every_stage_at_most_every_period(monkeypatch):
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)
+    out = io.StringIO()
+    progress = Progress(stream=out)
+    progress.stage("profile", 3).advance(3)
+    progress.stage("review", 5).advance(2)
+    assert out.getvalue().splitlines()[-1].endswith("profile 3/3  review 2/5")
+
+
+def test_one_live_view_on_a_terminal():
     out = Terminal()
     progress = Progress(stream=out)
-    run_stages(progress)
-    note, review = out.screen()
-    assert note == "note: something to say while a stage runs"
-    assert review.startswith("review") and "4/4 rows" in review and "rows/s" in review and "tok/s" in review
-    assert progress.running is None, "the live display is stopped with its stage"
+    run_two_waves(progress)
+    screen = out.screen()
+    assert "note: something to say while a stage runs" in out.getvalue()
+    assert screen[0].startswith("wave 2/2  20/20 seeds through every stage  6 samples kept"), screen
+    review = screen[1]
+    assert review.startswith("review") and "6/6 rows" in review and "rows/s" in review and "tok/s" in review
+    assert len(screen) == 2, "one row per stage that did something, under the headline"
+    assert progress.live is None, "the live view is stopped with the run"
 
 
 def test_quiet_prints_nothing():
     for out in (io.StringIO(), Terminal()):
-        run_stages(Progress(quiet=True, stream=out))
+        run_two_waves(Progress(quiet=True, stream=out))
         assert out.getvalue() == ""

@@ -47,7 +47,7 @@ def test_a_finished_run_is_recognised_until_anything_changes(tmp_path):
 
 def test_a_stage_whose_pending_rows_lack_its_declared_columns_fails_before_any_model(tmp_path):
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 3)
-    broken = Stage("broken", "verdicts", ("id", "no_such_column"), lambda config, rounds_open=1: "SELECT id FROM seeds",
+    broken = Stage("broken", "verdicts", ("id", "no_such_column"), lambda config, scope=None: "SELECT id FROM seeds",
                    lambda batch, ctx: batch)
     with pytest.raises(RuntimeError, match=r"stage broken: pending rows lack declared input columns \['no_such_column'\]"):
         runner.run_pipeline([seeds], tmp_path / "run", fake_config(), progress=Progress(quiet=True),

@@ -11,10 +11,11 @@ from gra_stream.llm import Calls, ask
 from gra_stream.prompts import clip_column, load_prompt, render_column
 from gra_stream.schemas import SCORE_DIMS
 from gra_stream.stages.base import Context, Stage, columns_frame
+from gra_stream.waves import Scope
 
 
-def pending(config, rounds_open: int = 1) -> str:
-    return """
+def pending(config, scope: Scope = Scope()) -> str:
+    return f"""
     SELECT g.id, g.instruction, g.response, g.adjudicator,
            list(printf('Reviewer %d: scores %d/%d/%d/%d/%d/%d (mean %.2f). Strengths: %s. Weaknesses: %s.',
                        r.reviewer_index + 1, r.correctness, r.clarity, r.completeness, r.relevance, r.coherence,
@@ -22,7 +23,7 @@ def pending(config, rounds_open: int = 1) -> str:
     FROM verdicts v JOIN generations g ON g.id = v.id
     JOIN reviews r ON r.generation_id = v.id AND r.status = 'ok'
     ANTI JOIN adjudications a ON a.id = v.id
-    WHERE v.decision = 'adjudicate'
+    WHERE v.decision = 'adjudicate' AND {scope.seeds('g.seed_id')}
     GROUP BY g.id, g.instruction, g.response, g.adjudicator ORDER BY g.id
     """
 

@@ -3,12 +3,13 @@ sample (the profile prompt), so the sample can serve as a seed of the next round
 import polars as pl
 
 from gra_stream.stages.base import Context, Stage
+from gra_stream.waves import Scope
 from gra_stream.stages.profile import profile_rows
 
 
-def pending(config, rounds_open: int = 1) -> str:
+def pending(config, scope: Scope = Scope()) -> str:
     return ("SELECT g.id, g.instruction, '' AS input, g.response FROM diversity d JOIN generations g ON g.id = d.id "
-            "ANTI JOIN annotations a ON a.id = d.id WHERE d.kept ORDER BY g.id")
+            f"ANTI JOIN annotations a ON a.id = d.id WHERE d.kept AND {scope.seeds('g.seed_id')} ORDER BY g.id")
 
 
 def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:

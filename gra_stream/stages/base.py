@@ -50,7 +50,7 @@ class Stage:
     name: str
     table: str                                  # the one table this stage writes
     inputs: tuple[str, ...]                     # columns the stage reads from its pending rows
-    pending: Callable[..., str]                 # (config, rounds_open=N) -> SQL: rows still to process
+    pending: Callable[..., str]                 # (config, scope) -> SQL: rows still to process (gra_stream/waves.py)
     run: Callable[[pl.DataFrame, Context], pl.DataFrame]
     llm: bool = False
     ordered: bool = False                       # a batch reads what earlier batches of this stage committed

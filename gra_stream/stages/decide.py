@@ -11,9 +11,10 @@ import polars as pl
 from gra_stream.committee import committee_stats, reviewer_mean, rule_from_stats, stats_from_sums
 from gra_stream.schemas import CHECKS, SCORE_DIMS
 from gra_stream.stages.base import Context, Stage, table_frame
+from gra_stream.waves import Scope
 
 
-def pending(config, rounds_open: int = 1) -> str:
+def pending(config, scope: Scope = Scope()) -> str:
     return f"""
     SELECT generation_id AS id,
            count(*) FILTER (WHERE status = 'ok') AS reviews_ok,
@@ -22,6 +23,8 @@ def pending(config, rounds_open: int = 1) -> str:
            bool_or(NOT ({" AND ".join(CHECKS)})) FILTER (WHERE status = 'ok') AS check_failed
     FROM (SELECT *, {" + ".join(SCORE_DIMS)} AS total FROM reviews) reviews
     ANTI JOIN verdicts v ON v.id = reviews.generation_id
+    {"" if scope.below is None else
+     f"WHERE generation_id IN (SELECT id FROM generations WHERE {scope.seeds('seed_id')})"}
     GROUP BY generation_id ORDER BY generation_id
     """
 

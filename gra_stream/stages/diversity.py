@@ -12,10 +12,12 @@ import polars as pl
 
 from gra_stream.embeddings import DIM, get_embedder
 from gra_stream.stages.base import Context, Stage
+from gra_stream.waves import Scope
 from gra_stream.vector_index import CellIndex, exhaustive_matches
 
 
-def seeds_pending(config, rounds_open: int = 1) -> str:
+def seeds_pending(config, scope: Scope = Scope()) -> str:
+    # Every seed, in the first wave: a sample is compared with the whole corpus, whatever its wave.
     on = config.diversity.enabled and config.diversity.compare_seeds
     return (f"SELECT s.id, s.instruction FROM seeds s ANTI JOIN seed_embeddings e ON e.id = s.id "
             f"WHERE {str(on).lower()} ORDER BY s.id")
@@ -26,8 +28,8 @@ def embed_seeds(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return pl.DataFrame({"id": batch["id"], "embedding": list(vectors)})
 
 
-def pending(config, rounds_open: int = 1) -> str:
-    return """
+def pending(config, scope: Scope = Scope()) -> str:
+    return f"""
     WITH kept AS (
         SELECT id, mean AS score FROM verdicts WHERE decision = 'accept'
         UNION ALL
@@ -35,6 +37,7 @@ def pending(config, rounds_open: int = 1) -> str:
         WHERE v.decision = 'adjudicate' AND a.status = 'ok' AND a.keep)
     SELECT g.id, g.instruction, g.seed_id, g.kind, k.score
     FROM kept k JOIN generations g ON g.id = k.id ANTI JOIN diversity d ON d.id = k.id
+    WHERE {scope.seeds('g.seed_id')}
     ORDER BY k.score DESC, g.id
     """
 

@@ -3,10 +3,11 @@ enough, annotated) with their provenance into `samples`."""
 import polars as pl
 
 from gra_stream.stages.base import Context, Stage
+from gra_stream.waves import Scope
 
 
-def pending(config, rounds_open: int = 1) -> str:
-    return """
+def pending(config, scope: Scope = Scope()) -> str:
+    return f"""
     SELECT g.id, g.seed_id, g.anchor_id, g.round, g.kind, g.instruction, g.response, g.domain,
            coalesce(a.keywords, g.keywords) AS keywords, coalesce(a.summary, left(g.instruction, 150)) AS summary,
            v.mean AS score, CASE WHEN v.decision = 'accept' THEN 'committee' ELSE 'adjudicator' END AS decided_by,
@@ -14,7 +15,7 @@ def pending(config, rounds_open: int = 1) -> str:
     FROM diversity d JOIN generations g ON g.id = d.id JOIN verdicts v ON v.id = d.id
     JOIN annotations a ON a.id = d.id
     ANTI JOIN samples s ON s.id = d.id
-    WHERE d.kept ORDER BY g.id
+    WHERE d.kept AND {scope.seeds('g.seed_id')} ORDER BY g.id
     """
 
 

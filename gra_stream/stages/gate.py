@@ -17,14 +17,15 @@ from gra_stream.decontaminate import contamination_drops
 from gra_stream.minhash import band_keys, signatures
 from gra_stream.sql_filters import apply_filters
 from gra_stream.stages.base import Context, Stage
+from gra_stream.waves import Scope
 
 SCHEMA = {"id": pl.String, "passed": pl.Boolean, "reason": pl.String, "detail": pl.String,
           "duplicate_of": pl.String, "minhash": pl.List(pl.UInt32), "bands": pl.List(pl.UInt64)}
 
 
-def pending(config, rounds_open: int = 1) -> str:
+def pending(config, scope: Scope = Scope()) -> str:
     return ("SELECT g.* FROM generations g ANTI JOIN gates x ON x.id = g.id "
-            "WHERE g.status = 'ok' ORDER BY g.id")
+            f"WHERE g.status = 'ok' AND {scope.seeds('g.seed_id')} ORDER BY g.id")
 
 
 PAIRS_AT_ONCE = 1 << 16  # candidate pairs scored at once (8 MB of compared signatures)

@@ -17,24 +17,27 @@ from gra_stream.ids import seed_ints
 from gra_stream.llm import Calls, Replies, ask
 from gra_stream.prompts import clip_column, load_prompt, or_missing, render_column
 from gra_stream.stages.base import Context, Stage, columns_frame
+from gra_stream.waves import Scope
 
 
-def pending(config, rounds_open: int = 1) -> str:
+def pending(config, scope: Scope = Scope()) -> str:
     synthesis = config.mode in ("synthesis", "integrated")
     refine = config.mode in ("refinement", "integrated")
     cap = config.tasks_per_round
     return f"""
     WITH pool AS (
-        SELECT id, id AS seed_id, domain, keywords, summary, 0 AS round FROM profiles WHERE status = 'ok'
+        SELECT id, id AS seed_id, domain, keywords, summary, 0 AS round FROM profiles
+        WHERE status = 'ok' AND {scope.seeds('id')}
         UNION ALL
-        SELECT id, seed_id, domain, keywords, summary, round FROM samples WHERE kind = 'synthesis'),
+        SELECT id, seed_id, domain, keywords, summary, round FROM samples
+        WHERE kind = 'synthesis' AND {scope.seeds('seed_id')}),
     ranked AS (SELECT *, row_number() OVER (PARTITION BY domain ORDER BY id) - 1 AS rank,
                          count(*) OVER (PARTITION BY domain) AS n FROM pool),
     synth AS (
         SELECT left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, a.id, k::VARCHAR, r.round::VARCHAR)), 16) AS id,
                a.id AS anchor_id, a.seed_id, r.round, 'synthesis' AS kind, a.domain,
                a.keywords AS keywords_1, a.summary AS summary_1, (a.rank + 1 + k) % a.n AS other_rank
-        FROM ranked a, range({config.tasks_per_seed}) t(k), range(1, {min(rounds_open, config.rounds) + 1}) r(round)
+        FROM ranked a, range({config.tasks_per_seed}) t(k), range(1, {min(scope.rounds_open, config.rounds) + 1}) r(round)
         WHERE {str(synthesis).lower()} AND a.round < r.round),
     synth_pending AS (
         SELECT s.* FROM synth s ANTI JOIN generations g ON g.id = s.id),
@@ -50,7 +53,7 @@ def pending(config, rounds_open: int = 1) -> str:
     SELECT r.id, r.seed_id, r.seed_id, 1, 'refine', p.domain, p.keywords, p.summary, NULL, NULL, [r.seed_id],
            concat_ws(chr(10) || chr(10), s.instruction, nullif(s.input, '')), s.response
     FROM (SELECT left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, id, 'refine')), 16) AS id, id AS seed_id
-          FROM profiles WHERE {str(refine).lower()} AND status = 'ok') r
+          FROM profiles WHERE {str(refine).lower()} AND status = 'ok' AND {scope.seeds('id')}) r
     JOIN profiles p ON p.id = r.seed_id JOIN seeds s ON s.id = r.seed_id
     ANTI JOIN generations g ON g.id = r.id
     ORDER BY id

@@ -7,10 +7,11 @@ from gra_stream.ids import seed_ints
 from gra_stream.llm import Calls, ask
 from gra_stream.prompts import clip_column, load_prompt, or_missing, render_column
 from gra_stream.stages.base import Context, Stage, columns_frame
+from gra_stream.waves import Scope
 
 
-def pending(config, rounds_open: int = 1) -> str:
-    return "SELECT s.* FROM seeds s ANTI JOIN profiles p ON p.id = s.id ORDER BY s.id"
+def pending(config, scope: Scope = Scope()) -> str:
+    return f"SELECT s.* FROM seeds s ANTI JOIN profiles p ON p.id = s.id WHERE {scope.seeds('s.id')} ORDER BY s.id"
 
 
 def profile_prompts(batch: pl.DataFrame, template: str) -> list[str]:

@@ -19,12 +19,14 @@ from gra_stream.llm import Calls, Replies, ask
 from gra_stream.prompts import clip_column, load_prompt, render_column
 from gra_stream.schemas import CHECKS, SCORE_DIMS
 from gra_stream.stages.base import Context, Stage, columns_frame
+from gra_stream.waves import Scope
 
 
-def pending(config, rounds_open: int = 1) -> str:
+def pending(config, scope: Scope = Scope()) -> str:
     return ("SELECT g.id, g.instruction, g.response, g.reviewers FROM generations g "
             "JOIN gates x ON x.id = g.id AND x.passed "
-            "ANTI JOIN (SELECT DISTINCT generation_id FROM reviews) r ON r.generation_id = g.id ORDER BY g.id")
+            "ANTI JOIN (SELECT DISTINCT generation_id FROM reviews) r ON r.generation_id = g.id "
+            f"WHERE {scope.seeds('g.seed_id')} ORDER BY g.id")
 
 
 def certain_reject(totals: list[int], check_failed: bool, remaining: int, config) -> str:

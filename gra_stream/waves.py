@@ -1,0 +1,63 @@
+"""Waves: the corpus flows through the stages in slices of seeds, so that the first kept samples are
+committed (and queryable) while later seeds are still waiting for their first stage.
+
+A wave is a range of seed ids: the seeds sorted by id (a content hash, so each wave is a random slice of
+the corpus, not its first lines) and cut into waves of `waves.first_seeds`, then twice as many each wave,
+up to an eighth of the corpus. Every row of every stage belongs to the wave of the seed it comes from, so
+a stage pass over wave w takes the pending rows of seeds that sort below wave w's upper bound. The cuts
+depend on the seeds alone, never on timing: a killed or stopped run resumes in the same waves.
+
+Within a round the waves run in order, each through every stage, and the ordered decisions (near-
+duplicates at the gate, the diversity walk) take each wave against everything kept in earlier waves.
+`first_seeds = 0` makes one wave per round: the whole-round walk of the paper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one stage pass may take: rows of rounds up to `rounds_open`, of seeds whose id sorts below
+    `below` (None: every seed)."""
+    rounds_open: int = 1
+    below: str | None = None
+
+    def seeds(self, column: str) -> str:
+        """A SQL condition: the seed id in `column` belongs to this pass's waves."""
+        return "TRUE" if self.below is None else f"{column} < '{self.below}'"
+
+
+def wave_sizes(seeds: int, first: int) -> list[int]:
+    """The number of seeds in each wave: `first`, doubling, at most an eighth of the corpus (never less
+    than `first`); one wave of everything when `first` is 0."""
+    if first <= 0 or seeds <= first:
+        return [seeds]
+    cap = max(first, seeds // 8)
+    sizes, size = [], first
+    while sum(sizes) < seeds:
+        sizes.append(min(size, seeds - sum(sizes)))
+        size = min(size * 2, cap)
+    return sizes
+
+
+@dataclass(frozen=True)
+class Wave:
+    below: str | None  # the id of the first seed past this wave (None for the last wave)
+    through: int       # seeds in this wave and the ones before it
+
+
+def plan(con, first: int) -> list[Wave]:
+    """The waves of the seeds in `con`."""
+    total = con.sql("SELECT count(*) FROM seeds").fetchall()[0][0]
+    ends, end = [], 0
+    for size in wave_sizes(total, first):
+        end += size
+        ends.append(end)
+    if len(ends) <= 1:
+        return [Wave(None, total)]
+    listed = ", ".join(map(str, ends[:-1]))
+    bounds = [row[0] for row in con.sql(
+        f"SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM seeds) "
+        f"WHERE k IN ({listed}) ORDER BY k").fetchall()]
+    return [Wave(below, through) for below, through in zip([*bounds, None], ends)]
