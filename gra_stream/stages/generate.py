@@ -2,7 +2,8 @@
 
 Synthesis tasks are anchored on the pool: in round r, every profiled seed and every sample kept in
 rounds before r anchors `tasks_per_seed` tasks, of which at most `tasks_per_round` are taken, in task-id
-order (a random subset). Round r opens only after round r - 1 has finished every stage (the runner's
+order (a random subset). With waves (gra_stream/waves.py), the pool of wave w holds the seeds of waves
+up to w and what they made, so a wave's examples are a function of what came before it. Round r opens only after round r - 1 has finished every stage (the runner's
 pass r), so accepted samples of round r join the example pool of round r + 1. The generator sees two
 examples of the anchor's domain, the anchor and the item k + 1 places after it in id order within
 that domain, by their keywords and summaries, and writes 3 keywords, an instruction and a response. Refinement tasks (mode refinement or integrated) ask the generator to rewrite a seed's own
@@ -31,14 +32,16 @@ def pending(config, scope: Scope = Scope()) -> str:
         UNION ALL
         SELECT id, seed_id, domain, keywords, summary, round FROM samples
         WHERE kind = 'synthesis' AND {scope.seeds('seed_id')}),
-    ranked AS (SELECT *, row_number() OVER (PARTITION BY domain ORDER BY id) - 1 AS rank,
-                         count(*) OVER (PARTITION BY domain) AS n FROM pool),
+    ranked AS (  -- round r's pool: the profiled seeds and the samples of rounds before r, per domain
+        SELECT p.*, r.round AS task_round, row_number() OVER (PARTITION BY r.round, p.domain ORDER BY p.id) - 1 AS rank,
+               count(*) OVER (PARTITION BY r.round, p.domain) AS n
+        FROM pool p, range(1, {min(scope.rounds_open, config.rounds) + 1}) r(round) WHERE p.round < r.round),
     synth AS (
-        SELECT left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, a.id, k::VARCHAR, r.round::VARCHAR)), 16) AS id,
-               a.id AS anchor_id, a.seed_id, r.round, 'synthesis' AS kind, a.domain,
+        SELECT left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, a.id, k::VARCHAR, a.task_round::VARCHAR)), 16) AS id,
+               a.id AS anchor_id, a.seed_id, a.task_round AS round, 'synthesis' AS kind, a.domain,
                a.keywords AS keywords_1, a.summary AS summary_1, (a.rank + 1 + k) % a.n AS other_rank
-        FROM ranked a, range({config.tasks_per_seed}) t(k), range(1, {min(scope.rounds_open, config.rounds) + 1}) r(round)
-        WHERE {str(synthesis).lower()} AND a.round < r.round),
+        FROM ranked a, range({config.tasks_per_seed}) t(k)
+        WHERE {str(synthesis).lower()}),
     synth_pending AS (
         SELECT s.* FROM synth s ANTI JOIN generations g ON g.id = s.id),
     done AS (SELECT round, count(*) AS n FROM generations WHERE kind = 'synthesis' GROUP BY round),
@@ -48,7 +51,7 @@ def pending(config, scope: Scope = Scope()) -> str:
     SELECT t.id, t.anchor_id, t.seed_id, t.round, t.kind, t.domain, t.keywords_1, t.summary_1,
            o.keywords AS keywords_2, o.summary AS summary_2, [t.anchor_id, o.id] AS example_ids,
            NULL::VARCHAR AS seed_instruction, NULL::VARCHAR AS seed_response
-    FROM synth_capped t JOIN ranked o ON o.domain = t.domain AND o.rank = t.other_rank
+    FROM synth_capped t JOIN ranked o ON o.task_round = t.round AND o.domain = t.domain AND o.rank = t.other_rank
     UNION ALL
     SELECT r.id, r.seed_id, r.seed_id, 1, 'refine', p.domain, p.keywords, p.summary, NULL, NULL, [r.seed_id],
            concat_ws(chr(10) || chr(10), s.instruction, nullif(s.input, '')), s.response

@@ -23,6 +23,7 @@ FILTERS = ["min_length", "max_length", "refusal", "overlap"]
 # The base config: four models of the pool, and a minimum response length that drops about half of the
 # fake generations, so that changing the filters both drops rows and lets rows through.
 BASE = dict(names=NAMES[:4], filters={"enabled": FILTERS, "min_length": {"min_response_chars": 265}})
+WAVES = {"first_seeds": 6}  # four waves of the 24 seeds: every change is recomputed wave by wave
 TIMING = {"latency_s", "wait_s", "retries"}  # how long a call took differs between runs, by nature
 
 
@@ -36,7 +37,7 @@ def config(url, *, names=NAMES, model_extra=None, **overrides):
     models = [{"name": n, "backend": "openai", "url": url, "api_model": n, "max_in_flight": 16,
                **(model_extra or {}).get(n, {})} for n in names]
     return config_from_dict({"models": models, "diversity": {"model": "hashing"}, "batch_size": 16,
-                             "cpu_batch_size": 32, **overrides}, source="<test>")
+                             "cpu_batch_size": 32, "waves": WAVES, **overrides}, source="<test>")
 
 
 def run(server, seeds, run_dir, cfg, progress=None) -> Counter:
@@ -113,6 +114,7 @@ CHANGES = {
     "mode": lambda t: dict(mode="refinement"),
     "rounds raised": lambda t: dict(rounds=2),
     "tasks_per_seed": lambda t: dict(tasks_per_seed=2),
+    "one wave": lambda t: dict(waves={"first_seeds": 0}),
 }
 
 
@@ -171,7 +173,8 @@ def test_new_seeds_and_a_changed_config_in_one_run_are_the_same_on_every_executo
     new = config(server.url, **{**BASE, "committee": {"tau": 6.5}, "filters": {"enabled": FILTERS}})
     asked = {}
     toml = write_toml(tmp_path / "new.toml", "batch_size = 16\ncpu_batch_size = 32\n[committee]\ntau = 6.5\n"
-                      f"[filters]\nenabled = {FILTERS!r}\n[diversity]\nmodel = \"hashing\"\n" + "".join(
+                      f"[filters]\nenabled = {FILTERS!r}\n[diversity]\nmodel = \"hashing\"\n"
+                      f"[waves]\nfirst_seeds = {WAVES['first_seeds']}\n" + "".join(
                           f'[[models]]\nname = "{n}"\nbackend = "openai"\nurl = "{server.url}"\napi_model = "{n}"\n'
                           f"max_in_flight = 16\n" for n in NAMES[:4]))
     for executor in ("local", "processes", "ray"):
