@@ -1,0 +1,129 @@
+"""Waves: kept samples are committed while later seeds still wait for their first stage, the run can
+stop when it has enough, and none of it depends on timing, kills, executors or worker counts."""
+import signal
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from gra_stream.ids import content_id
+from gra_stream.waves import Scope, plan, wave_sizes
+from tests.conftest import corpus, fake_config_file, gra, sql_rows
+from tests.invariants import check_run, final_state, segments, state, wait_for
+
+WAVES = "[waves]\nfirst_seeds = 16\n"  # the 175 Self-Instruct seeds in waves of 16, 21, 21... (an eighth is 21)
+SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
+
+
+def test_wave_sizes_start_small_double_and_stop_at_an_eighth_of_the_corpus():
+    assert wave_sizes(1_000_000, 1024)[:8] == [1024, 2048, 4096, 8192, 16384, 32768, 65536, 125000]
+    assert sum(wave_sizes(1_000_000, 1024)) == 1_000_000 and max(wave_sizes(1_000_000, 1024)) == 125000
+    assert wave_sizes(8792, 1024) == [1024] + [1099] * 7 + [75]
+    assert wave_sizes(500, 1024) == [500], "a corpus smaller than the first wave is one wave"
+    assert wave_sizes(50_000, 0) == [50_000], "first_seeds = 0: one wave per round"
+
+
+def test_the_waves_cut_the_seeds_by_id_into_exactly_those_sizes():
+    con = duckdb.connect()
+    ids = [content_id("seed", i) for i in range(1000)]
+    con.execute("CREATE TABLE seeds AS SELECT unnest($1) AS id", [ids])
+    waves = plan(con, 100)
+    assert [w.through for w in waves] == [100, 225, 350, 475, 600, 725, 850, 975, 1000]
+    assert waves[-1].below is None
+    for wave in waves[:-1]:
+        assert sum(i < wave.below for i in ids) == wave.through
+    assert Scope(below=waves[0].below).seeds("s.id") == f"s.id < '{waves[0].below}'"
+    assert Scope().seeds("s.id") == "TRUE"
+
+
+def start(seeds, run_dir, config, *extra):
+    return subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
+                             "--config", str(config), "--quiet", *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    return corpus("self_instruct_seed_tasks")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, seeds):
+    """One uninterrupted run in waves, in this process's pace."""
+    tmp = tmp_path_factory.mktemp("reference")
+    gra("run", seeds, "--run-dir", tmp / "run", "--config", fake_config_file(tmp, SLOW + WAVES), "--quiet",
+        "--executor", "local")
+    return tmp / "run"
+
+
+def test_the_first_samples_are_queryable_before_later_waves_start_their_first_llm_stage(tmp_path, seeds):
+    config = fake_config_file(tmp_path, SLOW + WAVES, latency_s=0.05)
+    run_dir = tmp_path / "run"
+    proc = start(seeds, run_dir, config, "--executor", "local")
+    try:
+        wait_for(proc, lambda: segments(run_dir, "samples") >= 1, timeout=300)
+        # from a second process, as a user watching the run would look
+        seen = sql_rows(run_dir, "SELECT (SELECT count(*) FROM samples) AS samples, "
+                                 "(SELECT count(*) FROM profiles) AS profiled, (SELECT count(*) FROM seeds) AS seeds")[0]
+    finally:
+        proc.communicate(timeout=600)
+    assert proc.returncode == 0
+    assert seen["samples"] > 0 and seen["profiled"] < seen["seeds"] / 2, seen
+    check_run(run_dir)
+
+
+def test_max_samples_stops_after_the_wave_that_reaches_it_and_a_run_without_it_goes_on(tmp_path, seeds, reference):
+    config = fake_config_file(tmp_path, SLOW + WAVES)
+    run_dir = tmp_path / "run"
+    stopped = gra("run", seeds, "--run-dir", run_dir, "--config", config, "--max-samples", 3, "--executor", "local")
+    samples = sql_rows(run_dir, "SELECT count(*) AS n FROM samples")[0]["n"]
+    total = sql_rows(reference, "SELECT count(*) AS n FROM samples")[0]["n"]
+    assert 3 <= samples < total
+    assert f"stopped with {samples} samples kept (--max-samples 3)" in stopped.stderr
+    assert sql_rows(run_dir, "SELECT outcome FROM runs WHERE outcome <> 'running'") == [{"outcome": "stopped"}]
+    again = gra("run", seeds, "--run-dir", run_dir, "--config", config, "--max-samples", 3, "--quiet")
+    assert sql_rows(run_dir, "SELECT count(*) AS n FROM samples")[0]["n"] == samples, "enough already: no wave"
+    assert "stopped with" in again.stderr
+    gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet")
+    assert state(run_dir) == state(reference)
+
+
+# Points in different waves: the first wave's samples, later waves' profiles, generations and samples.
+KILL_POINTS = [("samples", 1), ("profiles", 4), ("generations", 6), ("reviews", 9), ("samples", 2),
+               ("profiles", 9), ("verdicts", 7), ("samples", 4)]
+
+
+def test_sigkill_across_waves_then_resume_equals_an_uninterrupted_run(tmp_path, seeds, reference):
+    config = fake_config_file(tmp_path, SLOW + WAVES, latency_s=0.01)
+    run_dir = tmp_path / "run"
+    kills = 0
+    for table, target in KILL_POINTS:
+        proc = start(seeds, run_dir, config, "--executor", "local")
+        reached = wait_for(proc, lambda: segments(run_dir, table) >= target, timeout=300)
+        if reached and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate()
+    assert kills >= len(KILL_POINTS) - 2, f"only {kills} kills landed mid-run"
+    gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet")
+    assert final_state(run_dir) == final_state(reference) and state(run_dir) == state(reference)
+    check_run(run_dir)
+
+
+@pytest.mark.parametrize("executor, workers", [("processes", 1), ("processes", 2), ("ray", 2)])
+def test_waves_give_the_same_tables_on_every_executor_and_worker_count(tmp_path, seeds, reference, executor, workers,
+                                                                       request):
+    config = fake_config_file(tmp_path, SLOW + WAVES + f"[processes]\nworkers = {workers}\n[ray]\nworkers = {workers}\n")
+    ray = ["--ray-address", request.getfixturevalue("ray_cluster")] if executor == "ray" else []
+    gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, "--quiet", "--executor", executor, *ray)
+    assert state(tmp_path / "run") == state(reference)
+    check_run(tmp_path / "run")
+
+
+def test_one_wave_per_round_is_a_setting(tmp_path, seeds):
+    """first_seeds = 0 runs each round as one wave (the paper's whole-round diversity walk): every stage
+    makes one pass, so the progress shows one wave."""
+    config = fake_config_file(tmp_path, SLOW + "[waves]\nfirst_seeds = 0\n")
+    out = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config)
+    assert "wave 1/1  175/175 seeds through every stage" in out.stderr
