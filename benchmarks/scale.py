@@ -10,9 +10,9 @@ runner and its workers, which is the run's memory. Also printed: the CPU time of
 as a share of every core over the wall time (how close the run is to CPU-bound), and how much of it the
 fake backend spent building its replies (GRA_STREAM_FAKE_CPU_DIR, benchmarks/fake_cpu/sitecustomize.py): CPU a
 real backend spends on a GPU or in a server, which the goal's "instant replies" leaves out, but which
-this benchmark's 2 cores pay. And per stage: its wall time, the CPU of the runner and of its workers in
-it, how busy that kept the cores (which stages are CPU-bound, and where one process waits on another),
-and the peak RSS of the run and of the runner while it ran (which stage sets the run's peak).
+this benchmark's 2 cores pay. And per part of the run (ingest, then each wave through every stage): its
+wall time, the CPU of the runner and of its workers in it, how busy that kept the cores, and the peak RSS
+of the run and of the runner while it ran (which wave sets the run's peak).
 
     python benchmarks/scale.py                                  # 10k and 100k rows
     python benchmarks/scale.py --sizes 10000,100000,1000000
@@ -96,8 +96,18 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def wave_mark(line: str) -> str | None:
+    """"ingest" or "wave k/N" when `line` says that part of the run is over (the run's stderr prints a line
+    when each seed file is ingested and when each wave has been through every stage); else None."""
+    if line.startswith("ingest ") and ": " in line:
+        return "ingest"
+    if line.startswith("wave "):
+        return " ".join(line.split()[:2])
+    return None
+
+
 def progress_line(line: str) -> tuple[str, float] | None:
-    """(stage, rows/s) of a stage's progress line on the run's stderr; None for any other line."""
+    """(stage, rows/s) of a stage's line at the end of the run's stderr; None for any other line."""
     parts = line.split()
     if len(parts) > 4 and "rows/s" in parts:
         return parts[0], float(parts[parts.index("rows/s") - 1])
@@ -156,20 +166,20 @@ class TreeWatch:
     def _read(self) -> None:
         for line in self.proc.stderr:
             self.lines.append(line)
-            progress = progress_line(line)
-            if progress is not None:
-                self.marks.append((progress[0], self.totals))
+            mark = wave_mark(line)
+            if mark is not None:
+                self.marks.append((mark, self.totals))
 
     def wait(self) -> tuple[str, dict[str, StageCpu]]:
-        """The run's stderr, and per stage its wall time and CPU (in order of first appearance), then what
-        came after the last stage's last line (the summary, closing the workers); a stage's peak RSS is
-        that of the samples taken between its lines."""
+        """The run's stderr, and per part of the run (ingest, then each wave) its wall time and CPU, then
+        what came after the last wave (the summary, closing the workers); a part's peak RSS is that of the
+        samples taken while it ran."""
         self.proc.wait()
         for t in self.threads:
             t.join()
         stages: dict[str, StageCpu] = {}
         before = (0.0, 0.0, 0.0)
-        marks = self.marks + [("after the last stage", self.totals)]
+        marks = self.marks + [("after the last wave", self.totals)]
         samples = iter(self.rss)
         sample = next(samples, None)
         for i, (name, now) in enumerate(marks):
@@ -267,7 +277,7 @@ def main() -> None:
         print(f"           the machine meanwhile: {done.steal_s:,.0f} s of its cores' time stolen by the hypervisor "
               f"({done.steal_s / (cores * done.elapsed):.0%}), {done.idle_s:,.0f} s idle "
               f"({done.idle_s / (cores * done.elapsed):.0%})")
-        print(f"           {'by stage':<22} {'wall s':>7} {'CPU s: runner':>14} {'workers':>8} {'busy (' + str(cores) + ' cores)':>14}"
+        print(f"           {'by part':<22} {'wall s':>7} {'CPU s: runner':>14} {'workers':>8} {'busy (' + str(cores) + ' cores)':>14}"
               f" {'peak MiB: run':>14} {'runner':>7}")
         for name, c in done.stages.items():
             busy = (c.runner_s + c.workers_s) / (cores * max(c.wall_s, 1e-9))

@@ -145,7 +145,7 @@ class Waves:
     """The corpus goes through the stages in waves of seeds (gra_stream/waves.py): the first of
     `first_seeds`, each next one twice as large, up to an eighth of the corpus. 0: one wave per round
     (the paper's whole-round diversity walk)."""
-    first_seeds: int = 1024
+    first_seeds: int = 512
 
 
 @dataclass(frozen=True)

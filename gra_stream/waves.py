@@ -28,16 +28,21 @@ class Scope:
         return "TRUE" if self.below is None else f"{column} < '{self.below}'"
 
 
+GROWTH = 4        # each wave this many times the one before ...
+LARGEST = 1 / 4   # ... up to this share of the corpus
+
+
 def wave_sizes(seeds: int, first: int) -> list[int]:
-    """The number of seeds in each wave: `first`, doubling, at most an eighth of the corpus (never less
-    than `first`); one wave of everything when `first` is 0."""
+    """The number of seeds in each wave: `first`, then GROWTH times more each wave, at most LARGEST of the
+    corpus (never less than `first`); one wave of everything when `first` is 0."""
     if first <= 0 or seeds <= first:
         return [seeds]
-    cap = max(first, seeds // 8)
+    cap = max(first, int(seeds * LARGEST))
     sizes, size = [], first
     while sum(sizes) < seeds:
-        sizes.append(min(size, seeds - sum(sizes)))
-        size = min(size * 2, cap)
+        left = seeds - sum(sizes)
+        sizes.append(left if left - size < size // 2 else size)  # no small wave at the end
+        size = min(size * GROWTH, cap)
     return sizes
 
 

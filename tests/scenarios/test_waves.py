@@ -12,14 +12,15 @@ from gra_stream.waves import Scope, plan, wave_sizes
 from tests.conftest import corpus, fake_config_file, gra, sql_rows
 from tests.invariants import check_run, final_state, segments, state, wait_for
 
-WAVES = "[waves]\nfirst_seeds = 16\n"  # the 175 Self-Instruct seeds in waves of 16, 21, 21... (an eighth is 21)
+WAVES = "[waves]\nfirst_seeds = 16\n"  # the 175 Self-Instruct seeds in waves of 16, 43, 43, 43, 30
 SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
 
 
-def test_wave_sizes_start_small_double_and_stop_at_an_eighth_of_the_corpus():
-    assert wave_sizes(1_000_000, 1024)[:8] == [1024, 2048, 4096, 8192, 16384, 32768, 65536, 125000]
-    assert sum(wave_sizes(1_000_000, 1024)) == 1_000_000 and max(wave_sizes(1_000_000, 1024)) == 125000
-    assert wave_sizes(8792, 1024) == [1024] + [1099] * 7 + [75]
+def test_wave_sizes_start_small_grow_fourfold_and_stop_at_a_quarter_of_the_corpus():
+    assert wave_sizes(1_000_000, 512) == [512, 2048, 8192, 32768, 131072, 250000, 250000, 325408]
+    assert wave_sizes(8000, 512) == [512, 2000, 2000, 2000, 1488]
+    assert wave_sizes(175, 16) == [16, 43, 43, 43, 30]
+    assert wave_sizes(100, 16) == [16, 25, 25, 34], "a last wave under half the one before joins it"
     assert wave_sizes(500, 1024) == [500], "a corpus smaller than the first wave is one wave"
     assert wave_sizes(50_000, 0) == [50_000], "first_seeds = 0: one wave per round"
 
@@ -29,7 +30,7 @@ def test_the_waves_cut_the_seeds_by_id_into_exactly_those_sizes():
     ids = [content_id("seed", i) for i in range(1000)]
     con.execute("CREATE TABLE seeds AS SELECT unnest($1) AS id", [ids])
     waves = plan(con, 100)
-    assert [w.through for w in waves] == [100, 225, 350, 475, 600, 725, 850, 975, 1000]
+    assert [w.through for w in waves] == [100, 350, 600, 850, 1000]
     assert waves[-1].below is None
     for wave in waves[:-1]:
         assert sum(i < wave.below for i in ids) == wave.through
