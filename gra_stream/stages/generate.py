@@ -27,19 +27,21 @@ def pending(config, scope: Scope = Scope()) -> str:
     cap = config.tasks_per_round
     return f"""
     WITH pool AS (
-        SELECT id, id AS seed_id, domain, keywords, summary, 0 AS round FROM profiles
-        WHERE status = 'ok' AND {scope.seeds('id')}
+        SELECT id, id AS seed_id, domain, 0 AS round FROM profiles WHERE status = 'ok' AND {scope.seeds('id')}
         UNION ALL
-        SELECT id, seed_id, domain, keywords, summary, round FROM samples
-        WHERE kind = 'synthesis' AND {scope.seeds('seed_id')}),
-    ranked AS (  -- round r's pool: the profiled seeds and the samples of rounds before r, per domain
+        SELECT id, seed_id, domain, round FROM samples WHERE kind = 'synthesis' AND {scope.seeds('seed_id')}),
+    texts AS NOT MATERIALIZED (  -- joined last: the wide columns stay out of the ranking and the anti-join
+        SELECT id, keywords, summary FROM profiles WHERE status = 'ok' AND {scope.seeds('id')}
+        UNION ALL
+        SELECT id, keywords, summary FROM samples WHERE kind = 'synthesis' AND {scope.seeds('seed_id')}),
+    ranked AS NOT MATERIALIZED (  -- round r's pool: the profiled seeds and the samples of rounds before r, per domain
         SELECT p.*, r.round AS task_round, row_number() OVER (PARTITION BY r.round, p.domain ORDER BY p.id) - 1 AS rank,
                count(*) OVER (PARTITION BY r.round, p.domain) AS n
         FROM pool p, range(1, {min(scope.rounds_open, config.rounds) + 1}) r(round) WHERE p.round < r.round),
     synth AS (
         SELECT left(sha256(concat_ws(chr(31), {config.run_seed}::VARCHAR, a.id, k::VARCHAR, a.task_round::VARCHAR)), 16) AS id,
                a.id AS anchor_id, a.seed_id, a.task_round AS round, 'synthesis' AS kind, a.domain,
-               a.keywords AS keywords_1, a.summary AS summary_1, (a.rank + 1 + k) % a.n AS other_rank
+               (a.rank + 1 + k) % a.n AS other_rank
         FROM ranked a, range({config.tasks_per_seed}) t(k)
         WHERE {str(synthesis).lower()}),
     synth_pending AS (
@@ -48,10 +50,11 @@ def pending(config, scope: Scope = Scope()) -> str:
     synth_capped AS (
         SELECT p.* FROM synth_pending p LEFT JOIN done d ON d.round = p.round
         QUALIFY {cap} = 0 OR row_number() OVER (PARTITION BY p.round ORDER BY p.id) <= {cap} - coalesce(d.n, 0))
-    SELECT t.id, t.anchor_id, t.seed_id, t.round, t.kind, t.domain, t.keywords_1, t.summary_1,
-           o.keywords AS keywords_2, o.summary AS summary_2, [t.anchor_id, o.id] AS example_ids,
+    SELECT t.id, t.anchor_id, t.seed_id, t.round, t.kind, t.domain, x1.keywords AS keywords_1, x1.summary AS summary_1,
+           x2.keywords AS keywords_2, x2.summary AS summary_2, [t.anchor_id, o.id] AS example_ids,
            NULL::VARCHAR AS seed_instruction, NULL::VARCHAR AS seed_response
     FROM synth_capped t JOIN ranked o ON o.task_round = t.round AND o.domain = t.domain AND o.rank = t.other_rank
+    JOIN texts x1 ON x1.id = t.anchor_id JOIN texts x2 ON x2.id = o.id
     UNION ALL
     SELECT r.id, r.seed_id, r.seed_id, 1, 'refine', p.domain, p.keywords, p.summary, NULL, NULL, [r.seed_id],
            concat_ws(chr(10) || chr(10), s.instruction, nullif(s.input, '')), s.response
