@@ -73,10 +73,11 @@ class Move:
 def plan_moves(store: Store, stale: list[str], tables: dict[str, tuple[str, ...]],
                new_versions: dict[str, str]) -> list[Move]:
     """What a switch to `new_versions` does for the `stale` stages: which tables are kept aside, and which
-    come back from a kept version whose stage version is the new one."""
+    come back from a kept version whose stage version is the new one. `tables` names the tables of the
+    stages this run drives; a stale stage it does not drive is left as it is."""
     versions = store.kept()
     moves = []
-    for stage in stale:
+    for stage in (s for s in stale if s in tables):
         source = next((k for k in reversed(versions) if k.versions.get(stage) == new_versions[stage]
                        and all(has_rows(k.path / t) for t in tables[stage])), None)
         for table in tables[stage]:

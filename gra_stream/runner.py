@@ -215,7 +215,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             if not summary.new_seeds and _nothing_changed(store, config, names):
                 outcome = "finished"
                 return summary
-            if max_samples and _samples(store) >= max_samples:
+            if max_samples and _samples(store) >= max_samples:  # enough already: no wave
                 summary.stopped_at = _samples(store)
                 outcome = "stopped"
                 return summary

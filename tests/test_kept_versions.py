@@ -52,3 +52,23 @@ def test_a_config_that_comes_back_gets_its_tables_back_and_keeps_the_other(tmp_p
     assert summary.rows_by_stage.get("review", 0) == 0 and summary.llm_calls == 0
     assert [(k.label, k.config["committee"]["tau"]) for k in store.kept()] == [("v2", 6.5)]
     assert not (run_dir / "versions" / ".switch.json").exists()
+
+
+def test_a_run_of_some_stages_keeps_aside_only_their_tables(tmp_path):
+    """run_pipeline(stages=[...]) after a config change moves the tables of the stages it drives and leaves
+    the others, stale or not, where they are."""
+    from gra_stream.progress import Progress
+    from gra_stream.runner import run_pipeline
+    from gra_stream.stages import annotate, diversity, finalize
+    from tests.conftest import fake_config
+
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 24)
+    run_fake([seeds], tmp_path / "run")
+    generations = Store(tmp_path / "run").connect().sql("SELECT count(*) FROM generations").fetchall()
+    run_pipeline([seeds], tmp_path / "run", fake_config(run_seed=3), progress=Progress(quiet=True),
+                 stages=[diversity.STAGE, annotate.STAGE, finalize.STAGE])
+    con = Store(tmp_path / "run").connect()
+    assert sorted(p.name for p in (tmp_path / "run" / "versions" / "v1").iterdir() if p.is_dir()) == \
+        ["annotations", "diversity", "samples"]
+    assert con.sql("SELECT count(*) FROM generations").fetchall() == generations
+    assert con.sql("SELECT count(*) FROM samples").fetchall() == con.sql("SELECT count(*) FROM v1.samples").fetchall()
