@@ -143,7 +143,7 @@ class Processes:
 @dataclass(frozen=True)
 class Waves:
     """The corpus goes through the stages in waves of seeds (gra_stream/waves.py): the first of
-    `first_seeds`, each next one twice as large, up to an eighth of the corpus. 0: one wave per round
+    `first_seeds`, each next one four times as large, up to a quarter of the corpus. 0: one wave per round
     (the paper's whole-round diversity walk)."""
     first_seeds: int = 512
 

@@ -215,8 +215,9 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             if not summary.new_seeds and _nothing_changed(store, config, names):
                 outcome = "finished"
                 return summary
-            if max_samples and _samples(store) >= max_samples:  # enough already: no wave
-                summary.stopped_at = _samples(store)
+            kept = _samples(store) if max_samples else 0
+            if max_samples and kept >= max_samples:  # enough already: no wave
+                summary.stopped_at = kept
                 outcome = "stopped"
                 return summary
             executor = _make_executor(executor_kind, run_dir, config, ray_address, progress)

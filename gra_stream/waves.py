@@ -2,8 +2,8 @@
 committed (and queryable) while later seeds are still waiting for their first stage.
 
 A wave is a range of seed ids: the seeds sorted by id (a content hash, so each wave is a random slice of
-the corpus, not its first lines) and cut into waves of `waves.first_seeds`, then twice as many each wave,
-up to an eighth of the corpus. Every row of every stage belongs to the wave of the seed it comes from, so
+the corpus, not its first lines) and cut into waves of `waves.first_seeds`, then GROWTH times as many each
+wave, up to LARGEST of the corpus. Every row of every stage belongs to the wave of the seed it comes from, so
 a stage pass over wave w takes the pending rows of seeds that sort below wave w's upper bound. The cuts
 depend on the seeds alone, never on timing: a killed or stopped run resumes in the same waves.
 
@@ -14,6 +14,7 @@ duplicates at the gate, the diversity walk) take each wave against everything ke
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,10 @@ def wave_sizes(seeds: int, first: int) -> list[int]:
     if first <= 0 or seeds <= first:
         return [seeds]
     cap = max(first, int(seeds * LARGEST))
-    sizes, size = [], first
-    while sum(sizes) < seeds:
-        left = seeds - sum(sizes)
+    sizes, size, left = [], first, seeds
+    while left:
         sizes.append(left if left - size < size // 2 else size)  # no small wave at the end
+        left -= sizes[-1]
         size = min(size * GROWTH, cap)
     return sizes
 
@@ -55,10 +56,7 @@ class Wave:
 def plan(con, first: int) -> list[Wave]:
     """The waves of the seeds in `con`."""
     total = con.sql("SELECT count(*) FROM seeds").fetchall()[0][0]
-    ends, end = [], 0
-    for size in wave_sizes(total, first):
-        end += size
-        ends.append(end)
+    ends = list(accumulate(wave_sizes(total, first)))
     if len(ends) <= 1:
         return [Wave(None, total)]
     listed = ", ".join(map(str, ends[:-1]))

@@ -3,8 +3,8 @@ sample (the profile prompt), so the sample can serve as a seed of the next round
 import polars as pl
 
 from gra_stream.stages.base import Context, Stage
-from gra_stream.waves import Scope
 from gra_stream.stages.profile import profile_rows
+from gra_stream.waves import Scope
 
 
 def pending(config, scope: Scope = Scope()) -> str:

@@ -12,8 +12,8 @@ import polars as pl
 
 from gra_stream.embeddings import DIM, get_embedder
 from gra_stream.stages.base import Context, Stage
-from gra_stream.waves import Scope
 from gra_stream.vector_index import CellIndex, exhaustive_matches
+from gra_stream.waves import Scope
 
 
 def seeds_pending(config, scope: Scope = Scope()) -> str:

@@ -3,8 +3,9 @@
 Synthesis tasks are anchored on the pool: in round r, every profiled seed and every sample kept in
 rounds before r anchors `tasks_per_seed` tasks, of which at most `tasks_per_round` are taken, in task-id
 order (a random subset). With waves (gra_stream/waves.py), the pool of wave w holds the seeds of waves
-up to w and what they made, so a wave's examples are a function of what came before it. Round r opens only after round r - 1 has finished every stage (the runner's
-pass r), so accepted samples of round r join the example pool of round r + 1. The generator sees two
+up to w and what they made, so a wave's examples are a function of what came before it. Round r opens
+only after round r - 1 has finished every stage (the runner's pass r), so accepted samples of round r
+join the example pool of round r + 1. The generator sees two
 examples of the anchor's domain, the anchor and the item k + 1 places after it in id order within
 that domain, by their keywords and summaries, and writes 3 keywords, an instruction and a response. Refinement tasks (mode refinement or integrated) ask the generator to rewrite a seed's own
 response. A task's id hashes (run seed, anchor, task index, round), and its roles are dealt from that id,
@@ -26,16 +27,15 @@ def pending(config, scope: Scope = Scope()) -> str:
     refine = config.mode in ("refinement", "integrated")
     cap = config.tasks_per_round
     return f"""
-    WITH pool AS (
-        SELECT id, id AS seed_id, domain, 0 AS round FROM profiles WHERE status = 'ok' AND {scope.seeds('id')}
+    WITH pool AS NOT MATERIALIZED (  -- read where used: the keywords and summaries are joined last, so they
+        -- stay out of the ranking and the anti-join
+        SELECT id, id AS seed_id, domain, keywords, summary, 0 AS round FROM profiles
+        WHERE status = 'ok' AND {scope.seeds('id')}
         UNION ALL
-        SELECT id, seed_id, domain, round FROM samples WHERE kind = 'synthesis' AND {scope.seeds('seed_id')}),
-    texts AS NOT MATERIALIZED (  -- joined last: the wide columns stay out of the ranking and the anti-join
-        SELECT id, keywords, summary FROM profiles WHERE status = 'ok' AND {scope.seeds('id')}
-        UNION ALL
-        SELECT id, keywords, summary FROM samples WHERE kind = 'synthesis' AND {scope.seeds('seed_id')}),
+        SELECT id, seed_id, domain, keywords, summary, round FROM samples
+        WHERE kind = 'synthesis' AND {scope.seeds('seed_id')}),
     ranked AS NOT MATERIALIZED (  -- round r's pool: the profiled seeds and the samples of rounds before r, per domain
-        SELECT p.*, r.round AS task_round, row_number() OVER (PARTITION BY r.round, p.domain ORDER BY p.id) - 1 AS rank,
+        SELECT p.id, p.seed_id, p.domain, r.round AS task_round, row_number() OVER (PARTITION BY r.round, p.domain ORDER BY p.id) - 1 AS rank,
                count(*) OVER (PARTITION BY r.round, p.domain) AS n
         FROM pool p, range(1, {min(scope.rounds_open, config.rounds) + 1}) r(round) WHERE p.round < r.round),
     synth AS (
@@ -54,7 +54,7 @@ def pending(config, scope: Scope = Scope()) -> str:
            x2.keywords AS keywords_2, x2.summary AS summary_2, [t.anchor_id, o.id] AS example_ids,
            NULL::VARCHAR AS seed_instruction, NULL::VARCHAR AS seed_response
     FROM synth_capped t JOIN ranked o ON o.task_round = t.round AND o.domain = t.domain AND o.rank = t.other_rank
-    JOIN texts x1 ON x1.id = t.anchor_id JOIN texts x2 ON x2.id = o.id
+    JOIN pool x1 ON x1.id = t.anchor_id JOIN pool x2 ON x2.id = o.id
     UNION ALL
     SELECT r.id, r.seed_id, r.seed_id, 1, 'refine', p.domain, p.keywords, p.summary, NULL, NULL, [r.seed_id],
            concat_ws(chr(10) || chr(10), s.instruction, nullif(s.input, '')), s.response
