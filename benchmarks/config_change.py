@@ -19,16 +19,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import build_corpus  # noqa: E402
+from scale import build_corpus, fake_config  # noqa: E402
 
 GOAL = "goal: a tau change re-runs in under 15% of the original run's time"
 
 
 def config(path: Path, tau: float) -> Path:
-    path.write_text("batch_size = 1024\n[committee]\ntau = %s\n" % tau + "".join(
-        f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\n' for c in "abcde")
-        + '[diversity]\nmodel = "hashing"\n')
-    return path
+    return fake_config(path, f"batch_size = 1024\n[committee]\ntau = {tau}\n")
 
 
 def timed(seeds: Path, run_dir: Path, cfg: Path, executor: str) -> tuple[float, str]:

@@ -20,16 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import build_corpus  # noqa: E402
+from scale import build_corpus, fake_config  # noqa: E402
 
 GOALS = {8000: 0.25, 1_000_000: 0.02}  # the first kept sample queryable before this share of the run's wall time
-
-
-def config(path: Path, latency: float, waves: str) -> Path:
-    path.write_text("".join(
-        f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\nlatency_s = {latency}\n' for c in "abcde")
-        + '[diversity]\nmodel = "hashing"\n' + waves)
-    return path
 
 
 def timed(seeds: Path, run_dir: Path, cfg: Path) -> tuple[float, float]:
@@ -67,7 +60,7 @@ def main() -> None:
             continue
         run_dir = work / f"run_{label}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        first, total = timed(seeds, run_dir, config(work / f"{label}.toml", args.latency, waves))
+        first, total = timed(seeds, run_dir, fake_config(work / f"{label}.toml", latency=args.latency, tables=waves))
         print(f"{label:<9} first kept sample after {first:7.1f} s of {total:7.1f} s: {first / total:6.1%} of the run "
               f"({args.size / total:,.0f} seed rows/s end to end)", flush=True)
 

@@ -44,6 +44,15 @@ FAKE_CPU = Path(__file__).resolve().parent / "fake_cpu"  # counts the fake backe
 GOALS = "goals: peak RSS at the largest size <= 1.3 x the next smaller; >= 2,000 seed rows/s end to end; re-run < 5 s"
 
 
+def fake_config(path: Path, top: str = "", diversity: str = "", latency: float = 0.0, tables: str = "") -> Path:
+    """A config of the five-model fake pool (a `latency` in seconds per batch of calls) and the hashing
+    embedder: `top` holds top-level keys and tables before the pool, `diversity` more [diversity] keys,
+    `tables` tables after it."""
+    path.write_text(top + "".join(f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\nlatency_s = {latency}\n'
+                                  for c in "abcde") + '[diversity]\nmodel = "hashing"\n' + diversity + tables)
+    return path
+
+
 def build_corpus(n: int, path: Path) -> Path:
     with gzip.open(ALPACA, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
@@ -248,11 +257,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gra-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    config = work / "fake.toml"
     diversity = {"off": "enabled = false\n", "exact": 'index = "exact"\n', "ivf": 'index = "ivf"\n', "default": ""}[args.diversity]
-    config.write_text("batch_size = 1024\n" + "".join(
-        f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\n' for c in "abcde") + '[diversity]\nmodel = "hashing"\n'
-        + diversity)
+    config = fake_config(work / "fake.toml", "batch_size = 1024\n", diversity)
     print(f"workdir {work}; {os.cpu_count()} cores; --executor {args.executor or 'not given (auto)'}; "
           f"diversity search {args.diversity}")
     print(GOALS)

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import build_corpus  # noqa: E402
+from scale import build_corpus, fake_config  # noqa: E402
 
 from gra_stream.config import load_config  # noqa: E402
 from gra_stream.progress import Progress  # noqa: E402
@@ -31,10 +31,7 @@ from gra_stream.waves import plan  # noqa: E402
 
 
 def config(path: Path, waves: str):
-    path.write_text("batch_size = 1024\n" + "".join(
-        f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\n' for c in "abcde") + '[diversity]\nmodel = "hashing"\n'
-        + waves)
-    return load_config(path)
+    return load_config(fake_config(path, "batch_size = 1024\n", tables=waves))
 
 
 def main() -> None:
