@@ -6,7 +6,8 @@ the largest finished run (which must do no work). Each run is a separate `gra-st
 the defaults a user gets (`--executor auto`: worker processes on every core of a machine with more than
 one; `--executor local` for one process). Peak RSS
 is sampled every 0.1 s over the whole process tree: the runner's own peak and the peak of the sum of the
-runner and its workers, which is the run's memory. Also printed: the CPU time of the whole process tree,
+runner and its workers, which is the run's memory, and that sum without file-backed pages (RssAnon: the
+heap, leaving out shared libraries and memory-mapped indexes, which every process counts again). Also printed: the CPU time of the whole process tree,
 as a share of every core over the wall time (how close the run is to CPU-bound), and how much of it the
 fake backend spent building its replies (GRA_STREAM_FAKE_CPU_DIR, benchmarks/fake_cpu/sitecustomize.py): CPU a
 real backend spends on a GPU or in a server, which the goal's "instant replies" leaves out, but which
@@ -64,10 +65,12 @@ def build_corpus(n: int, path: Path) -> Path:
     return path
 
 
-def _rss_mib(pid: int) -> float:
+def _rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory; field "RssFile" is the part that maps files (page cache the kernel
+    can drop and read again, such as the memory-mapped indexes), "RssAnon" its own heap."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
     except (OSError, StopIteration):
         return 0.0
 
@@ -143,6 +146,7 @@ class TreeWatch:
 
     def __init__(self, proc: subprocess.Popen):
         self.proc, self.own, self.tree = proc, 0.0, 0.0
+        self.tree_anon = 0.0                             # peak of the run's heap: RSS less file-backed pages
         self.t0 = time.perf_counter()
         self.totals = (0.0, 0.0, 0.0)                   # wall, runner CPU, workers CPU so far
         self.rss: list[tuple[float, float, float]] = []  # every sample: wall, runner RSS, run RSS
@@ -158,15 +162,16 @@ class TreeWatch:
         pid = self.proc.pid
         while os.path.exists(f"/proc/{pid}"):
             own, runner = _rss_mib(pid), _cpu_s(pid)
-            todo, total = _children(pid), own
+            todo, total, anon = _children(pid), own, _rss_mib(pid, "RssAnon")
             while todo:
                 p = todo.pop()
                 cpu = _cpu_s(p)
                 if cpu is not None:
                     self._workers[p] = cpu
                 total += _rss_mib(p)
+                anon += _rss_mib(p, "RssAnon")
                 todo += _children(p)
-            self.own, self.tree = max(self.own, own), max(self.tree, total)
+            self.own, self.tree, self.tree_anon = max(self.own, own), max(self.tree, total), max(self.tree_anon, anon)
             self.rss.append((time.perf_counter() - self.t0, own, total))
             if runner is not None:
                 self.totals = (time.perf_counter() - self.t0, runner, sum(self._workers.values()))
@@ -273,7 +278,8 @@ def main() -> None:
         peaks.append(done.watch)
         rates = "  ".join(f"{k} {v:,.0f}" for k, v in stage_rates(done.stderr).items())
         print(f"{n:>9,} seeds: {done.elapsed:8.1f} s  {n / done.elapsed:8,.0f} seed rows/s end to end  "
-              f"peak RSS {done.watch.tree:6.0f} MiB (the runner alone {done.watch.own:5.0f} MiB)")
+              f"peak RSS {done.watch.tree:6.0f} MiB (the runner alone {done.watch.own:5.0f} MiB; "
+              f"without file-backed pages {done.watch.tree_anon:6.0f} MiB)")
         print(f"           rows/s per stage: {rates}")
         cores = os.cpu_count() or 1
         print(f"           CPU of the whole process tree {done.cpu_s:,.0f} s: {done.cpu_s / (cores * done.elapsed):.0%} "
@@ -291,7 +297,8 @@ def main() -> None:
                   f" {c.peak_mib:14.0f} {c.runner_peak_mib:7.0f}")
     if len(peaks) > 1:
         print(f"peak RSS ratio {sizes[-1]:,} / {sizes[-2]:,}: {peaks[-1].tree / peaks[-2].tree:.2f} with its workers, "
-              f"{peaks[-1].own / peaks[-2].own:.2f} runner alone (goal <= 1.30)")
+              f"{peaks[-1].own / peaks[-2].own:.2f} runner alone, {peaks[-1].tree_anon / peaks[-2].tree_anon:.2f} "
+              f"without file-backed pages (goal <= 1.30)")
     again = run(work / f"seeds_{sizes[-1]}.jsonl", work / f"run_{sizes[-1]}", config, args.executor)
     print(f"re-run of the finished {sizes[-1]:,}-row run: {again.elapsed:.2f} s (goal < 5 s); "
           f"{'did no work' if 'nothing to do' in again.stderr else 'DID WORK'}")

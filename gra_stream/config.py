@@ -46,7 +46,7 @@ class ModelSpec:
     api_model: str = ""            # openai backend: the served model name (default: path)
     api_key_env: str = ""          # openai backend: environment variable holding the API key (sent as a bearer token)
     headers: tuple[tuple[str, str], ...] = ()  # openai backend: extra headers, each name -> environment variable
-    max_in_flight: int = 32        # openai backend: concurrent requests to this endpoint (the adaptive limit's ceiling)
+    max_in_flight: int = 64        # openai backend: concurrent requests to this endpoint (the adaptive limit's ceiling)
     adaptive: bool = True          # openai backend: fewer requests in flight after HTTP 429 and timeouts, more while fine
     requests_per_minute: float = 0.0  # openai backend: request budget (0: none)
     tokens_per_minute: float = 0.0    # openai backend: token budget, prompt + max_tokens per request (0: none)
