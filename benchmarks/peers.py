@@ -24,20 +24,18 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from gra_stream import reply_schemas
-from gra_stream.model_assets import resolve_model_path
 from gra_stream.prompts import load_prompt
+from vllm_server import vllm_server  # benchmarks/, on the path as this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "gra_stream" / "bundled" / "gsm8k_train_500.jsonl.gz"
@@ -58,43 +56,6 @@ def peer_python() -> Path:
         if install.returncode:
             raise SystemExit(f"installing distilabel failed:\n{install.stderr[-3000:]}")
     return python
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def vllm_server(log: Path):
-    """A fresh `vllm.entrypoints.openai.api_server` with the embedded model on loopback; yields its URL."""
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_LOGGING_LEVEL": "WARNING"}
-    with open(log, "w") as err:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model_path("embedded:smollm2"),
-             "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2", "--dtype", "float32",
-             "--max-model-len", "2048", "--enforce-eager", "--no-enable-chunked-prefill",
-             "--max-num-batched-tokens", "8192", "--max-num-seqs", "64",
-             "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}'],
-            stdout=subprocess.DEVNULL, stderr=err, env=env)
-        try:
-            deadline = time.monotonic() + 900
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the vLLM server did not start; see {log}")
-                time.sleep(2)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.terminate()
-            server.wait(timeout=120)
 
 
 def generated_tokens(url: str) -> float:

