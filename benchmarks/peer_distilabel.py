@@ -29,6 +29,7 @@ SLOT = re.compile(r"\{\{(\w+)\}\}")
 
 
 def render(template: str, values: dict) -> str:
+    """gra_stream.prompts.render's one-pass {{slot}} fill, repeated: gra-stream is not installed here."""
     return SLOT.sub(lambda m: str(values[m.group(1)]), template)
 
 
@@ -45,7 +46,7 @@ def parsed(output: str | None) -> dict:
         return {}
 
 
-def llm(role: str, n: int = 1) -> OpenAILLM:
+def llm(role: str) -> OpenAILLM:
     sampling = SPEC["sampling"]
     return OpenAILLM(model=SPEC["model"], base_url=SPEC["url"], api_key="EMPTY", timeout=600,
                      generation_kwargs={

@@ -17,7 +17,7 @@ gra-stream's first committed `reviews` batch, distilabel's first batch out of it
 tokens/s counted by the server itself (vLLM's generation token counter); then the ratios, each next to
 its goal.
 
-    .venv/bin/python benchmarks/peers.py [--seeds 64] [--first-seeds N]
+    .venv/bin/python benchmarks/peers.py [--seeds 64] [--first-seeds N] [--max-in-flight N] [--only TOOL]
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 
 from gra_stream import reply_schemas
+from gra_stream.config import Config
 from gra_stream.prompts import load_prompt
 from vllm_server import vllm_server  # benchmarks/, on the path as this script's folder
 
@@ -41,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "gra_stream" / "bundled" / "gsm8k_train_500.jsonl.gz"
 PEER_VENV = ROOT / "benchmarks" / ".peers-venv"
 PEER_VERSION = "1.5.3"
-SAMPLING = {"temperature": 0.7, "top_p": 0.95, "repetition_penalty": 1.1}  # configs/default.toml's
+_DEFAULT_MODEL = Config().models[0]  # the embedded default's sampling, used by both tools
+SAMPLING = {k: getattr(_DEFAULT_MODEL, k) for k in ("temperature", "top_p", "repetition_penalty")}
 GOALS = "goals: gra-stream ahead on all three (wall and first row: peer / gra-stream > 1; tokens/s: gra-stream / peer > 1)"
 
 
