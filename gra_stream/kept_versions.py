@@ -23,11 +23,21 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from gra_stream.cell_storage import table_files
 from gra_stream.store import EMPTY_SEGMENT, KeptVersion, Store
 
 INGEST_TABLES = ("seeds", "ingest_errors", "files")
-# Derived lookups kept beside the tables, named by segment: stale once their table moves (rebuilt on demand).
-INDEXES = {"gates": "gate", "diversity": "diversity", "seed_embeddings": "diversity"}
+
+
+def _index_files(store: Store, table: str) -> list[Path]:
+    """The derived lookups kept beside a table (rebuilt on demand), stale once it moves. The diversity
+    filter keeps the seeds' cells and the kept samples' cells in one folder: moving one table leaves the
+    other's, which would take a minute to train and sort again at a million seeds."""
+    if table == "gates":
+        return [store.root / ".index" / "gate"]
+    if table in ("diversity", "seed_embeddings"):
+        return table_files(store.root / ".index" / "diversity", table)
+    return []
 
 
 def stage_tables(stages) -> dict[str, tuple[str, ...]]:
@@ -132,8 +142,11 @@ def finish_switch(store: Store) -> tuple[dict, dict] | None:
         if what == "keep" and has_rows(current):
             target = _version_for(store, journal["old"]["versions"], journal["old_config"])
             _move_segments(current, target.path / move["table"])
-            if move["table"] in INDEXES:
-                shutil.rmtree(store.root / ".index" / INDEXES[move["table"]], ignore_errors=True)
+            for path in _index_files(store, move["table"]):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
         if what == "restore" and move["restored_from"]:
             source = store.root / "versions" / move["restored_from"] / move["table"]
             if source.is_dir():

@@ -72,3 +72,21 @@ def test_a_run_of_some_stages_keeps_aside_only_their_tables(tmp_path):
         ["annotations", "diversity", "samples"]
     assert con.sql("SELECT count(*) FROM generations").fetchall() == generations
     assert con.sql("SELECT count(*) FROM samples").fetchall() == con.sql("SELECT count(*) FROM v1.samples").fetchall()
+
+
+def test_a_moved_table_takes_its_cells_with_it_and_leaves_the_seeds_cells(tmp_path):
+    """The diversity filter's cells of the kept samples are stale once the diversity table moves aside; the
+    seeds' cells, in the same folder, are not (training them again costs a minute at a million seeds)."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 20)
+    run_dir = tmp_path / "run"
+    run_fake([seeds], run_dir)
+    root = run_dir / ".index" / "diversity"
+    (root / "k0" / "diversity.1").mkdir(parents=True)
+    (root / "k0" / "seed_embeddings" / "merged").mkdir(parents=True)
+    for name in ("centroids-k0-diversity.npy", "centroids-k0-diversity.1.npy", "centroids-k0-seed_embeddings.npy",
+                 "k0/diversity.1/a.npy", "k0/seed_embeddings/merged/b.npy"):
+        (root / name).write_bytes(b"")
+    run_fake([seeds], run_dir, diversity={"model": "hashing", "threshold": 0.8})
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if "k0" in str(p))
+    assert left == ["centroids-k0-seed_embeddings.npy", "k0", "k0/seed_embeddings", "k0/seed_embeddings/merged",
+                    "k0/seed_embeddings/merged/b.npy"]
