@@ -17,6 +17,7 @@ What is stored, under DIR/.index/diversity/ (derived data: delete it and it is r
   read instead of one per segment, with the same answers. Seeds added later give other segment names: their
   search uses per-segment sidecars again until the next setup merges them.
 Both are written to a temporary name and renamed, like segments, so a crash never leaves half a file.
+`table_files` lists one table's files, for when the table moves aside (gra_stream/kept_versions.py).
 """
 from __future__ import annotations
 
@@ -113,3 +114,10 @@ def read_references(segment: Path, table: str) -> tuple[np.ndarray, np.ndarray]:
     vectors = (embedding.values.to_numpy(zero_copy_only=False).reshape(-1, DIM).astype(np.float32)
                if len(embedding) else np.zeros((0, DIM), dtype=np.float32))
     return ids, vectors
+
+
+def table_files(root: Path, table: str) -> list[Path]:
+    """The files and folders under `root` (DIR/.index/diversity) that hold one table's cells and sidecars,
+    of every key and generation."""
+    patterns = (f"centroids-*-{table}.npy", f"centroids-*-{table}.*.npy", f"*/{table}", f"*/{table}.*")
+    return [path for pattern in patterns for path in root.glob(pattern)] if root.is_dir() else []

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from gra_stream.cell_storage import table_files
 from gra_stream.store import EMPTY_SEGMENT, KeptVersion, Store
-from gra_stream.vector_index import table_files
 
 INGEST_TABLES = ("seeds", "ingest_errors", "files")
 
@@ -36,7 +36,7 @@ def _index_files(store: Store, table: str) -> list[Path]:
     if table == "gates":
         return [store.root / ".index" / "gate"]
     if table in ("diversity", "seed_embeddings"):
-        return table_files(store, table)
+        return table_files(store.root / ".index" / "diversity", table)
     return []
 
 

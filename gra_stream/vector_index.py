@@ -41,19 +41,6 @@ from gra_stream.cell_storage import Sidecar, id_keys, read_references, reserve
 from gra_stream.embeddings import DIM
 from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
 
-
-def index_root(store: Store) -> Path:
-    return store.root / ".index" / "diversity"
-
-
-def table_files(store: Store, table: str) -> list[Path]:
-    """Every file and folder of one table's cells (`CellIndex._paths`, of every key and generation), for
-    when the table moves aside (gra_stream/kept_versions.py)."""
-    root = index_root(store)
-    patterns = (f"centroids-*-{table}.npy", f"centroids-*-{table}.*.npy", f"*/{table}", f"*/{table}.*")
-    return [path for pattern in patterns for path in root.glob(pattern)] if root.is_dir() else []
-
-
 TRAIN_ROWS = 32768        # vectors k-means sees at most
 MIN_ROWS_PER_CELL = 39    # fewer training vectors than this per cell: fewer cells (as FAISS advises)
 ROWS_PER_CELL = 256       # a table of more than `cells` times this many rows gets a cell per this many rows
@@ -87,7 +74,7 @@ def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = KMEANS_I
 class CellIndex:
     def __init__(self, store: Store, model: str, cells: int, probes: int):
         self.store, self.model, self.cells, self.probes = store, model, cells, probes
-        self.root = index_root(store)
+        self.root = store.root / ".index" / "diversity"
         self._centroids: dict[str, np.ndarray] = {}
         self._generation: dict[str, int] = {}
 
@@ -97,8 +84,7 @@ class CellIndex:
 
     def _paths(self, table: str, generation: int) -> tuple[Path, Path]:
         """(centroids file, sidecar folder) of the table's cells of one generation: 0 is the first
-        training, each later one a retraining with more cells as the table grew (`table_files` lists them
-        for every key and generation)."""
+        training, each later one a retraining with more cells as the table grew."""
         suffix = f".{generation}" if generation else ""
         return self.root / f"centroids-{self.key}-{table}{suffix}.npy", self.root / self.key / f"{table}{suffix}"
 
