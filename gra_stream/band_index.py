@@ -32,7 +32,7 @@ class EarlierIndex:
     def __init__(self, store: Store, num_perm: int, bands: int):
         self.store, self.num_perm, self.bands = store, num_perm, bands
         key = hashlib.sha256(f"{num_perm}\x1f{bands}\x1f{SIDECAR_FORMAT}".encode()).hexdigest()[:12]
-        self.root = store.root / ".index" / "gate" / key
+        self.root = store.index_dir("gate") / key
 
     def segments(self) -> list[Path]:
         """The gates segments committed so far."""

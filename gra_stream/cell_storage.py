@@ -116,8 +116,17 @@ def read_references(segment: Path, table: str) -> tuple[np.ndarray, np.ndarray]:
     return ids, vectors
 
 
+def cell_paths(root: Path, key: str, table: str, generation: int | str) -> tuple[Path, Path]:
+    """(centroids file, sidecar folder) under `root` of a table's cells of one key and generation (0, the
+    first training, has no suffix)."""
+    suffix = f".{generation}" if generation else ""
+    return root / f"centroids-{key}-{table}{suffix}.npy", root / key / f"{table}{suffix}"
+
+
 def table_files(root: Path, table: str) -> list[Path]:
     """The files and folders under `root` (DIR/.index/diversity) that hold one table's cells and sidecars,
-    of every key and generation."""
-    patterns = (f"centroids-*-{table}.npy", f"centroids-*-{table}.*.npy", f"*/{table}", f"*/{table}.*")
-    return [path for pattern in patterns for path in root.glob(pattern)] if root.is_dir() else []
+    of every key and generation: `cell_paths` with both as wildcards."""
+    if not root.is_dir():
+        return []
+    patterns = [path.relative_to(root) for generation in (0, "*") for path in cell_paths(root, "*", table, generation)]
+    return [path for pattern in patterns for path in root.glob(str(pattern))]

@@ -34,9 +34,9 @@ def _index_files(store: Store, table: str) -> list[Path]:
     filter keeps the seeds' cells and the kept samples' cells in one folder: moving one table leaves the
     other's, which would take a minute to train and sort again at a million seeds."""
     if table == "gates":
-        return [store.root / ".index" / "gate"]
+        return [store.index_dir("gate")]
     if table in ("diversity", "seed_embeddings"):
-        return table_files(store.root / ".index" / "diversity", table)
+        return table_files(store.index_dir("diversity"), table)
     return []
 
 

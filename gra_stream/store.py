@@ -90,6 +90,10 @@ class Store:
     def table_dir(self, table: str) -> Path:
         return self.root / table
 
+    def index_dir(self, name: str) -> Path:
+        """DIR/.index/<name>: a lookup derived from the tables (rebuilt when deleted)."""
+        return self.root / ".index" / name
+
     def glob(self, table: str) -> str:
         return str(self.table_dir(table) / "*.parquet")
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from gra_stream.cell_storage import Sidecar, id_keys, read_references, reserve
+from gra_stream.cell_storage import Sidecar, cell_paths, id_keys, read_references, reserve
 from gra_stream.embeddings import DIM
 from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
 
@@ -74,7 +74,7 @@ def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = KMEANS_I
 class CellIndex:
     def __init__(self, store: Store, model: str, cells: int, probes: int):
         self.store, self.model, self.cells, self.probes = store, model, cells, probes
-        self.root = store.root / ".index" / "diversity"
+        self.root = store.index_dir("diversity")
         self._centroids: dict[str, np.ndarray] = {}
         self._generation: dict[str, int] = {}
 
@@ -85,8 +85,7 @@ class CellIndex:
     def _paths(self, table: str, generation: int) -> tuple[Path, Path]:
         """(centroids file, sidecar folder) of the table's cells of one generation: 0 is the first
         training, each later one a retraining with more cells as the table grew."""
-        suffix = f".{generation}" if generation else ""
-        return self.root / f"centroids-{self.key}-{table}{suffix}.npy", self.root / self.key / f"{table}{suffix}"
+        return cell_paths(self.root, self.key, table, generation)
 
     # -- centroids ----------------------------------------------------------------------------------
     def centroids(self, table: str) -> np.ndarray | None:
