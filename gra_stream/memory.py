@@ -4,7 +4,9 @@ that a long run's RSS follows its work instead of its history (benchmarks/README
 - DuckDB's limits. `DUCKDB_MEMORY` holds per database (the runner's pending stream and the stages' lookups
   share one); sorts and joins beyond it spill to DIR/.tmp. A pending query is drained on one thread under
   the smaller `DRAIN_MEMORY`: between two stages the workers sit idle holding what the last stage left
-  them, so a drain is where a large run's memory would otherwise peak.
+  them, so a drain is where a large run's memory would otherwise peak. What a query needs grows with the
+  wave and the width of its rows, so a drain that runs out is run again under the next, larger limit: the
+  first limit sets the usual peak, and a large run never fails on it.
 - Freed memory. DuckDB's Linux builds allocate with their own jemalloc, which returns freed pages only as
   its threads get to them, and a finished query's threads sit idle; glibc's malloc (numpy, Python) keeps
   freed heap for reuse. `release_freed_memory`, after every drain and batch, purges the first through
@@ -18,9 +20,17 @@ import ctypes.util
 import functools
 import importlib
 
+import duckdb
+
 DUCKDB_MEMORY = "320MB"
-DRAIN_MEMORY = "200MB"
+DRAIN_MEMORY = ("200MB", "1GB", "4GB")  # tried in turn; see the docstring
 MALLCTL_ARENAS_ALL = 4096  # jemalloc's "every arena" index in a mallctl name
+
+
+def out_of_memory(error: Exception) -> bool:
+    """Whether `error` is DuckDB's out-of-memory error: raised as itself by the query, or as an OSError
+    carrying its message when it happens while an Arrow reader fetches the result."""
+    return isinstance(error, duckdb.OutOfMemoryException) or str(error).startswith("Out of Memory Error")
 
 
 def release_freed_memory() -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 
@@ -22,7 +23,7 @@ from gra_stream.errors import Interrupted, UserError
 from gra_stream.executors import Executor, LocalExecutor, open_context
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
-from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, release_freed_memory
+from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, out_of_memory, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
 from gra_stream.plan import change_plan, planned_moves, tables_config
 from gra_stream.progress import Progress
@@ -312,20 +313,29 @@ def _drain(con, query: str, path: Path) -> int:
     and its memory back before the stage's own lookups (the gate's band join) need DuckDB's, so the two
     never hold memory at once, and the count is known without evaluating the query twice.
 
-    It runs on one thread, under DRAIN_MEMORY (gra_stream/memory.py says why)."""
+    It runs on one thread, under the first of DRAIN_MEMORY's limits it fits in (gra_stream/memory.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    con.execute(f"SET threads = 1; SET memory_limit = '{DRAIN_MEMORY}'")
+    for limit in DRAIN_MEMORY[:-1]:
+        try:
+            return _drain_under(limit, con, query, path)
+        except (duckdb.Error, OSError) as error:
+            if not out_of_memory(error):
+                raise
+    return _drain_under(DRAIN_MEMORY[-1], con, query, path)
+
+
+def _drain_under(limit: str, con, query: str, path: Path) -> int:
+    con.execute(f"SET threads = 1; SET memory_limit = '{limit}'")
     try:
-        reader = con.sql(query).to_arrow_reader(65536)
         rows = 0
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+        with (con.sql(query).to_arrow_reader(65536) as reader, pa.OSFile(str(path), "wb") as sink,
+              pa.ipc.new_file(sink, reader.schema) as writer):
             for record_batch in reader:
                 writer.write_batch(record_batch)
                 rows += record_batch.num_rows
-        reader.close()
+        return rows
     finally:
         con.execute(f"RESET threads; SET memory_limit = '{DUCKDB_MEMORY}'")
-    return rows
 
 
 def _batches(path: Path, size: int):

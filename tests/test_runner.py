@@ -1,5 +1,6 @@
 """The runner's own decisions: what it checks before touching the run directory, what it records of each
-run, when it may skip every pending query, and the columns it checks before any model loads."""
+run, when it may skip every pending query, the columns it checks before any model loads, and the memory
+its pending queries drain under."""
 import json
 
 import pytest
@@ -10,7 +11,8 @@ from gra_stream.plan import tables_config
 from gra_stream.progress import Progress
 from gra_stream.stages import Stage, all_stages
 from gra_stream.store import Store
-from tests.conftest import corpus, fake_config, head_jsonl
+from tests.conftest import corpus, fake_config, head_jsonl, run_fake
+from tests.invariants import state
 
 
 def test_inputs_are_checked_before_the_run_directory_exists(tmp_path):
@@ -63,3 +65,19 @@ def test_auto_runs_batches_in_worker_processes_unless_a_model_runs_in_process(mo
     assert runner.choose_executor("ray", engine) == "ray" and runner.choose_executor("local", fake_config()) == "local"
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 1)
     assert runner.choose_executor("auto", fake_config()) == "local"
+
+
+def test_a_pending_query_that_outgrows_the_first_drain_limit_is_drained_under_the_next(tmp_path, monkeypatch):
+    """What a pending query needs grows with the wave: one that runs out of DuckDB memory under the first
+    drain limit is drained again under the next, and the run ends with the tables of a run that never ran out."""
+    from gra_stream.memory import DUCKDB_MEMORY
+
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "seeds.jsonl", 100)
+    run_fake([seeds], tmp_path / "roomy")
+    tried = []
+    drain_under = runner._drain_under
+    monkeypatch.setattr(runner, "_drain_under", lambda limit, *args: tried.append(limit) or drain_under(limit, *args))
+    monkeypatch.setattr(runner, "DRAIN_MEMORY", ("8MB", DUCKDB_MEMORY))  # a 100-seed run's drains outgrow 8MB
+    run_fake([seeds], tmp_path / "tight")
+    assert "8MB" in tried and DUCKDB_MEMORY in tried
+    assert state(tmp_path / "tight") == state(tmp_path / "roomy")
