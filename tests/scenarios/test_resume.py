@@ -75,9 +75,11 @@ def test_sql_and_status_work_while_a_run_writes_and_a_second_run_is_refused(tmp_
     proc = start(seeds, run_dir, config)
     try:
         wait_for(proc, lambda: segments(run_dir, "profiles") >= 1)
-        counts = []
+        counts = []  # rows of every stage so far: the 175 seeds may all be profiled before the first look
+        written = " + ".join(f"(SELECT count(*) FROM {t})" for t in ("profiles", "generations", "gates", "reviews",
+                                                                    "verdicts", "diversity", "samples"))
         while proc.poll() is None and len(counts) < 15:
-            counts.append(sql_rows(run_dir, "SELECT count(*) AS n FROM profiles")[0]["n"])
+            counts.append(sql_rows(run_dir, f"SELECT {written} AS n")[0]["n"])
             gra("status", run_dir, "--json")
         assert counts == sorted(counts) and counts[-1] > counts[0] > 0, counts
         second = gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet", check=False)
