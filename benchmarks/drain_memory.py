@@ -3,7 +3,8 @@
 On a finished run directory (a `scale.py --workdir` run, say), each stage's output table is emptied in a
 scratch copy made of links, so that everything the run did is pending at once: what one wave per round
 (`[waves] first_seeds = 0`) asks of that stage in a fresh run. The query is drained as the runner drains
-it (one thread), and the smallest memory limit it fits in is found by bisection, to within 8 MB.
+it (`runner._drain_under`: one thread, the run's connection settings), and the smallest memory limit it
+fits in is found by bisection, to within 8 MB.
 
     python benchmarks/drain_memory.py RUN_DIR [--config fake.toml]
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 import duckdb
 
 from gra_stream.config import load_config
-from gra_stream.memory import DRAIN_MEMORY, out_of_memory
+from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, out_of_memory
+from gra_stream.runner import _drain_under
 from gra_stream.stages import all_stages
 from gra_stream.store import Store
 from gra_stream.waves import Scope
@@ -27,10 +29,13 @@ CEILING_MB = 1024
 
 
 def with_table_emptied(run_dir: Path, table: str, scratch: Path) -> Store:
-    """A copy of `run_dir` made of links to its tables, but with `table` holding no rows."""
+    """A copy of `run_dir` made of links to its tables, but with `table` holding no rows, and a scratch
+    folder of its own for what the drain writes and spills."""
     shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
+    (scratch / ".tmp").mkdir(parents=True)
     for path in run_dir.iterdir():
+        if path.name == ".tmp":
+            continue
         if path.name == table:
             (scratch / table).mkdir()
             shutil.copy(path / "_empty.parquet", scratch / table / "_empty.parquet")
@@ -40,12 +45,11 @@ def with_table_emptied(run_dir: Path, table: str, scratch: Path) -> Store:
 
 
 def drained_rows(store: Store, query: str, limit_mb: int) -> int | None:
-    """The query's row count when it drains under `limit_mb` on one thread; None when it runs out."""
-    con = store.connect()
-    con.execute(f"SET threads = 1; SET memory_limit = '{limit_mb}MB'")
+    """The query's row count when the runner's drain fits it under `limit_mb`; None when it runs out. The
+    connection is set up as the runner's (spilling to DIR/.tmp, insertion order not kept)."""
+    con = store.connect(memory_limit=DUCKDB_MEMORY)
     try:
-        with con.sql(query).to_arrow_reader(65536) as reader:
-            return sum(batch.num_rows for batch in reader)
+        return _drain_under(f"{limit_mb}MB", con, query, store.root / ".tmp" / "pending.arrow")
     except (duckdb.Error, OSError) as error:
         if out_of_memory(error):
             return None
