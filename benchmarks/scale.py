@@ -21,7 +21,7 @@ of the run and of the runner while it ran (which wave sets the run's peak).
 The diversity filter runs with its default search, `index = "ivf"` (exact up to ~10k references, then
 cells; `--diversity exact` for the paper's exact search at every size, whose time grows with the square
 of the corpus: about 4 TFLOP per 4,096-row batch at 1M seeds, over an hour on 2 cores; `--diversity off`
-to leave the filter out).
+to leave the filter out). `--overlap off` takes the passes one at a time, to compare with the default.
 """
 from __future__ import annotations
 
@@ -258,14 +258,17 @@ def main() -> None:
     ap.add_argument("--executor", choices=["auto", "processes", "local"], default="",
                     help="default: none given, so the run's own default (auto)")
     ap.add_argument("--diversity", choices=["default", "ivf", "exact", "off"], default="default")
+    ap.add_argument("--overlap", choices=["default", "off"], default="default",
+                    help="off: [waves] overlap = false, passes one at a time (the default overlaps two)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gra-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     diversity = {"off": "enabled = false\n", "exact": 'index = "exact"\n', "ivf": 'index = "ivf"\n', "default": ""}[args.diversity]
-    config = fake_config(work / "fake.toml", "batch_size = 1024\n", diversity)
+    waves = "[waves]\noverlap = false\n" if args.overlap == "off" else ""
+    config = fake_config(work / "fake.toml", "batch_size = 1024\n", diversity, tables=waves)
     print(f"workdir {work}; {os.cpu_count()} cores; --executor {args.executor or 'not given (auto)'}; "
-          f"diversity search {args.diversity}")
+          f"diversity search {args.diversity}; overlap {args.overlap}")
     print(GOALS)
     peaks = []
     for n in sizes:

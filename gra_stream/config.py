@@ -146,6 +146,7 @@ class Waves:
     `first_seeds`, each next one four times as large, up to a quarter of the corpus. 0: one wave per round
     (the paper's whole-round diversity walk)."""
     first_seeds: int = 512
+    overlap: bool = True  # a stage may work on a wave while an earlier stage takes the next (performance only)
 
 
 @dataclass(frozen=True)

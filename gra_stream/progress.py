@@ -6,6 +6,7 @@ seconds, and per stage when the run ends. Silent with `--quiet`."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ class Progress:
         self.headline = ""
         self._bars: RichProgress | None = None
         self.live: Live | None = None  # the live view, while a run shows one
+        self.lock = threading.RLock()  # overlapping passes report from threads of their own
 
     def say(self, message: str, *, even_if_quiet: bool = False) -> None:
         if self.quiet and not even_if_quiet:
@@ -70,6 +72,10 @@ class Progress:
 
     def stage(self, name: str, total: int) -> "StageBar":
         """A pass of stage `name` over `total` pending rows (0: not known)."""
+        with self.lock:
+            return self._stage(name, total)
+
+    def _stage(self, name: str, total: int) -> "StageBar":
         count = self.stages.get(name)
         if count is None:
             count = self.stages[name] = StageCount(name)
@@ -82,6 +88,10 @@ class Progress:
     def wave(self, label: str, seeds_done: int, seeds: int, kept: int) -> None:
         """A wave (`label`: "wave 3/9") went through every stage: `seeds_done` of the corpus's `seeds` are
         through. The ETA assumes the rest goes at the pace so far."""
+        with self.lock:
+            self._wave(label, seeds_done, seeds, kept)
+
+    def _wave(self, label: str, seeds_done: int, seeds: int, kept: int) -> None:
         elapsed = time.monotonic() - self.started
         eta = elapsed * (seeds - seeds_done) / seeds_done if seeds_done else 0
         self.headline = (f"{label}  {seeds_done:,}/{seeds:,} seeds through every stage  "
@@ -140,11 +150,16 @@ class StageBar:
         self.p, self.count = progress, count
 
     def advance(self, rows: int, tokens: int = 0) -> None:
-        self.count.done += rows
-        self.count.tokens += tokens
-        self.p._advanced(self.count)
+        with self.p.lock:
+            self.count.done += rows
+            self.count.tokens += tokens
+            self.p._advanced(self.count)
 
     def close(self) -> None:
+        with self.p.lock:
+            self._close()
+
+    def _close(self) -> None:
         """A pass of no known size that did nothing leaves no row."""
         self.count.busy_s, self.count.opened = self.count.elapsed(), None
         if self.p._bars is not None and self.count.task is not None and not (self.count.done or self.count.total):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
 from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, out_of_memory, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
+from gra_stream.passes import PASSES_AT_ONCE, Pass, run_passes
 from gra_stream.plan import change_plan, planned_moves, tables_config
 from gra_stream.progress import Progress
 from gra_stream.schemas import TABLES
@@ -255,39 +257,73 @@ def _samples(store: Store) -> int:
 
 def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: Executor, progress: Progress,
                stop: _StopFlag, summary: RunSummary, max_samples: int) -> bool:
-    """Every stage over what is pending, round by round and, within a round, wave by wave. Round r's tasks
-    are dealt only once round r - 1 has been through every stage, so its samples are in the pool. False
-    when `max_samples` stopped the run before its last wave."""
+    """Every stage over what is pending, round by round and, within a round, wave by wave, in passes
+    (gra_stream/passes.py): two at once where the executor takes batches from more than one thread and
+    `[waves] overlap` is on. Round r's tasks are dealt only once round r - 1 has been through every stage,
+    so its samples are in the pool. False when `max_samples` stopped the run before its last wave."""
     plan = waves.plan(con, ctx.config.waves.first_seeds)
-    rounds = ctx.config.rounds
-    for round_no in range(1, rounds + 1):
-        for wave_no, wave in enumerate(plan, 1):
-            scope = Scope(rounds_open=round_no, below=wave.below)
-            worked = 0
-            for stage in stages:
-                rows = _run_stage(stage, store, con, ctx, executor, progress, stop, summary, scope)
+    rounds, last_stage = ctx.config.rounds, len(stages) - 1
+    halt = _Halt(stop)
+    lock = threading.Lock()  # the summary, counted from every pass's thread
+    worked: dict[tuple[int, int], int] = {}
+
+    def run(p: Pass) -> None:
+        stage = stages[p.stage]
+
+        def tally(rows: int, calls: int) -> None:
+            with lock:
                 summary.rows_by_stage[stage.name] = summary.rows_by_stage.get(stage.name, 0) + rows
-                worked += rows
-            if not worked:
-                continue
-            kept = _samples(store)
-            label = f"round {round_no}, wave {wave_no}/{len(plan)}" if rounds > 1 else f"wave {wave_no}/{len(plan)}"
-            progress.wave(label, wave.through, plan[-1].through, kept)
-            last = round_no == rounds and wave_no == len(plan)
-            if max_samples and kept >= max_samples and not last:
-                summary.stopped_at = kept
-                return False
-    return True
+                summary.llm_calls += calls
+                worked[p.round, p.wave] = worked.get((p.round, p.wave), 0) + rows
+        try:
+            _run_stage(stage, store, con, ctx, executor, progress, halt, Scope(p.round, plan[p.wave].below), tally)
+        except Interrupted:
+            if stop.raised or not halt.enough:
+                raise  # the run stops here; with enough samples, a pass of a later wave just ends early
+
+    def finished(p: Pass, _) -> bool:
+        if p.stage != last_stage or not worked.get((p.round, p.wave)):
+            return True
+        kept = _samples(store)
+        wave = f"wave {p.wave + 1}/{len(plan)}"
+        progress.wave(f"round {p.round}, {wave}" if rounds > 1 else wave, plan[p.wave].through, plan[-1].through, kept)
+        last = p.round == rounds and p.wave == len(plan) - 1
+        if max_samples and kept >= max_samples and not last:
+            summary.stopped_at, halt.enough = kept, True
+            return False
+        return True
+
+    at_once = PASSES_AT_ONCE if ctx.config.waves.overlap and executor.overlaps else 1
+    run_passes(len(plan), len(stages), rounds, run, finished, halt.fail, at_once)
+    return not halt.enough
+
+
+class _Halt:
+    """What a pass checks between batches: a stop signal, or the run asking its passes to stop (enough
+    samples kept, or another pass failed)."""
+
+    def __init__(self, stop: _StopFlag):
+        self.stop, self.enough, self.failed = stop, False, False
+
+    @property
+    def raised(self) -> bool:
+        return self.stop.raised or self.enough or self.failed
+
+    def fail(self) -> None:
+        self.failed = True
 
 
 def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor, progress: Progress,
-               stop: _StopFlag, summary: RunSummary, scope: Scope) -> int:
+               stop, scope: Scope, tally) -> None:
+    """One pass of `stage` over the rows `scope` takes; `tally(rows, llm_calls)` counts its work."""
     pending = store.root / ".tmp" / f"pending-{stage.name}-{os.getpid()}.arrow"
     try:
-        total = _drain(con, stage.pending(ctx.config, scope), pending)
+        with _DRAINING:
+            total = _drain(con, stage.pending(ctx.config, scope), pending)
         release_freed_memory()  # the query's sort is over; the stage's peak comes next
         if total == 0:
-            return 0
+            return
+        tally(total, 0)
         size = stage.rows_per_batch(ctx.config)
         bar = progress.stage(stage.name, total)
         try:
@@ -296,14 +332,17 @@ def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor
             for ids, out in executor.map(stage, _batches(pending, size), ctx, stop):
                 store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
                 release_freed_memory()  # what the batch freed, before the next one comes in
-                if stage.llm:
-                    summary.llm_calls += out.height
+                tally(0, out.height if stage.llm else 0)
                 bar.advance(len(ids), int(out["completion_tokens"].sum()) if "completion_tokens" in out.columns else 0)
         finally:
             bar.close()
-        return total
     finally:
         pending.unlink(missing_ok=True)
+
+
+# One drain at a time: a drain sets the database's thread count and memory limit (DuckDB has no
+# per-connection ones), and overlapping passes share the database.
+_DRAINING = threading.Lock()
 
 
 def _drain(con, query: str, path: Path) -> int:

@@ -39,6 +39,8 @@ class StopRequest(Protocol):
 
 
 class Executor(Protocol):
+    overlaps: bool  # whether passes may call `map` from threads of their own at once (gra_stream/passes.py)
+
     def map(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context,
             stop: StopRequest) -> Iterator[Finished]: ...
 
@@ -81,7 +83,10 @@ def keep_in_flight(batches: Iterator[pl.DataFrame], stop: StopRequest, limit: in
 
 
 class LocalExecutor:
-    """Every batch in this process, in order; a stop request is honoured before the next batch starts."""
+    """Every batch in this process, in order; a stop request is honoured before the next batch starts.
+    Passes take turns: they would share this process's one core of Python and the stages' lookups."""
+
+    overlaps = False
 
     def map(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context,
             stop: StopRequest) -> Iterator[Finished]:

@@ -23,7 +23,9 @@ import io
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -63,8 +65,12 @@ def worker_count(config: Config) -> int:
 
 
 class ProcessExecutor:
+    overlaps = True  # the pool takes batches from every pass's thread; ordered finishes share one BLAS limit
+
     def __init__(self, run_dir: Path, config: Config):
         self.workers = worker_count(config)
+        self._lock = threading.Lock()
+        self._blas_users, self._blas_limit = 0, None
         self.run_dir, self.cwd = str(Path(run_dir).resolve()), os.getcwd()
         self.config = share_budgets(config, self.workers)
         self.local = LocalExecutor()
@@ -84,11 +90,12 @@ class ProcessExecutor:
         return self._in_workers(stage, batches, stop)
 
     def _pool(self) -> ProcessPoolExecutor:
-        if self.pool is None:
-            # spawn, not fork: this process has DuckDB and Polars thread pools running
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker)
-        return self.pool
+        with self._lock:
+            if self.pool is None:
+                # spawn, not fork: this process has DuckDB and Polars thread pools running
+                self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_init_worker)
+            return self.pool
 
     def _in_workers(self, stage: Stage, batches: Iterator[pl.DataFrame], stop: StopRequest) -> Iterator[Finished]:
         """Keep IN_FLIGHT_PER_WORKER batches per worker submitted; yield results as they finish."""
@@ -105,13 +112,29 @@ class ProcessExecutor:
         Its matrix products run on one BLAS thread meanwhile: the workers hold every core, and a second
         thread here only waits for one (OpenBLAS threads spin while they wait)."""
         ahead: deque[Future] = deque()
-        with threadpool_limits(limits=1, user_api="blas"):
+        with self._one_blas_thread():
             for batch in batches:
                 ahead.append(self._submit(stage.prepare, batch))
                 if len(ahead) > IN_FLIGHT_PER_WORKER * self.workers:
                     yield self._finish(stage, ahead.popleft(), ctx, stop)
             while ahead:
                 yield self._finish(stage, ahead.popleft(), ctx, stop)
+
+    @contextmanager
+    def _one_blas_thread(self):
+        """BLAS on one thread while any ordered pass finishes here. The limit is the process's, and two
+        overlapping passes must not restore it under each other: the last one out does."""
+        with self._lock:
+            if not self._blas_users:
+                self._blas_limit = threadpool_limits(limits=1, user_api="blas")
+            self._blas_users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._blas_users -= 1
+                if not self._blas_users:
+                    self._blas_limit.restore_original_limits()
 
     @staticmethod
     def _finish(stage: Stage, prepared: Future, ctx: Context, stop: StopRequest) -> Finished:

@@ -87,6 +87,8 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 class RayExecutor:
+    overlaps = False  # one Ray Data pipeline at a time
+
     def __init__(self, run_dir: Path, config: Config, *, address: str = "", progress: Progress | None = None):
         if ray is None:
             raise UserError("--executor ray needs Ray: pip install 'gra-stream[ray]'")

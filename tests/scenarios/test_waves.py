@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from gra_stream.ids import content_id
@@ -74,10 +75,32 @@ def test_the_first_samples_are_queryable_before_later_waves_start_their_first_ll
     check_run(run_dir)
 
 
-def test_max_samples_stops_after_the_wave_that_reaches_it_and_a_run_without_it_goes_on(tmp_path, seeds, reference):
+def committed_before(run_dir, table, moment):
+    """Rows of `table` whose segments were committed before `moment` (a segment's mtime is its write)."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in (run_dir / table).glob("*.parquet")
+               if p.name != "_empty.parquet" and p.stat().st_mtime < moment)
+
+
+@pytest.mark.parametrize("overlap, later_waves_profiled", [("true", True), ("false", False)])
+def test_with_worker_processes_a_stage_works_on_one_wave_while_an_earlier_stage_takes_the_next(
+        tmp_path, seeds, reference, overlap, later_waves_profiled):
+    """Passes overlap (gra_stream/passes.py): by the time the first samples are committed, later waves have
+    been profiled; one at a time, only the first wave's 16 seeds are. The tables are the same."""
+    config = fake_config_file(tmp_path, SLOW + WAVES + f"overlap = {overlap}\n", latency_s=0.05)
+    run_dir = tmp_path / "run"
+    gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet", "--executor", "processes")
+    first_samples = min(p.stat().st_mtime for p in (run_dir / "samples").glob("*.parquet") if p.name != "_empty.parquet")
+    profiled = committed_before(run_dir, "profiles", first_samples)
+    assert (profiled > 16) == later_waves_profiled and profiled >= 16, profiled
+    assert state(run_dir) == state(reference)
+
+
+@pytest.mark.parametrize("executor", ["local", "processes"])
+def test_max_samples_stops_after_the_wave_that_reaches_it_and_a_run_without_it_goes_on(tmp_path, seeds, reference,
+                                                                                        executor):
     config = fake_config_file(tmp_path, SLOW + WAVES)
     run_dir = tmp_path / "run"
-    stopped = gra("run", seeds, "--run-dir", run_dir, "--config", config, "--max-samples", 3, "--executor", "local")
+    stopped = gra("run", seeds, "--run-dir", run_dir, "--config", config, "--max-samples", 3, "--executor", executor)
     samples = sql_rows(run_dir, "SELECT count(*) AS n FROM samples")[0]["n"]
     total = sql_rows(reference, "SELECT count(*) AS n FROM samples")[0]["n"]
     assert 3 <= samples < total
@@ -95,12 +118,13 @@ KILL_POINTS = [("samples", 1), ("profiles", 4), ("generations", 6), ("reviews", 
                ("profiles", 9), ("verdicts", 7), ("samples", 4)]
 
 
-def test_sigkill_across_waves_then_resume_equals_an_uninterrupted_run(tmp_path, seeds, reference):
+@pytest.mark.parametrize("executor", ["local", "processes"])
+def test_sigkill_across_waves_then_resume_equals_an_uninterrupted_run(tmp_path, seeds, reference, executor):
     config = fake_config_file(tmp_path, SLOW + WAVES, latency_s=0.01)
     run_dir = tmp_path / "run"
     kills = 0
     for table, target in KILL_POINTS:
-        proc = start(seeds, run_dir, config, "--executor", "local")
+        proc = start(seeds, run_dir, config, "--executor", executor)
         reached = wait_for(proc, lambda: segments(run_dir, table) >= target, timeout=300)
         if reached and proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

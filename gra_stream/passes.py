@@ -1,0 +1,86 @@
+"""Passes: the order in which the runner takes its (round, wave, stage) passes, and which may run at once.
+
+A pass runs one stage over the pending rows of one wave (gra_stream/waves.py). A wave goes through the
+stages in order, each stage takes the waves in order, and round r starts once round r - 1 is done (its
+samples anchor round r's tasks). So pass (r, w, s) may start once (r, w, s - 1) and (r, w - 1, s) are done,
+and with two passes at once stage s works on wave w while an earlier stage works on wave w + 1, as the
+stages of a pipeline do.
+
+A pass reads the same pending rows whenever it runs: rows of later waves are outside its scope, and what
+it reads of its own and earlier waves is done by the time it may start. So the tables never depend on which
+passes overlapped, and taking them one at a time makes the same ones.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+
+PASSES_AT_ONCE = 2  # where they may overlap: one pass's tail and the runner's own work fill the other's gaps
+
+
+@dataclass(frozen=True, order=True)
+class Pass:
+    round: int  # from 1
+    wave: int   # from 0, in the wave plan
+    stage: int  # from 0, in the stage list
+
+
+def all_passes(rounds: int, waves: int, stages: int) -> list[Pass]:
+    """Every pass, in the order one at a time takes them."""
+    return [Pass(r, w, s) for r in range(1, rounds + 1) for w in range(waves) for s in range(stages)]
+
+
+def ready(p: Pass, done: set[Pass], waves: int, stages: int) -> bool:
+    """Whether `p` may start once the passes in `done` are."""
+    before = []
+    if p.stage:
+        before.append(Pass(p.round, p.wave, p.stage - 1))
+    if p.wave:
+        before.append(Pass(p.round, p.wave - 1, p.stage))
+    elif p.round > 1:
+        before.append(Pass(p.round - 1, waves - 1, stages - 1))
+    return all(q in done for q in before)
+
+
+def run_passes(waves: int, stages: int, rounds: int, run: Callable[[Pass], object],
+               finished: Callable[[Pass, object], bool], halt: Callable[[], None], at_once: int) -> None:
+    """Run every pass: `run(p)` does pass p and returns what `finished(p, result)` is told when it is done;
+    `finished` returns False to start no further pass. Up to `at_once` passes run at once, each in a thread
+    of its own (`at_once = 1`: in this thread, in order). When a pass raises, `halt()` asks the others to
+    stop at their next batch boundary, and the first error is raised once none is running."""
+    order = all_passes(rounds, waves, stages)
+    if at_once <= 1:
+        for p in order:
+            if not finished(p, run(p)):
+                return
+        return
+    done: set[Pass] = set()
+    running: dict[Future, Pass] = {}
+    error: BaseException | None = None
+    starting = True
+    with ThreadPoolExecutor(at_once, thread_name_prefix="pass") as threads:
+        while True:
+            while starting and len(running) < at_once:
+                p = next((q for q in order if ready(q, done, waves, stages)), None)
+                if p is None:
+                    break
+                order.remove(p)
+                running[threads.submit(run, p)] = p
+            if not running:
+                break
+            completed, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(completed, key=running.get):
+                p = running.pop(future)
+                try:
+                    result = future.result()
+                except BaseException as e:  # noqa: BLE001 - re-raised below, once nothing runs
+                    if error is None:
+                        error, starting = e, False
+                        halt()
+                    continue
+                done.add(p)
+                starting = finished(p, result) and starting
+    if error is not None:
+        raise error

@@ -1,0 +1,93 @@
+"""The order of the runner's passes: a wave goes through the stages in order, each stage takes the waves in
+order, rounds are barriers, and up to `at_once` passes run at once within those rules."""
+import threading
+import time
+
+import pytest
+
+from gra_stream.passes import Pass, all_passes, ready, run_passes
+
+
+def test_a_pass_waits_for_its_wave_at_the_stage_before_and_for_the_wave_before_at_its_stage():
+    done = {Pass(1, 0, 0), Pass(1, 0, 1)}
+    assert ready(Pass(1, 0, 2), done, waves=3, stages=3)
+    assert ready(Pass(1, 1, 0), done, waves=3, stages=3)
+    assert not ready(Pass(1, 1, 1), done, waves=3, stages=3), "wave 1 has not been through stage 0"
+    assert ready(Pass(1, 1, 1), done | {Pass(1, 1, 0)}, waves=3, stages=3)
+    assert not ready(Pass(1, 2, 0), done, waves=3, stages=3), "stage 0 takes the waves in order"
+
+
+def test_a_round_starts_once_the_round_before_is_through_every_stage_and_wave():
+    round_one = set(all_passes(1, waves=2, stages=3))
+    assert not ready(Pass(2, 0, 0), round_one - {Pass(1, 1, 2)}, waves=2, stages=3)
+    assert ready(Pass(2, 0, 0), round_one, waves=2, stages=3)
+
+
+def waits_for(p, waves, stages):
+    """What the rules say `p` waits for, spelled out."""
+    if p.stage:
+        yield Pass(p.round, p.wave, p.stage - 1)
+    if p.wave:
+        yield Pass(p.round, p.wave - 1, p.stage)
+    if p.round > 1 and p == Pass(p.round, 0, 0):
+        yield Pass(p.round - 1, waves - 1, stages - 1)
+
+
+class Recorder:
+    """A pass that takes a little time and records when it ran, and how many ran at once."""
+
+    def __init__(self, seconds=0.02):
+        self.seconds, self.lock = seconds, threading.Lock()
+        self.spans, self.now, self.most, self.threads = {}, 0, 0, set()
+
+    def __call__(self, p):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.threads.add(threading.current_thread().name)
+        start = time.monotonic()
+        time.sleep(self.seconds)
+        with self.lock:
+            self.now -= 1
+            self.spans[p] = (start, time.monotonic())
+        return p.stage
+
+
+def test_passes_overlap_two_at_a_time_and_none_starts_before_what_it_waits_for():
+    record, told = Recorder(), []
+    run_passes(4, 3, 2, record, lambda p, result: told.append((p, result)) or True, lambda: None, at_once=2)
+    assert sorted(record.spans) == all_passes(2, 4, 3), "every pass ran, once"
+    assert record.most == 2, "two passes ran at once, never more"
+    for p, (start, _) in record.spans.items():
+        for q in waits_for(p, waves=4, stages=3):
+            assert record.spans[q][1] <= start, f"{p} started before {q} was over"
+    assert sorted(told) == [(p, p.stage) for p in all_passes(2, 4, 3)], "finished hears every pass and its result"
+
+
+def test_one_at_a_time_runs_the_passes_in_order_in_this_thread():
+    record, order = Recorder(0), []
+    run_passes(2, 3, 1, lambda p: order.append(p) or record(p), lambda p, r: True, lambda: None, at_once=1)
+    assert order == all_passes(1, 2, 3)
+    assert record.threads == {threading.current_thread().name}
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_when_finished_says_enough_no_further_pass_starts(at_once):
+    record = Recorder()
+    run_passes(4, 2, 1, record, lambda p, r: p != Pass(1, 1, 1), lambda: None, at_once=at_once)
+    started = set(record.spans)
+    assert Pass(1, 1, 1) in started and Pass(1, 3, 0) not in started and Pass(1, 2, 1) not in started
+
+
+def test_a_failing_pass_halts_the_others_and_its_error_is_raised_once_they_are_done():
+    halted, record = [], Recorder(0.05)
+
+    def run(p):
+        if p == Pass(1, 1, 0):
+            raise ValueError("broken batch")
+        return record(p)
+    with pytest.raises(ValueError, match="broken batch"):
+        run_passes(3, 3, 1, run, lambda p, r: True, lambda: halted.append(True), at_once=2)
+    assert halted == [True]
+    assert record.now == 0, "the pass running beside it finished before the error was raised"
+    assert Pass(1, 2, 0) not in record.spans, "no pass starts after a failure"
