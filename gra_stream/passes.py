@@ -4,7 +4,8 @@ A pass runs one stage over the pending rows of one wave (gra_stream/waves.py). A
 stages in order, each stage takes the waves in order, and round r starts once round r - 1 is done (its
 samples anchor round r's tasks). So pass (r, w, s) may start once (r, w, s - 1) and (r, w - 1, s) are done,
 and with two passes at once stage s works on wave w while an earlier stage works on wave w + 1, as the
-stages of a pipeline do.
+stages of a pipeline do. At most two waves are in the stages at once (WAVES_AT_ONCE), and the first wave
+runs alone, so that nothing holds up the run's first samples.
 
 A pass reads the same pending rows whenever it runs: rows of later waves are outside its scope, and what
 it reads of its own and earlier waves is done by the time it may start. So the tables never depend on which
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 
 PASSES_AT_ONCE = 2  # where they may overlap: one pass's tail and the runner's own work fill the other's gaps
+WAVES_AT_ONCE = 2   # a wave starts once the wave two before it is through every stage: the next wave fills
+                    # the gaps of the one before, and later waves, each larger, do not hold up its first samples
 
 
 @dataclass(frozen=True, order=True)
@@ -39,7 +42,9 @@ def ready(p: Pass, done: set[Pass], waves: int, stages: int) -> bool:
         before.append(Pass(p.round, p.wave, p.stage - 1))
     if p.wave:
         before.append(Pass(p.round, p.wave - 1, p.stage))
-    elif p.round > 1:
+    if p.wave >= WAVES_AT_ONCE or p.wave == 1:  # the first wave runs alone: its samples are the first ones
+        before.append(Pass(p.round, max(0, p.wave - WAVES_AT_ONCE), stages - 1))
+    elif not p.wave and p.round > 1:
         before.append(Pass(p.round - 1, waves - 1, stages - 1))
     return all(q in done for q in before)
 

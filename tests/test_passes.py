@@ -1,5 +1,6 @@
 """The order of the runner's passes: a wave goes through the stages in order, each stage takes the waves in
-order, rounds are barriers, and up to `at_once` passes run at once within those rules."""
+order, two waves at most are in the stages, rounds are barriers, and up to `at_once` passes run at once
+within those rules."""
 import threading
 import time
 
@@ -9,12 +10,21 @@ from gra_stream.passes import Pass, all_passes, ready, run_passes
 
 
 def test_a_pass_waits_for_its_wave_at_the_stage_before_and_for_the_wave_before_at_its_stage():
-    done = {Pass(1, 0, 0), Pass(1, 0, 1)}
-    assert ready(Pass(1, 0, 2), done, waves=3, stages=3)
-    assert ready(Pass(1, 1, 0), done, waves=3, stages=3)
-    assert not ready(Pass(1, 1, 1), done, waves=3, stages=3), "wave 1 has not been through stage 0"
-    assert ready(Pass(1, 1, 1), done | {Pass(1, 1, 0)}, waves=3, stages=3)
-    assert not ready(Pass(1, 2, 0), done, waves=3, stages=3), "stage 0 takes the waves in order"
+    done = {Pass(1, 0, s) for s in range(3)} | {Pass(1, 1, 0), Pass(1, 1, 1)}
+    assert ready(Pass(1, 1, 2), done, waves=4, stages=3)
+    assert ready(Pass(1, 2, 0), done, waves=4, stages=3)
+    assert not ready(Pass(1, 2, 1), done, waves=4, stages=3), "wave 2 has not been through stage 0"
+    assert ready(Pass(1, 2, 1), done | {Pass(1, 2, 0)}, waves=4, stages=3)
+    assert not ready(Pass(1, 3, 0), done, waves=4, stages=3), "stage 0 takes the waves in order"
+
+
+def test_the_first_wave_runs_alone_then_a_wave_starts_once_the_wave_two_before_it_is_through():
+    assert not ready(Pass(1, 1, 0), {Pass(1, 0, 0), Pass(1, 0, 1)}, waves=4, stages=3), "wave 0 runs alone"
+    assert ready(Pass(1, 1, 0), {Pass(1, 0, s) for s in range(3)}, waves=4, stages=3)
+    done = {Pass(1, w, s) for w in (0, 1, 2) for s in range(3)} - {Pass(1, 1, 2), Pass(1, 2, 2)}
+    assert ready(Pass(1, 2, 1), done - {Pass(1, 2, 1)}, waves=4, stages=3), "waves 1 and 2 at once"
+    assert not ready(Pass(1, 3, 0), done, waves=4, stages=3), "wave 1 is still in its last stage"
+    assert ready(Pass(1, 3, 0), done | {Pass(1, 1, 2)}, waves=4, stages=3)
 
 
 def test_a_round_starts_once_the_round_before_is_through_every_stage_and_wave():
@@ -29,6 +39,8 @@ def waits_for(p, waves, stages):
         yield Pass(p.round, p.wave, p.stage - 1)
     if p.wave:
         yield Pass(p.round, p.wave - 1, p.stage)
+    if p.wave >= 1:  # the first wave alone, then two waves at most
+        yield Pass(p.round, max(0, p.wave - 2), stages - 1)
     if p.round > 1 and p == Pass(p.round, 0, 0):
         yield Pass(p.round - 1, waves - 1, stages - 1)
 

@@ -81,6 +81,7 @@ class ProcessExecutor:
         threads = str(max(1, (os.cpu_count() or 1) // self.workers))
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, threads)
+        self._pool()
 
     def map(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context, stop: StopRequest) -> Iterator[Finished]:
         if stage.ordered and stage.prepare is None:
@@ -95,6 +96,11 @@ class ProcessExecutor:
                 # spawn, not fork: this process has DuckDB and Polars thread pools running
                 self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_init_worker)
+                # Every worker starts now, from this thread (a pool starts a worker per task submitted while
+                # none is idle): PR_SET_PDEATHSIG ties a worker's life to the thread that started it, and
+                # overlapping passes run in threads that end before the run does.
+                for _ in range(self.workers):
+                    self.pool.submit(int)
             return self.pool
 
     def _in_workers(self, stage: Stage, batches: Iterator[pl.DataFrame], stop: StopRequest) -> Iterator[Finished]:
