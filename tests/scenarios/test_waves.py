@@ -75,23 +75,27 @@ def test_the_first_samples_are_queryable_before_later_waves_start_their_first_ll
     check_run(run_dir)
 
 
-def committed_before(run_dir, table, moment):
-    """Rows of `table` whose segments were committed before `moment` (a segment's mtime is its write)."""
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in (run_dir / table).glob("*.parquet")
-               if p.name != "_empty.parquet" and p.stat().st_mtime < moment)
+def commits(run_dir, table):
+    """(commit time, rows) of each segment of `table`: a segment's mtime is when it was written."""
+    return [(p.stat().st_mtime, pq.read_table(p)) for p in (run_dir / table).glob("*.parquet")
+            if p.name != "_empty.parquet"]
 
 
-@pytest.mark.parametrize("overlap, later_waves_profiled", [("true", True), ("false", False)])
+@pytest.mark.parametrize("overlap, profiled_ahead", [("true", True), ("false", False)])
 def test_with_worker_processes_a_stage_works_on_one_wave_while_an_earlier_stage_takes_the_next(
-        tmp_path, seeds, reference, overlap, later_waves_profiled):
-    """Passes overlap (gra_stream/passes.py): by the time the first samples are committed, later waves have
-    been profiled; one at a time, only the first wave's 16 seeds are. The tables are the same."""
+        tmp_path, seeds, reference, overlap, profiled_ahead):
+    """Passes overlap (gra_stream/passes.py): before the second wave's first samples are committed, the third
+    wave has been profiled; one pass at a time, only the first two waves' 16 + 43 seeds are. The tables are
+    the same."""
     config = fake_config_file(tmp_path, SLOW + WAVES + f"overlap = {overlap}\n", latency_s=0.05)
     run_dir = tmp_path / "run"
     gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet", "--executor", "processes")
-    first_samples = min(p.stat().st_mtime for p in (run_dir / "samples").glob("*.parquet") if p.name != "_empty.parquet")
-    profiled = committed_before(run_dir, "profiles", first_samples)
-    assert (profiled > 16) == later_waves_profiled and profiled >= 16, profiled
+    first_wave_ends = sql_rows(  # the 17th seed by id: the first of the second wave
+        run_dir, "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM seeds) WHERE k = 17")[0]["id"]
+    second_wave_samples = min(t for t, rows in commits(run_dir, "samples")
+                              if any(seed >= first_wave_ends for seed in rows["seed_id"].to_pylist()))
+    profiled = sum(rows.num_rows for t, rows in commits(run_dir, "profiles") if t < second_wave_samples)
+    assert (profiled > 16 + 43) == profiled_ahead and profiled >= 16 + 43, profiled
     assert state(run_dir) == state(reference)
 
 
