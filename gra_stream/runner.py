@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -275,11 +275,15 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
                 summary.rows_by_stage[stage.name] = summary.rows_by_stage.get(stage.name, 0) + rows
                 summary.llm_calls += calls
                 worked[p.round, p.wave] = worked.get((p.round, p.wave), 0) + rows
+        lookups = ctx.con.cursor()  # a pass's own: a DuckDB connection is not shared between threads
         try:
-            _run_stage(stage, store, con, ctx, executor, progress, halt, Scope(p.round, plan[p.wave].below), tally)
+            _run_stage(stage, store, con, replace(ctx, con=lookups), executor, progress, halt,
+                       Scope(p.round, plan[p.wave].below), tally)
         except Interrupted:
             if stop.raised or not halt.enough:
                 raise  # the run stops here; with enough samples, a pass of a later wave just ends early
+        finally:
+            lookups.close()
 
     def finished(p: Pass, _) -> bool:
         if p.stage != last_stage or not worked.get((p.round, p.wave)):
