@@ -42,9 +42,9 @@ def ready(p: Pass, done: set[Pass], waves: int, stages: int) -> bool:
         before.append(Pass(p.round, p.wave, p.stage - 1))
     if p.wave:
         before.append(Pass(p.round, p.wave - 1, p.stage))
-    if p.wave >= WAVES_AT_ONCE or p.wave == 1:  # the first wave runs alone: its samples are the first ones
+    if p.wave:  # the first wave runs alone; after it, at most WAVES_AT_ONCE waves are in the stages
         before.append(Pass(p.round, max(0, p.wave - WAVES_AT_ONCE), stages - 1))
-    elif not p.wave and p.round > 1:
+    elif p.round > 1:
         before.append(Pass(p.round - 1, waves - 1, stages - 1))
     return all(q in done for q in before)
 

@@ -25,10 +25,10 @@ import os
 import signal
 import threading
 from collections import deque
-from contextlib import contextmanager
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
