@@ -40,9 +40,8 @@ def ready(p: Pass, done: set[Pass], waves: int, stages: int) -> bool:
     before = []
     if p.stage:
         before.append(Pass(p.round, p.wave, p.stage - 1))
-    if p.wave:
+    if p.wave:  # the wave before at this stage; and the first wave runs alone, then WAVES_AT_ONCE at most
         before.append(Pass(p.round, p.wave - 1, p.stage))
-    if p.wave:  # the first wave runs alone; after it, at most WAVES_AT_ONCE waves are in the stages
         before.append(Pass(p.round, max(0, p.wave - WAVES_AT_ONCE), stages - 1))
     elif p.round > 1:
         before.append(Pass(p.round - 1, waves - 1, stages - 1))
