@@ -3,7 +3,7 @@
 On a finished run directory (a `scale.py --workdir` run, say), each stage's output table is emptied in a
 scratch copy made of links, so that everything the run did is pending at once: what one wave per round
 (`[waves] first_seeds = 0`) asks of that stage in a fresh run. The query is drained as the runner drains
-it (`runner._drain_under`: one thread, the run's connection settings), and the smallest memory limit it
+it (`pending.drain_under`: one thread, the run's connection settings), and the smallest memory limit it
 fits in is found by bisection, to within 8 MB.
 
     python benchmarks/drain_memory.py RUN_DIR [--config fake.toml]
@@ -20,7 +20,7 @@ import duckdb
 
 from gra_stream.config import load_config
 from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, out_of_memory
-from gra_stream.runner import _drain_under
+from gra_stream.pending import drain_under
 from gra_stream.stages import all_stages
 from gra_stream.store import Store
 from gra_stream.waves import Scope
@@ -49,7 +49,7 @@ def drained_rows(store: Store, query: str, limit_mb: int) -> int | None:
     connection is set up as the runner's (spilling to DIR/.tmp, insertion order not kept)."""
     con = store.connect(memory_limit=DUCKDB_MEMORY)
     try:
-        return _drain_under(f"{limit_mb}MB", con, query, store.root / ".tmp" / "pending.arrow")
+        return drain_under(f"{limit_mb}MB", con, query, store.root / ".tmp" / "pending.arrow")
     except (duckdb.Error, OSError) as error:
         if out_of_memory(error):
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from gra_stream import scratch_sql
 from gra_stream.errors import UserError
 
 
@@ -21,12 +22,9 @@ def _table(records: list[dict]) -> pl.DataFrame:
 
 
 def _run(expression: str, frame: pl.DataFrame) -> list:
-    con = duckdb.connect()
-    try:
+    with scratch_sql.cursor() as con:
         con.register("record", frame.to_arrow())
         return [row[0] for row in con.sql(f"SELECT ({expression}) FROM record").fetchall()]
-    finally:
-        con.close()
 
 
 def evaluate(expression: str, records: list[dict]) -> list:

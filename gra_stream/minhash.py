@@ -13,7 +13,6 @@ import re
 from functools import lru_cache
 
 import numpy as np
-from datasketch import MinHash
 
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint64((1 << 32) - 1)
@@ -69,6 +68,8 @@ def shingles(text: str, k: int = SHINGLE) -> list[bytes]:
 
 @lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    from datasketch import MinHash  # here, not at the top: datasketch imports scipy, which every run would wait for
+
     a, b = MinHash(num_perm=num_perm, seed=seed, scheme="legacy").permutations
     return a.astype(np.uint64), b.astype(np.uint64)
 

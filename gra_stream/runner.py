@@ -12,9 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
 import polars as pl
-import pyarrow as pa
 
 from gra_stream import kept_versions, stage_versions, waves
 from gra_stream.backends.openai_http import check_credentials
@@ -24,9 +22,10 @@ from gra_stream.errors import Interrupted, UserError
 from gra_stream.executors import Executor, LocalExecutor, open_context
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
-from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, out_of_memory, release_freed_memory
+from gra_stream.memory import DUCKDB_MEMORY, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
 from gra_stream.passes import PASSES_AT_ONCE, Pass, run_passes
+from gra_stream.pending import batches, drain
 from gra_stream.plan import change_plan, planned_moves, tables_config
 from gra_stream.progress import Progress
 from gra_stream.schemas import TABLES
@@ -322,8 +321,7 @@ def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor
     """One pass of `stage` over the rows `scope` takes; `tally(rows, llm_calls)` counts its work."""
     pending = store.root / ".tmp" / f"pending-{stage.name}-{os.getpid()}.arrow"
     try:
-        with _DRAINING:
-            total = _drain(con, stage.pending(ctx.config, scope), pending)
+        total = drain(con, stage.pending(ctx.config, scope), pending)
         release_freed_memory()  # the query's sort is over; the stage's peak comes next
         if total == 0:
             return
@@ -333,7 +331,7 @@ def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor
         try:
             if stage.setup is not None:
                 stage.setup(ctx)
-            for ids, out in executor.map(stage, _batches(pending, size), ctx, stop):
+            for ids, out in executor.map(stage, batches(pending, size), ctx, stop):
                 store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
                 release_freed_memory()  # what the batch freed, before the next one comes in
                 tally(0, out.height if stage.llm else 0)
@@ -342,55 +340,3 @@ def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor
             bar.close()
     finally:
         pending.unlink(missing_ok=True)
-
-
-# One drain at a time: a drain sets the database's thread count and memory limit (DuckDB has no
-# per-connection ones), and overlapping passes share the database.
-_DRAINING = threading.Lock()
-
-
-def _drain(con, query: str, path: Path) -> int:
-    """Run `query` to its end into an Arrow file at `path` (in its order) and return its row count.
-
-    The stage then reads its batches from that file, not from DuckDB: the pending query's sort is over
-    and its memory back before the stage's own lookups (the gate's band join) need DuckDB's, so the two
-    never hold memory at once, and the count is known without evaluating the query twice.
-
-    It runs on one thread, under the first of DRAIN_MEMORY's limits it fits in (gra_stream/memory.py)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for limit in DRAIN_MEMORY[:-1]:
-        try:
-            return _drain_under(limit, con, query, path)
-        except (duckdb.Error, OSError) as error:
-            if not out_of_memory(error):
-                raise
-    return _drain_under(DRAIN_MEMORY[-1], con, query, path)
-
-
-def _drain_under(limit: str, con, query: str, path: Path) -> int:
-    con.execute(f"SET threads = 1; SET memory_limit = '{limit}'")
-    try:
-        rows = 0
-        with (con.sql(query).to_arrow_reader(65536) as reader, pa.OSFile(str(path), "wb") as sink,
-              pa.ipc.new_file(sink, reader.schema) as writer):
-            for record_batch in reader:
-                writer.write_batch(record_batch)
-                rows += record_batch.num_rows
-        return rows
-    finally:
-        con.execute(f"RESET threads; SET memory_limit = '{DUCKDB_MEMORY}'")
-
-
-def _batches(path: Path, size: int):
-    """The rows of the Arrow file at `path`, in order, as frames of `size` rows (the last one shorter)."""
-    pending_rows: pl.DataFrame | None = None
-    with pa.OSFile(str(path), "rb") as source:
-        file = pa.ipc.open_file(source)
-        for i in range(file.num_record_batches):
-            frame = pl.from_arrow(file.get_batch(i))
-            pending_rows = frame if pending_rows is None else pl.concat([pending_rows, frame])
-            while pending_rows.height >= size:
-                yield pending_rows.head(size)
-                pending_rows = pending_rows.slice(size)
-    if pending_rows is not None and pending_rows.height:
-        yield pending_rows

@@ -20,6 +20,11 @@ def _schema(*cols):
     return pa.schema([pa.field(n, t) for n, t in cols])
 
 
+def empty(schema: pa.Schema) -> pa.Table:
+    """A table with no rows. (`schema.empty_table()` would import pandas, half a second of every start.)"""
+    return pa.Table.from_batches([], schema=schema)
+
+
 TABLES: dict[str, pa.Schema] = {
     "seeds": _schema(("id", S), ("instruction", S), ("input", S), ("response", S), ("source", S), ("line", I)),
     "ingest_errors": _schema(("id", S), ("source", S), ("line", I), ("reason", S), ("raw", S)),

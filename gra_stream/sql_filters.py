@@ -11,9 +11,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from gra_stream import scratch_sql
 from gra_stream.config import SQL_DIR, Config
 from gra_stream.errors import UserError
-from gra_stream.schemas import TABLES
+from gra_stream.schemas import TABLES, empty
 
 _PARAM = re.compile(r"^--\s*param\s+(\w+)\s*=\s*(.+?)\s*$", re.MULTILINE)
 RESULT_COLUMNS = ["id", "reason", "detail"]
@@ -66,14 +67,14 @@ def load_filters(config: Config) -> list[SqlFilter]:
 
 
 def _dry_run(f: SqlFilter) -> None:
-    con = duckdb.connect(":memory:")
-    con.register("batch", TABLES["generations"].empty_table())
-    try:
-        result = con.execute(f.sql, f.params)
-    except duckdb.Error as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{f.path}: the filter does not run: {first}") from None
-    columns = [d[0] for d in result.description]
+    with scratch_sql.cursor() as con:
+        con.register("batch", empty(TABLES["generations"]))
+        try:
+            result = con.execute(f.sql, f.params)
+        except duckdb.Error as e:
+            first = str(e).strip().splitlines()[0]
+            raise UserError(f"{f.path}: the filter does not run: {first}") from None
+        columns = [d[0] for d in result.description]
     if columns != RESULT_COLUMNS:
         raise UserError(f"{f.path}: a filter must select exactly (id, reason, detail); it selects ({', '.join(columns)})")
 
@@ -83,10 +84,9 @@ def apply_filters(filters: list[SqlFilter], batch: pl.DataFrame) -> dict[str, tu
     drops: dict[str, tuple[str, str]] = {}
     if not filters or batch.is_empty():
         return drops
-    con = duckdb.connect(":memory:")
-    con.register("batch", batch.to_arrow())
-    for f in filters:
-        for id_, reason, detail in con.execute(f.sql, f.params).fetchall():
-            drops.setdefault(id_, (reason, detail or ""))
-    con.close()
+    with scratch_sql.cursor() as con:
+        con.register("batch", batch.to_arrow())
+        for f in filters:
+            for id_, reason, detail in con.execute(f.sql, f.params).fetchall():
+                drops.setdefault(id_, (reason, detail or ""))
     return drops

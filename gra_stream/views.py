@@ -8,7 +8,7 @@ from __future__ import annotations
 import duckdb
 
 from gra_stream.config import SQL_DIR
-from gra_stream.schemas import TABLES
+from gra_stream.schemas import TABLES, empty
 
 
 def _quote(path: str) -> str:
@@ -17,16 +17,16 @@ def _quote(path: str) -> str:
 
 def define_views(con: duckdb.DuckDBPyConnection, store) -> None:
     for table, schema in TABLES.items():
-        empty = f"__declared_{table}"
+        declared = f"__declared_{table}"
         # a table of the database, not a registration of this connection: cursors see it too
-        con.register("__declared", schema.empty_table())
-        con.execute(f"CREATE OR REPLACE TABLE {empty} AS SELECT * FROM __declared")
+        con.register("__declared", empty(schema))
+        con.execute(f"CREATE OR REPLACE TABLE {declared} AS SELECT * FROM __declared")
         con.unregister("__declared")
         if store.segments(table):
             con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({_quote(store.glob(table))}, "
-                        f"union_by_name = true) UNION ALL BY NAME SELECT * FROM {empty}")
+                        f"union_by_name = true) UNION ALL BY NAME SELECT * FROM {declared}")
         else:
-            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {empty}")
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {declared}")
     con.execute((SQL_DIR / "views.sql").read_text(encoding="utf-8"))
     for version in store.kept():  # results of earlier configs: v1.samples, v2.verdicts, ...
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {version.label}")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gra_stream import runner, stage_versions
+from gra_stream import pending, runner, stage_versions
 from gra_stream.errors import UserError
 from gra_stream.plan import tables_config
 from gra_stream.progress import Progress
@@ -75,9 +75,9 @@ def test_a_pending_query_that_outgrows_the_first_drain_limit_is_drained_under_th
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "seeds.jsonl", 100)
     run_fake([seeds], tmp_path / "roomy")
     tried = []
-    drain_under = runner._drain_under
-    monkeypatch.setattr(runner, "_drain_under", lambda limit, *args: tried.append(limit) or drain_under(limit, *args))
-    monkeypatch.setattr(runner, "DRAIN_MEMORY", ("8MB", DUCKDB_MEMORY))  # a 100-seed run's drains outgrow 8MB
+    drain_under = pending.drain_under
+    monkeypatch.setattr(pending, "drain_under", lambda limit, *args: tried.append(limit) or drain_under(limit, *args))
+    monkeypatch.setattr(pending, "DRAIN_MEMORY", ("8MB", DUCKDB_MEMORY))  # a 100-seed run's drains outgrow 8MB
     run_fake([seeds], tmp_path / "tight")
     assert "8MB" in tried and DUCKDB_MEMORY in tried
     assert state(tmp_path / "tight") == state(tmp_path / "roomy")

@@ -1,0 +1,64 @@
+"""A stage pass's pending rows: its pending query run to the end into an Arrow file, then read back in
+batches. (The runner's `_run_stage` is the only caller.)"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, out_of_memory
+
+# One drain at a time: a drain sets the database's thread count and memory limit (DuckDB has no
+# per-connection ones), and overlapping passes share the database.
+_DRAINING = threading.Lock()
+
+
+def drain(con, query: str, path: Path) -> int:
+    """Run `query` to its end into an Arrow file at `path` (in its order) and return its row count.
+
+    The stage then reads its batches from that file, not from DuckDB: the pending query's sort is over
+    and its memory back before the stage's own lookups (the gate's band join) need DuckDB's, so the two
+    never hold memory at once, and the count is known without evaluating the query twice.
+
+    It runs on one thread, under the first of DRAIN_MEMORY's limits it fits in (gra_stream/memory.py)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _DRAINING:
+        for limit in DRAIN_MEMORY[:-1]:
+            try:
+                return drain_under(limit, con, query, path)
+            except (duckdb.Error, OSError) as error:
+                if not out_of_memory(error):
+                    raise
+        return drain_under(DRAIN_MEMORY[-1], con, query, path)
+
+
+def drain_under(limit: str, con, query: str, path: Path) -> int:
+    con.execute(f"SET threads = 1; SET memory_limit = '{limit}'")
+    try:
+        rows = 0
+        with (con.sql(query).to_arrow_reader(65536) as reader, pa.OSFile(str(path), "wb") as sink,
+              pa.ipc.new_file(sink, reader.schema) as writer):
+            for record_batch in reader:
+                writer.write_batch(record_batch)
+                rows += record_batch.num_rows
+        return rows
+    finally:
+        con.execute(f"RESET threads; SET memory_limit = '{DUCKDB_MEMORY}'")
+
+
+def batches(path: Path, size: int):
+    """The rows of the Arrow file at `path`, in order, as frames of `size` rows (the last one shorter)."""
+    pending_rows: pl.DataFrame | None = None
+    with pa.OSFile(str(path), "rb") as source:
+        file = pa.ipc.open_file(source)
+        for i in range(file.num_record_batches):
+            frame = pl.from_arrow(file.get_batch(i))
+            pending_rows = frame if pending_rows is None else pl.concat([pending_rows, frame])
+            while pending_rows.height >= size:
+                yield pending_rows.head(size)
+                pending_rows = pending_rows.slice(size)
+    if pending_rows is not None and pending_rows.height:
+        yield pending_rows
