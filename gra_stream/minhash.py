@@ -68,10 +68,14 @@ def shingles(text: str, k: int = SHINGLE) -> list[bytes]:
 
 @lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    from datasketch import MinHash  # here, not at the top: datasketch imports scipy, which every run would wait for
-
-    a, b = MinHash(num_perm=num_perm, seed=seed, scheme="legacy").permutations
-    return a.astype(np.uint64), b.astype(np.uint64)
+    """datasketch's legacy permutations (a, b), drawn as `datasketch.MinHash(scheme="legacy")` draws them
+    (tests/test_minhash.py checks they are equal). Not imported from it: datasketch imports scipy, half a
+    second of every worker's start."""
+    gen = np.random.RandomState(seed)
+    pairs = [(gen.randint(1, MERSENNE_PRIME, dtype=np.uint64), gen.randint(0, MERSENNE_PRIME, dtype=np.uint64))
+             for _ in range(num_perm)]
+    a, b = np.array(pairs, dtype=np.uint64).T
+    return a, b
 
 
 def shingle_hashes(texts: list[str], k: int = SHINGLE) -> tuple[np.ndarray, np.ndarray]:

@@ -188,6 +188,13 @@ def _make_executor(kind: str, run_dir: Path, config: Config, ray_address: str, p
     return RayExecutor(run_dir, config, address=ray_address, progress=progress)
 
 
+def _start_executor(kind: str, run_dir: Path, config: Config, ray_address: str, progress: Progress,
+                    stop: _StopFlag) -> Executor:
+    executor = _make_executor(kind, run_dir, config, ray_address, progress)
+    stop.reinstall()
+    return executor
+
+
 def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ray_address, max_samples) -> RunSummary:
     store = Store(run_dir)
     summary = RunSummary()
@@ -205,6 +212,10 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
         ctx: Context | None = None
         executor: Executor | None = None
         try:
+            # The executor's workers start while the seeds are read, unless a finished run left these
+            # tables under this config: then only new seeds can make work, and none may come.
+            if not _nothing_changed(store, config, names):
+                executor = _start_executor(executor_kind, run_dir, config, ray_address, progress, stop)
             bar = progress.stage("ingest", 0)
             try:
                 for stats in ingest_files(store, seed_files, config, on_progress=bar.advance):
@@ -222,8 +233,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
                 summary.stopped_at = kept
                 outcome = "stopped"
                 return summary
-            executor = _make_executor(executor_kind, run_dir, config, ray_address, progress)
-            stop.reinstall()
+            executor = executor or _start_executor(executor_kind, run_dir, config, ray_address, progress, stop)
             needed = config.committee.reviewers + 2
             if len(config.models) < needed:
                 progress.say(f"note: the pool has {len(config.models)} model(s), fewer than reviewers + 2 = {needed}: "

@@ -27,6 +27,13 @@ def test_signatures_equal_datasketch_with_the_same_hash_function(monkeypatch, ch
         assert np.array_equal(reference(text, 128), sig), text
 
 
+@pytest.mark.parametrize("num_perm,seed", [(120, 1), (16, 7)])
+def test_permutations_are_datasketchs(num_perm, seed):
+    a, b = minhash.permutations(num_perm, seed)
+    expected = MinHash(num_perm=num_perm, seed=seed, scheme="legacy").permutations
+    assert np.array_equal(a, expected[0]) and np.array_equal(b, expected[1])
+
+
 def test_normalisation_ignores_case_and_spacing():
     a, b = signatures(["Hello   World", "hello world"], num_perm=64)
     assert np.array_equal(a, b)

@@ -112,6 +112,12 @@ def worker_context(run_dir: str, config: Config, cwd: str) -> Context:
     return _CONTEXTS[key]
 
 
+def warm_worker(run_dir: str, config: Config, cwd: str) -> None:
+    """A worker's first task, as it starts: its context, opened before its first batch comes rather than
+    while the first wave waits for it."""
+    worker_context(run_dir, config, cwd)
+
+
 def close_worker_contexts() -> None:
     for ctx in _CONTEXTS.values():
         ctx.pool.close()

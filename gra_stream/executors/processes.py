@@ -36,7 +36,8 @@ from threadpoolctl import threadpool_limits
 
 from gra_stream.config import Config, share_budgets
 from gra_stream.errors import Interrupted, UserError
-from gra_stream.executors import IN_FLIGHT_PER_WORKER, Finished, LocalExecutor, StopRequest, batch_ipc, keep_in_flight, run_batch
+from gra_stream.executors import (IN_FLIGHT_PER_WORKER, Finished, LocalExecutor, StopRequest, batch_ipc, keep_in_flight, run_batch,
+                                  warm_worker)
 from gra_stream.stages import Context, Stage
 
 PR_SET_PDEATHSIG = 1
@@ -100,7 +101,7 @@ class ProcessExecutor:
                 # none is idle): PR_SET_PDEATHSIG ties a worker's life to the thread that started it, and
                 # overlapping passes run in threads that end before the run does.
                 for _ in range(self.workers):
-                    self.pool.submit(int)
+                    self.pool.submit(warm_worker, self.run_dir, self.config, self.cwd)
             return self.pool
 
     def _in_workers(self, stage: Stage, batches: Iterator[pl.DataFrame], stop: StopRequest) -> Iterator[Finished]:
