@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, out_of_memory
+from gra_stream.waves import Scope
 
 # One drain at a time: a drain sets the database's thread count and memory limit (DuckDB has no
 # per-connection ones), and overlapping passes share the database.
@@ -62,3 +63,19 @@ def batches(path: Path, size: int):
                 pending_rows = pending_rows.slice(size)
     if pending_rows is not None and pending_rows.height:
         yield pending_rows
+
+
+def idle_stages(stages, con, config) -> set[int]:
+    """The leading stages with no pending row in any wave or round: nothing before them makes rows during
+    the run, so they stay with nothing to do, and their passes need not drain their pending query once
+    per wave (a config change that re-decides, or a resumed run, re-reads the first stages' inputs for
+    nothing otherwise). With more rounds, generation reads what later stages make: the leading stages
+    end before it."""
+    idle: set[int] = set()
+    for i, stage in enumerate(stages):
+        if config.rounds > 1 and stage.name == "generate":
+            break
+        if con.sql(f"SELECT 1 FROM ({stage.pending(config, Scope(rounds_open=config.rounds))}) LIMIT 1").fetchall():
+            break
+        idle.add(i)
+    return idle

@@ -25,7 +25,7 @@ from gra_stream.ingest import check_seed_files, ingest_files
 from gra_stream.memory import DUCKDB_MEMORY, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
 from gra_stream.passes import PASSES_AT_ONCE, Pass, run_passes
-from gra_stream.pending import batches, drain
+from gra_stream.pending import batches, drain, idle_stages
 from gra_stream.plan import change_plan, planned_moves, tables_config
 from gra_stream.progress import Progress
 from gra_stream.schemas import TABLES
@@ -276,7 +276,11 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
     lock = threading.Lock()  # the summary, counted from every pass's thread
     worked: dict[tuple[int, int], int] = {}
 
+    idle = idle_stages(stages, con, ctx.config)
+
     def run(p: Pass) -> None:
+        if p.stage in idle:
+            return
         stage = stages[p.stage]
 
         def tally(rows: int, calls: int) -> None:

@@ -81,3 +81,26 @@ def test_a_pending_query_that_outgrows_the_first_drain_limit_is_drained_under_th
     run_fake([seeds], tmp_path / "tight")
     assert "8MB" in tried and DUCKDB_MEMORY in tried
     assert state(tmp_path / "tight") == state(tmp_path / "roomy")
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_stages_with_nothing_to_do_skip_their_pending_query_in_every_wave(tmp_path, monkeypatch, rounds):
+    """After a tau change the stages before review have nothing pending: their passes do not drain their
+    pending query once per wave. With two rounds generation reads what later stages make, so it and the
+    stages after it are drained in every wave of every round. The tables are those of a fresh run."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "seeds.jsonl", 40)
+    settings = {"waves": {"first_seeds": 8}, "rounds": rounds}
+    run_fake([seeds], tmp_path / "run", **settings)
+    drained = []
+    drain = runner.drain
+    monkeypatch.setattr(runner, "drain", lambda con, query, path: drained.append(path.name.split("-")[1])
+                        or drain(con, query, path))
+    run_fake([seeds], tmp_path / "run", committee={"tau": 6.0}, **settings)
+    waves = len(runner.waves.plan(Store(tmp_path / "run").connect(), 8))
+    assert waves > 2
+    assert not {"profile", "embed"} & set(drained)
+    assert drained.count("generate") == (0 if rounds == 1 else rounds * waves)
+    assert drained.count("review") == rounds * waves
+    monkeypatch.undo()
+    run_fake([seeds], tmp_path / "fresh", committee={"tau": 6.0}, **settings)
+    assert state(tmp_path / "run") == state(tmp_path / "fresh")
