@@ -1,5 +1,5 @@
 """A stage pass's pending rows: its pending query run to the end into an Arrow file, then read back in
-batches. (The runner's `_run_stage` is the only caller.)"""
+batches; and which leading stages have no pending rows at all, so that the runner skips their passes."""
 from __future__ import annotations
 
 import threading
