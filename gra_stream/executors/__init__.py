@@ -114,7 +114,8 @@ def worker_context(run_dir: str, config: Config, cwd: str) -> Context:
 
 def warm_worker(run_dir: str, config: Config, cwd: str) -> None:
     """A worker's first task, as it starts: its context, opened before its first batch comes rather than
-    while the first wave waits for it."""
+    while the first wave waits for it. It returns nothing: the context stays in the worker, and a future
+    would otherwise try to send it back."""
     worker_context(run_dir, config, cwd)
 
 
