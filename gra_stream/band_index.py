@@ -20,7 +20,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+import polars as pl
 
 from gra_stream.store import EMPTY_SEGMENT, Store, map_arrays, save_arrays
 
@@ -98,16 +98,12 @@ class EarlierIndex:
         main = self.root / f"{segment.stem}.npy"
         minhash_path = self.root / f"{segment.stem}.minhash.npy"
         if not main.exists():
-            data = pq.read_table(segment, columns=["id", "passed", "minhash", "bands"])
-            data = data.filter(data.column("passed"))
-            n = data.num_rows
-            sigs = (data.column("minhash").combine_chunks().values.to_numpy(zero_copy_only=False)
-                    .reshape(n, self.num_perm).astype(np.uint32) if n else np.zeros((0, self.num_perm), np.uint32))
-            bands = (data.column("bands").combine_chunks().values.to_numpy(zero_copy_only=False)
-                     .reshape(n, self.bands).astype(np.uint64) if n else np.zeros((0, self.bands), np.uint64))
+            data = pl.read_parquet(segment, columns=["id", "passed", "minhash", "bands"]).filter(pl.col("passed"))
+            sigs = data["minhash"].list.to_array(self.num_perm).to_numpy().reshape(-1, self.num_perm).astype(np.uint32)
+            bands = data["bands"].list.to_array(self.bands).to_numpy().reshape(-1, self.bands).astype(np.uint64)
             flat = bands.ravel()
             order = np.argsort(flat, kind="stable")
-            encoded = [i.encode() for i in data.column("id").to_pylist()]
+            encoded = [i.encode() for i in data["id"].to_list()]
             save_arrays(minhash_path, [sigs])  # first: the main file's presence says the sidecar is whole
             save_arrays(main, [key_bitmap(flat), flat[order], (order // self.bands).astype(np.int32),
                                np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")])

@@ -26,7 +26,7 @@ import mmap
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+import polars as pl
 
 from gra_stream.embeddings import DIM
 from gra_stream.store import npy_header
@@ -106,13 +106,11 @@ def reserve(f, dtype: np.dtype, shape: tuple[int, ...]) -> int:
 def read_references(segment: Path, table: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids, unit vectors) of a segment's rows that are references: all seeds, the kept samples."""
     columns = ["id", "embedding"] + (["kept"] if table == "diversity" else [])
-    data = pq.read_table(segment, columns=columns)
+    data = pl.read_parquet(segment, columns=columns)  # (pyarrow's reader and to_numpy would import pandas)
     if table == "diversity":
-        data = data.filter(data.column("kept"))
-    ids = np.array(data.column("id").to_pylist(), dtype=object).astype(str)
-    embedding = data.column("embedding").combine_chunks()
-    vectors = (embedding.values.to_numpy(zero_copy_only=False).reshape(-1, DIM).astype(np.float32)
-               if len(embedding) else np.zeros((0, DIM), dtype=np.float32))
+        data = data.filter(pl.col("kept"))
+    ids = data["id"].to_numpy().astype(str)
+    vectors = data["embedding"].list.to_array(DIM).to_numpy().reshape(-1, DIM).astype(np.float32)
     return ids, vectors
 
 

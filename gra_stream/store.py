@@ -130,9 +130,9 @@ class Store:
         for table, schema in TABLES.items():
             folder = self.table_dir(table)
             folder.mkdir(parents=True, exist_ok=True)
-            empty = folder / EMPTY_SEGMENT
-            if not empty.exists() or not pq.read_schema(empty).equals(schema, check_metadata=False):
-                self._write(empty, pa.Table.from_pylist([], schema=schema))
+            segment = folder / EMPTY_SEGMENT
+            if not segment.exists() or not pq.read_schema(segment).equals(schema, check_metadata=False):
+                self._write(segment, empty(schema))
 
     # -- writing ------------------------------------------------------------------------------------
     def write_segment(self, table: str, name: str, frame: pl.DataFrame | pa.Table) -> Path:

@@ -1,24 +1,23 @@
 """Cells for the diversity filter at millions of rows (`[diversity] index = "ivf"`).
 
-The exact filter compares every kept sample with every seed and every sample kept before it: at millions
-of seeds that arithmetic, and rereading every embedding for each batch, outweighs the rest of the run. The cell index
-is an inverted file (IVF), as in FAISS: `cells` centroids found by spherical k-means, each reference in
-the cell of its nearest centroid, and each query compared only with the references in its `probes`
-nearest cells: cells / probes times less arithmetic. Two vectors at cosine 0.9 or more are close, so
-they nearly always share one of those cells; a miss keeps a sample the exact filter would have dropped
+The exact filter compares every kept sample with every seed and every sample kept before it: at millions of
+seeds that arithmetic, and rereading every embedding for each batch, outweighs the rest of the run. The cell
+index is an inverted file (IVF), as in FAISS: `cells` centroids found by spherical k-means, each reference
+in the cell of its nearest centroid, and each query compared only with the references in its `probes`
+nearest cells: cells / probes times less arithmetic. Two vectors at cosine 0.9 or more are close, so they
+nearly always share one of those cells; a miss keeps a sample the exact filter would have dropped
 (benchmarks/README.md gives the measured agreement). With `probes >= cells` it is exact.
 
-Each reference table (the seeds' embeddings, the kept samples) has its own cells, trained on its own
-rows: generated instructions resemble each other more than seeds do, and in cells made for the seeds
-they crowd into a few, which makes every query compare with most of them. A table is searched exactly
-until it holds `cells * MIN_ROWS_PER_CELL` references; then its cells are
-trained on its first TRAIN_ROWS references in segment order. A table of more than `cells *
-ROWS_PER_CELL` rows gets a cell per ROWS_PER_CELL rows instead, so that a query meets about as many
-references however large the table (`CellIndex._cell_count`): the seeds of a 1M corpus, all embedded
-before the filter starts, get 1,024 cells. A table that grows past that while it is searched (the kept
-samples) is trained again with the cells it now needs, each time they are
-twice as many as it has (`CellIndex.grow`): the cells a batch is searched in depend only on what
-earlier batches committed, so a resumed run searches as an uninterrupted one does.
+Each reference table (the seeds' embeddings, the kept samples) has its own cells, trained on its own rows:
+generated instructions resemble each other more than seeds do, and in cells made for the seeds they crowd
+into a few, which makes every query compare with most of them. A table is searched exactly until it holds
+`cells * MIN_ROWS_PER_CELL` references; then its cells are trained on its first TRAIN_ROWS references in
+segment order. A table of more than `cells * ROWS_PER_CELL` rows gets a cell per ROWS_PER_CELL rows instead,
+so that a query meets about as many references however large the table (`CellIndex._cell_count`): the seeds
+of a 1M corpus, all embedded before the filter starts, get 1,024 cells. A table that grows past that while
+it is searched (the kept samples) is trained again with the cells it now needs, each time they are twice as
+many as it has (`CellIndex.grow`): the cells a batch is searched in depend only on what earlier batches
+committed, so a resumed run searches as an uninterrupted one does.
 
 What is stored, under DIR/.index/diversity/, and how it is read: gra_stream/cell_storage.py.
 
@@ -90,6 +89,9 @@ class CellIndex:
     # -- centroids ----------------------------------------------------------------------------------
     def centroids(self, table: str) -> np.ndarray | None:
         """The table's centroids in use, or None while it holds too few references to train on."""
+        if (table not in self._centroids and not self._paths(table, 0)[0].exists()
+                and self._rows(table) < min(TRAIN_ROWS, self.cells * MIN_ROWS_PER_CELL)):
+            return None  # too few rows, as the segments' footers tell: no need to read the references
         return self._cells_or_references(table)[0]
 
     def build(self, table: str) -> None:

@@ -68,3 +68,23 @@ def test_every_subpackage_is_in_the_wheel():
     listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {module_name(p.parent / "__init__.py") for p in PACKAGE.rglob("__init__.py")}
     assert on_disk <= listed and {"gra_stream.configs", "gra_stream.sql", "gra_stream.sql.filters"} <= listed
+
+
+def test_a_run_imports_neither_pandas_nor_scipy(tmp_path):
+    """A run's processes start without pandas or scipy, each a quarter to half a second of a worker's start
+    before its first batch (pyarrow imports pandas to build arrays from Python values or to read through
+    its datasets; datasketch imports scipy). Two fake runs in one process, the second with new seeds, so
+    that earlier segments' sidecars are read too; then the modules that process loaded."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, corpus, head_jsonl
+
+    first = head_jsonl(corpus("gsm8k_train"), tmp_path / "first.jsonl", 20)
+    more = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "more.jsonl", 20)
+    code = (f"import sys\nfrom pathlib import Path\nfrom tests.conftest import run_fake\n"
+            f"for seeds in ([{str(first)!r}], [{str(first)!r}, {str(more)!r}]):\n"
+            f"    run_fake(map(Path, seeds), Path({str(tmp_path / 'run')!r}))\n"
+            f"print(sorted(m for m in ('pandas', 'scipy') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

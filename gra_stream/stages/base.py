@@ -2,38 +2,46 @@
 that turn a stage's output into a frame of its table's declared columns (see gra_stream/stages/__init__.py)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
 import duckdb
 import polars as pl
-import pyarrow as pa
 
 from gra_stream.backends.pool import ModelPool
 from gra_stream.config import Config
-from gra_stream.schemas import TABLES
+from gra_stream.schemas import TABLES, empty
 from gra_stream.sql_filters import SqlFilter
 from gra_stream.store import Store
 
 
 def table_frame(rows: list[dict], table: str) -> pl.DataFrame:
-    """A stage's output rows as a frame of `table`'s declared columns and types (keys it lacks are null).
-    Built by Arrow from the declared schema, so no row's types are inferred."""
-    return pl.from_arrow(pa.Table.from_pylist(rows, schema=TABLES[table]))
+    """A stage's output rows as a frame of `table`'s declared columns and types (keys it lacks are null),
+    so no row's types are inferred."""
+    return columns_frame({f.name: [row.get(f.name) for row in rows] for f in TABLES[table]}, table)
 
 
 def columns_frame(columns: dict[str, list | pl.Series], table: str) -> pl.DataFrame:
     """A stage's output as columns (a list of values or a Series, one per row), as a frame of `table`'s
-    declared columns and types (columns it lacks are null): no dict per row, as `table_frame` needs."""
-    schema = TABLES[table]
+    declared columns and types (columns it lacks are null): no dict per row, as `table_frame` needs.
+    Built by Polars: Arrow would import pandas to build an array from Python values, which costs each
+    worker a quarter of a second on its first batch."""
     n = len(next(iter(columns.values())))
+    out = []
+    for name, dtype in declared_types(table).items():
+        values = columns.get(name)
+        if isinstance(values, pl.Series):
+            out.append(values.cast(dtype).alias(name))
+        else:
+            out.append(pl.Series(name, [None] * n if values is None else values, dtype=dtype))
+    return pl.DataFrame(out)
 
-    def array(f: pa.Field) -> pa.Array:
-        values = columns.get(f.name)
-        if values is None:
-            return pa.nulls(n, f.type)
-        return values.to_arrow().cast(f.type) if isinstance(values, pl.Series) else pa.array(values, f.type)
-    return pl.from_arrow(pa.Table.from_arrays([array(f) for f in schema], schema=schema))
+
+@functools.cache
+def declared_types(table: str) -> pl.Schema:
+    """`table`'s declared columns and their Polars types."""
+    return pl.from_arrow(empty(TABLES[table])).schema
 
 
 @dataclass
