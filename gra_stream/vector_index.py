@@ -73,6 +73,7 @@ def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = KMEANS_I
 class CellIndex:
     def __init__(self, store: Store, model: str, cells: int, probes: int):
         self.store, self.model, self.cells, self.probes = store, model, cells, probes
+        self.training_minimum = min(TRAIN_ROWS, cells * MIN_ROWS_PER_CELL)  # fewer references: exact search
         self.root = store.index_dir("diversity")
         self._centroids: dict[str, np.ndarray] = {}
         self._generation: dict[str, int] = {}
@@ -90,7 +91,7 @@ class CellIndex:
     def centroids(self, table: str) -> np.ndarray | None:
         """The table's centroids in use, or None while it holds too few references to train on."""
         if (table not in self._centroids and not self._paths(table, 0)[0].exists()
-                and self._rows(table) < min(TRAIN_ROWS, self.cells * MIN_ROWS_PER_CELL)):
+                and self._rows(table) < self.training_minimum):
             return None  # too few rows, as the segments' footers tell: no need to read the references
         return self._cells_or_references(table)[0]
 
@@ -130,14 +131,13 @@ class CellIndex:
         self._generation[table], self._centroids[table] = generation + 1, np.load(path)
 
     def _cells_or_references(self, table: str) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
-        """(centroids, None): the latest trained, or trained now on the table's first TRAIN_ROWS
-        references (what every worker reads alike, so workers racing to train write the same file); or
-        (None, (ids, vectors)) of every reference while the table holds too few to train on: it is
-        searched exactly."""
+        """(centroids, None): the latest trained, or trained now on the table's first TRAIN_ROWS references
+        (what every worker reads alike, so workers racing to train write the same file); or (None, (ids,
+        vectors)) of every reference while the table holds too few to train on: it is searched exactly."""
         if table not in self._centroids:
             if not self._paths(table, 0)[0].exists():
                 ids, train = self._first_references(table, TRAIN_ROWS)
-                if len(train) < min(TRAIN_ROWS, self.cells * MIN_ROWS_PER_CELL):
+                if len(train) < self.training_minimum:
                     return None, (ids, train)
                 save_arrays(self._paths(table, 0)[0], [spherical_kmeans(train, self._cell_count(table, len(train)))])
             generation = 0
