@@ -1,4 +1,7 @@
 """Declared columns of every table in the run directory (the contract between stages, runner and SQL)."""
+import functools
+
+import polars as pl
 import pyarrow as pa
 
 S, I, F, B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
@@ -21,7 +24,7 @@ def _schema(*cols):
 
 
 def empty(schema: pa.Schema) -> pa.Table:
-    """A table with no rows. (`schema.empty_table()` would import pandas, half a second of every start.)"""
+    """A table with no rows. (`schema.empty_table()` would import pandas, which slows every start.)"""
     return pa.Table.from_batches([], schema=schema)
 
 
@@ -54,3 +57,9 @@ TABLES: dict[str, pa.Schema] = {
     "runs": _schema(("id", S), ("started", S), ("finished", S), ("elapsed_s", F), ("outcome", S),
                     ("config", S), ("seed_files", STRS), ("tables_digest", S), ("versions", S)),
 }
+
+
+@functools.cache
+def polars_types(table: str) -> pl.Schema:
+    """`table`'s declared columns and their Polars types."""
+    return pl.from_arrow(empty(TABLES[table])).schema

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from gra_stream.errors import UserError
 from gra_stream.ids import content_id
-from gra_stream.schemas import TABLES, empty
+from gra_stream.schemas import TABLES, empty, polars_types
 
 EMPTY_SEGMENT = "_empty.parquet"
 
@@ -168,7 +168,7 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------------
     def scan(self, table: str) -> pl.LazyFrame:
-        return pl.scan_parquet(self.glob(table), schema=pl.Schema(pl.from_arrow(empty(TABLES[table])).schema))
+        return pl.scan_parquet(self.glob(table), schema=polars_types(table))
 
     def connect(self, *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with one view per table (and the derived views of sql/views.sql).

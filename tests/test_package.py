@@ -71,8 +71,8 @@ def test_every_subpackage_is_in_the_wheel():
 
 
 def test_a_run_imports_neither_pandas_nor_scipy(tmp_path):
-    """A run's processes start without pandas or scipy, each a quarter to half a second of a worker's start
-    before its first batch (pyarrow imports pandas to build arrays from Python values or to read through
+    """A run's processes start without pandas or scipy, whose imports delay a worker's first batch
+    (pyarrow imports pandas to build arrays from Python values or to read through
     its datasets; datasketch imports scipy). Two fake runs in one process, the second with new seeds, so
     that earlier segments' sidecars are read too; then the modules that process loaded."""
     import subprocess

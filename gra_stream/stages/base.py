@@ -2,7 +2,6 @@
 that turn a stage's output into a frame of its table's declared columns (see gra_stream/stages/__init__.py)."""
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -11,7 +10,7 @@ import polars as pl
 
 from gra_stream.backends.pool import ModelPool
 from gra_stream.config import Config
-from gra_stream.schemas import TABLES, empty
+from gra_stream.schemas import TABLES, polars_types
 from gra_stream.sql_filters import SqlFilter
 from gra_stream.store import Store
 
@@ -25,23 +24,17 @@ def table_frame(rows: list[dict], table: str) -> pl.DataFrame:
 def columns_frame(columns: dict[str, list | pl.Series], table: str) -> pl.DataFrame:
     """A stage's output as columns (a list of values or a Series, one per row), as a frame of `table`'s
     declared columns and types (columns it lacks are null): no dict per row, as `table_frame` needs.
-    Built by Polars: Arrow would import pandas to build an array from Python values, which costs each
-    worker a quarter of a second on its first batch."""
+    Built by Polars: Arrow would import pandas to build an array from Python values, which delays each
+    worker's first batch."""
     n = len(next(iter(columns.values())))
     out = []
-    for name, dtype in declared_types(table).items():
+    for name, dtype in polars_types(table).items():
         values = columns.get(name)
         if isinstance(values, pl.Series):
             out.append(values.cast(dtype).alias(name))
         else:
             out.append(pl.Series(name, [None] * n if values is None else values, dtype=dtype))
     return pl.DataFrame(out)
-
-
-@functools.cache
-def declared_types(table: str) -> pl.Schema:
-    """`table`'s declared columns and their Polars types."""
-    return pl.from_arrow(empty(TABLES[table])).schema
 
 
 @dataclass
