@@ -18,7 +18,8 @@ def run_counting(monkeypatch, tmp_path, seeds, **overrides):
         return FakeBackend(spec.name)
 
     monkeypatch.setattr(ModelPool, "_make", make)
-    run_fake([seeds], tmp_path, models=ENGINES, **overrides)
+    # one wave, so that a stage's batches are all of its rows (with waves a stage visits engines per wave)
+    run_fake([seeds], tmp_path, models=ENGINES, waves={"first_seeds": 0}, **overrides)
     return pools[0].loads
 
 

@@ -134,9 +134,11 @@ def test_a_stage_setup_runs_once_in_the_runner_before_its_first_batch_and_not_wh
 
     stage = dataclasses.replace(profile.STAGE, run=run, setup=lambda ctx: events.append(("setup", ctx.store.root)))
     seeds = head_jsonl(corpus("gsm8k_test"), tmp_path / "seeds.jsonl", 40)
-    config = fake_config(batch_size=16)
+    one_wave = {"first_seeds": 0}  # with waves, setup runs once per pass (test_waves.py)
+    config = fake_config(batch_size=16, waves=one_wave)
     run_pipeline([seeds], tmp_path / "run", config, progress=Progress(quiet=True), stages=[stage])
     assert events == [("setup", tmp_path / "run"), ("batch", 16), ("batch", 16), ("batch", 8)]
     # another batch size: the run is not skipped as unchanged, its stage finds nothing pending
-    run_pipeline([seeds], tmp_path / "run", fake_config(batch_size=8), progress=Progress(quiet=True), stages=[stage])
+    run_pipeline([seeds], tmp_path / "run", fake_config(batch_size=8, waves=one_wave), progress=Progress(quiet=True),
+                 stages=[stage])
     assert len(events) == 4, "a stage with nothing pending runs no setup"

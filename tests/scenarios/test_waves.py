@@ -22,7 +22,10 @@ def test_wave_sizes_start_small_grow_fourfold_and_stop_at_a_quarter_of_the_corpu
     assert wave_sizes(8000, 512) == [512, 2000, 2000, 2000, 1488]
     assert wave_sizes(175, 16) == [16, 43, 43, 43, 30]
     assert wave_sizes(100, 16) == [16, 25, 25, 34], "a last wave under half the one before joins it"
-    assert wave_sizes(500, 1024) == [500], "a corpus smaller than the first wave is one wave"
+    assert wave_sizes(500, 1024) == [125] * 4, "a corpus under 4 x first_seeds starts with a quarter of it"
+    assert wave_sizes(64, 512) == [16] * 4
+    assert wave_sizes(24, 512) == [16, 8], "... but with at least 16 seeds"
+    assert wave_sizes(16, 512) == [16]
     assert wave_sizes(50_000, 0) == [50_000], "first_seeds = 0: one wave per round"
 
 
