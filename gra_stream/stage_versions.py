@@ -42,6 +42,7 @@ class Depends:
 
 
 LLM = ("run_seed", "max_reasks", *ENGINE_KEYS)
+SHORT_CIRCUIT = ("committee.tau", "committee.min_reviews", "committee.short_circuit")
 STAGES: dict[str, Depends] = {
     "ingest": Depends(keys=("fields",)),
     "profile": Depends(keys=LLM, prompts=("system", "profile"), models=True, reads=("ingest",), text_from=("ingest",)),
@@ -52,9 +53,9 @@ STAGES: dict[str, Depends] = {
                         text_from=("ingest", "profile")),
     "gate": Depends(keys=("dedup.num_perm", "dedup.bands", "dedup.threshold", "dedup.shingle_chars",
                           "decontamination"), filters=True, reads=("generate",)),
-    "review": Depends(keys=(*LLM, "committee.tau", "committee.short_circuit"), prompts=("system", "review"),
-                      models=True, reads=("gate",), selects=("committee.tau", "committee.short_circuit"),
-                      text_from=("generate",)),
+    # the short-circuit stops asking once tau is out of reach or too few reviews can parse (min_reviews)
+    "review": Depends(keys=(*LLM, *SHORT_CIRCUIT), prompts=("system", "review"), models=True, reads=("gate",),
+                      selects=SHORT_CIRCUIT, text_from=("generate",)),
     "decide": Depends(keys=("committee.tau", "committee.delta", "committee.min_reviews", "committee.reviewers"),
                       reads=("review",)),
     "adjudicate": Depends(keys=(*LLM, "committee.tau"), prompts=("system", "adjudicate"), models=True,

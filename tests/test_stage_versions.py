@@ -38,7 +38,7 @@ BASE = fake_config()
 @pytest.mark.parametrize("change,first", [
     (dict(committee={"tau": 6.0}), "review"),
     (dict(committee={"delta": 1.0}), "decide"),
-    (dict(committee={"min_reviews": 3}), "decide"),
+    (dict(committee={"min_reviews": 3}), "review"),  # the short-circuit stops when too few can parse
     (dict(committee={"short_circuit": False}), "review"),
     (dict(filters={"enabled": ["min_length"]}), "gate"),
     (dict(filters={"enabled": ["min_length"], "min_length": {"min_response_chars": 80}}), "gate"),

@@ -61,3 +61,22 @@ def test_short_circuit_decides_exactly_like_the_full_protocol(tmp_path):
     assert skipped_full == 0 and skipped_short > 0
     assert calls_short + skipped_short == calls_full
     assert len(v_full) > 200 and {"accept", "reject", "adjudicate"} == set(v_full.values())
+
+
+def test_min_reviews_changes_which_reviewers_are_asked_and_a_changed_one_recomputes_them(tmp_path):
+    """With replies that stay unparseable (no re-asks), the short-circuit skips reviewers once too few
+    reviews can parse to reach min_reviews; raising it on a finished run leaves the reviews a fresh run
+    makes, not the ones asked under the old value."""
+    import shutil
+
+    seeds = [head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 40)]
+    before, changed, fresh = tmp_path / "before", tmp_path / "changed", tmp_path / "fresh"
+    run_pipeline(seeds, before, fake_config(max_reasks=0), progress=Progress(quiet=True))
+    shutil.copytree(before, changed)
+    raised = fake_config(max_reasks=0, committee={"min_reviews": 3})
+    run_pipeline(seeds, changed, raised, progress=Progress(quiet=True))
+    run_pipeline(seeds, fresh, raised, progress=Progress(quiet=True))
+    query = "SELECT id, status, error FROM reviews ORDER BY id"
+    skipped = "SELECT count(*) FROM reviews WHERE status = 'skipped'"
+    assert Store(fresh).connect().sql(skipped).fetchall() != Store(before).connect().sql(skipped).fetchall()
+    assert Store(changed).connect().sql(query).fetchall() == Store(fresh).connect().sql(query).fetchall()
