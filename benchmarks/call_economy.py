@@ -65,7 +65,7 @@ def main():
             if status == "ok":
                 totals.append(sum(scores))
                 failed |= not checks
-            if i < n - 1 and certain_reject(totals, failed, n - 1 - i, config):
+            if i < n - 1 and certain_reject(totals, failed, n - 1 - i, config.committee):
                 break
         short_calls += asked
         full = decide_one([s for st, _, s in rows if st == "ok"], any(not c for st, c, _ in rows if st == "ok"), config)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from gra_stream import carry
 from gra_stream.cell_storage import table_files
 from gra_stream.store import EMPTY_SEGMENT, KeptVersion, Store
 
@@ -113,13 +114,14 @@ def _journal(store: Store) -> Path:
     return store.root / "versions" / ".switch.json"
 
 
-def switch(store: Store, moves: list[Move], old: tuple[dict, dict], new: tuple[dict, dict]) -> None:
-    """Keep the moved tables under the old config's version and bring back the restored ones. `old` and
-    `new` are (the versions `stage_versions.record` gives, the config as JSON) of the two configs. The
-    steps are written down first, so that a run killed half-way is finished by the next (`finish_switch`)."""
+def switch(store: Store, moves: list[Move], old: tuple[dict, dict], new: tuple[dict, dict], carry: dict) -> None:
+    """Keep the moved tables under the old config's version and bring back the restored ones; then carry
+    over what `carry` names (gra_stream/carry.py). `old` and `new` are (the versions
+    `stage_versions.record` gives, the config as JSON) of the two configs. The steps are written down
+    first, so that a run killed half-way is finished by the next (`finish_switch`)."""
     (store.root / "versions").mkdir(exist_ok=True)
     journal = {"old": old[0], "old_config": old[1], "new": new[0], "new_config": new[1],
-               "moves": [vars(m) for m in moves], "done": 0}
+               "moves": [vars(m) for m in moves], "carry": carry, "done": 0}
     _write_json(_journal(store), journal)
     finish_switch(store)
 
@@ -136,9 +138,13 @@ def finish_switch(store: Store) -> tuple[dict, dict] | None:
     if journal is None:
         return None
     steps = [(m, what) for m in journal["moves"] for what in ("keep", "restore")]
+    steps += [({"stage": stage, "table": "reviews"}, "carry") for stage in journal.get("carry", {})]
     for i in range(journal["done"], len(steps)):
         move, what = steps[i]
         current = store.table_dir(move["table"])
+        if what == "carry":
+            kept = store.root / "versions" / label_for(store, journal["old"]["versions"]) / move["table"]
+            carry.carry_reviews(store, kept, journal["carry"][move["stage"]])
         if what == "keep" and has_rows(current):
             target = _version_for(store, journal["old"]["versions"], journal["old_config"])
             _move_segments(current, target.path / move["table"])

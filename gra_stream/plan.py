@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from gra_stream import kept_versions, stage_versions
+from gra_stream import carry, kept_versions, stage_versions
 from gra_stream.config import Config
 from gra_stream.kept_versions import Move
 from gra_stream.readers import iter_rows
@@ -51,12 +51,15 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
     lines = [f"the config changed since these tables were made: {'; '.join(stage_versions.changes(old, new))}"]
     asks = stage_versions.asks_anew(recorded, config)
     stale = list(dict.fromkeys(m.stage for m in moves))
+    carried = carry.planned(recorded, config, moves)
     label = kept_versions.label_for(Store(run_dir), recorded["versions"])
     for stage in stale:
         mine = [m for m in moves if m.stage == stage]
         rows = sum(m.rows for m in mine)
         if mine[0].restored_from:
             what = f"{sum(m.restored_rows for m in mine):,} rows come back from {mine[0].restored_from}, no work"
+        elif stage in carried:
+            what = "the reviews it asked are carried over; only reviewers skipped before and needed now are asked"
         elif stage not in asks:
             what = "recomputed, no LLM call"
         elif asks[stage]:

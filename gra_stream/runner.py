@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from gra_stream import kept_versions, stage_versions, waves
+from gra_stream import carry, kept_versions, stage_versions, waves
 from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
@@ -109,7 +109,8 @@ def _switch_config(store: Store, config: Config, stages: list[Stage], progress: 
     if not moves:
         return False
     progress.say(change_plan(recorded, config, moves, store.root), even_if_quiet=True)  # what the run is about to redo
-    kept_versions.switch(store, moves, (recorded, recorded_config), (stage_versions.record(config), config.to_json()))
+    kept_versions.switch(store, moves, (recorded, recorded_config), (stage_versions.record(config), config.to_json()),
+                         carry.planned(recorded, config, moves))
     return True
 
 

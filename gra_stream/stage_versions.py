@@ -157,6 +157,15 @@ def asks_anew(recorded: dict, config: Config) -> dict[str, bool]:
     return {stage: text_changed[stage] for stage, dep in STAGES.items() if dep.models}
 
 
+def only_selects(recorded: dict, config: Config, stage: str) -> bool:
+    """Whether the change leaves every request `stage` sends as it was and alters only which rows it asks
+    about: its own changed inputs are all `selects`, and no stage it reads from changed."""
+    old, new, now = recorded.get("inputs", {}).get(stage), inputs(config)[stage], versions(config)
+    dep = STAGES[stage]
+    return (old is not None and set(differing(old, new)) <= set(dep.selects)
+            and all(recorded["versions"].get(r) == now[r] for r in dep.reads))
+
+
 def record(config: Config) -> dict:
     """What a run records of its config's versions (kept in the `runs` table)."""
     return {"versions": versions(config), "inputs": json.loads(json.dumps(inputs(config), default=str))}

@@ -107,7 +107,7 @@ def test_a_changed_config_says_what_it_redoes_and_a_knob_is_nothing_to_do(tmp_pa
     dry = cli("run", seeds, "--run-dir", run_dir, "--config", stricter, "--dry-run")
     assert dry.exit_code == 0 and "committee.tau 8.0 -> 6.0" in dry.output
     line = next(" ".join(line.split()) for line in dry.output.splitlines() if line.startswith("  review "))
-    assert line.startswith(f"review {reviews:,} rows kept as v1; recomputed: same requests"), line
+    assert line.startswith(f"review {reviews:,} rows kept as v1; the reviews it asked are carried over"), line
     assert not (run_dir / "versions").exists(), "a dry run moves nothing"
     result = cli("run", seeds, "--run-dir", run_dir, "--config", stricter, "--quiet")
     assert result.exit_code == 0

@@ -14,6 +14,7 @@ import polars as pl
 
 from gra_stream import reply_schemas
 from gra_stream.committee import exact
+from gra_stream.config import Committee
 from gra_stream.ids import content_id, seed_int
 from gra_stream.llm import Calls, Replies, ask
 from gra_stream.prompts import clip_column, load_prompt, render_column
@@ -29,10 +30,9 @@ def pending(config, scope: Scope = Scope()) -> str:
             f"WHERE {scope.seeds('g.seed_id')} ORDER BY g.id")
 
 
-def certain_reject(totals: list[int], check_failed: bool, remaining: int, config) -> str:
+def certain_reject(totals: list[int], check_failed: bool, remaining: int, c: Committee) -> str:
     """Why the verdict is already a rejection whatever the remaining reviewers say, or ''. `totals` are
     the parsed reviews' score totals (a reviewer's mean is its total over the score dimensions)."""
-    c = config.committee
     if check_failed:
         return "an instruction check failed"
     if len(totals) + remaining < c.min_reviews:
@@ -74,13 +74,51 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         if config.committee.short_circuit and remaining:
             still_open = []
             for g in open_:
-                why = certain_reject(totals[g], failed[g], remaining, config)
+                why = certain_reject(totals[g], failed[g], remaining, config.committee)
                 if why:
                     _skipped_rows(out, ids[g], range(n - remaining, n), reviewers[g], why)
                 else:
                     still_open.append(g)
             open_ = still_open
     return columns_frame(out, "reviews")
+
+
+def replay(kept: pl.DataFrame, c: Committee) -> pl.DataFrame:
+    """The rows `run` makes under committee settings `c` for the generations in `kept`, the review rows of
+    an earlier config whose requests were the same (only the keys that choose which reviewers are asked
+    differed): the reviews it asks are taken as they are, the rest are skipped for `c`'s reason. A
+    generation is left out when `c` asks a reviewer that `kept` skipped, or one whose review took more
+    than one attempt: an attempt that got no reply is not in the call cache, so `run` would send it again,
+    and a row does not say which of its attempts those were."""
+    asked = (pl.col("status") != "skipped") & (pl.col("attempts") == 1) & ~pl.col("error").str.starts_with("no reply")
+    answers: dict[str, dict[int, tuple[int | None, bool]]] = defaultdict(dict)
+    for g, i, total, checks in kept.filter(asked).select(
+            "generation_id", "reviewer_index", pl.sum_horizontal(SCORE_DIMS).alias("total"),
+            pl.all_horizontal(CHECKS).alias("checks")).iter_rows():
+        answers[g][i] = (None, False) if checks is None else (total, not checks)
+    take: dict[str, int] = {}                     # generation -> reviewers asked under c
+    out: dict[str, list] = defaultdict(list)      # the skipped rows
+    models = dict(kept.group_by("generation_id").agg(pl.col("model").sort_by("reviewer_index")).iter_rows())
+    for g, got in answers.items():
+        totals: list[int] = []
+        failed = False
+        for i in range(c.reviewers):
+            if i not in got:
+                break
+            total, fail = got[i]
+            if total is not None:
+                totals.append(total)
+            failed |= fail
+            remaining = c.reviewers - 1 - i
+            why = certain_reject(totals, failed, remaining, c) if c.short_circuit and remaining else ""
+            if why or not remaining:
+                take[g] = i + 1
+                if why:
+                    _skipped_rows(out, g, range(i + 1, c.reviewers), models[g], why)
+                break
+    carried = kept.filter(asked & pl.col("generation_id").replace_strict(take, default=0).gt(pl.col("reviewer_index")))
+    skipped = columns_frame(out, "reviews") if out else carried.clear()
+    return pl.concat([carried, skipped.select(carried.columns).cast(carried.schema)])
 
 
 def _asked_rows(out: dict[str, list], generation_ids: list[str], indices: list[int], models: list[str],

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from gra_stream import carry
 from gra_stream.config import config_from_dict
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
@@ -150,6 +151,29 @@ def test_going_back_to_an_earlier_config_brings_its_tables_back_without_a_call(s
     asked = run(server, seeds, run_dir, config(server.url, **BASE), progress=Said(quiet=True))
     assert not asked and tables(run_dir) == before
     assert "come back from v" in "\n".join(lines)
+
+
+@pytest.mark.parametrize("committee,asks_more", [({"tau": 6.0}, True), ({"tau": 8.5}, False),
+                                                 ({"short_circuit": False}, True)])
+def test_a_short_circuit_change_carries_the_reviews_asked_before_and_reviews_only_the_rest(
+        committee, asks_more, server, seeds, base, tmp_path):
+    """The reviews asked before are carried (gra_stream/carry.py); the review stage's own segments
+    hold only generations that needed a reviewer skipped before, each with a row the old table lacks."""
+    base_dir, _ = base
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_dir, run_dir)
+    run(server, seeds, run_dir, config(server.url, **BASE, committee=committee))
+    con = Store(run_dir).connect()
+    carried = f"read_parquet('{run_dir}/reviews/{carry.PREFIX}*.parquet')"
+    own = f"(SELECT * FROM reviews WHERE generation_id NOT IN (SELECT generation_id FROM {carried}))"
+    n_carried, n_all = con.sql(f"SELECT (SELECT count(*) FROM {carried}), (SELECT count(*) FROM reviews)").fetchall()[0]
+    assert 0 < n_carried <= n_all
+    assert con.sql(f"SELECT count(*) FROM {carried} c ANTI JOIN v1.reviews r USING (id, status, raw, strengths) "
+                   "WHERE c.status <> 'skipped'").fetchall() == [(0,)], "the asked rows carried as they were"
+    reasked = con.sql(f"SELECT count(DISTINCT r.generation_id) FROM {own} r JOIN v1.reviews k USING (id) "
+                      "WHERE k.status = 'skipped' AND r.status <> 'skipped' OR k.attempts > 1").fetchall()[0][0]
+    assert reasked == con.sql(f"SELECT count(DISTINCT generation_id) FROM {own}").fetchall()[0][0]
+    assert (reasked > 0) == asks_more
 
 
 def test_knobs_that_change_no_result_do_no_work(server, seeds, base, tmp_path):

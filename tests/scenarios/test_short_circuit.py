@@ -25,7 +25,7 @@ def config(**committee):
     ([], False, 2, False),
 ])
 def test_certain_reject_boundaries(totals, failed, remaining, certain):
-    assert bool(certain_reject(totals, failed, remaining, config())) == certain
+    assert bool(certain_reject(totals, failed, remaining, config().committee)) == certain
 
 
 @given(st.lists(st.integers(0, 60), max_size=4), st.booleans(), st.integers(1, 4), st.sampled_from([7.0, 7.5, 8.0, 8.25]))
@@ -36,7 +36,7 @@ def test_certain_reject_in_integers_is_the_rule_in_fractions(totals, failed, rem
     k = len(means) + remaining
     unreachable = bool(means) and (sum(means) + 10 * remaining) / k < Fraction(str(tau))
     expected = failed or k < c.committee.min_reviews or unreachable
-    assert bool(certain_reject(totals, failed, remaining, c)) == expected
+    assert bool(certain_reject(totals, failed, remaining, c.committee)) == expected
 
 
 def decisions(run_dir):

@@ -1,0 +1,46 @@
+"""Reviews carried across a config change that only moves the short-circuit.
+
+A change of `tau`, `min_reviews` or `short_circuit` alone (stage_versions.SHORT_CIRCUIT) leaves every
+review request as it was and changes only which reviewers are asked. When the switch keeps the old
+reviews aside, it also copies into the new `reviews` table the rows a run under the new config makes
+from replies it already has (`review.replay`), one segment per kept segment. The review stage then finds
+pending only the generations that need a reviewer the old config skipped, instead of replaying every
+request through the call cache (and, with fake models, computing every reply again).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import polars as pl
+
+from gra_stream import stage_versions
+from gra_stream.config import Committee, Config
+from gra_stream.stages import review
+from gra_stream.store import EMPTY_SEGMENT, Store
+
+PREFIX = "carried-"
+
+
+def planned(recorded: dict, config: Config, moves) -> dict:
+    """What the switch carries (the journal's "carry" entry): the new committee settings when the review
+    table starts over under a change that only moves the short-circuit, else nothing."""
+    starts_over = any(m.stage == "review" and not m.restored_from for m in moves)
+    if starts_over and stage_versions.only_selects(recorded, config, "review"):
+        return {"review": asdict(config.committee)}
+    return {}
+
+
+def carry_reviews(store: Store, kept: Path, committee: dict) -> int:
+    """Write the carried rows of each segment of `kept` (the old config's reviews folder) into `reviews`;
+    returns the rows carried. A segment already carried (by a run killed half-way) is left as it is."""
+    c, rows = Committee(**committee), 0
+    for segment in sorted(kept.glob("*.parquet")) if kept.is_dir() else []:
+        name = PREFIX + segment.stem.removeprefix(PREFIX)
+        if segment.name == EMPTY_SEGMENT or (store.table_dir("reviews") / f"{name}.parquet").exists():
+            continue
+        carried = review.replay(pl.read_parquet(segment), c)
+        if carried.height:
+            store.write_segment("reviews", name, carried)
+            rows += carried.height
+    return rows
