@@ -4,8 +4,13 @@ built from Alpaca 52k (as scale.py builds it, with the default executor and dive
 
 Prints each run's wall time and the re-runs' share of the first run's, next to the goal.
 
+With `--backend http` the five models are served over HTTP on loopback (tests/fault_server.py, in a
+process of its own, replying as the fake backend does), so that the calls go through the call cache as a
+real endpoint's do: the re-run's recomputed stages replay their requests from it.
+
     python benchmarks/config_change.py                 # 100k seeds
     python benchmarks/config_change.py --size 20000
+    python benchmarks/config_change.py --size 5000 --backend http
 """
 from __future__ import annotations
 
@@ -16,16 +21,37 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import build_corpus, fake_config  # noqa: E402
+from scale import ROOT, build_corpus, fake_config  # noqa: E402
 
 GOAL = "goal: a tau change re-runs in under 15% of the original run's time"
 
 
-def config(path: Path, tau: float) -> Path:
-    return fake_config(path, f"batch_size = 1024\n[committee]\ntau = {tau}\n")
+def config(path: Path, tau: float, url: str = "") -> Path:
+    if not url:
+        return fake_config(path, f"batch_size = 1024\n[committee]\ntau = {tau}\n")
+    models = "".join(f'[[models]]\nname = "fake-{c}"\nbackend = "openai"\nurl = "{url}"\napi_model = "fake-{c}"\n'
+                     for c in "abcde")
+    path.write_text(f"[committee]\ntau = {tau}\n{models}[diversity]\nmodel = \"hashing\"\n")
+    return path
+
+
+@contextmanager
+def endpoint(backend: str):
+    """The URL of the loopback server for `--backend http` (empty for the in-process fake backend)."""
+    if backend != "http":
+        yield ""
+        return
+    server = subprocess.Popen([sys.executable, "-m", "tests.fault_server"], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        yield server.stdout.readline().strip()
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
 
 
 def timed(seeds: Path, run_dir: Path, cfg: Path, executor: str) -> tuple[float, str]:
@@ -42,14 +68,21 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=100_000)
     ap.add_argument("--executor", choices=["auto", "processes", "local"], default="auto")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--backend", choices=["fake", "http"], default="fake")
     args = ap.parse_args()
+    with endpoint(args.backend) as url:
+        measure(args, url)
+
+
+def measure(args, url: str) -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gra-config-change-"))
     work.mkdir(parents=True, exist_ok=True)
     seeds = build_corpus(args.size, work / f"seeds_{args.size}.jsonl")
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    base, changed = config(work / "tau8.toml", 8.0), config(work / "tau75.toml", 7.5)
-    print(f"workdir {work}; {args.size:,} seeds; {os.cpu_count()} cores; --executor {args.executor}; fake backend")
+    base, changed = config(work / "tau8.toml", 8.0, url), config(work / "tau75.toml", 7.5, url)
+    backend = f"fake replies over HTTP at {url}" if url else "fake backend"
+    print(f"workdir {work}; {args.size:,} seeds; {os.cpu_count()} cores; --executor {args.executor}; {backend}")
     print(GOAL)
     first, _ = timed(seeds, run_dir, base, args.executor)
     print(f"first run, tau 8.0:           {first:8.1f} s")
