@@ -31,10 +31,10 @@ def planned(recorded: dict, config: Config, moves) -> dict:
     return {}
 
 
-def carry_reviews(store: Store, kept: Path, committee: dict) -> int:
-    """Write the carried rows of each segment of `kept` (the old config's reviews folder) into `reviews`;
-    returns the rows carried. A segment already carried (by a run killed half-way) is left as it is."""
-    c, rows = Committee(**committee), 0
+def carry_reviews(store: Store, kept: Path, committee: dict) -> None:
+    """Write the carried rows of each segment of `kept` (the old config's reviews folder) into `reviews`.
+    A segment already carried (by a run killed half-way) is left as it is."""
+    c = Committee(**committee)
     for segment in sorted(kept.glob("*.parquet")) if kept.is_dir() else []:
         name = PREFIX + segment.stem.removeprefix(PREFIX)
         if segment.name == EMPTY_SEGMENT or (store.table_dir("reviews") / f"{name}.parquet").exists():
@@ -42,5 +42,3 @@ def carry_reviews(store: Store, kept: Path, committee: dict) -> int:
         carried = review.replay(pl.read_parquet(segment), c)
         if carried.height:
             store.write_segment("reviews", name, carried)
-            rows += carried.height
-    return rows

@@ -138,13 +138,14 @@ def finish_switch(store: Store) -> tuple[dict, dict] | None:
     if journal is None:
         return None
     steps = [(m, what) for m in journal["moves"] for what in ("keep", "restore")]
-    steps += [({"stage": stage, "table": "reviews"}, "carry") for stage in journal.get("carry", {})]
+    if "review" in journal.get("carry", {}):  # the last step: it reads the reviews kept aside
+        steps.append(({"table": "reviews"}, "carry"))
     for i in range(journal["done"], len(steps)):
         move, what = steps[i]
         current = store.table_dir(move["table"])
         if what == "carry":
             kept = store.root / "versions" / label_for(store, journal["old"]["versions"]) / move["table"]
-            carry.carry_reviews(store, kept, journal["carry"][move["stage"]])
+            carry.carry_reviews(store, kept, journal["carry"]["review"])
         if what == "keep" and has_rows(current):
             target = _version_for(store, journal["old"]["versions"], journal["old_config"])
             _move_segments(current, target.path / move["table"])

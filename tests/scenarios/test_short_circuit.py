@@ -1,4 +1,5 @@
 """The decision-preserving short-circuit gives the same decisions as the full protocol, with fewer calls."""
+import shutil
 from fractions import Fraction
 
 import pytest
@@ -67,8 +68,6 @@ def test_min_reviews_changes_which_reviewers_are_asked_and_a_changed_one_recompu
     """With replies that stay unparseable (no re-asks), the short-circuit skips reviewers once too few
     reviews can parse to reach min_reviews; raising it on a finished run leaves the reviews a fresh run
     makes, not the ones asked under the old value."""
-    import shutil
-
     seeds = [head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 40)]
     before, changed, fresh = tmp_path / "before", tmp_path / "changed", tmp_path / "fresh"
     run_pipeline(seeds, before, fake_config(max_reasks=0), progress=Progress(quiet=True))
