@@ -10,6 +10,10 @@ runs alone, so that nothing holds up the run's first samples.
 A pass reads the same pending rows whenever it runs: rows of later waves are outside its scope, and what
 it reads of its own and earlier waves is done by the time it may start. So the tables never depend on which
 passes overlapped, and taking them one at a time makes the same ones.
+
+Stage by stage (`by_stage`), one pass at a time, each stage takes every wave before the next stage starts:
+what the runner does once generation has nothing left to do (gra_stream/runner.py). The same rule holds,
+as no stage of a round reads what a later stage made in that round.
 """
 from __future__ import annotations
 
@@ -30,9 +34,10 @@ class Pass:
     stage: int  # from 0, in the stage list
 
 
-def all_passes(rounds: int, waves: int, stages: int) -> list[Pass]:
-    """Every pass, in the order one at a time takes them."""
-    return [Pass(r, w, s) for r in range(1, rounds + 1) for w in range(waves) for s in range(stages)]
+def all_passes(rounds: int, waves: int, stages: int, by_stage: bool = False) -> list[Pass]:
+    """Every pass, in the order one at a time takes them: wave by wave, or with `by_stage` stage by stage."""
+    order = [Pass(r, w, s) for r in range(1, rounds + 1) for w in range(waves) for s in range(stages)]
+    return sorted(order, key=lambda p: (p.round, p.stage, p.wave)) if by_stage else order
 
 
 def ready(p: Pass, done: set[Pass], waves: int, stages: int) -> bool:
@@ -49,13 +54,15 @@ def ready(p: Pass, done: set[Pass], waves: int, stages: int) -> bool:
 
 
 def run_passes(waves: int, stages: int, rounds: int, run: Callable[[Pass], object],
-               finished: Callable[[Pass, object], bool], halt: Callable[[], None], at_once: int) -> None:
+               finished: Callable[[Pass, object], bool], halt: Callable[[], None], at_once: int,
+               by_stage: bool = False) -> None:
     """Run every pass: `run(p)` does pass p and returns what `finished(p, result)` is told when it is done;
     `finished` returns False to start no further pass. Up to `at_once` passes run at once, each in a thread
     of its own (`at_once = 1`: in this thread, in order). When a pass raises, `halt()` asks the others to
-    stop at their next batch boundary, and the first error is raised once none is running."""
-    order = all_passes(rounds, waves, stages)
-    if at_once <= 1:
+    stop at their next batch boundary, and the first error is raised once none is running. With `by_stage`,
+    one at a time, stage by stage."""
+    order = all_passes(rounds, waves, stages, by_stage)
+    if at_once <= 1 or by_stage:
         for p in order:
             if not finished(p, run(p)):
                 return

@@ -269,8 +269,9 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
                stop: _StopFlag, summary: RunSummary, max_samples: int) -> bool:
     """Every stage over what is pending, round by round and, within a round, wave by wave, in passes
     (gra_stream/passes.py): two at once where the executor takes batches from more than one thread and
-    `[waves] overlap` is on. Round r's tasks are dealt only once round r - 1 has been through every stage,
-    so its samples are in the pool. False when `max_samples` stopped the run before its last wave."""
+    `[waves] overlap` is on; stage by stage once generation is done. Round r's tasks are dealt only once
+    round r - 1 has been through every stage, so its samples are in the pool. False when `max_samples`
+    stopped the run before its last wave."""
     plan = waves.plan(con, ctx.config.waves.first_seeds)
     rounds, last_stage = ctx.config.rounds, len(stages) - 1
     halt = _Halt(stop)
@@ -278,11 +279,19 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
     worked: dict[tuple[int, int], int] = {}
 
     idle = idle_stages(stages, con, ctx.config)
+    # Waves stream what generation makes through the later stages. Once it has nothing left to do (a config
+    # change that re-decides, a run resumed after its last generation batch), the passes go stage by stage,
+    # and a stage that reads only its own wave's rows takes every wave in one pass: the same rows, from one
+    # pending query instead of one per wave. Not with `max_samples`, which stops after a wave.
+    by_stage = not max_samples and _generation_done(stages, idle)
 
     def run(p: Pass) -> None:
         if p.stage in idle:
             return
         stage = stages[p.stage]
+        whole = by_stage and not stage.per_wave
+        if whole and p.wave:
+            return  # its pass over the first wave took every wave
 
         def tally(rows: int, calls: int) -> None:
             with lock:
@@ -292,7 +301,7 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
         lookups = ctx.con.cursor()  # a pass's own: a DuckDB connection is not shared between threads
         try:
             _run_stage(stage, store, con, replace(ctx, con=lookups), executor, progress, halt,
-                       Scope(p.round, plan[p.wave].below), tally)
+                       Scope(p.round, None if whole else plan[p.wave].below), tally)
         except Interrupted:
             if stop.raised or not halt.enough:
                 raise  # the run stops here; with enough samples, a pass of a later wave just ends early
@@ -303,8 +312,9 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
         if p.stage != last_stage or not worked.get((p.round, p.wave)):
             return True
         kept = _samples(store)
-        wave = f"wave {p.wave + 1}/{len(plan)}"
-        progress.wave(f"round {p.round}, {wave}" if rounds > 1 else wave, plan[p.wave].through, plan[-1].through, kept)
+        w = len(plan) - 1 if by_stage and not stages[last_stage].per_wave else p.wave
+        wave = f"wave {w + 1}/{len(plan)}"
+        progress.wave(f"round {p.round}, {wave}" if rounds > 1 else wave, plan[w].through, plan[-1].through, kept)
         last = p.round == rounds and p.wave == len(plan) - 1
         if max_samples and kept >= max_samples and not last:
             summary.stopped_at, halt.enough = kept, True
@@ -312,8 +322,14 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
         return True
 
     at_once = PASSES_AT_ONCE if ctx.config.waves.overlap and executor.overlaps else 1
-    run_passes(len(plan), len(stages), rounds, run, finished, halt.fail, at_once)
+    run_passes(len(plan), len(stages), rounds, run, finished, halt.fail, at_once, by_stage)
     return not halt.enough
+
+
+def _generation_done(stages: list[Stage], idle: set[int]) -> bool:
+    """Whether the stages that make the rows the waves stream have nothing pending in any wave or round."""
+    streaming = [i for i, stage in enumerate(stages) if stage.streams]
+    return bool(streaming) and all(i in idle for i in streaming)
 
 
 class _Halt:

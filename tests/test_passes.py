@@ -84,6 +84,15 @@ def test_one_at_a_time_runs_the_passes_in_order_in_this_thread():
 
 
 @pytest.mark.parametrize("at_once", [1, 2])
+def test_stage_by_stage_each_stage_takes_every_wave_before_the_next_one_at_a_time(at_once):
+    record, order = Recorder(0), []
+    run_passes(3, 2, 2, lambda p: order.append(p) or record(p), lambda p, r: True, lambda: None, at_once=at_once,
+               by_stage=True)
+    assert order == [Pass(r, w, s) for r in (1, 2) for s in (0, 1) for w in (0, 1, 2)]
+    assert record.threads == {threading.current_thread().name}
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
 def test_when_finished_says_enough_no_further_pass_starts(at_once):
     record = Recorder()
     run_passes(4, 2, 1, record, lambda p, r: p != Pass(1, 1, 1), lambda: None, at_once=at_once)

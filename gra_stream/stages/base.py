@@ -59,6 +59,15 @@ class Stage:
     finish: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None   # and the part run in order
     batch_size: Callable[[Config], int] | None = None   # rows per batch, where not batch_size / cpu_batch_size
     setup: Callable[[Context], None] | None = None      # once per pass with pending rows, in the runner, before any batch
+    streams: bool = False  # makes the rows the waves stream (generation): its pass over wave w reads the
+                           # rows of every wave up to w (its example pool), not only its own
+
+    @property
+    def per_wave(self) -> bool:
+        """Whether a pass over wave w reads more than wave w's own rows and their inputs: what the stage made
+        for earlier waves (an ordered stage) or their rows (`streams`). Its passes take the waves one at a
+        time; any other stage's rows come out the same from one pass over every wave."""
+        return self.ordered or self.streams
 
     def rows_per_batch(self, config: Config) -> int:
         if self.batch_size is not None:
