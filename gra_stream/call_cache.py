@@ -73,9 +73,9 @@ class CallCache:
 
     def _index_new_segments(self) -> None:
         folder = self.store.table_dir("call_cache")
-        try:
+        try:  # names only, unsorted: `Store.segments` makes and sorts a Path per segment, on every lookup
             names = [e.name for e in os.scandir(folder) if e.name.endswith(".parquet")
-                     and not e.name.startswith(".") and e.name != EMPTY_SEGMENT and e.name not in self._seen]
+                     and e.name != EMPTY_SEGMENT and e.name not in self._seen]
         except FileNotFoundError:
             return
         new = {}

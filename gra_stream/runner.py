@@ -285,11 +285,15 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
     # pending query instead of one per wave. Not with `max_samples`, which stops after a wave.
     by_stage = not max_samples and _generation_done(stages, idle)
 
+    def every_wave(stage: Stage) -> bool:
+        """Whether the stage's pass over the first wave takes every wave."""
+        return by_stage and not stage.per_wave
+
     def run(p: Pass) -> None:
         if p.stage in idle:
             return
         stage = stages[p.stage]
-        whole = by_stage and not stage.per_wave
+        whole = every_wave(stage)
         if whole and p.wave:
             return  # its pass over the first wave took every wave
 
@@ -312,7 +316,7 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
         if p.stage != last_stage or not worked.get((p.round, p.wave)):
             return True
         kept = _samples(store)
-        w = len(plan) - 1 if by_stage and not stages[last_stage].per_wave else p.wave
+        w = len(plan) - 1 if every_wave(stages[last_stage]) else p.wave
         wave = f"wave {w + 1}/{len(plan)}"
         progress.wave(f"round {p.round}, {wave}" if rounds > 1 else wave, plan[w].through, plan[-1].through, kept)
         last = p.round == rounds and p.wave == len(plan) - 1
