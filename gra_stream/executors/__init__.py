@@ -84,9 +84,12 @@ def keep_in_flight(batches: Iterator[pl.DataFrame], stop: StopRequest, limit: in
 
 class LocalExecutor:
     """Every batch in this process, in order; a stop request is honoured before the next batch starts.
-    Passes take turns: they would share this process's one core of Python and the stages' lookups."""
+    Two passes may run at once (`overlaps`) where their batches wait on the pool's models rather than on
+    this process's one core of Python (`calls_overlap`): an in-process engine then runs both passes'
+    requests in one batch. Else passes take turns."""
 
-    overlaps = False
+    def __init__(self, overlaps: bool = False):
+        self.overlaps = overlaps
 
     def map(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context,
             stop: StopRequest) -> Iterator[Finished]:
