@@ -3,14 +3,13 @@
 Runs the pipeline in-process with the embedded model and the in-process vLLM engine over N real seeds,
 recording every request it sends and the wall time from its first model call to its last (model load
 excluded, everything else included: prompt rendering, parsing, re-asks, SQL between stages, commits).
-Then replays exactly the same requests (same prompts, sampling parameters and seeds) on the same engine,
-in one call. Prints output tokens/s of both and their ratio.
+Then replays exactly the same requests (same prompts, sampling parameters and seeds) through plain
+`vllm.LLM.chat` on the same engine, in one call. Prints output tokens/s of both and their ratio.
 
     python benchmarks/saturation.py [--seeds 24] [--batch-size 64[,256...]] [--no-short-circuit]
 
 Also prints every engine call the pipeline made (requests, output tokens, seconds): where the engine
-ran below its batch limit, how much of the pipeline's time no call was in the engine, and how long two
-passes' calls were in it at once (their requests then share the engine's batch).
+ran below its batch limit, and how much of the pipeline's time was spent outside the engine.
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ import dataclasses
 import gzip
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -44,8 +42,7 @@ class Recorder:
 
     def reset(self):
         self.requests, self.first, self.last, self.tokens = [], None, None, 0
-        self.calls: list[tuple[int, int, float, float]] = []  # (requests, output tokens, start, end) per call
-        self.lock = threading.Lock()  # two passes may call the engine at once
+        self.calls: list[tuple[int, int, float]] = []  # (requests, output tokens, seconds) per engine call
 
     def wrap(self):
         original = vllm_engine.VllmBackend.complete
@@ -53,15 +50,13 @@ class Recorder:
 
         def complete(backend, requests):
             started = time.perf_counter()
-            with recorder.lock:
-                recorder.first = recorder.first or started
+            recorder.first = recorder.first or started
             out = original(backend, requests)
+            recorder.last = time.perf_counter()
+            recorder.requests.extend(requests)
             tokens = sum(c.completion_tokens for c in out)
-            with recorder.lock:
-                recorder.last = time.perf_counter()
-                recorder.requests.extend(requests)
-                recorder.tokens += tokens
-                recorder.calls.append((len(requests), tokens, started, recorder.last))
+            recorder.tokens += tokens
+            recorder.calls.append((len(requests), tokens, recorder.last - started))
             return out
 
         vllm_engine.VllmBackend.complete = complete
@@ -76,25 +71,16 @@ class Recorder:
         vllm_engine.VllmBackend.close = lambda backend: None  # keep the engine for later runs and the replay
 
 
-def busy_seconds(spans: list[tuple[float, float]]) -> float:
-    """Seconds covered by at least one of the (start, end) spans."""
-    total, reach = 0.0, float("-inf")
-    for start, end in sorted(spans):
-        total += max(0.0, end - max(start, reach))
-        reach = max(reach, end)
-    return total
-
-
 def request_key(r) -> str:
     return json.dumps([r.messages, r.schema, r.max_tokens, r.temperature, r.top_p, r.seed, r.repetition_penalty],
                       sort_keys=True)
 
 
-def replay(backend, requests) -> tuple[int, float]:
-    """Output tokens and seconds of `requests` sent to the engine in one call, from the engine's own thread
-    (the one that started it: see gra_stream/backends/engine_loop.py), as `vllm.LLM.chat` would run them."""
+def replay(engine, requests) -> tuple[int, float]:
+    """Output tokens and seconds of `requests` sent to plain `vllm.LLM.chat` in one call."""
     t0 = time.perf_counter()
-    outputs = backend.loop.chat([list(r.messages) for r in requests], vllm_engine.sampling_params(requests))
+    outputs = engine.chat([list(r.messages) for r in requests], sampling_params=vllm_engine.sampling_params(requests),
+                          use_tqdm=False)
     return sum(len(o.outputs[0].token_ids) for o in outputs), time.perf_counter() - t0
 
 
@@ -125,16 +111,15 @@ def main():
         runs.append((batch_size, recorder.requests, recorder.tokens, recorder.last - recorder.first, recorder.calls))
     print(f"{len(seeds)} seed files ({per_file} seeds each), short_circuit {not args.no_short_circuit}; {work}")
     print(GOAL)
-    (engine,) = recorder.engines.values()
+    (engine,) = [backend.llm for backend in recorder.engines.values()]
     replays: dict[frozenset, tuple[int, float]] = {}
     for batch_size, requests, tokens, seconds, calls in runs:
         print(f"batch_size {batch_size}: {len(requests)} requests; engine calls (requests, output tokens, "
               f"seconds, tok/s):")
-        for n, call_tokens, start, end in calls:
-            print(f"  {n:5} {call_tokens:7,} {end - start:7.1f} {call_tokens / (end - start):7.1f}")
-        in_engine = busy_seconds([(start, end) for _, _, start, end in calls])
-        print(f"  engine in at least one call {in_engine:.1f} s of {seconds:.1f} s ({seconds - in_engine:.1f} s "
-              f"with none); calls overlapped {sum(c[3] - c[2] for c in calls) - in_engine:.1f} s")
+        for n, call_tokens, call_s in calls:
+            print(f"  {n:5} {call_tokens:7,} {call_s:7.1f} {call_tokens / call_s:7.1f}")
+        in_engine = sum(c[2] for c in calls)
+        print(f"  time in engine calls {in_engine:.1f} s of {seconds:.1f} s ({seconds - in_engine:.1f} s outside)")
         key = frozenset(request_key(r) for r in requests)
         if key not in replays:  # the same requests (another batch size) share one replay
             replays[key] = replay(engine, requests)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 
 import numpy as np
 import polars as pl
@@ -45,16 +44,11 @@ class CallCache:
         self._seen: set[str] = set()
         self._keys = np.empty(0, dtype=np.uint64)    # every indexed key, sorted ...
         self._where = np.empty(0, dtype=np.int64)    # ... and the position of a segment that holds it
-        self._lock = threading.Lock()  # passes in threads of their own share one cache (executors.LocalExecutor)
 
     def get(self, spec: ModelSpec, requests: list[ChatRequest]) -> dict[int, Completion]:
         """The cached completions of `requests`, by their position in it."""
         if not requests:
             return {}
-        with self._lock:
-            return self._get(spec, requests)
-
-    def _get(self, spec: ModelSpec, requests: list[ChatRequest]) -> dict[int, Completion]:
         self._index_new_segments()
         keys = [call_key(spec, r) for r in requests]
         wanted = key_numbers(keys)
@@ -75,8 +69,7 @@ class CallCache:
         if rows:
             keys = [r["key"] for r in rows]
             path = self.store.write_segment("call_cache", content_id(*keys), pl.DataFrame(rows))
-            with self._lock:
-                self._add({path.name: key_numbers(keys)})
+            self._add({path.name: key_numbers(keys)})
 
     def _index_new_segments(self) -> None:
         folder = self.store.table_dir("call_cache")
@@ -95,8 +88,6 @@ class CallCache:
 
     def _add(self, segments: dict[str, np.ndarray]) -> None:
         """Index the keys of new segments: merged into the sorted keys (a copy of the index, not a sort)."""
-        # A segment this process wrote may be indexed already: another thread's lookup listed it.
-        segments = {name: keys for name, keys in segments.items() if name not in self._seen}
         if not segments:
             return
         keys = np.concatenate(list(segments.values()))

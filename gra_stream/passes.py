@@ -55,13 +55,12 @@ def ready(p: Pass, done: set[Pass], waves: int, stages: int) -> bool:
 
 def run_passes(waves: int, stages: int, rounds: int, run: Callable[[Pass], object],
                finished: Callable[[Pass, object], bool], halt: Callable[[], None], at_once: int,
-               by_stage: bool = False, alongside: Callable[[Pass, Pass], bool] = lambda p, q: True) -> None:
+               by_stage: bool = False) -> None:
     """Run every pass: `run(p)` does pass p and returns what `finished(p, result)` is told when it is done;
     `finished` returns False to start no further pass. Up to `at_once` passes run at once, each in a thread
-    of its own (`at_once = 1`: in this thread, in order), and a pass p starts beside a running pass q only
-    if `alongside(p, q)`. When a pass raises, `halt()` asks the others to stop at their next batch
-    boundary, and the first error is raised once none is running. With `by_stage`, one at a time, stage by
-    stage."""
+    of its own (`at_once = 1`: in this thread, in order). When a pass raises, `halt()` asks the others to
+    stop at their next batch boundary, and the first error is raised once none is running. With `by_stage`,
+    one at a time, stage by stage."""
     order = all_passes(rounds, waves, stages, by_stage)
     if at_once <= 1 or by_stage:
         for p in order:
@@ -75,8 +74,7 @@ def run_passes(waves: int, stages: int, rounds: int, run: Callable[[Pass], objec
     with ThreadPoolExecutor(at_once, thread_name_prefix="pass") as threads:
         while True:
             while starting and len(running) < at_once:
-                p = next((q for q in order if ready(q, done, waves, stages)
-                          and all(alongside(q, r) for r in running.values())), None)
+                p = next((q for q in order if ready(q, done, waves, stages)), None)
                 if p is None:
                     break
                 order.remove(p)

@@ -16,7 +16,6 @@ import polars as pl
 
 from gra_stream import carry, kept_versions, stage_versions, waves
 from gra_stream.backends.openai_http import check_credentials
-from gra_stream.backends.pool import calls_overlap, engine_on_cpu
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
 from gra_stream.errors import Interrupted, UserError
@@ -179,7 +178,7 @@ def choose_executor(kind: str, config: Config) -> str:
 def _make_executor(kind: str, run_dir: Path, config: Config, ray_address: str, progress: Progress) -> Executor:
     kind = choose_executor(kind, config)
     if kind == "local":
-        return LocalExecutor(overlaps=calls_overlap(config))
+        return LocalExecutor()
     if kind == "processes":
         from gra_stream.executors.processes import ProcessExecutor
 
@@ -326,15 +325,8 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
             return False
         return True
 
-    # Beside an engine on this host's CPU only another pass that calls the models runs: the engine takes
-    # the requests of both in one batch, and the CPU stages wait rather than stall it.
-    models_only = engine_on_cpu(ctx.config)
-
-    def alongside(p: Pass, q: Pass) -> bool:
-        return not models_only or (stages[p.stage].llm and stages[q.stage].llm)
-
     at_once = PASSES_AT_ONCE if ctx.config.waves.overlap and executor.overlaps else 1
-    run_passes(len(plan), len(stages), rounds, run, finished, halt.fail, at_once, by_stage, alongside)
+    run_passes(len(plan), len(stages), rounds, run, finished, halt.fail, at_once, by_stage)
     return not halt.enough
 
 

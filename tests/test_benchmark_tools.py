@@ -29,12 +29,3 @@ def test_the_fake_backends_cpu_is_counted_per_process_only_when_asked(tmp_path):
     pid = run({"GRA_STREAM_FAKE_CPU_DIR": str(tmp_path)}).strip()
     written = json.loads((tmp_path / f"{pid}-fake-a.json").read_text())
     assert written["calls"] == 203 and 0 < written["cpu_s"] < 10
-
-
-def test_saturation_counts_the_engine_busy_once_while_two_passes_calls_overlap(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from saturation import busy_seconds
-
-    assert busy_seconds([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]) == 4.0
-    assert busy_seconds([(0.0, 10.0), (1.0, 2.0)]) == 10.0
-    assert busy_seconds([]) == 0.0

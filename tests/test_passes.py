@@ -112,17 +112,3 @@ def test_a_failing_pass_halts_the_others_and_its_error_is_raised_once_they_are_d
     assert halted == [True]
     assert record.now == 0, "the pass running beside it finished before the error was raised"
     assert Pass(1, 2, 0) not in record.spans, "no pass starts after a failure"
-
-
-def test_a_pass_starts_beside_a_running_one_only_where_alongside_allows():
-    """As the runner asks for an in-process engine on this host's CPU: two passes at once only if both call
-    the models (here: stages 0 and 1), never a CPU stage (2) beside another pass."""
-    record = Recorder()
-    llm = {0, 1}
-    run_passes(4, 3, 1, record, lambda p, r: True, lambda: None, at_once=2,
-               alongside=lambda p, q: p.stage in llm and q.stage in llm)
-    assert sorted(record.spans) == all_passes(1, 4, 3)
-    together = [(p, q) for p in record.spans for q in record.spans if p < q
-                and record.spans[p][0] < record.spans[q][1] and record.spans[q][0] < record.spans[p][1]]
-    assert together, "model passes of two waves ran at once"
-    assert all(p.stage in llm and q.stage in llm for p, q in together), together

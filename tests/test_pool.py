@@ -6,7 +6,7 @@ import pytest
 
 from gra_stream.backends import ChatRequest, Completion
 from gra_stream.backends.fake import FakeBackend
-from gra_stream.backends.pool import ModelPool, calls_overlap
+from gra_stream.backends.pool import ModelPool
 from tests.conftest import fake_config
 
 REQUEST = ChatRequest(({"role": "user", "content": "hi"},), None, 8, 0.7, 0.95, 0)
@@ -72,21 +72,3 @@ def test_backends_that_compute_in_python_take_turns():
     pool.complete({"a": [REQUEST], "b": [REQUEST]})
     assert inside[1] == 1 and barrier.broken
     assert not FakeBackend("m").waits and FakeBackend("m", latency_s=0.1).waits
-
-
-@pytest.mark.parametrize("models, vllm, own_processes, overlap", [
-    ([("vllm", 0)], {}, None, True),                        # one engine: both passes' requests in one batch
-    ([("vllm", 0), ("vllm", 0)], {}, None, True),           # engines with cores of their own work at once
-    ([("vllm", 0), ("vllm", 0)], {"resident_engines": 1}, None, False),  # they would take turns
-    ([("vllm", 0), ("vllm", 0)], {}, "0", False),           # two cores here: never two steps at once
-    ([("openai", 0), ("fake", 0.05)], {}, None, True),      # replies from outside this interpreter
-    ([("vllm", 0), ("fake", 0)], {}, None, False),          # a model computed in Python: one core to share
-])
-def test_passes_overlap_under_the_local_executor_only_where_the_pool_waits_on_its_models(
-        monkeypatch, models, vllm, own_processes, overlap):
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
-    if own_processes is not None:
-        monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", own_processes)
-    pool = [{"name": f"m{i}", "backend": b, "latency_s": latency, "path": "embedded:smollm2",
-             "url": "http://127.0.0.1:1/v1"} for i, (b, latency) in enumerate(models)]
-    assert calls_overlap(fake_config(models=pool, vllm=vllm)) is overlap

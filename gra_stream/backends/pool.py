@@ -1,12 +1,11 @@
 """The pool's backends, started on first use and kept for the whole run, and working at the same time."""
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from gra_stream.backends import Backend, ChatRequest, Completion
-from gra_stream.backends.vllm_engine import engines_work_at_once, on_cpu
+from gra_stream.backends.vllm_engine import engines_work_at_once
 from gra_stream.config import Config, ModelSpec
 
 
@@ -18,7 +17,6 @@ class ModelPool:
     cache: object | None = None    # a CallCache: finished calls are reused instead of paid again
     loads: list[str] = field(default_factory=list)  # in-process engines started, in order
     backends: dict[str, Backend] = field(default_factory=dict)  # least recently used first
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # passes in threads start each once
 
     def spec(self, name: str) -> ModelSpec:
         return next(m for m in self.config.models if m.name == name)
@@ -30,10 +28,6 @@ class ModelPool:
         return name in self.backends
 
     def backend(self, name: str) -> Backend:
-        with self.lock:
-            return self._backend(name)
-
-    def _backend(self, name: str) -> Backend:
         if name in self.backends:
             self.backends[name] = self.backends.pop(name)  # now the most recently used
             return self.backends[name]
@@ -58,7 +52,8 @@ class ModelPool:
         return VllmBackend(spec, self.config.vllm, seed=self.config.run_seed, engines=self._engine_count())
 
     def _engine_count(self) -> int:
-        return engine_count(self.config)
+        """How many of the pool's models run in in-process engines."""
+        return sum(m.backend == "vllm" for m in self.config.models)
 
     def _make_room(self) -> None:
         """With `vllm.resident_engines = N`, stop the least recently used engines so N - 1 remain."""
@@ -94,25 +89,3 @@ class ModelPool:
         for backend in self.backends.values():
             backend.close()
         self.backends.clear()
-
-
-def engine_count(config: Config) -> int:
-    """How many of the pool's models run in in-process engines."""
-    return sum(m.backend == "vllm" for m in config.models)
-
-
-def calls_overlap(config: Config) -> bool:
-    """Whether two passes gain from calling the pool from threads of their own at once: every model waits
-    on work outside this interpreter (an HTTP endpoint, a fake model with a latency, an in-process engine,
-    which adds both calls' requests to one batch), and no engines take turns (two would then be stepped
-    at once from two threads, or one stopped while the other thread uses it)."""
-    engines, limit = engine_count(config), config.vllm.resident_engines
-    return all(m.backend == "openai" or (m.backend == "fake" and m.latency_s > 0) or m.backend == "vllm"
-               for m in config.models) and (
-        engines <= 1 or (engines_work_at_once(engines) and not (limit and engines > limit)))
-
-
-def engine_on_cpu(config: Config) -> bool:
-    """Whether an in-process engine runs on this host's CPU: it uses every core, and a CPU stage run beside
-    it stalls the engine's threads for longer than the stage takes."""
-    return engine_count(config) > 0 and on_cpu()

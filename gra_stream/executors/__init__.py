@@ -84,12 +84,9 @@ def keep_in_flight(batches: Iterator[pl.DataFrame], stop: StopRequest, limit: in
 
 class LocalExecutor:
     """Every batch in this process, in order; a stop request is honoured before the next batch starts.
-    Two passes may run at once (`overlaps`) where their batches wait on the pool's models rather than on
-    this process's one core of Python (`calls_overlap`): an in-process engine then runs both passes'
-    requests in one batch. Else passes take turns."""
+    Passes take turns: they would share this process's one core of Python and the stages' lookups."""
 
-    def __init__(self, overlaps: bool = False):
-        self.overlaps = overlaps
+    overlaps = False
 
     def map(self, stage: Stage, batches: Iterator[pl.DataFrame], ctx: Context,
             stop: StopRequest) -> Iterator[Finished]:

@@ -4,12 +4,10 @@ A 135M model's verdicts are close to random: these tests check shapes and consis
 """
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLE, gra, head_jsonl, sql_rows, write_toml
+from tests.conftest import SAMPLE, gra, head_jsonl, sql_rows, write_toml
 from tests.invariants import check_run
 
 pytestmark = pytest.mark.slow
@@ -142,41 +140,3 @@ max_tokens = 200
     check_run(tmp_path / "run", reviewers=3)
     models = {r["model"] for r in sql_rows(tmp_path / "run", "SELECT DISTINCT model FROM calls")}
     assert models == {"smol-a", "smol-b"}
-
-
-TWO_CALLERS = """
-import json, sys, threading
-from gra_stream.backends import ChatRequest
-from gra_stream.backends.vllm_engine import VllmBackend
-from gra_stream.config import load_config
-
-config = load_config(None)
-backend = VllmBackend(config.models[0], config.vllm, seed=config.run_seed)
-
-def requests(topic):
-    return [ChatRequest(({"role": "user", "content": f"One sentence about {topic} number {i}."},), None, 24,
-                        0.7, 0.95, 100 + i, 1.0) for i in range(6)]
-
-alone = {t: [c.text for c in backend.complete(requests(t))] for t in ("cats", "rivers")}
-together = {}
-threads = [threading.Thread(target=lambda t=t: together.update({t: [c.text for c in backend.complete(requests(t))]}))
-           for t in ("cats", "rivers")]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
-backend.close()
-print(json.dumps({"alone": alone, "together": together}))
-"""
-
-
-def test_calls_from_two_threads_share_the_engine_and_get_the_replies_they_get_alone():
-    """Two passes call one in-process engine at once (gra_stream/backends/engine_loop.py): each gets its own
-    replies, the same as when it calls alone (sampling is seeded per request)."""
-    result = subprocess.run([sys.executable, "-c", TWO_CALLERS], capture_output=True, text=True, timeout=900,
-                            cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    replies = json.loads(result.stdout.strip().splitlines()[-1])
-    assert replies["together"] == replies["alone"]
-    assert all(len(texts) == 6 and all(texts) for texts in replies["alone"].values())
-    assert replies["alone"]["cats"] != replies["alone"]["rivers"]

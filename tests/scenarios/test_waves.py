@@ -84,18 +84,15 @@ def commits(run_dir, table):
             if p.name != "_empty.parquet"]
 
 
-@pytest.mark.parametrize("executor, overlap, profiled_ahead", [
-    ("processes", "true", True), ("processes", "false", False),
-    ("local", "true", True),  # the model waits (a latency): the local executor's passes overlap too
-])
-def test_a_stage_works_on_one_wave_while_an_earlier_stage_takes_the_next(
-        tmp_path, seeds, reference, executor, overlap, profiled_ahead):
+@pytest.mark.parametrize("overlap, profiled_ahead", [("true", True), ("false", False)])
+def test_with_worker_processes_a_stage_works_on_one_wave_while_an_earlier_stage_takes_the_next(
+        tmp_path, seeds, reference, overlap, profiled_ahead):
     """Passes overlap (gra_stream/passes.py): before the second wave's first samples are committed, the third
     wave has been profiled; one pass at a time, only the first two waves' 16 + 43 seeds are. The tables are
     the same."""
     config = fake_config_file(tmp_path, SLOW + WAVES + f"overlap = {overlap}\n", latency_s=0.05)
     run_dir = tmp_path / "run"
-    gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet", "--executor", executor)
+    gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet", "--executor", "processes")
     first_wave_ends = sql_rows(  # the 17th seed by id: the first of the second wave
         run_dir, "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM seeds) WHERE k = 17")[0]["id"]
     second_wave_samples = min(t for t, rows in commits(run_dir, "samples")
