@@ -50,10 +50,12 @@ class CallCache:
         if not requests:
             return {}
         self._index_new_segments()
+        if not len(self._keys):
+            return {}
         keys = [call_key(spec, r) for r in requests]
         wanted = key_numbers(keys)
         at = np.minimum(np.searchsorted(self._keys, wanted), len(self._keys) - 1)
-        found = self._keys[at] == wanted if len(self._keys) else np.zeros(len(keys), dtype=bool)
+        found = self._keys[at] == wanted
         known = {k for k, f in zip(keys, found.tolist()) if f}
         rows: dict[str, Completion] = {}
         for segment in np.unique(self._where[at[found]]).tolist():
