@@ -144,7 +144,8 @@ class Processes:
 class Waves:
     """The corpus goes through the stages in waves of seeds (gra_stream/waves.py): the first of
     `first_seeds` (a quarter of a smaller corpus, at least 16 seeds), each next one four times as large, up
-    to a quarter of the corpus. 0: one wave per round (the paper's whole-round diversity walk)."""
+    to a quarter of the corpus or four times the first wave. 0: one wave per round (the paper's whole-round
+    diversity walk)."""
     first_seeds: int = 512
     overlap: bool = True  # a stage may work on a wave while an earlier stage takes the next (performance only)
 

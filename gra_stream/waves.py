@@ -3,8 +3,10 @@ committed (and queryable) while later seeds are still waiting for their first st
 
 A wave is a range of seed ids: the seeds sorted by id (a content hash, so each wave is a random slice of
 the corpus, not its first lines) and cut into waves of `waves.first_seeds`, then GROWTH times as many each
-wave, up to LARGEST of the corpus. A corpus too small for that to make several waves starts with a quarter
-of it instead (at least MIN_FIRST seeds), so that its first samples, too, come before most of it is read. Every row of every stage belongs to the wave of the seed it comes from, so
+wave, up to LARGEST of the corpus or GROWTH times the first wave, whichever is larger. A corpus too small
+for that to make several waves starts with a quarter of it instead (at least MIN_FIRST seeds), so that its
+first samples, too, come before most of it is read; its later waves still grow, so that an engine gets
+large batches once those first samples are out. Every row of every stage belongs to the wave of the seed it comes from, so
 a stage pass over wave w takes the pending rows of seeds that sort below wave w's upper bound. The cuts
 depend on the seeds alone, never on timing: a killed or stopped run resumes in the same waves.
 
@@ -31,20 +33,20 @@ class Scope:
 
 
 GROWTH = 4        # each wave this many times the one before ...
-LARGEST = 1 / 4   # ... up to this share of the corpus
+LARGEST = 1 / 4   # ... up to this share of the corpus (or GROWTH times the first wave, if larger)
 MIN_FIRST = 16    # the smallest first wave a small corpus is given in place of `first_seeds`
 
 
 def wave_sizes(seeds: int, first: int) -> list[int]:
     """The number of seeds in each wave: `first` (or a quarter of a corpus of fewer than 4 x `first`
-    seeds, but at least MIN_FIRST), then GROWTH times more each wave, at most LARGEST of the corpus (never
-    less than the first wave); one wave of everything when `first` is 0."""
+    seeds, but at least MIN_FIRST), then GROWTH times more each wave, at most LARGEST of the corpus or
+    GROWTH times the first wave, whichever is larger; one wave of everything when `first` is 0."""
     if first <= 0:
         return [seeds]
     first = min(first, max(MIN_FIRST, -(-seeds // 4)))
     if seeds <= first:
         return [seeds]
-    cap = max(first, int(seeds * LARGEST))
+    cap = max(first * GROWTH, int(seeds * LARGEST))
     sizes, size, left = [], first, seeds
     while left:
         sizes.append(left if left - size < size // 2 else size)  # no small wave at the end

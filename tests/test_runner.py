@@ -91,14 +91,14 @@ def test_stages_with_nothing_to_do_skip_their_pending_query_in_every_wave(tmp_pa
     wave. With two rounds generation reads what later stages make, so it and the stages after it are
     drained in every wave of every round. The tables are those of a fresh run."""
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "seeds.jsonl", 40)
-    settings = {"waves": {"first_seeds": 8}, "rounds": rounds}
+    settings = {"waves": {"first_seeds": 2}, "rounds": rounds}
     run_fake([seeds], tmp_path / "run", **settings)
     drained = []
     drain = runner.drain
     monkeypatch.setattr(runner, "drain", lambda con, query, path: drained.append(path.name.split("-")[1])
                         or drain(con, query, path))
     run_fake([seeds], tmp_path / "run", committee={"tau": 6.0}, **settings)
-    waves = len(runner.waves.plan(Store(tmp_path / "run").connect(), 8))
+    waves = len(runner.waves.plan(Store(tmp_path / "run").connect(), 2))
     assert waves > 2
     assert not {"profile", "embed"} & set(drained)
     assert drained.count("generate") == (0 if rounds == 1 else rounds * waves)

@@ -24,7 +24,7 @@ FILTERS = ["min_length", "max_length", "refusal", "overlap"]
 # The base config: four models of the pool, and a minimum response length that drops about half of the
 # fake generations, so that changing the filters both drops rows and lets rows through.
 BASE = dict(names=NAMES[:4], filters={"enabled": FILTERS, "min_length": {"min_response_chars": 265}})
-WAVES = {"first_seeds": 6}  # four waves of the 24 seeds: every change is recomputed wave by wave
+WAVES = {"first_seeds": 2}  # the 24 seeds in waves of 2, 8, 8, 6: every change is recomputed wave by wave
 TIMING = {"latency_s", "wait_s", "retries"}  # how long a call took differs between runs, by nature
 
 

@@ -13,17 +13,17 @@ from gra_stream.waves import Scope, plan, wave_sizes
 from tests.conftest import corpus, fake_config_file, gra, sql_rows
 from tests.invariants import check_run, final_state, segments, state, wait_for
 
-WAVES = "[waves]\nfirst_seeds = 16\n"  # the 175 Self-Instruct seeds in waves of 16, 43, 43, 43, 30
+WAVES = "[waves]\nfirst_seeds = 8\n"  # the 175 Self-Instruct seeds in waves of 8, 32, 43, 43, 49
 SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
 
 
 def test_wave_sizes_start_small_grow_fourfold_and_stop_at_a_quarter_of_the_corpus():
     assert wave_sizes(1_000_000, 512) == [512, 2048, 8192, 32768, 131072, 250000, 250000, 325408]
-    assert wave_sizes(8000, 512) == [512, 2000, 2000, 2000, 1488]
-    assert wave_sizes(175, 16) == [16, 43, 43, 43, 30]
-    assert wave_sizes(100, 16) == [16, 25, 25, 34], "a last wave under half the one before joins it"
-    assert wave_sizes(500, 1024) == [125] * 4, "a corpus under 4 x first_seeds starts with a quarter of it"
-    assert wave_sizes(64, 512) == [16] * 4
+    assert wave_sizes(175, 8) == [8, 32, 43, 43, 49], "a last wave under half the one before joins it"
+    assert wave_sizes(8000, 512) == [512, 2048, 2048, 2048, 1344], "... or at four times the first wave"
+    assert wave_sizes(175, 16) == [16, 64, 95]
+    assert wave_sizes(500, 1024) == [125, 375], "a corpus under 4 x first_seeds starts with a quarter of it"
+    assert wave_sizes(64, 512) == [16, 48]
     assert wave_sizes(24, 512) == [16, 8], "... but with at least 16 seeds"
     assert wave_sizes(16, 512) == [16]
     assert wave_sizes(50_000, 0) == [50_000], "first_seeds = 0: one wave per round"
@@ -33,8 +33,8 @@ def test_the_waves_cut_the_seeds_by_id_into_exactly_those_sizes():
     con = duckdb.connect()
     ids = [content_id("seed", i) for i in range(1000)]
     con.execute("CREATE TABLE seeds AS SELECT unnest($1) AS id", [ids])
-    waves = plan(con, 100)
-    assert [w.through for w in waves] == [100, 350, 600, 850, 1000]
+    waves = plan(con, 50)
+    assert [w.through for w in waves] == [50, 250, 500, 750, 1000]
     assert waves[-1].below is None
     for wave in waves[:-1]:
         assert sum(i < wave.below for i in ids) == wave.through
@@ -88,17 +88,17 @@ def commits(run_dir, table):
 def test_with_worker_processes_a_stage_works_on_one_wave_while_an_earlier_stage_takes_the_next(
         tmp_path, seeds, reference, overlap, profiled_ahead):
     """Passes overlap (gra_stream/passes.py): before the second wave's first samples are committed, the third
-    wave has been profiled; one pass at a time, only the first two waves' 16 + 43 seeds are. The tables are
+    wave has been profiled; one pass at a time, only the first two waves' 8 + 32 seeds are. The tables are
     the same."""
     config = fake_config_file(tmp_path, SLOW + WAVES + f"overlap = {overlap}\n", latency_s=0.05)
     run_dir = tmp_path / "run"
     gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet", "--executor", "processes")
-    first_wave_ends = sql_rows(  # the 17th seed by id: the first of the second wave
-        run_dir, "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM seeds) WHERE k = 17")[0]["id"]
+    first_wave_ends = sql_rows(  # the 9th seed by id: the first of the second wave
+        run_dir, "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM seeds) WHERE k = 9")[0]["id"]
     second_wave_samples = min(t for t, rows in commits(run_dir, "samples")
                               if any(seed >= first_wave_ends for seed in rows["seed_id"].to_pylist()))
     profiled = sum(rows.num_rows for t, rows in commits(run_dir, "profiles") if t < second_wave_samples)
-    assert (profiled > 16 + 43) == profiled_ahead and profiled >= 16 + 43, profiled
+    assert (profiled > 8 + 32) == profiled_ahead and profiled >= 8 + 32, profiled
     assert state(run_dir) == state(reference)
 
 
