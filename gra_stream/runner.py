@@ -313,12 +313,17 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
             lookups.close()
 
     def finished(p: Pass, _) -> bool:
-        if p.stage != last_stage or not worked.get((p.round, p.wave)):
+        if p.stage != last_stage:
+            return True
+        # Stage by stage, one headline for the round, once its last wave is through.
+        whole = every_wave(stages[last_stage])
+        if whole and p.wave < len(plan) - 1:
+            return True
+        if not any(n for (r, w), n in worked.items() if r == p.round and (whole or w == p.wave)):
             return True
         kept = _samples(store)
-        w = len(plan) - 1 if every_wave(stages[last_stage]) else p.wave
-        wave = f"wave {w + 1}/{len(plan)}"
-        progress.wave(f"round {p.round}, {wave}" if rounds > 1 else wave, plan[w].through, plan[-1].through, kept)
+        wave = f"wave {p.wave + 1}/{len(plan)}"
+        progress.wave(f"round {p.round}, {wave}" if rounds > 1 else wave, plan[p.wave].through, plan[-1].through, kept)
         last = p.round == rounds and p.wave == len(plan) - 1
         if max_samples and kept >= max_samples and not last:
             summary.stopped_at, halt.enough = kept, True

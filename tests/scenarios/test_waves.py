@@ -1,5 +1,6 @@
 """Waves: kept samples are committed while later seeds still wait for their first stage, the run can
 stop when it has enough, and none of it depends on timing, kills, executors or worker counts."""
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,3 +160,16 @@ def test_one_wave_per_round_is_a_setting(tmp_path, seeds):
     config = fake_config_file(tmp_path, SLOW + "[waves]\nfirst_seeds = 0\n")
     out = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config)
     assert "wave 1/1  175/175 seeds through every stage" in out.stderr
+
+
+def test_a_run_that_goes_stage_by_stage_says_once_that_its_waves_are_through(tmp_path, seeds, reference):
+    """After a tau change generation has nothing left to do, so the passes go stage by stage (the ordered
+    diversity walk still one wave at a time): the progress gives one headline for the round, when its last
+    wave is through, not one per wave that had work."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    config = fake_config_file(tmp_path, SLOW + WAVES + "[committee]\ntau = 6.0\n")
+    out = gra("run", seeds, "--run-dir", run_dir, "--config", config, "--executor", "local")
+    assert "committee.tau 8.0 -> 6.0" in out.stderr, "the tables were re-decided"
+    headlines = [line for line in out.stderr.splitlines() if line.startswith("wave ")]
+    assert len(headlines) == 1 and headlines[0].startswith("wave 5/5  175/175 seeds through every stage"), headlines
