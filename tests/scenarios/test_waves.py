@@ -8,9 +8,10 @@ import sys
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, strategies as st
 
 from gra_stream.ids import content_id
-from gra_stream.waves import Scope, plan, wave_sizes
+from gra_stream.waves import GROWTH, LARGEST, MIN_FIRST, Scope, plan, wave_sizes
 from tests.conftest import corpus, fake_config_file, gra, sql_rows
 from tests.invariants import check_run, final_state, segments, state, wait_for
 
@@ -28,6 +29,26 @@ def test_wave_sizes_start_small_grow_fourfold_and_stop_at_a_quarter_of_the_corpu
     assert wave_sizes(24, 512) == [16, 8], "... but with at least 16 seeds"
     assert wave_sizes(16, 512) == [16]
     assert wave_sizes(50_000, 0) == [50_000], "first_seeds = 0: one wave per round"
+
+
+@given(st.integers(1, 2_000_000), st.integers(0, 4096))
+def test_wave_sizes_cover_the_corpus_start_with_the_first_wave_and_grow_within_their_cap(seeds, first):
+    """For any corpus and `first_seeds`: the waves hold every seed once; the first is `first_seeds` (a
+    quarter of a small corpus, at least MIN_FIRST) unless the rest would be under half of it; each wave
+    before the last is GROWTH times the one before, up to the larger of LARGEST of the corpus and GROWTH
+    times the first wave; the last is at least half of the one before it."""
+    sizes = wave_sizes(seeds, first)
+    assert sum(sizes) == seeds and min(sizes) > 0
+    if first == 0:
+        assert sizes == [seeds]
+        return
+    head = min(first, max(MIN_FIRST, -(-seeds // 4)))
+    assert sizes[0] == (seeds if seeds - head < head // 2 else head)
+    cap = max(head * GROWTH, int(seeds * LARGEST))
+    regular = sizes[:-1]
+    assert all(b == min(GROWTH * a, cap) for a, b in zip(regular, regular[1:]))
+    if len(sizes) > 1:
+        assert sizes[-1] >= sizes[-2] // 2
 
 
 def test_the_waves_cut_the_seeds_by_id_into_exactly_those_sizes():
