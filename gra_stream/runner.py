@@ -319,7 +319,8 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
         whole = every_wave(stages[last_stage])
         if whole and p.wave < len(plan) - 1:
             return True
-        if not any(n for (r, w), n in worked.items() if r == p.round and (whole or w == p.wave)):
+        through = range(len(plan)) if whole else (p.wave,)
+        if not any(worked.get((p.round, w)) for w in through):
             return True
         kept = _samples(store)
         wave = f"wave {p.wave + 1}/{len(plan)}"

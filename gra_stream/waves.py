@@ -6,9 +6,10 @@ the corpus, not its first lines) and cut into waves of `waves.first_seeds`, then
 wave, up to LARGEST of the corpus or GROWTH times the first wave, whichever is larger. A corpus too small
 for that to make several waves starts with a quarter of it instead (at least MIN_FIRST seeds), so that its
 first samples, too, come before most of it is read; its later waves still grow, so that an engine gets
-large batches once those first samples are out. Every row of every stage belongs to the wave of the seed it comes from, so
-a stage pass over wave w takes the pending rows of seeds that sort below wave w's upper bound. The cuts
-depend on the seeds alone, never on timing: a killed or stopped run resumes in the same waves.
+large batches once those first samples are out. Every row of every stage belongs to the wave of the seed
+it comes from, so a stage pass over wave w takes the pending rows of seeds that sort below wave w's upper
+bound. The cuts depend on the seeds alone, never on timing: a killed or stopped run resumes in the same
+waves.
 
 Within a round the waves run in order, each through every stage, and the ordered decisions (near-
 duplicates at the gate, the diversity walk) take each wave against everything kept in earlier waves.
