@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from gra_stream.config import Config
+from gra_stream.config import Config, Fields
 from gra_stream.errors import UserError
 from gra_stream.field_expressions import check_expression
 from gra_stream.fields import Mapping, extract_many, is_expression, resolve_mapping
@@ -49,10 +49,28 @@ def check_seed_files(paths: list[Path], config: Config | None = None) -> list[Pa
     if config is not None and any(is_expression(v) for v in (config.fields.instruction, config.fields.input,
                                                                config.fields.response)):
         for path in files:
-            first = next((row.record for row in iter_rows(path) if row.record is not None), None)
+            first = first_record(path)
             if first is not None:
                 resolve_file_mapping(first, config, path)
     return files
+
+
+def first_record(path: Path) -> dict | None:
+    """The first record of a seed file (the one its field mapping is resolved on), None if it has none."""
+    return next((row.record for row in iter_rows(path) if row.record is not None), None)
+
+
+def same_mappings(paths: list[Path], a: Fields, b: Fields) -> bool:
+    """Whether two [fields] sections map each of these seed files the same way. A file that cannot be
+    read, or that one of them cannot map, counts as mapped differently."""
+    for path in paths:
+        try:
+            first = first_record(path)
+            if first is not None and resolve_mapping(first, a, path) != resolve_mapping(first, b, path):
+                return False
+        except (OSError, UserError):
+            return False
+    return True
 
 
 def resolve_file_mapping(record: dict, config: Config, path: Path) -> Mapping:

@@ -3,13 +3,15 @@ are kept aside or come back, how many rows each had and whether its LLM requests
 directory (`run --dry-run`), the most LLM calls and output tokens the whole run can take."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import polars as pl
 
 from gra_stream import carry, kept_versions, stage_versions
-from gra_stream.config import Config
+from gra_stream.config import Config, Fields
+from gra_stream.ingest import same_mappings
 from gra_stream.kept_versions import Move
 from gra_stream.readers import iter_rows
 from gra_stream.reply_schemas import MAX_TOKENS
@@ -24,6 +26,19 @@ def tables_config(store: Store) -> tuple[dict | None, dict]:
     return (json.loads(rows[-1][0]), json.loads(rows[-1][1])) if rows else (None, {})
 
 
+def with_recorded_fields(store: Store, recorded_config: dict, config: Config, seed_files: list[Path]) -> Config:
+    """`config` with the [fields] section the tables were made under, where the two map every seed file
+    (ingested before, or read by this run) the same way: a section spelled differently, such as the
+    explicit mapping `gra-stream init` writes for names the default recognises, changes no result."""
+    recorded = recorded_config.get("fields")
+    if recorded is None or recorded == config.to_json()["fields"]:
+        return config
+    ingested = store.scan("files").select("path").collect()["path"].to_list()
+    old = Fields(**recorded)
+    paths = list(dict.fromkeys([*map(Path, ingested), *seed_files]))
+    return dataclasses.replace(config, fields=old) if same_mappings(paths, old, config.fields) else config
+
+
 def planned_moves(store: Store, recorded: dict | None, config: Config, stages) -> list[Move]:
     """The table moves that bring a run directory made under `recorded` to `config` (none if unchanged)."""
     stale = stage_versions.changed_stages(recorded, config)
@@ -35,9 +50,10 @@ def planned_moves(store: Store, recorded: dict | None, config: Config, stages) -
 def preview(store: Store, seed_files: list[Path], config: Config, stages) -> str:
     """What `run` would do first (for --dry-run): the change plan on a run directory made under another
     config, or the estimate of the whole run on a new one."""
-    recorded, _ = kept_versions.pending_switch(store) or tables_config(store)
+    recorded, recorded_config = kept_versions.pending_switch(store) or tables_config(store)
     if recorded is None:
         return whole_run_estimate(seed_files, config)
+    config = with_recorded_fields(store, recorded_config, config, seed_files)
     moves = planned_moves(store, recorded, config, stages)
     if not moves:
         return f"{store.root}: made under this config; a run does only what is pending (new seeds, unfinished work)"

@@ -26,7 +26,7 @@ from gra_stream.memory import DUCKDB_MEMORY, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
 from gra_stream.passes import PASSES_AT_ONCE, Pass, run_passes
 from gra_stream.pending import batches, drain, idle_stages
-from gra_stream.plan import change_plan, planned_moves, tables_config
+from gra_stream.plan import change_plan, planned_moves, tables_config, with_recorded_fields
 from gra_stream.progress import Progress
 from gra_stream.schemas import TABLES
 from gra_stream.sql_filters import load_filters
@@ -101,17 +101,24 @@ def _pass_digest(store: Store, config: Config, stage_names: list[str]) -> str:
     return content_id(store.digest(_PASS_INPUTS), json.dumps(config.to_json(), sort_keys=True), *stage_names)
 
 
-def _switch_config(store: Store, config: Config, stages: list[Stage], progress: Progress) -> bool:
+def _switch_config(store: Store, config: Config, stages: list[Stage], progress: Progress,
+                   seed_files: list[Path]) -> tuple[Config, bool]:
     """Bring the tables to this config: finish a switch a killed run left, then keep aside the tables of
-    the stages whose results this config changes (or bring back kept ones of the same version)."""
+    the stages whose results this config changes (or bring back kept ones of the same version). Returns
+    the config to run under (`with_recorded_fields`) and whether any table moved."""
     recorded, recorded_config = kept_versions.finish_switch(store) or tables_config(store)
+    same = with_recorded_fields(store, recorded_config, config, seed_files)
+    if same is not config:
+        progress.say("[fields] is written differently from the config these tables were made under, but maps "
+                     "every seed file the same way: the seeds stand")
+        config = same
     moves = planned_moves(store, recorded, config, stages)
     if not moves:
-        return False
+        return config, False
     progress.say(change_plan(recorded, config, moves, store.root), even_if_quiet=True)  # what the run is about to redo
     kept_versions.switch(store, moves, (recorded, recorded_config), (stage_versions.record(config), config.to_json()),
                          carry.planned(recorded, config, moves))
-    return True
+    return config, True
 
 
 def _nothing_changed(store: Store, config: Config, stage_names: list[str]) -> bool:
@@ -203,7 +210,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
         store.init()
         for leftover in (run_dir / ".tmp").glob("pending-*.arrow"):  # of a run killed mid-stage
             leftover.unlink(missing_ok=True)
-        summary.switched = _switch_config(store, config, stages, progress)
+        config, summary.switched = _switch_config(store, config, stages, progress, seed_files)
         t0, started = time.monotonic(), _now()
         run_id = content_id("run", started, os.getpid(), time.time_ns())
         names = [s.name for s in stages]

@@ -44,6 +44,8 @@ class Depends:
 LLM = ("run_seed", "max_reasks", *ENGINE_KEYS)
 SHORT_CIRCUIT = ("committee.tau", "committee.min_reviews", "committee.short_circuit")
 STAGES: dict[str, Depends] = {
+    # a [fields] section mapping every seed file as the recorded one does is replaced by it first
+    # (plan.with_recorded_fields): the section's text is a change only where the mappings differ
     "ingest": Depends(keys=("fields",)),
     "profile": Depends(keys=LLM, prompts=("system", "profile"), models=True, reads=("ingest",), text_from=("ingest",)),
     "embed": Depends(keys=("diversity.enabled", "diversity.model"), reads=("ingest",)),

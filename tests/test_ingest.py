@@ -4,7 +4,8 @@ import json
 import polars as pl
 from hypothesis import given, strategies as st
 
-from gra_stream.ingest import KnownIds
+from gra_stream.config import Fields
+from gra_stream.ingest import KnownIds, same_mappings
 from tests.conftest import frame, run_fake
 
 IDS = st.integers(0, 2**64 - 1).map(lambda n: f"{n:016x}") | st.sampled_from(["0" * 16, "f" * 16, "0123456789abcdef"])
@@ -34,3 +35,14 @@ def test_duplicates_across_chunks_and_files_are_counted_once(tmp_path, monkeypat
     files = frame(tmp_path / "run", "SELECT path, rows, seeds, duplicates FROM files ORDER BY path")
     assert files.rows() == [(str(first), 60, 23, 37), (str(second), 31, 1, 30)]
     assert frame(tmp_path / "run", "SELECT count(*) AS n, count(DISTINCT id) AS d FROM seeds").rows() == [(24, 24)]
+
+
+def test_two_fields_sections_map_the_same_only_where_every_file_resolves_alike(tmp_path):
+    gsm, alpaca = tmp_path / "gsm.jsonl", tmp_path / "alpaca.jsonl"
+    gsm.write_text(json.dumps({"question": "How many?", "answer": "3"}) + "\n")
+    alpaca.write_text(json.dumps({"instruction": "Sort these.", "input": "b a", "output": "a b"}) + "\n")
+    recognised, spelled_out = Fields(), Fields(instruction="Question", response="answer")
+    assert same_mappings([gsm], recognised, spelled_out)
+    assert not same_mappings([gsm, alpaca], recognised, spelled_out), "alpaca has no `question`"
+    assert not same_mappings([gsm], recognised, Fields(response="question"))
+    assert not same_mappings([tmp_path / "gone.jsonl"], recognised, recognised), "a file it cannot read"

@@ -10,8 +10,10 @@ import pytest
 
 from gra_stream import carry
 from gra_stream.config import config_from_dict
+from gra_stream.plan import preview
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
+from gra_stream.stages import all_stages
 from gra_stream.store import Store
 from tests.conftest import FAKE_POOL, corpus, gra, head_jsonl, write_toml
 from tests.fault_server import FaultServer
@@ -116,6 +118,7 @@ CHANGES = {
     "rounds raised": lambda t: dict(rounds=2),
     "tasks_per_seed": lambda t: dict(tasks_per_seed=2),
     "one wave": lambda t: dict(waves={"first_seeds": 0}),
+    "fields": lambda t: dict(fields={"response": "trim(split_part(answer, '####', 2))"}),  # the final number only
 }
 
 
@@ -185,6 +188,21 @@ def test_knobs_that_change_no_result_do_no_work(server, seeds, base, tmp_path):
                    batch_size=5, cpu_batch_size=7, vllm={"resident_engines": 1})
     summary = run_pipeline([seeds], run_dir, knobs, progress=Progress(quiet=True), executor="processes")
     assert not summary.did_work and tables(run_dir) == before
+    assert not (run_dir / "versions").exists()
+
+
+def test_fields_written_differently_but_mapping_each_file_the_same_do_no_work(server, seeds, base, tmp_path):
+    """The base run recognised GSM8K's `question` and `answer` by name; `gra-stream init` writes them out,
+    and a user may capitalise them: neither changes a seed."""
+    base_dir, _ = base
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_dir, run_dir)
+    before = tables(run_dir)
+    for fields in ({"instruction": "question", "response": "answer"}, {"instruction": "Question"}, {}):
+        summary = run_pipeline([seeds], run_dir, config(server.url, **BASE, fields=fields), progress=Progress(quiet=True))
+        assert not summary.did_work and tables(run_dir) == before, fields
+        assert preview(Store(run_dir), [seeds], config(server.url, **BASE, fields=fields), all_stages()) \
+            .endswith("a run does only what is pending (new seeds, unfinished work)")
     assert not (run_dir / "versions").exists()
 
 
