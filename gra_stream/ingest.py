@@ -35,6 +35,7 @@ class FileStats:
     duplicates: int = 0
     bad_rows: int = 0
     skipped: bool = False
+    changed: bool = False     # read before, with other contents
 
 
 def file_key(path: Path) -> str:
@@ -83,14 +84,24 @@ def resolve_file_mapping(record: dict, config: Config, path: Path) -> Mapping:
 
 def ingest_files(store: Store, paths: list[Path], config: Config,
                  on_progress: Callable[[int], None] = lambda n: None) -> list[FileStats]:
-    done = set(store.scan("files").select("id").collect()["id"].to_list())
+    """Read each file not read before in this form. A file changed since it was read is read again: its
+    rows add the seeds that are new, and its bad rows and `files` row become those of the file as it is
+    now. The seeds of rows since removed from it stay, with what was made from them (a run directory
+    only gains seeds)."""
+    files = store.scan("files").select("id", "path").collect()
+    done = set(files["id"].to_list())
     stats = []
     for path in paths:
         key = file_key(path)
         if key in done:
             stats.append(FileStats(str(path), skipped=True))
             continue
+        earlier = [k for k, p in files.iter_rows() if Path(p).resolve() == path.resolve()]
+        for old in earlier:  # before reading it again, so that a kill in between loses nothing
+            store.remove_segments("ingest_errors", f"{old}-")
+            store.remove_segments("files", old)
         stats.append(_ingest_file(store, path, key, config, on_progress))
+        stats[-1].changed = bool(earlier)
     return stats
 
 

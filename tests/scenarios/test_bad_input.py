@@ -11,7 +11,7 @@ from gra_stream.backends.fake import FakeBackend
 from gra_stream.cli import main
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
-from tests.conftest import fake_config, fake_config_file, sql_rows
+from tests.conftest import fake_config, fake_config_file, run_fake, sql_rows
 from tests.invariants import check_run
 
 
@@ -101,3 +101,28 @@ def test_an_empty_file_is_one_clear_error(tmp_path):
     empty.write_text("")
     result = CliRunner().invoke(main, ["run", str(empty), "--run-dir", str(tmp_path / "r"), "--backend", "fake"])
     assert result.exit_code == 1 and "the file is empty" in result.output and "Traceback" not in result.output
+
+
+def test_a_seed_file_fixed_and_run_again_reports_only_its_bad_rows_of_now(tmp_path):
+    """The user fixes the rows the run reported and runs the same command: the fixed rows become seeds,
+    the bad rows of the earlier contents are no longer reported, and the seeds of rows since removed stay
+    (a run directory only gains seeds)."""
+    seeds, run_dir = tmp_path / "seeds.jsonl", tmp_path / "run"
+    seeds.write_text("\n".join([json.dumps(good(1)), "{not json", json.dumps(good(2))]) + "\n")
+    run_fake([seeds], run_dir)
+    assert [r["line"] for r in sql_rows(run_dir, "SELECT line FROM ingest_errors")] == [2]
+    seeds.write_text("\n".join([json.dumps(good(1)), json.dumps(good(3))]) + "\n")
+    lines = []
+
+    class Said(Progress):
+        def say(self, message, **kwargs):
+            lines.append(message)
+
+    run_pipeline([seeds], run_dir, fake_config(), progress=Said(quiet=True))
+    assert sql_rows(run_dir, "SELECT count(*) AS n FROM ingest_errors") == [{"n": 0}]
+    assert sql_rows(run_dir, "SELECT rows, seeds, duplicates, bad_rows FROM files") == \
+        [{"rows": 2, "seeds": 1, "duplicates": 1, "bad_rows": 0}]
+    kept = sql_rows(run_dir, "SELECT s.instruction FROM seeds s JOIN profiles p USING (id) ORDER BY 1")
+    assert [r["instruction"] for r in kept] == sorted(good(i)["instruction"] for i in (1, 2, 3))
+    assert any("(changed since it was read): 2 rows, 1 new seeds, 1 duplicates, 0 bad rows" in line for line in lines)
+    check_run(run_dir)
