@@ -4,10 +4,7 @@ directory (`run --dry-run`), the most LLM calls and output tokens the whole run 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-
-import polars as pl
 
 from gra_stream import carry, kept_versions, stage_versions
 from gra_stream.config import Config, Fields
@@ -15,15 +12,8 @@ from gra_stream.ingest import same_mappings
 from gra_stream.kept_versions import Move
 from gra_stream.readers import iter_rows
 from gra_stream.reply_schemas import MAX_TOKENS
+from gra_stream.run_log import tables_config
 from gra_stream.store import Store
-
-
-def tables_config(store: Store) -> tuple[dict | None, dict]:
-    """The stage versions and the config the latest run recorded: what the tables were made under
-    (None and {} for a new run directory)."""
-    rows = (store.scan("runs").filter(pl.col("versions").is_not_null() & (pl.col("versions") != ""))
-            .sort("started", "id").select("versions", "config").collect().rows())
-    return (json.loads(rows[-1][0]), json.loads(rows[-1][1])) if rows else (None, {})
 
 
 def with_recorded_fields(store: Store, recorded_config: dict, config: Config, seed_files: list[Path]) -> Config:

@@ -3,18 +3,14 @@ batch as one Parquet segment, wave by wave (gra_stream/waves.py). Stopping at an
 the batch in flight; running the same command again computes what is still pending and finishes it."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
-import polars as pl
-
-from gra_stream import carry, kept_versions, stage_versions, waves
+from gra_stream import carry, kept_versions, run_log, stage_versions, waves
 from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
@@ -26,9 +22,8 @@ from gra_stream.memory import DUCKDB_MEMORY, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
 from gra_stream.passes import PASSES_AT_ONCE, Pass, run_passes
 from gra_stream.pending import batches, drain, idle_stages
-from gra_stream.plan import change_plan, planned_moves, tables_config, with_recorded_fields
+from gra_stream.plan import change_plan, planned_moves, with_recorded_fields
 from gra_stream.progress import Progress
-from gra_stream.schemas import TABLES
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
 from gra_stream.store import RunLock, Store
@@ -77,36 +72,12 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders runs started within a second
-
-
-# What a stage pass reads: every table but the run log and the call cache.
-_PASS_INPUTS = [t for t in TABLES if t not in ("runs", "call_cache")]
-
-
-def _record_run(store: Store, run_id: str, started: str, t0: float, outcome: str, config: Config, seeds,
-                stage_names: list[str]) -> None:
-    store.write_segment("runs", run_id, pl.DataFrame([{
-        "id": run_id, "started": started, "finished": "" if outcome == "running" else _now(),
-        "elapsed_s": time.monotonic() - t0, "outcome": outcome, "config": json.dumps(config.to_json()),
-        "versions": json.dumps(stage_versions.record(config)),
-        "seed_files": [str(p) for p in seeds],
-        # after a finished pass nothing is pending: a later run whose tables, config and stages are the
-        # same has nothing to do, which it can tell without a query (`_nothing_changed`)
-        "tables_digest": _pass_digest(store, config, stage_names) if outcome == "finished" else ""}]))
-
-
-def _pass_digest(store: Store, config: Config, stage_names: list[str]) -> str:
-    return content_id(store.digest(_PASS_INPUTS), json.dumps(config.to_json(), sort_keys=True), *stage_names)
-
-
 def _switch_config(store: Store, config: Config, stages: list[Stage], progress: Progress,
                    seed_files: list[Path]) -> tuple[Config, bool]:
     """Bring the tables to this config: finish a switch a killed run left, then keep aside the tables of
     the stages whose results this config changes (or bring back kept ones of the same version). Returns
     the config to run under (`with_recorded_fields`) and whether any table moved."""
-    recorded, recorded_config = kept_versions.finish_switch(store) or tables_config(store)
+    recorded, recorded_config = kept_versions.finish_switch(store) or run_log.tables_config(store)
     same = with_recorded_fields(store, recorded_config, config, seed_files)
     if same is not config:
         progress.say("[fields] is written differently from the config these tables were made under, but maps "
@@ -119,13 +90,6 @@ def _switch_config(store: Store, config: Config, stages: list[Stage], progress: 
     kept_versions.switch(store, moves, (recorded, recorded_config), (stage_versions.record(config), config.to_json()),
                          carry.planned(recorded, config, moves))
     return config, True
-
-
-def _nothing_changed(store: Store, config: Config, stage_names: list[str]) -> bool:
-    """True when a finished run left exactly these tables behind, under this config and these stages."""
-    digests = {d for d in store.scan("runs").filter(pl.col("outcome") == "finished")
-               .select("tables_digest").collect()["tables_digest"].to_list() if d}
-    return _pass_digest(store, config, stage_names) in digests
 
 
 def preflight(stages: list[Stage], con, config: Config) -> None:
@@ -211,10 +175,10 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
         for leftover in (run_dir / ".tmp").glob("pending-*.arrow"):  # of a run killed mid-stage
             leftover.unlink(missing_ok=True)
         config, summary.switched = _switch_config(store, config, stages, progress, seed_files)
-        t0, started = time.monotonic(), _now()
+        t0, started = time.monotonic(), run_log.now()
         run_id = content_id("run", started, os.getpid(), time.time_ns())
         names = [s.name for s in stages]
-        _record_run(store, run_id, started, t0, "running", config, seed_files, names)
+        run_log.record(store, run_id, started, t0, "running", config, seed_files, names)
         kept_versions.switched(store)  # the run log now names the config the tables are under
         outcome = "failed"
         ctx: Context | None = None
@@ -222,7 +186,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
         try:
             # The executor's workers start while the seeds are read, unless a finished run left these
             # tables under this config: then only new seeds can make work, and none may come.
-            if not _nothing_changed(store, config, names):
+            if not run_log.nothing_changed(store, config, names):
                 executor = _start_executor(executor_kind, run_dir, config, ray_address, progress, stop)
             bar = progress.stage("ingest", 0)
             try:
@@ -234,7 +198,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
                                      f"{stats.bad_rows} bad rows")
             finally:
                 bar.close()
-            if not summary.new_seeds and _nothing_changed(store, config, names):
+            if not summary.new_seeds and run_log.nothing_changed(store, config, names):
                 outcome = "finished"
                 return summary
             kept = _samples(store) if max_samples else 0
@@ -263,7 +227,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             if ctx is not None:
                 ctx.pool.close()
             try:
-                _record_run(store, run_id, started, t0, outcome, config, seed_files, names)
+                run_log.record(store, run_id, started, t0, outcome, config, seed_files, names)
             except OSError:
                 pass  # the run log is informative only; the error that stopped the run is the one to show
     return summary

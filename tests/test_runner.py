@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from gra_stream import pending, runner, stage_versions
+from gra_stream import pending, run_log, runner, stage_versions
 from gra_stream.errors import UserError
-from gra_stream.plan import tables_config
+from gra_stream.run_log import tables_config
 from gra_stream.progress import Progress
 from gra_stream.stages import Stage, all_stages
 from gra_stream.store import Store
@@ -36,11 +36,11 @@ def test_a_finished_run_is_recognised_until_anything_changes(tmp_path):
     assert tables_config(Store(run_dir)) == (None, {})
     runner.run_pipeline([seeds], run_dir, config, progress=Progress(quiet=True))
     store, names = Store(run_dir), [s.name for s in all_stages()]
-    assert runner._nothing_changed(store, config, names)
-    assert not runner._nothing_changed(store, fake_config(batch_size=7), names), "another config: query again"
-    assert not runner._nothing_changed(store, config, names[:-1])
+    assert run_log.nothing_changed(store, config, names)
+    assert not run_log.nothing_changed(store, fake_config(batch_size=7), names), "another config: query again"
+    assert not run_log.nothing_changed(store, config, names[:-1])
     store.remove_segments("samples", "finalize-")
-    assert not runner._nothing_changed(store, config, names), "a lost segment: query again"
+    assert not run_log.nothing_changed(store, config, names), "a lost segment: query again"
     recorded, recorded_config = tables_config(store)
     assert recorded["versions"] == stage_versions.versions(config) and recorded_config == config.to_json()
     runs = store.connect().sql("SELECT outcome, versions FROM runs").fetchall()
