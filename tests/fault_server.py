@@ -23,8 +23,9 @@ class _Server(ThreadingHTTPServer):
 
 class FaultServer:
     def __init__(self, *, faults: bool = True, slow_s: float = 1.5, api_key: str = "", rate_per_s: float = 0.0,
-                 burst: float = 1.0, latency_s: float = 0.0):
+                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0):
         self.faults = faults
+        self.down = False               # True: every request gets 503, as from a gateway whose backend is down
         self.slow_s = slow_s
         self.api_key = api_key
         self.rate_per_s, self.burst, self.latency_s = rate_per_s, burst, latency_s
@@ -49,6 +50,8 @@ class FaultServer:
                     n = server.requests
                     server.headers_seen.append(dict(self.headers))
                     server.bodies.append(json.dumps(body, sort_keys=True))
+                if server.down:
+                    return self._send(503, b'{"error": {"message": "no healthy upstream"}}')
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
                     with server.lock:
                         server.unauthorized += 1
@@ -94,7 +97,7 @@ class FaultServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -37,15 +37,19 @@ def test_faults_are_retried_counted_and_lose_nothing(tmp_path):
     check_run(tmp_path / "http")
 
 
-def test_a_dead_endpoint_quarantines_calls_and_the_run_still_finishes(tmp_path):
+def test_a_dead_endpoint_stops_the_run_and_quarantines_nothing(tmp_path):
+    """Quarantining every row of a server that is down would lose them: a re-run finds them done. The run
+    stops instead, with the rows pending (tests/scenarios/test_hosted_endpoint.py resumes such a run)."""
+    from gra_stream.errors import UserError
+
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 5)
     port = free_port()  # nothing listens there once the probing socket is closed
     config = fake_config(models=[{"name": "dead", "backend": "openai", "url": f"http://127.0.0.1:{port}/v1",
                                   "max_retries": 1, "timeout_s": 1.0}], max_reasks=0)
-    run_pipeline([seeds], tmp_path / "run", config, progress=Progress(quiet=True))
-    rows = table(tmp_path / "run", "SELECT status, error, retries FROM profiles")
-    assert len(rows) == 5 and all(s == "quarantined" and "no reply" in e and r == 1 for s, e, r in rows)
-    assert table(tmp_path / "run", "SELECT count(*) FROM quarantine WHERE stage = 'profile'")[0][0] == 5
+    with pytest.raises(UserError, match=r"model 'dead': cannot connect to .* \(ConnectError, 1 retries\)"):
+        run_pipeline([seeds], tmp_path / "run", config, progress=Progress(quiet=True))
+    assert table(tmp_path / "run", "SELECT count(*) FROM profiles")[0][0] == 0
+    assert table(tmp_path / "run", "SELECT count(*) FROM quarantine")[0][0] == 0
 
 
 def test_openai_url_is_validated(tmp_path):

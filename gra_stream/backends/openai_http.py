@@ -7,7 +7,9 @@ HTTP 429 or 5xx, or a 200 whose body is not a chat completion) is retried with e
 after the server's `Retry-After`, up to `max_retries` times; retries and the seconds spent waiting on rate
 limits are counted on the completion. What still fails comes back as an empty completion with
 finish_reason "error", which the caller re-asks and finally quarantines: a flaky server never stops the
-run and never loses a row. A refused key (HTTP 401 or 403) stops the run: no other request can succeed.
+run and never loses a row. What says that no request can succeed stops the run instead, before the batch
+commits, so that its rows stay pending for the same command to resume: a refused key (HTTP 401 or 403), a
+server that cannot be connected to after every retry, and a batch of which no request got a reply.
 
 Credentials come from the environment only (`api_key_env`, `headers`), are read once at start, and never
 leave this module: not in the call cache, the run directory, logs or messages.
@@ -32,6 +34,8 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 OVERLOAD_STATUS = {429, 503}   # the endpoint asks for less: the adaptive limit is cut
 REFUSED_STATUS = {401, 403}    # the key is missing, wrong or not allowed this model: stop the run
 MAX_RETRY_AFTER_S = 120.0
+GAVE_UP = "gave up after"      # how the error of a request whose every retry failed begins
+STOPPED = "the run stopped with what was committed before; run the same command again once the endpoint answers"
 
 
 def credential_headers(spec: ModelSpec) -> dict[str, str]:
@@ -88,11 +92,15 @@ class OpenAIBackend:
             self._client = httpx.AsyncClient(timeout=timeout, limits=limits, headers=self.headers)
         tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
         try:
-            return list(await asyncio.gather(*tasks))
+            done = list(await asyncio.gather(*tasks))
         except BaseException:
-            for task in tasks:  # a refused key: the other requests stop too
+            for task in tasks:  # a refused key or an unreachable server: the other requests stop too
                 task.cancel()
             raise
+        if len(done) > 1 and all(c.error.startswith(GAVE_UP) for c in done):
+            raise UserError(f"model {self.spec.name!r}: no reply from {self.url} to any of the {len(done)} requests "
+                            f"of a batch ({done[-1].error}); {STOPPED}")
+        return done
 
     def body(self, r: ChatRequest) -> dict:
         body = {"model": self.model, "messages": list(r.messages), "max_tokens": r.max_tokens,
@@ -122,6 +130,9 @@ class OpenAIBackend:
                 last_error, outcome = "TimeoutException", OVERLOADED
             except httpx.TransportError as e:
                 last_error = type(e).__name__
+                if attempt == self.spec.max_retries and isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout)):
+                    raise UserError(f"model {self.spec.name!r}: cannot connect to {self.url} ({last_error}, "
+                                    f"{retries} retries); {STOPPED}") from None
             else:
                 latency = time.perf_counter() - started
                 self.throttle.read_headers(response.headers)
@@ -152,7 +163,7 @@ class OpenAIBackend:
                 await asyncio.sleep(backoff)
                 waited += backoff
         return Completion("", 0, 0, "error", 0.0, retries=retries, wait_s=waited,
-                          error=f"gave up after {retries} retries: {last_error}")
+                          error=f"{GAVE_UP} {retries} retries: {last_error}")
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:

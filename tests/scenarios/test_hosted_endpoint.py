@@ -121,6 +121,33 @@ def test_a_refused_key_stops_the_run_with_the_servers_message(tmp_path):
     assert Store(tmp_path / "run").connect().sql("SELECT count(*) FROM quarantine").fetchall()[0][0] == 0
 
 
+def test_an_endpoint_that_cannot_serve_stops_the_run_and_the_same_command_resumes(tmp_path):
+    """A server that is gone (connections refused), then a gateway answering 503 to everything: each stops
+    the run with one line instead of quarantining every row, and once the endpoint answers, the same
+    command finishes with nothing lost."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 8)
+    with FaultServer(faults=False) as server:
+        url, port = server.url, server.httpd.server_address[1]
+    args = ("run", seeds, "--run-dir", tmp_path / "run", "--config", toml_config(tmp_path / "c.toml", url))
+    stopped = [gra(*args, env_key=KEY)]
+    with FaultServer(faults=False, port=port) as server:
+        server.down = True
+        stopped.append(gra(*args, env_key=KEY))
+        assert server.requests > 0
+        server.down = False
+        resumed = gra(*args, env_key=KEY)
+    for result, says in zip(stopped, ("cannot connect to", "no reply from")):
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        line = result.stderr.strip().splitlines()[-1]
+        assert says in line and "run the same command again once the endpoint answers" in line, line
+    assert "(gave up after 2 retries: HTTP 503)" in stopped[1].stderr
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    con = Store(tmp_path / "run").connect()
+    assert con.sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
+    assert con.sql("SELECT count(*) FROM profiles WHERE status = 'ok'").fetchall() == [(8,)]
+    check_run(tmp_path / "run")
+
+
 def test_a_requests_per_minute_budget_holds_requests_back_and_counts_the_wait():
     from gra_stream.backends import ChatRequest
     from gra_stream.backends.openai_http import OpenAIBackend
