@@ -1,5 +1,5 @@
-"""Streaming seed readers: JSONL (plain, .gz, .zst), JSON arrays, Parquet, CSV and Arrow IPC (the files of a
-`datasets.save_to_disk` folder), one record at a time.
+"""Streaming seed readers: JSONL (plain, .gz, .zst), JSON arrays, Parquet, CSV and TSV, and Arrow IPC (the files
+of a `datasets.save_to_disk` folder), one record at a time.
 
 Each reader yields `Row(line, record, error)`: a row that cannot be read carries the reason instead of a
 record, so one bad line never stops a file. Memory stays bounded for every format but JSON arrays, which
@@ -48,11 +48,13 @@ def detect_format(path: Path) -> str:
         return "parquet"
     if name.endswith(".csv"):
         return "csv"
+    if name.endswith(".tsv"):
+        return "tsv"
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "json"
     if name.endswith(".arrow"):
         return "arrow"
-    raise UserError(f"{path}: unknown seed file type; use .jsonl, .json, .parquet, .csv (optionally .gz/.zst) "
+    raise UserError(f"{path}: unknown seed file type; use .jsonl, .json, .parquet, .csv, .tsv (optionally .gz/.zst) "
                     f"or .arrow, or give a folder of them")
 
 
@@ -62,8 +64,8 @@ def iter_rows(path: Path) -> Iterator[Row]:
         yield from _parquet_rows(path)
     elif fmt == "arrow":
         yield from _arrow_rows(path)
-    elif fmt == "csv":
-        yield from _csv_rows(path)
+    elif fmt in ("csv", "tsv"):
+        yield from _csv_rows(path, "\t" if fmt == "tsv" else ",")
     else:
         yield from _json_rows(path)
 
@@ -171,11 +173,11 @@ def _arrow_rows(path: Path) -> Iterator[Row]:
             yield Row(line, record)
 
 
-def _csv_rows(path: Path) -> Iterator[Row]:
+def _csv_rows(path: Path, delimiter: str) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
     with _open_binary(path) as f:
         text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="strict", newline="")
-        reader = csv.DictReader(text)
+        reader = csv.DictReader(text, delimiter=delimiter)
         row_number = 0
         while True:
             try:
@@ -186,7 +188,7 @@ def _csv_rows(path: Path) -> Iterator[Row]:
                 yield Row(row_number + 1, None, f"invalid UTF-8 at byte {e.start}; the rest of the file is skipped")
                 return
             except (csv.Error, OSError, EOFError, zlib.error) as e:
-                yield Row(row_number + 1, None, f"unreadable CSV: {e}")
+                yield Row(row_number + 1, None, f"unreadable {'TSV' if delimiter == chr(9) else 'CSV'}: {e}")
                 return
             row_number += 1
             if None in record:  # more cells than header columns

@@ -54,7 +54,7 @@ def _folder_files(folder: Path) -> list[Path]:
         return [folder / f["filename"] for f in state.get("_data_files", [])]
     files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_seed_file(p))
     if not files:
-        raise UserError(f"{folder}: no seed files in this folder (.jsonl, .json, .parquet, .csv, .arrow)")
+        raise UserError(f"{folder}: no seed files in this folder (.jsonl, .json, .parquet, .csv, .tsv, .arrow)")
     splits = {_split(f, folder) for f in files}
     if "train" in splits and len(splits) > 1:
         files = [f for f in files if _split(f, folder) == "train"]

@@ -24,6 +24,8 @@ def jsonl_bytes(records) -> bytes:
     ("s.jsonl.zst", lambda p: p.write_bytes(zstandard.ZstdCompressor().compress(jsonl_bytes(RECORDS)))),
     ("s.json", lambda p: p.write_text(json.dumps(RECORDS))),
     ("s.parquet", lambda p: pq.write_table(pa.Table.from_pylist(RECORDS), p)),
+    ("s.tsv", lambda p: p.write_text("instruction\toutput\n" + "".join(f"{r['instruction']}\t{r['output']}\n" for r in RECORDS))),
+    ("s.tsv.gz", lambda p: p.write_bytes(gzip.compress(b"instruction\toutput\nAdd 2 and 3.\t5\nName a colour.\tBlue\n"))),
 ])
 def test_every_format_yields_the_same_records(tmp_path, name, writer):
     path = tmp_path / name
