@@ -50,6 +50,8 @@ class FaultServer:
                     n = server.requests
                     server.headers_seen.append(dict(self.headers))
                     server.bodies.append(json.dumps(body, sort_keys=True))
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}).encode())
                 if server.down:
                     return self._send(503, b'{"error": {"message": "no healthy upstream"}}')
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":

@@ -9,7 +9,8 @@ limits are counted on the completion. What still fails comes back as an empty co
 finish_reason "error", which the caller re-asks and finally quarantines: a flaky server never stops the
 run and never loses a row. What says that no request can succeed stops the run instead, before the batch
 commits, so that its rows stay pending for the same command to resume: a refused key (HTTP 401 or 403), a
-server that cannot be connected to after every retry, and a batch of which no request got a reply.
+server that cannot be connected to after every retry, a batch of which no request got a reply, and HTTP
+404 (no such path or model).
 
 Credentials come from the environment only (`api_key_env`, `headers`), are read once at start, and never
 leave this module: not in the call cache, the run directory, logs or messages.
@@ -33,6 +34,7 @@ from gra_stream.errors import UserError
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 OVERLOAD_STATUS = {429, 503}   # the endpoint asks for less: the adaptive limit is cut
 REFUSED_STATUS = {401, 403}    # the key is missing, wrong or not allowed this model: stop the run
+NOT_FOUND = 404                # no such path or model: the config is wrong, whatever the request; stop the run
 MAX_RETRY_AFTER_S = 120.0
 GAVE_UP = "gave up after"      # how the error of a request whose every retry failed begins
 STOPPED = "the run stopped with what was committed before; run the same command again once the endpoint answers"
@@ -145,6 +147,10 @@ class OpenAIBackend:
                 elif response.status_code in REFUSED_STATUS:
                     raise UserError(f"model {self.spec.name!r}: {self.url} refused the request "
                                     f"(HTTP {response.status_code}): {self._redact(_message(response))}")
+                elif response.status_code == NOT_FOUND:
+                    raise UserError(f"model {self.spec.name!r}: {self.url} answered HTTP 404 for model "
+                                    f"{self.model!r} ({self._redact(_message(response))}); check the model's "
+                                    f"url (it ends with /v1 for most servers) and api_model")
                 elif response.status_code in RETRYABLE_STATUS:
                     last_error = f"HTTP {response.status_code}"
                     if response.status_code in OVERLOAD_STATUS:

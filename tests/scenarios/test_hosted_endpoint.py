@@ -148,6 +148,17 @@ def test_an_endpoint_that_cannot_serve_stops_the_run_and_the_same_command_resume
     check_run(tmp_path / "run")
 
 
+def test_a_url_without_its_v1_stops_the_run_at_the_first_404(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 5)
+    with FaultServer(faults=False) as server:
+        result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config",
+                     toml_config(tmp_path / "c.toml", server.url.removesuffix("/v1")), env_key=KEY)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "answered HTTP 404 for model 'fake-a' (no route /chat/completions)" in line and "/v1" in line, line
+    assert Store(tmp_path / "run").connect().sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
+
+
 def test_a_requests_per_minute_budget_holds_requests_back_and_counts_the_wait():
     from gra_stream.backends import ChatRequest
     from gra_stream.backends.openai_http import OpenAIBackend
