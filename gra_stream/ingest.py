@@ -90,13 +90,16 @@ def ingest_files(store: Store, paths: list[Path], config: Config,
     only gains seeds)."""
     files = store.scan("files").select("id", "path").collect()
     done = set(files["id"].to_list())
+    read_before: dict[Path, list[str]] = {}  # file -> the keys it was read under
+    for key, recorded in files.iter_rows():
+        read_before.setdefault(Path(recorded).resolve(), []).append(key)
     stats = []
     for path in paths:
         key = file_key(path)
         if key in done:
             stats.append(FileStats(str(path), skipped=True))
             continue
-        earlier = [k for k, p in files.iter_rows() if Path(p).resolve() == path.resolve()]
+        earlier = read_before.get(path.resolve(), [])
         for old in earlier:  # before reading it again, so that a kill in between loses nothing
             store.remove_segments("ingest_errors", f"{old}-")
             store.remove_segments("files", old)

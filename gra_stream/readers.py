@@ -19,6 +19,7 @@ from typing import Any, Iterator
 from gra_stream.errors import UserError
 
 RAW_PREVIEW = 300  # characters of a bad row kept for the error table
+DELIMITERS = {"csv": ",", "tsv": "\t"}  # the delimited text formats and their separators
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ def iter_rows(path: Path) -> Iterator[Row]:
         yield from _parquet_rows(path)
     elif fmt == "arrow":
         yield from _arrow_rows(path)
-    elif fmt in ("csv", "tsv"):
-        yield from _csv_rows(path, "\t" if fmt == "tsv" else ",")
+    elif fmt in DELIMITERS:
+        yield from _csv_rows(path, fmt)
     else:
         yield from _json_rows(path)
 
@@ -173,11 +174,11 @@ def _arrow_rows(path: Path) -> Iterator[Row]:
             yield Row(line, record)
 
 
-def _csv_rows(path: Path, delimiter: str) -> Iterator[Row]:
+def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
     with _open_binary(path) as f:
         text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="strict", newline="")
-        reader = csv.DictReader(text, delimiter=delimiter)
+        reader = csv.DictReader(text, delimiter=DELIMITERS[fmt])
         row_number = 0
         while True:
             try:
@@ -188,7 +189,7 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[Row]:
                 yield Row(row_number + 1, None, f"invalid UTF-8 at byte {e.start}; the rest of the file is skipped")
                 return
             except (csv.Error, OSError, EOFError, zlib.error) as e:
-                yield Row(row_number + 1, None, f"unreadable {'TSV' if delimiter == chr(9) else 'CSV'}: {e}")
+                yield Row(row_number + 1, None, f"unreadable {fmt.upper()}: {e}")
                 return
             row_number += 1
             if None in record:  # more cells than header columns

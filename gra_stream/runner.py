@@ -79,7 +79,7 @@ def _switch_config(store: Store, config: Config, stages: list[Stage], progress: 
     the config to run under (`with_recorded_fields`) and whether any table moved."""
     recorded, recorded_config = kept_versions.finish_switch(store) or run_log.tables_config(store)
     same = with_recorded_fields(store, recorded_config, config, seed_files)
-    if same is not config:
+    if same.fields != config.fields:
         progress.say("[fields] is written differently from the config these tables were made under, but maps "
                      "every seed file the same way: the seeds stand")
         config = same
