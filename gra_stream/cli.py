@@ -174,16 +174,17 @@ def calibrate(labelled, make_set, sources, size, config_path, backend, as_json, 
 
 @main.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "alpaca", "sharegpt", "hf"]), default="jsonl",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "alpaca", "sharegpt", "hf"]), default=None,
+              help="Default: from the output's name (.jsonl, .parquet, .json for Alpaca).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="File (or folder for hf).")
 @click.option("--metadata", is_flag=True, help="Include score, domain, keywords, summary and provenance.")
 @user_errors
 def export_command(run_dir, fmt, output, metadata):
     """Export the kept samples of a run."""
-    from gra_stream.export import export
+    from gra_stream.export import export, export_format
     from gra_stream.query import open_run
 
+    fmt = export_format(fmt, output)
     n = export(open_run(run_dir), fmt, output, metadata=metadata)
     click.echo(f"wrote {n} samples to {output} ({fmt})")
 

@@ -14,6 +14,8 @@ from gra_stream.errors import UserError
 from gra_stream.store import Store
 
 FORMATS = ("jsonl", "parquet", "alpaca", "sharegpt", "hf")
+KINDS = {"jsonl": "JSON", "alpaca": "JSON", "sharegpt": "JSON", "parquet": "Parquet", "hf": "a dataset folder"}
+BY_SUFFIX = {".jsonl": "jsonl", ".parquet": "parquet", ".json": "alpaca"}  # the format an output name implies
 METADATA = ["id", "score", "domain", "keywords", "summary", "round", "kind", "decided_by", "generator", "reviewers",
             "adjudicator", "annotator", "seed_id"]
 
@@ -36,10 +38,26 @@ def _records(samples: pl.DataFrame, fmt: str, metadata: bool) -> list[dict]:
     return out
 
 
-def export(store: Store, fmt: str, out: Path, *, metadata: bool = False) -> int:
-    """Write the samples to `out` in `fmt`; returns the number of samples written."""
+def export_format(fmt: str | None, out: Path) -> str:
+    """The format to write: `fmt`, or the one `out`'s suffix implies. A name whose suffix says Parquet for
+    a JSON format, or JSON for Parquet, is refused rather than written with content its name belies."""
+    implied = BY_SUFFIX.get(out.suffix.lower())
+    if fmt is None:
+        if implied is None:
+            raise UserError(f"cannot tell the export format from the name {out.name!r}: name it .jsonl, .parquet "
+                            f"or .json (Alpaca), or pass --format ({', '.join(FORMATS)})")
+        return implied
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if implied is not None and KINDS[fmt] != KINDS[implied]:
+        raise UserError(f"--format {fmt} writes {KINDS[fmt]}, but the name {out.name!r} says {KINDS[implied]}: "
+                        f"change the name or the format")
+    return fmt
+
+
+def export(store: Store, fmt: str | None, out: Path, *, metadata: bool = False) -> int:
+    """Write the samples to `out` in `fmt` (None: as its suffix implies); returns the number written."""
+    fmt = export_format(fmt, out)
     samples = read_samples(store)
     records = _records(samples, fmt, metadata)
     try:

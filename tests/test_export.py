@@ -47,6 +47,25 @@ def test_metadata_carries_scores_and_provenance(run_dir, tmp_path):
     assert row["generator"] not in row["reviewers"]
 
 
+def test_the_format_follows_the_output_name(run_dir, tmp_path):
+    """Without --format the name decides; a name that says another format than --format is refused, where
+    before `-o out.parquet` wrote JSON lines into it."""
+    n = frame(run_dir, "SELECT count(*) AS n FROM samples")["n"][0]
+    for name, fmt in (("s.parquet", "parquet"), ("s.jsonl", "jsonl"), ("s.json", "alpaca")):
+        result = CliRunner().invoke(main, ["export", str(run_dir), "-o", str(tmp_path / name)])
+        assert result.exit_code == 0 and f"({fmt})" in result.output, result.output
+    assert pq.read_table(tmp_path / "s.parquet").num_rows == n
+    assert len(json.loads((tmp_path / "s.json").read_text())) == n
+    for args, says in ((["-o", "s.txt"], "cannot tell the export format"),
+                       (["--format", "jsonl", "-o", "t.parquet"], "writes JSON, but the name 't.parquet' says Parquet"),
+                       (["--format", "parquet", "-o", "t.jsonl"], "writes Parquet"),
+                       (["--format", "hf", "-o", "t.json"], "writes a dataset folder")):
+        out = [a if not a.startswith(("s.", "t.")) else str(tmp_path / a) for a in args]
+        result = CliRunner().invoke(main, ["export", str(run_dir), *out])
+        assert result.exit_code == 1 and says in result.output, result.output
+        assert not (tmp_path / args[-1]).exists()
+
+
 def test_export_errors_are_clean(tmp_path):
     result = CliRunner().invoke(main, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.jsonl")])
     assert result.exit_code == 1 and "does not exist" in result.output
