@@ -5,6 +5,7 @@ Every error names the file, the key, the value and the fix.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import sys
@@ -215,14 +216,41 @@ def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
     return value
 
 
+def _unknown_key(source: str, key: str, known: list[str], where: str) -> UserError:
+    """The error for a key the config does not have: the known key it is a typo of, if one is close
+    enough, else every key `where` holds."""
+    near = difflib.get_close_matches(key.rpartition(".")[2], known, n=1)
+    prefix = key.rpartition(".")[0] + "." if "." in key else ""
+    if near:
+        return UserError(f"{source}: unknown key {key}; did you mean {prefix}{near[0]}?")
+    return UserError(f"{source}: unknown key {key}; known keys in {where}: {', '.join(known)}")
+
+
 def _build(cls, data: dict, source: str, prefix: str):
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise UserError(f"{source}: unknown key {prefix}{unknown[0]}; known keys in "
-                        f"[{prefix.rstrip('.') or 'top level'}]: {', '.join(sorted(names))}")
+        raise _unknown_key(source, prefix + unknown[0], sorted(names), f"[{prefix.rstrip('.')}]")
     values = {k: _check_type(source, prefix + k, v, names[k].type) for k, v in data.items()}
     return cls(**values)
+
+
+_TOP_LEVEL = ["run_seed", "batch_size", "cpu_batch_size", "tasks_per_seed", "mode", "rounds", "tasks_per_round",
+              "max_reasks", "prompts_dir"]
+
+
+def _top_level_error(source: str, key: str, value: Any) -> UserError:
+    """A top-level key the config does not have: a section's key written above its table (`tau = 6.0`
+    before any `[committee]`), a misspelt table name, or a misspelt top-level key."""
+    if not isinstance(value, dict):
+        homes = [name for name, cls in _SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        if homes:
+            return UserError(f"{source}: {key} is a key of {' and '.join(f'[{h}]' for h in homes)}; write it under its table")
+        return _unknown_key(source, key, _TOP_LEVEL, "the top level")
+    tables = sorted([*_SECTIONS, "filters"])
+    near = difflib.get_close_matches(key, tables, n=1)
+    hint = f"did you mean [{near[0]}]?" if near else f"known tables: {', '.join(tables)}, and [[models]]"
+    return UserError(f"{source}: unknown table [{key}]; {hint}")
 
 
 def load_config(path: str | Path | None = None, *, backend: str | None = None) -> Config:
@@ -264,9 +292,7 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", backend: str | None =
     top = {f.name: f for f in dataclasses.fields(Config)} 
     for key, value in raw.items():
         if key not in top or key in _SECTIONS or key in ("filters", "models", "source"):
-            raise UserError(f"{source}: unknown key {key!r}; known top-level keys: "
-                            f"run_seed, batch_size, cpu_batch_size, tasks_per_seed, mode, rounds, tasks_per_round, "
-                            f"max_reasks, prompts_dir")
+            raise _top_level_error(source, key, raw[key])
         kwargs[key] = _check_type(source, key, value, top[key].type)
     config = Config(**kwargs)
     if backend:

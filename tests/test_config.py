@@ -17,11 +17,18 @@ def test_backend_override_applies_to_every_model():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("batch_sise = 3", "unknown key 'batch_sise'"),
+    ("batch_sise = 3", "unknown key batch_sise; did you mean batch_size?"),
+    ("zzz = 3", "known keys in the top level: run_seed, batch_size"),
+    ("tau = 6.0", "tau is a key of [committee]; write it under its table"),
+    ("threshold = 0.5", "threshold is a key of [dedup] and [diversity]"),
+    ("[commitee]\ntau = 6.0", "unknown table [commitee]; did you mean [committee]?"),
+    ("[zzzz]\nx = 1", "known tables: committee, decontamination"),
     ("batch_size = 'big'", "batch_size = 'big' must be of type int"),
     ("batch_size = 0", "batch_size = 0 must be at least 1"),
     ("[committee]\ntau = 11.0", "committee.tau = 11.0 must be between 0 and 10"),
-    ("[committee]\nreviewrs = 3", "unknown key committee.reviewrs"),
+    ("[committee]\nreviewrs = 3", "unknown key committee.reviewrs; did you mean committee.reviewers?"),
+    ("[committee]\nzzz = 3", "known keys in [committee]: delta, min_reviews"),
+    ("[[models]]\nname = 'm'\napi_modle = 'x'", "did you mean models.api_model?"),
     ("[committee]\nreviewers = 2\nmin_reviews = 3", "committee.min_reviews = 3"),
     ("[dedup]\nbands = 7", "dedup.bands = 7 must divide dedup.num_perm = 120"),
     ("[[models]]\nname = 'm'\nbackend = 'gpt'", "models.backend = 'gpt'"),
