@@ -7,6 +7,11 @@ that a long run's RSS follows its work instead of its history (benchmarks/README
   them, so a drain is where a large run's memory would otherwise peak. What a query needs grows with the
   wave and the width of its rows, so a drain that runs out is run again under the next, larger limit: the
   first limit sets the usual peak, and a large run never fails on it.
+- Peaks take turns. The runner's two largest passing allocations are a pending query's drain (DuckDB's
+  sort, up to its drain limit) and an ordered stage's `finish` (the diversity walk: its batch's
+  similarities and the kept samples' reference blocks). Both grow with the wave, and two overlapping passes
+  (gra_stream/passes.py) would stack them, so they hold `LARGE_STEPS` in turn: one drain, or one ordered
+  batch's finish, at a time.
 - Freed memory. DuckDB's Linux builds allocate with their own jemalloc, which returns freed pages only as
   its threads get to them, and a finished query's threads sit idle; glibc's malloc (numpy, Python) keeps
   freed heap for reuse. `release_freed_memory`, after every drain and batch, purges the first through
@@ -19,11 +24,13 @@ import ctypes
 import ctypes.util
 import functools
 import importlib
+import threading
 
 import duckdb
 
 DUCKDB_MEMORY = "320MB"
 DRAIN_MEMORY = ("200MB", "1GB", "4GB")  # tried in turn; see the docstring
+LARGE_STEPS = threading.Lock()  # held by a drain and by an ordered batch's finish; see the docstring
 MALLCTL_ARENAS_ALL = 4096  # jemalloc's "every arena" index in a mallctl name
 
 

@@ -2,19 +2,14 @@
 batches; and which leading stages have no pending rows at all, so that the runner skips their passes."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pyarrow as pa
 
-from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, out_of_memory
+from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, LARGE_STEPS, out_of_memory
 from gra_stream.waves import Scope
-
-# One drain at a time: a drain sets the database's thread count and memory limit (DuckDB has no
-# per-connection ones), and overlapping passes share the database.
-_DRAINING = threading.Lock()
 
 
 def drain(con, query: str, path: Path) -> int:
@@ -24,9 +19,12 @@ def drain(con, query: str, path: Path) -> int:
     and its memory back before the stage's own lookups (the gate's band join) need DuckDB's, so the two
     never hold memory at once, and the count is known without evaluating the query twice.
 
-    It runs on one thread, under the first of DRAIN_MEMORY's limits it fits in (gra_stream/memory.py)."""
+    It runs on one thread, under the first of DRAIN_MEMORY's limits it fits in (gra_stream/memory.py). One
+    drain at a time, and none during an ordered batch's finish (`LARGE_STEPS`): a drain also sets the
+    database's thread count and memory limit (DuckDB has no per-connection ones), which overlapping
+    passes share."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _DRAINING:
+    with LARGE_STEPS:
         for limit in DRAIN_MEMORY[:-1]:
             try:
                 return drain_under(limit, con, query, path)

@@ -38,6 +38,7 @@ from gra_stream.config import Config, share_budgets
 from gra_stream.errors import Interrupted, UserError
 from gra_stream.executors import (IN_FLIGHT_PER_WORKER, Finished, LocalExecutor, StopRequest, batch_ipc, keep_in_flight, run_batch,
                                   warm_worker)
+from gra_stream.memory import LARGE_STEPS
 from gra_stream.stages import Context, Stage
 
 PR_SET_PDEATHSIG = 1
@@ -148,7 +149,8 @@ class ProcessExecutor:
         if stop.raised:
             raise Interrupted()
         ids, frame = _result(prepared)
-        return ids, stage.finish(frame, ctx)
+        with LARGE_STEPS:  # not while the other pass drains its pending rows (gra_stream/memory.py)
+            return ids, stage.finish(frame, ctx)
 
     def _submit(self, step, batch: pl.DataFrame) -> Future:
         return self._pool().submit(run_batch, self.run_dir, self.config, self.cwd, step, batch_ipc(batch))
