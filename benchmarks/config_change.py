@@ -32,7 +32,7 @@ GOAL = "goal: a tau change re-runs in under 15% of the original run's time"
 
 def config(path: Path, tau: float, url: str = "") -> Path:
     if not url:
-        return fake_config(path, f"batch_size = 1024\n[committee]\ntau = {tau}\n")
+        return fake_config(path, f"[committee]\ntau = {tau}\n")
     models = "".join(f'[[models]]\nname = "fake-{c}"\nbackend = "openai"\nurl = "{url}"\napi_model = "fake-{c}"\n'
                      for c in "abcde")
     path.write_text(f"[committee]\ntau = {tau}\n{models}[diversity]\nmodel = \"hashing\"\n")

@@ -269,7 +269,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     diversity = {"off": "enabled = false\n", "exact": 'index = "exact"\n', "ivf": 'index = "ivf"\n', "default": ""}[args.diversity]
     waves = "[waves]\noverlap = false\n" if args.overlap == "off" else ""
-    config = fake_config(work / "fake.toml", "batch_size = 1024\n", diversity, tables=waves)
+    config = fake_config(work / "fake.toml", "", diversity, tables=waves)
     print(f"workdir {work}; {os.cpu_count()} cores; --executor {args.executor or 'not given (auto)'}; "
           f"diversity search {args.diversity}; overlap {args.overlap}")
     print(GOALS)

@@ -31,7 +31,7 @@ from gra_stream.waves import plan  # noqa: E402
 
 
 def config(path: Path, waves: str):
-    return load_config(fake_config(path, "batch_size = 1024\n", tables=waves))
+    return load_config(fake_config(path, tables=waves))
 
 
 def main() -> None:

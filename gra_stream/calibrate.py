@@ -127,8 +127,8 @@ def calibrate(path: Path, config: Config, *, pool: ModelPool | None = None) -> d
                             task_id=f"calibrate:{i}")[1] for i in samples["id"]]
     batch = samples.with_columns(pl.Series("reviewers", reviewers))
     ctx = Context(config, pool, None)
-    reviews = pl.concat([review.run(batch.slice(s, config.batch_size), ctx)
-                         for s in range(0, batch.height, config.batch_size)])
+    reviews = pl.concat([review.run(batch.slice(s, config.llm_batch_size), ctx)
+                         for s in range(0, batch.height, config.llm_batch_size)])
     label = dict(zip(samples["id"], samples["label"]))
     ok = reviews.filter(pl.col("status") == "ok")
     passes = ok.select(pl.all_horizontal(*CHECKS).alias("checks_pass"))["checks_pass"]

@@ -151,10 +151,14 @@ class Waves:
     overlap: bool = True  # a stage may work on a wave while an earlier stage takes the next (performance only)
 
 
+ENGINE_BATCH = 256          # the default batch of an LLM stage with an in-process engine (benchmarks/saturation.py)
+FAST_REPLIES_BATCH = 1024   # ... without one (benchmarks/scale.py)
+
+
 @dataclass(frozen=True)
 class Config:
     run_seed: int = 0
-    batch_size: int = 256          # rows per committed batch of an LLM stage (benchmarks/saturation.py)
+    batch_size: int = 0            # rows per committed batch of an LLM stage; 0: `llm_batch_size` decides
     cpu_batch_size: int = 4096     # rows per committed batch of a CPU stage
     tasks_per_seed: int = 1
     mode: str = "synthesis"        # synthesis | refinement | integrated (refined seeds + synthetic samples)
@@ -174,6 +178,21 @@ class Config:
     processes: Processes = Processes()
     waves: Waves = Waves()
     source: str = "<defaults>"
+
+    @property
+    def engines_in_process(self) -> bool:
+        """Whether a pool model runs in an in-process vLLM engine (which uses every core, or the GPU)."""
+        return any(m.backend == "vllm" for m in self.models)
+
+    @property
+    def llm_batch_size(self) -> int:
+        """Rows per batch of an LLM stage: `batch_size`, or by default ENGINE_BATCH where a model runs in an
+        in-process engine (a batch is one engine call, and what a kill loses: on a slow engine, many
+        minutes) and FAST_REPLIES_BATCH otherwise (servers, the fake backend: with replies that come back
+        fast, a batch's fixed costs, its segment and its trip to a worker, are most of its time)."""
+        if self.batch_size:
+            return self.batch_size
+        return ENGINE_BATCH if self.engines_in_process else FAST_REPLIES_BATCH
 
     def fingerprint(self) -> str:
         data = dataclasses.asdict(self)
@@ -308,7 +327,7 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", backend: str | None =
 def validate(c: Config) -> None:
     s = c.source
     checks = [
-        (c.batch_size >= 1, f"batch_size = {c.batch_size} must be at least 1"),
+        (c.batch_size >= 0, f"batch_size = {c.batch_size} must be at least 1 (or 0: by the pool)"),
         (c.cpu_batch_size >= 1, f"cpu_batch_size = {c.cpu_batch_size} must be at least 1"),
         (1 <= c.tasks_per_seed <= 100, f"tasks_per_seed = {c.tasks_per_seed} must be between 1 and 100"),
         (c.mode in ("synthesis", "refinement", "integrated"),

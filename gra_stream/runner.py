@@ -142,8 +142,7 @@ def choose_executor(kind: str, config: Config) -> str:
     or the GPU); else this process."""
     if kind != "auto":
         return kind
-    engines = any(m.backend == "vllm" for m in config.models)
-    return "processes" if (os.cpu_count() or 1) > 1 and not engines else "local"
+    return "processes" if (os.cpu_count() or 1) > 1 and not config.engines_in_process else "local"
 
 
 def _make_executor(kind: str, run_dir: Path, config: Config, ray_address: str, progress: Progress) -> Executor:

@@ -24,7 +24,7 @@ def test_backend_override_applies_to_every_model():
     ("[commitee]\ntau = 6.0", "unknown table [commitee]; did you mean [committee]?"),
     ("[zzzz]\nx = 1", "known tables: committee, decontamination"),
     ("batch_size = 'big'", "batch_size = 'big' must be of type int"),
-    ("batch_size = 0", "batch_size = 0 must be at least 1"),
+    ("batch_size = -1", "batch_size = -1 must be at least 1 (or 0: by the pool)"),
     ("[committee]\ntau = 11.0", "committee.tau = 11.0 must be between 0 and 10"),
     ("[committee]\nreviewrs = 3", "unknown key committee.reviewrs; did you mean committee.reviewers?"),
     ("[committee]\nzzz = 3", "known keys in [committee]: delta, min_reviews"),
@@ -41,6 +41,19 @@ def test_bad_configs_name_the_file_key_and_fix(tmp_path, text, message):
     with pytest.raises(UserError) as e:
         load_config(path)
     assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_the_llm_batch_follows_the_pool_unless_set(tmp_path):
+    """256 rows where a model runs in an in-process engine (also after `--backend vllm`), 1024 for servers
+    and the fake backend (also after `--backend fake` of the embedded default); a set batch_size wins."""
+    from gra_stream.stages import all_stages
+    assert load_config(None).llm_batch_size == 256
+    assert load_config(None, backend="fake").llm_batch_size == 1024
+    served = write_toml(tmp_path / "served.toml", "[[models]]\nname = 'm'\nbackend = 'openai'\nurl = 'http://x/v1'\n")
+    assert load_config(served).llm_batch_size == 1024 and load_config(served, backend="vllm").llm_batch_size == 256
+    assert load_config(write_toml(tmp_path / "set.toml", "batch_size = 64"), backend="fake").llm_batch_size == 64
+    profile = next(s for s in all_stages() if s.name == "profile")
+    assert profile.rows_per_batch(load_config(None, backend="fake")) == 1024
 
 
 def test_missing_config_file(tmp_path):

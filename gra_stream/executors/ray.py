@@ -130,8 +130,7 @@ class RayExecutor:
     def _gpus(config: Config, cluster_gpus: float) -> float:
         if config.ray.gpus_per_worker >= 0:
             return config.ray.gpus_per_worker
-        has_engines = any(m.backend == "vllm" for m in config.models)
-        return float(config.vllm.tensor_parallel_size) if has_engines and cluster_gpus else 0.0
+        return float(config.vllm.tensor_parallel_size) if config.engines_in_process and cluster_gpus else 0.0
 
     def _actors(self) -> list:
         if not self.workers:

@@ -72,4 +72,4 @@ class Stage:
     def rows_per_batch(self, config: Config) -> int:
         if self.batch_size is not None:
             return self.batch_size(config)
-        return config.batch_size if self.llm else config.cpu_batch_size
+        return config.llm_batch_size if self.llm else config.cpu_batch_size
