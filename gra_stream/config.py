@@ -254,8 +254,8 @@ def _build(cls, data: dict, source: str, prefix: str):
     return cls(**values)
 
 
-_TOP_LEVEL = ["run_seed", "batch_size", "cpu_batch_size", "tasks_per_seed", "mode", "rounds", "tasks_per_round",
-              "max_reasks", "prompts_dir"]
+_NOT_TOP_LEVEL = {*_SECTIONS, "filters", "models", "source"}  # tables, and what the loader fills in
+_TOP_LEVEL = [f.name for f in dataclasses.fields(Config) if f.name not in _NOT_TOP_LEVEL]
 
 
 def _top_level_error(source: str, key: str, value: Any) -> UserError:
@@ -310,7 +310,7 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", backend: str | None =
         kwargs["models"] = tuple(_build(ModelSpec, m, source, "models.") for m in models)
     top = {f.name: f for f in dataclasses.fields(Config)} 
     for key, value in raw.items():
-        if key not in top or key in _SECTIONS or key in ("filters", "models", "source"):
+        if key not in top or key in _NOT_TOP_LEVEL:
             raise _top_level_error(source, key, raw[key])
         kwargs[key] = _check_type(source, key, value, top[key].type)
     config = Config(**kwargs)
