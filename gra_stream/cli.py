@@ -181,11 +181,10 @@ def calibrate(labelled, make_set, sources, size, config_path, backend, as_json, 
 @user_errors
 def export_command(run_dir, fmt, output, metadata):
     """Export the kept samples of a run."""
-    from gra_stream.export import export, export_format
+    from gra_stream.export import export
     from gra_stream.query import open_run
 
-    fmt = export_format(fmt, output)
-    n = export(open_run(run_dir), fmt, output, metadata=metadata)
+    n, fmt = export(open_run(run_dir), fmt, output, metadata=metadata)
     click.echo(f"wrote {n} samples to {output} ({fmt})")
 
 

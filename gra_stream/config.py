@@ -238,10 +238,10 @@ def _check_type(source: str, key: str, value: Any, expected: Any) -> Any:
 def _unknown_key(source: str, key: str, known: list[str], where: str) -> UserError:
     """The error for a key the config does not have: the known key it is a typo of, if one is close
     enough, else every key `where` holds."""
-    near = difflib.get_close_matches(key.rpartition(".")[2], known, n=1)
-    prefix = key.rpartition(".")[0] + "." if "." in key else ""
+    section, _, name = key.rpartition(".")
+    near = difflib.get_close_matches(name, known, n=1)
     if near:
-        return UserError(f"{source}: unknown key {key}; did you mean {prefix}{near[0]}?")
+        return UserError(f"{source}: unknown key {key}; did you mean {section + '.' if section else ''}{near[0]}?")
     return UserError(f"{source}: unknown key {key}; known keys in {where}: {', '.join(known)}")
 
 

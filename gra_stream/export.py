@@ -55,8 +55,9 @@ def export_format(fmt: str | None, out: Path) -> str:
     return fmt
 
 
-def export(store: Store, fmt: str | None, out: Path, *, metadata: bool = False) -> int:
-    """Write the samples to `out` in `fmt` (None: as its suffix implies); returns the number written."""
+def export(store: Store, fmt: str | None, out: Path, *, metadata: bool = False) -> tuple[int, str]:
+    """Write the samples to `out` in `fmt` (None: as its suffix implies); returns how many were written,
+    and in which format."""
     fmt = export_format(fmt, out)
     samples = read_samples(store)
     records = _records(samples, fmt, metadata)
@@ -74,7 +75,7 @@ def export(store: Store, fmt: str | None, out: Path, *, metadata: bool = False) 
             _hf(records, out, store)
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror}") from None
-    return len(records)
+    return len(records), fmt
 
 
 def _frame(records: list[dict]) -> pl.DataFrame:
