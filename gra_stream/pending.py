@@ -11,6 +11,10 @@ import pyarrow as pa
 from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, LARGE_STEPS, out_of_memory
 from gra_stream.waves import Scope
 
+# Rows per Arrow record batch of a drain: what DuckDB materialises and the file writer buffers at once.
+# Large waves fill batches of 65,536 rows, which raised the runner's peak at 1M seeds (benchmarks/README.md).
+DRAIN_BATCH_ROWS = 8192
+
 
 def drain(con, query: str, path: Path) -> int:
     """Run `query` to its end into an Arrow file at `path` (in its order) and return its row count.
@@ -38,7 +42,7 @@ def drain_under(limit: str, con, query: str, path: Path) -> int:
     con.execute(f"SET threads = 1; SET memory_limit = '{limit}'")
     try:
         rows = 0
-        with (con.sql(query).to_arrow_reader(65536) as reader, pa.OSFile(str(path), "wb") as sink,
+        with (con.sql(query).to_arrow_reader(DRAIN_BATCH_ROWS) as reader, pa.OSFile(str(path), "wb") as sink,
               pa.ipc.new_file(sink, reader.schema) as writer):
             for record_batch in reader:
                 writer.write_batch(record_batch)
