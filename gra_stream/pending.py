@@ -12,7 +12,7 @@ from gra_stream.memory import DRAIN_MEMORY, DUCKDB_MEMORY, LARGE_STEPS, out_of_m
 from gra_stream.waves import Scope
 
 # Rows per Arrow record batch of a drain: what DuckDB materialises and the file writer buffers at once.
-# Large waves fill batches of 65,536 rows, which raised the runner's peak at 1M seeds (benchmarks/README.md).
+# Small, so that a large wave's drain holds little more at once than a small wave's (benchmarks/README.md).
 DRAIN_BATCH_ROWS = 8192
 
 
