@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from gra_stream.errors import UserError
+from gra_stream.errors import UserError, sql_message
 from gra_stream.schemas import TABLES
 from gra_stream.store import Store
 from gra_stream.views import VIEWS
@@ -31,7 +31,7 @@ def run_query(store: Store, query: str) -> tuple[list[str], list[tuple]]:
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as e:
-        raise UserError(f"SQL error: {str(e).strip().splitlines()[0]}") from None
+        raise sql_error(e) from None
     if not statements:
         raise UserError("the query is empty")
     for st in statements:
@@ -48,7 +48,15 @@ def run_query(store: Store, query: str) -> tuple[list[str], list[tuple]]:
         columns = [d[0] for d in result.description]
         return columns, result.fetchall()
     except duckdb.Error as e:
-        raise UserError(f"SQL error: {str(e).strip().splitlines()[0]}") from None
+        raise sql_error(e) from None
+
+
+def sql_error(error: duckdb.Error) -> UserError:
+    """DuckDB's message on one line, with its hints; an unknown table also points at the table list."""
+    message = sql_message(error)
+    if "Catalog Error: Table with name" in message:
+        message += " (gra-stream sql DIR with no query lists the tables)"
+    return UserError(f"SQL error: {message}")
 
 
 def list_tables(store: Store) -> tuple[list[str], list[tuple]]:

@@ -13,7 +13,7 @@ import polars as pl
 
 from gra_stream import scratch_sql
 from gra_stream.config import SQL_DIR, Config
-from gra_stream.errors import UserError
+from gra_stream.errors import UserError, sql_message
 from gra_stream.schemas import TABLES, empty
 
 _PARAM = re.compile(r"^--\s*param\s+(\w+)\s*=\s*(.+?)\s*$", re.MULTILINE)
@@ -72,8 +72,7 @@ def _dry_run(f: SqlFilter) -> None:
         try:
             result = con.execute(f.sql, f.params)
         except duckdb.Error as e:
-            first = str(e).strip().splitlines()[0]
-            raise UserError(f"{f.path}: the filter does not run: {first}") from None
+            raise UserError(f"{f.path}: the filter does not run: {sql_message(e)}") from None
         columns = [d[0] for d in result.description]
     if columns != RESULT_COLUMNS:
         raise UserError(f"{f.path}: a filter must select exactly (id, reason, detail); it selects ({', '.join(columns)})")

@@ -55,6 +55,8 @@ def test_rejections_carry_stage_and_reason(run_dir):
     ("SELECT * FROM read_csv('/etc/passwd')", "SQL error"),
     ("SELECT * FROM nope", "SQL error"),
     ("SELEC 1", "SQL error"),
+    ("SELECT * FROM sample", 'Did you mean "samples"? (gra-stream sql DIR with no query lists the tables)'),
+    ("SELECT nosuchcol FROM samples", "Candidate bindings:"),
 ])
 def test_sql_is_read_only_and_errors_are_one_line(run_dir, query, message):
     result = cli("sql", run_dir, query)

@@ -41,6 +41,7 @@ def test_filter_parameters_come_from_the_config():
     ("SELEC id FROM batch", "the filter does not run"),
     ("SELECT id, 'r' AS reason FROM batch", "must select exactly (id, reason, detail)"),
     ("SELECT id, 'r' AS reason, '' AS detail FROM no_such_table", "the filter does not run"),
+    ("SELECT id, 'r' AS reason, '' AS detail FROM batch WHERE length(respons) < 5", 'Candidate bindings: "response"'),
 ])
 def test_broken_filters_are_clear_errors(tmp_path, sql, message):
     (tmp_path / "mine.sql").write_text(sql)
