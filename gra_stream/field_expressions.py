@@ -11,7 +11,7 @@ import duckdb
 import polars as pl
 
 from gra_stream import scratch_sql
-from gra_stream.errors import UserError
+from gra_stream.errors import UserError, sql_message
 
 
 _ERRORS = (duckdb.Error, pl.exceptions.PolarsError, TypeError, ValueError)
@@ -46,5 +46,4 @@ def check_expression(expression: str, record: dict, where: str) -> None:
     """An expression that fails on the file's first record is a config error, named before any work."""
     value = _one(expression, record)
     if isinstance(value, Exception):
-        message = " ".join(str(value).split())[:300]
-        raise UserError(f"{where} = {expression!r} does not evaluate on the first record: {message}")
+        raise UserError(f"{where} = {expression!r} does not evaluate on the first record: {sql_message(value)[:300]}")
