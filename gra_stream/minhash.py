@@ -20,6 +20,7 @@ SHINGLE = 5
 _SPACES = re.compile(r"\s+")
 _BASE = np.uint64(1_000_003)
 _ROWS_PER_CHUNK = 1_024  # shingles permuted at once: the (rows x num_perm) temporaries stay in the CPU cache
+_TEXTS_PER_CHUNK = 2_048  # texts whose shingles are hashed at once: a gate batch's temporaries stay small
 
 
 def normalise(text: str) -> bytes:
@@ -103,6 +104,13 @@ def shingle_hashes(texts: list[str], k: int = SHINGLE) -> tuple[np.ndarray, np.n
 
 def signatures(texts: list[str], *, num_perm: int, k: int = SHINGLE, seed: int = 1) -> np.ndarray:
     """One uint32 MinHash signature per text, shape (len(texts), num_perm)."""
+    out = np.empty((len(texts), num_perm), dtype=np.uint32)
+    for start in range(0, len(texts), _TEXTS_PER_CHUNK):
+        out[start:start + _TEXTS_PER_CHUNK] = _signatures(texts[start:start + _TEXTS_PER_CHUNK], num_perm, k, seed)
+    return out
+
+
+def _signatures(texts: list[str], num_perm: int, k: int, seed: int) -> np.ndarray:
     a, b = permutations(num_perm, seed)
     out = np.full((len(texts), num_perm), MAX_HASH, dtype=np.uint64)
     hv, own = shingle_hashes(texts, k)

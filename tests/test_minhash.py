@@ -19,9 +19,11 @@ def reference(text, num_perm):
     return m.hashvalues.astype(np.uint32)
 
 
-@pytest.mark.parametrize("chunk_rows", [1024, 7])  # 7: a text's shingles straddle chunks
-def test_signatures_equal_datasketch_with_the_same_hash_function(monkeypatch, chunk_rows):
+@pytest.mark.parametrize("chunk_rows,chunk_texts", [(1024, 2048), (7, 2048), (1024, 4)])
+def test_signatures_equal_datasketch_with_the_same_hash_function(monkeypatch, chunk_rows, chunk_texts):
+    """7 rows: a text's shingles straddle chunks; 4 texts: the batch is hashed in two parts."""
     monkeypatch.setattr(minhash, "_ROWS_PER_CHUNK", chunk_rows)
+    monkeypatch.setattr(minhash, "_TEXTS_PER_CHUNK", chunk_texts)
     sigs = signatures(TEXTS, num_perm=128)
     for text, sig in zip(TEXTS, sigs):
         assert np.array_equal(reference(text, 128), sig), text
