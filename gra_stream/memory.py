@@ -14,9 +14,10 @@ that a long run's RSS follows its work instead of its history (benchmarks/README
   batch's finish, at a time.
 - Freed memory. DuckDB's Linux builds allocate with their own jemalloc, which returns freed pages only as
   its threads get to them, and a finished query's threads sit idle; glibc's malloc (numpy, Python) keeps
-  freed heap for reuse. `release_freed_memory`, after every drain and batch, purges the first through
-  DuckDB's exported `mallctl` and trims the second (`malloc_trim`); every connection also sets
-  `allocator_background_threads`. Where a build has neither allocator, it does nothing.
+  freed heap for reuse. `release_freed_memory`, after every drain and every batch (in the runner and in
+  each worker process), purges the first through DuckDB's exported `mallctl` and trims the second
+  (`malloc_trim`); every connection also sets `allocator_background_threads`. Where a build has neither
+  allocator, it does nothing.
 """
 from __future__ import annotations
 

@@ -4,9 +4,12 @@ import ctypes.util
 import sys
 
 import duckdb
+import polars as pl
 import pytest
 
+from gra_stream.executors import batch_ipc, close_worker_contexts, run_batch
 from gra_stream.memory import MALLCTL_ARENAS_ALL, _duckdb_mallctl, release_freed_memory
+from tests.conftest import fake_config
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jemalloc in DuckDB and glibc: Linux")
 
@@ -57,3 +60,32 @@ def test_heap_memory_freed_below_the_top_goes_back():
         assert _anon_mib() < held - 96
     finally:
         libc.free(blocks[-1])
+
+
+def test_a_worker_batch_gives_back_what_it_freed(tmp_path):
+    """Worker processes run `run_batch`; what a batch freed goes back before the next batch comes, as in
+    the runner (without it, each worker kept the peak of its largest batch)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    top: list[int] = []
+    held: list[int] = []
+
+    def step(frame, ctx):
+        blocks = [libc.malloc(64 << 10) for _ in range(2048)]  # 128 MiB below the mmap threshold, as above
+        for block in blocks:
+            ctypes.memset(block, 1, 64 << 10)
+        held.append(_anon_mib())
+        for block in blocks[:-1]:
+            libc.free(block)
+        top.append(blocks[-1])
+        return frame
+
+    try:
+        ids, _ = run_batch(str(tmp_path / "run"), fake_config(), str(tmp_path), step,
+                           batch_ipc(pl.DataFrame({"id": ["a", "b"]})))
+        assert ids == ["a", "b"]
+        assert _anon_mib() < held[0] - 96
+    finally:
+        libc.free(top[0])
+        close_worker_contexts()

@@ -26,7 +26,7 @@ from gra_stream.backends.pool import ModelPool
 from gra_stream.call_cache import CallCache
 from gra_stream.config import Config
 from gra_stream.errors import Interrupted
-from gra_stream.memory import DUCKDB_MEMORY
+from gra_stream.memory import DUCKDB_MEMORY, release_freed_memory
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage
 from gra_stream.store import Store
@@ -138,4 +138,6 @@ def run_batch(run_dir: str, config: Config, cwd: str, step: Callable[[pl.DataFra
     """Run one batch (`batch_ipc` bytes, or a table Ray Data hands over) through `step` (a stage's `run`,
     or the `prepare` of an ordered one) in a worker; the output travels back as Arrow IPC bytes too."""
     frame = pl.read_ipc(io.BytesIO(batch)) if isinstance(batch, bytes) else pl.from_arrow(batch)
-    return frame["id"].to_list(), batch_ipc(step(frame, worker_context(run_dir, config, cwd)))
+    done = frame["id"].to_list(), batch_ipc(step(frame, worker_context(run_dir, config, cwd)))
+    release_freed_memory()  # what the batch freed, before the next one comes in (as the runner does)
+    return done
