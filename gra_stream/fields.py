@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gra_stream.config import Fields
-from gra_stream.errors import UserError
+from gra_stream.errors import UserError, sql_message
 from gra_stream.readers import get_path
 
 MAX_FIELD_CHARS = 100_000
@@ -166,7 +166,7 @@ def extract_many(records: list[dict], mapping: Mapping) -> list[tuple[tuple[str,
                 values[role] = []
                 for i, value in enumerate(evaluate(name, records)):
                     if isinstance(value, Exception):
-                        failed.setdefault(i, f"{role} expression failed: {value}")
+                        failed.setdefault(i, f"{role} expression failed: {sql_message(value)}")
                         value = None
                     values[role].append(value)
             else:

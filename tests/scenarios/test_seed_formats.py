@@ -135,6 +135,18 @@ def test_a_field_expression_maps_what_a_name_cannot(tmp_path):
     assert not (tmp_path / "run2").exists()
 
 
+def test_a_row_an_expression_fails_on_is_a_bad_row_with_a_one_line_reason(tmp_path):
+    seeds = write_jsonl(tmp_path / "n.jsonl", [{"q": "1", "a": "x"}, {"q": "abc", "a": "y"}, {"q": "3", "a": "z"}])
+    config = fake_config_file(tmp_path, '[fields]\ninstruction = "CAST(CAST(q AS INTEGER) + 1 AS VARCHAR)"\n'
+                                        'response = "a"\n')
+    result = cli("run", seeds, "--run-dir", tmp_path / "run", "--config", config, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert sorted(seed_instructions(tmp_path / "run")) == ["2", "4"]
+    [bad] = sql_rows(tmp_path / "run", "SELECT line, reason FROM ingest_errors")
+    assert bad["line"] == 2 and bad["reason"].startswith("instruction expression failed: Conversion Error")
+    assert "'abc'" in bad["reason"] and "\n" not in bad["reason"] and "FROM record" not in bad["reason"]
+
+
 def test_a_folder_of_parquet_shards_gives_its_train_split(tmp_path):
     data = tmp_path / "hub" / "data"
     data.mkdir(parents=True)
