@@ -16,6 +16,15 @@ SAMPLE = ROOT / "data" / "sample"
 FAKE_POOL = [{"name": f"fake-{c}", "backend": "fake"} for c in "abcde"]
 
 
+@pytest.fixture(autouse=True)
+def _cwd_stays_put():
+    """A test that moves the pytest process elsewhere (a worker context chdirs to the cwd it is given)
+    fails itself, rather than a later test that runs a child from the repository."""
+    cwd = os.getcwd()
+    yield
+    assert os.getcwd() == cwd, f"the test left the process in {os.getcwd()}"
+
+
 def corpus(name: str) -> Path:
     """A public corpus by name: the repository's data/seeds (data/README.md) or, for the benchmark test
     sets, the copy shipped inside the package."""

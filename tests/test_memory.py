@@ -1,6 +1,7 @@
 """gra_stream/memory.py: what DuckDB and malloc hold freed goes back to the system."""
 import ctypes
 import ctypes.util
+import os
 import sys
 
 import duckdb
@@ -82,7 +83,8 @@ def test_a_worker_batch_gives_back_what_it_freed(tmp_path):
         return frame
 
     try:
-        ids, _ = run_batch(str(tmp_path / "run"), fake_config(), str(tmp_path), step,
+        # the worker's cwd is this process's own: a worker context chdirs to it, and pytest must stay put
+        ids, _ = run_batch(str(tmp_path / "run"), fake_config(), os.getcwd(), step,
                            batch_ipc(pl.DataFrame({"id": ["a", "b"]})))
         assert ids == ["a", "b"]
         assert _anon_mib() < held[0] - 96
