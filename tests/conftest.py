@@ -77,7 +77,16 @@ def fake_config_file(tmp_path: Path, extra: str = "", latency_s: float = 0.0, di
 
 def gra(*args, check=True, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess."""
-    cmd = [sys.executable, "-m", "gra_stream", *map(str, args)]
+    return _child([sys.executable, "-m", "gra_stream", *map(str, args)], check, timeout, **kwargs)
+
+
+def python_child(code: str, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+    """Python code in a fresh process started from the repository, so that it can import `tests.*`;
+    a failure shows the child's stderr."""
+    return _child([sys.executable, "-c", code], True, timeout, cwd=ROOT, **kwargs)
+
+
+def _child(cmd: list, check: bool, timeout: float, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stderr[-2000:]}")

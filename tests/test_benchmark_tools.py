@@ -2,10 +2,8 @@
 through benchmarks/fake_cpu/sitecustomize.py, which the product never loads."""
 import json
 import os
-import subprocess
-import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, python_child
 
 SCRIPT = """
 from gra_stream.backends import ChatRequest
@@ -19,8 +17,7 @@ import os; print(os.getpid())
 
 
 def run(env):
-    return subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "benchmarks" / "fake_cpu"), **env}).stdout
+    return python_child(SCRIPT, env={**os.environ, "PYTHONPATH": str(ROOT / "benchmarks" / "fake_cpu"), **env}).stdout
 
 
 def test_the_fake_backends_cpu_is_counted_per_process_only_when_asked(tmp_path):

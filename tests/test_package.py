@@ -75,10 +75,7 @@ def test_a_run_imports_neither_pandas_nor_scipy(tmp_path):
     (pyarrow imports pandas to build arrays from Python values or to read through
     its datasets; datasketch imports scipy). Two fake runs in one process, the second with new seeds, so
     that earlier segments' sidecars are read too; then the modules that process loaded."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT, corpus, head_jsonl
+    from tests.conftest import corpus, head_jsonl, python_child
 
     first = head_jsonl(corpus("gsm8k_train"), tmp_path / "first.jsonl", 20)
     more = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "more.jsonl", 20)
@@ -86,5 +83,5 @@ def test_a_run_imports_neither_pandas_nor_scipy(tmp_path):
             f"for seeds in ([{str(first)!r}], [{str(first)!r}, {str(more)!r}]):\n"
             f"    run_fake(map(Path, seeds), Path({str(tmp_path / 'run')!r}))\n"
             f"print(sorted(m for m in ('pandas', 'scipy') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = python_child(code)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT, fake_config_file, gra, head_jsonl, corpus, sql_rows
+from tests.conftest import fake_config_file, gra, head_jsonl, corpus, python_child, sql_rows
 from tests.invariants import KEYED_TABLES, SMALL_BATCHES, check_run, segments, state, wait_for
 
 def start(seeds, run_dir, config, address):
@@ -64,10 +64,7 @@ def test_the_local_executor_never_imports_ray(tmp_path):
     code = ("import sys; from pathlib import Path; from tests.conftest import run_fake; "
             f"run_fake([Path({str(seeds)!r})], Path({str(tmp_path / 'run')!r})); "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
-    # run from the repository, where `tests.conftest` imports from
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == "[]"
+    assert python_child(code, timeout=300).stdout.strip() == "[]"
     assert sql_rows(tmp_path / "run", "SELECT count(*) AS n FROM seeds") == [{"n": 5}]
 
 
