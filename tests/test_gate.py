@@ -1,15 +1,19 @@
 """The gate stage: SQL filters first, then MinHash near-duplicates against everything that passed before."""
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
 
 from gra_stream.backends.pool import ModelPool
+from gra_stream.band_index import better_match
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, gate
 from gra_stream.store import Store
 from tests.conftest import fake_config
 
 BASE = "Write a detailed step by step guide to planting tomatoes in a small garden during early spring"
+VOCAB = BASE.lower().split() + ["soil", "water", "seed", "garden", "sun", "rain", "leaf", "root", "bloom", "harvest"]
 
 
 def batch(rows):
@@ -148,15 +152,14 @@ def test_segments_committed_after_prepare_are_searched_by_finish(tmp_path):
     (("y", 0.9), ("x", 0.8), ("y", 0.9)), (("y", 0.8), ("x", 0.8), ("x", 0.8)), (("x", 0.8), ("y", 0.8), ("x", 0.8)),
 ])
 def test_the_better_of_two_matches_is_the_higher_estimate_then_the_smaller_id(a, b, best):
-    from gra_stream.band_index import better_match
-
     assert better_match(a, b) == best
 
 
 def reference_walk(sigs, keys, earlier, threshold):
     """The walk one row at a time against a band index of the rows passed so far (what the gate did
     before `within_candidates`): each row's best passed row sharing a key, the higher estimate then the
-    earlier row, else its earlier batches' match, which wins a higher estimate only."""
+    earlier row, or its earlier batches' match where that is better (`better_match`: the higher
+    estimate, then the smaller id)."""
     by_band, passed, out = {}, [], []
     for i in range(len(sigs)):
         rows = sorted({r for key in keys[i].tolist() for r in by_band.get(key, ())})
@@ -165,10 +168,7 @@ def reference_walk(sigs, keys, earlier, threshold):
             scores = (sigs[rows] == sigs[i]).mean(axis=1)
             best = int(np.argmax(scores))
             match = (rows[best], float(scores[best]))
-        if match is None or match[1] < threshold:
-            match = earlier.get(i)
-        elif i in earlier and earlier[i][1] > match[1]:
-            match = earlier[i]
+        match = better_match(match, earlier.get(i))
         if match and match[1] >= threshold:
             out.append(match)
             continue
@@ -187,7 +187,6 @@ def test_the_within_batch_search_walks_like_a_band_index(seed):
     from gra_stream.stages.gate import within_candidates
 
     rng = np.random.default_rng(seed)
-    vocab = BASE.lower().split() + ["soil", "water", "seed", "garden", "sun", "rain", "leaf", "root", "bloom", "harvest"]
     texts = []
     for _ in range(400):
         roll = rng.random()
@@ -195,10 +194,10 @@ def test_the_within_batch_search_walks_like_a_band_index(seed):
             texts.append(texts[rng.integers(len(texts))])  # a twin
         elif texts and roll < 0.45:
             words = texts[rng.integers(len(texts))].split()
-            words[rng.integers(len(words))] = str(rng.choice(vocab))
+            words[rng.integers(len(words))] = str(rng.choice(VOCAB))
             texts.append(" ".join(words))  # a near copy
         else:
-            texts.append(" ".join(rng.choice(vocab, 12)))
+            texts.append(" ".join(rng.choice(VOCAB, 12)))
     sigs = signatures(texts, num_perm=120, k=5)
     keys = band_keys(sigs, 20)
     # an earlier batch's match depends on the signature alone: twins share theirs
@@ -213,9 +212,7 @@ def test_the_within_batch_search_walks_like_a_band_index(seed):
         got, passed = [], set()
         for i in range(len(texts)):
             within = next(((j, -s) for s, j in candidates.get(i, ()) if j in passed), None)
-            match = earlier.get(i)
-            if within is not None and (match is None or match[1] <= within[1]):
-                match = within
+            match = better_match(earlier.get(i), within)
             if match and match[1] >= threshold:
                 got.append(match)
             else:
@@ -223,3 +220,43 @@ def test_the_within_batch_search_walks_like_a_band_index(seed):
                 passed.add(i)
         assert got == want
         assert sum(m is not None for m in want) > 50
+
+
+def near_copies(seed: int, n: int = 300) -> list[str]:
+    """Instructions of which most are near copies of an earlier one (one or two words changed)."""
+    rng = np.random.default_rng(seed)
+    texts: list[str] = []
+    for _ in range(n):
+        if texts and rng.random() < 0.6:
+            words = texts[rng.integers(len(texts))].split()
+            for _ in range(rng.integers(1, 3)):
+                words[rng.integers(len(words))] = str(rng.choice(VOCAB))
+            texts.append(" ".join(words))
+        else:
+            texts.append(" ".join(rng.choice(VOCAB, 12)))
+    return texts
+
+
+def gate_in_batches(run_dir, rows, size: int) -> pl.DataFrame:
+    """The gate over `rows` (in id order) in batches of `size`, each committed before the next, with short
+    signatures, whose estimates tie often."""
+    ctx, store = context(run_dir)
+    ctx.config = dataclasses.replace(ctx.config, dedup=dataclasses.replace(ctx.config.dedup, num_perm=32, bands=16,
+                                                                          threshold=0.5))
+    out = []
+    for a in range(0, len(rows), size):
+        out.append(gate.run(batch(rows[a:a + size]), ctx))
+        store.write_segment("gates", f"b{a:06d}", out[-1])
+    return pl.concat(out).select("id", "passed", "reason", "duplicate_of")
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_the_gate_batch_size_changes_no_decision_and_no_match(tmp_path, seed):
+    """`[dedup] batch_size` is a performance knob: a near-duplicate whose best matches tie (one in an
+    earlier batch, one in its own) names the same one, the smaller id, however the batches are cut."""
+    response = "Dig, plant, water and wait for the sun to shine."
+    rows = [{"id": f"{i:05d}", "instruction": text, "response": response} for i, text in enumerate(near_copies(seed))]
+    whole = gate_in_batches(tmp_path / "whole", rows, len(rows))
+    assert 50 < whole.filter(pl.col("reason") == "near_duplicate").height < len(rows) - 50
+    for size in (7, 50, 128):
+        assert gate_in_batches(tmp_path / f"by{size}", rows, size).equals(whole), f"batches of {size}"

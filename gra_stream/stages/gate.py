@@ -145,9 +145,9 @@ def finish(prepared: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     duplicate_of: list = [None] * len(ids)
     for row, i in enumerate(survivors):  # id order: the first of a near-duplicate group is kept
         within = next(((ids[survivors[j]], -score) for score, j in candidates.get(row, ()) if passed[survivors[j]]), None)
-        match = earlier.get(ids[i])
-        if within is not None and (match is None or match[1] <= within[1]):
-            match = within  # a tie with an earlier batch's sample goes to this batch's
+        # the higher estimate, then the smaller id, wherever the batches were cut: within a wave the rows
+        # come in id order, so a single batch would pick the same one
+        match = better_match(earlier.get(ids[i]), within)
         if match and match[1] >= d.threshold:
             reasons[i], details[i], duplicate_of[i] = "near_duplicate", f"estimated Jaccard {match[1]:.2f}", match[0]
             continue
