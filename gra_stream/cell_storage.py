@@ -114,6 +114,37 @@ def read_references(segment: Path, table: str) -> tuple[np.ndarray, np.ndarray]:
     return ids, vectors
 
 
+def _reference_ids(segment: Path, table: str) -> np.ndarray:
+    """The ids of a segment's references, as `read_references` gives them, without their vectors."""
+    data = pl.read_parquet(segment, columns=["id", "kept"] if table == "diversity" else ["id"])
+    if table == "diversity":
+        data = data.filter(pl.col("kept"))
+    return data["id"].to_numpy().astype(str)
+
+
+def training_references(segments: list[Path], table: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors), in id order, of the `limit` references of a table's `segments` with the smallest ids
+    (all, if fewer): what its cells are trained on. Ids are content hashes, so that is a uniform sample of
+    the table, and the same however its rows were cut into segments: batch sizes change no cell. Only the
+    segments holding one are read whole."""
+    segment_ids = [_reference_ids(segment, table) for segment in segments]
+    every = np.concatenate(segment_ids) if segment_ids else np.zeros(0, dtype=str)
+    cutoff = np.sort(every)[limit - 1] if len(every) > limit else None
+    ids, vectors = [], []
+    for segment, mine in zip(segments, segment_ids):
+        if cutoff is not None and not (mine <= cutoff).any():
+            continue
+        i, v = read_references(segment, table)
+        wanted = i <= cutoff if cutoff is not None else slice(None)
+        ids.append(i[wanted])
+        vectors.append(v[wanted])
+    if not ids:
+        return np.zeros(0, dtype=str), np.zeros((0, DIM), dtype=np.float32)
+    ids, vectors = np.concatenate(ids), np.concatenate(vectors)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], vectors[order]
+
+
 def cell_paths(root: Path, key: str, table: str, generation: int | str) -> tuple[Path, Path]:
     """(centroids file, sidecar folder) under `root` of a table's cells of one key and generation (0, the
     first training, has no suffix)."""

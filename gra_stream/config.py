@@ -109,6 +109,9 @@ class Diversity:
     index: str = "ivf"            # exact until a table holds cells x 39 references, then its `probes` nearest cells; or "exact"
     cells: int = 256
     probes: int = 8
+    # candidates per batch of the walk: compared with each other exactly, with earlier batches through
+    # the cells, so with index = "ivf" where batches are cut is part of the results (not cpu_batch_size)
+    walk_batch: int = 4096
 
 
 @dataclass(frozen=True)
@@ -338,6 +341,7 @@ def validate(c: Config) -> None:
         (c.diversity.index in ("exact", "ivf"), f"diversity.index = {c.diversity.index!r} must be \"exact\" or \"ivf\""),
         (c.diversity.cells >= 1, f"diversity.cells = {c.diversity.cells} must be at least 1"),
         (c.diversity.probes >= 1, f"diversity.probes = {c.diversity.probes} must be at least 1"),
+        (c.diversity.walk_batch >= 1, f"diversity.walk_batch = {c.diversity.walk_batch} must be at least 1"),
         (c.diversity.model in ("embedded:all-minilm-l6-v2", "hashing"),
          f"diversity.model = {c.diversity.model!r} must be \"embedded:all-minilm-l6-v2\" or \"hashing\""),
         (0 <= c.max_reasks <= 10, f"max_reasks = {c.max_reasks} must be between 0 and 10"),

@@ -11,13 +11,14 @@ nearly always share one of those cells; a miss keeps a sample the exact filter w
 Each reference table (the seeds' embeddings, the kept samples) has its own cells, trained on its own rows:
 generated instructions resemble each other more than seeds do, and in cells made for the seeds they crowd
 into a few, which makes every query compare with most of them. A table is searched exactly until it holds
-`cells * MIN_ROWS_PER_CELL` references; then its cells are trained on its first TRAIN_ROWS references in
-segment order. A table of more than `cells * ROWS_PER_CELL` rows gets a cell per ROWS_PER_CELL rows instead,
-so that a query meets about as many references however large the table (`CellIndex._cell_count`): the seeds
-of a 1M corpus, all embedded before the filter starts, get 1,024 cells. A table that grows past that while
-it is searched (the kept samples) is trained again with the cells it now needs, each time they are twice as
-many as it has (`CellIndex.grow`): the cells a batch is searched in depend only on what earlier batches
-committed, so a resumed run searches as an uninterrupted one does.
+`cells * MIN_ROWS_PER_CELL` references; then its cells are trained on its TRAIN_ROWS references with the
+smallest ids (a uniform sample, whatever the batches its segments were written in). A table of more than
+`cells * ROWS_PER_CELL` rows gets a cell per ROWS_PER_CELL rows instead, so that a query meets about as
+many references however large the table (`CellIndex._cell_count`): the seeds of a 1M corpus, all embedded
+before the filter starts, get 1,024 cells. A table that grows past that while it is searched (the kept
+samples) is trained again with the cells it now needs, each time they are twice as many as it has
+(`CellIndex.grow`): the cells a batch is searched in depend only on what earlier batches committed, so a
+resumed run searches as an uninterrupted one does.
 
 What is stored, under DIR/.index/diversity/, and how it is read: gra_stream/cell_storage.py.
 
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from gra_stream.cell_storage import Sidecar, cell_paths, id_keys, read_references, reserve
+from gra_stream.cell_storage import Sidecar, cell_paths, id_keys, read_references, reserve, training_references
 from gra_stream.embeddings import DIM
 from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
 
@@ -121,7 +122,7 @@ class CellIndex:
         rows = self._rows(table)
         if min(rows // ROWS_PER_CELL, TRAIN_ROWS // MIN_ROWS_PER_GROWN_CELL) < 2 * len(centroids):
             return  # (what `_cell_count` can give at most: no need to read the training rows)
-        _, train = self._first_references(table, TRAIN_ROWS)
+        _, train = training_references(self.reference_segments(table), table, TRAIN_ROWS)
         cells = self._cell_count(table, len(train), rows)
         if cells < 2 * len(centroids):
             return
@@ -131,12 +132,13 @@ class CellIndex:
         self._generation[table], self._centroids[table] = generation + 1, np.load(path)
 
     def _cells_or_references(self, table: str) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
-        """(centroids, None): the latest trained, or trained now on the table's first TRAIN_ROWS references
-        (what every worker reads alike, so workers racing to train write the same file); or (None, (ids,
-        vectors)) of every reference while the table holds too few to train on: it is searched exactly."""
+        """(centroids, None): the latest trained, or trained now on the table's TRAIN_ROWS references with
+        the smallest ids (what every worker reads alike, so workers racing to train write the same file); or
+        (None, (ids, vectors)) of every reference while the table holds too few to train on: it is searched
+        exactly."""
         if table not in self._centroids:
             if not self._paths(table, 0)[0].exists():
-                ids, train = self._first_references(table, TRAIN_ROWS)
+                ids, train = training_references(self.reference_segments(table), table, TRAIN_ROWS)
                 if len(train) < self.training_minimum:
                     return None, (ids, train)
                 save_arrays(self._paths(table, 0)[0], [spherical_kmeans(train, self._cell_count(table, len(train)))])
@@ -162,20 +164,6 @@ class CellIndex:
     def _rows(self, table: str) -> int:
         """The table's rows, kept or not, from its segments' Parquet footers."""
         return sum(pq.read_metadata(s).num_rows for s in self.reference_segments(table))
-
-    def _first_references(self, table: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of the table's first `limit` references in segment order (all, if fewer)."""
-        ids, vectors, rows = [], [], 0
-        for segment in self.reference_segments(table):
-            if rows >= limit:
-                break
-            i, v = read_references(segment, table)
-            ids.append(i)
-            vectors.append(v)
-            rows += len(i)
-        if not ids:
-            return np.zeros(0, dtype=str), np.zeros((0, DIM), dtype=np.float32)
-        return np.concatenate(ids)[:limit], np.concatenate(vectors)[:limit]
 
     @staticmethod
     def nearest_cells(centroids: np.ndarray, vectors: np.ndarray, how_many: int) -> np.ndarray:

@@ -77,6 +77,7 @@ def final_state(run_dir):
 
 
 SMALL_BATCHES = "batch_size = 8\ncpu_batch_size = 16\nrounds = 2\n"
+SMALL_WALK = "walk_batch = 16\n"  # [diversity]: the walk in several batches too
 
 
 def state(run_dir):

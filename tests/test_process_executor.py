@@ -15,7 +15,7 @@ from gra_stream.executors.processes import ProcessExecutor
 from gra_stream.stages import Stage
 from gra_stream.store import Store
 from tests.conftest import fake_config, fake_config_file, gra, head_jsonl, corpus
-from tests.invariants import KEYED_TABLES, SMALL_BATCHES, check_run, segments, state, wait_for
+from tests.invariants import KEYED_TABLES, SMALL_BATCHES, SMALL_WALK, check_run, segments, state, wait_for
 
 # small gate and diversity batches too, so that workers prepare several of them ahead of the ordered finish
 WORKERS = SMALL_BATCHES + "[processes]\nworkers = 2\n[dedup]\nbatch_size = 16\n"
@@ -50,7 +50,7 @@ def alive(pid: int) -> bool:
 
 def test_a_processes_run_decides_exactly_what_a_local_run_decides(tmp_path):
     seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
-    config = fake_config_file(tmp_path, WORKERS)
+    config = fake_config_file(tmp_path, WORKERS, diversity=SMALL_WALK)
     gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet", "--executor", "local")
     gra("run", seeds, "--run-dir", tmp_path / "procs", "--config", config, "--quiet", "--executor", "processes")
     local, in_processes = state(tmp_path / "local"), state(tmp_path / "procs")
@@ -66,7 +66,7 @@ def test_a_stopped_then_killed_processes_run_resumes_to_the_local_result(tmp_pat
     seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
     # the diversity filter's cell index too: its centroids and sidecars are written as the run goes (one
     # cell: 60 seeds are too few to train more, 39 rows each)
-    config = fake_config_file(tmp_path, WORKERS, latency_s=0.05, diversity='index = "ivf"\ncells = 1\nprobes = 1\n')
+    config = fake_config_file(tmp_path, WORKERS, latency_s=0.05, diversity=SMALL_WALK + 'index = "ivf"\ncells = 1\nprobes = 1\n')
     gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet", "--executor", "local")
     run_dir = tmp_path / "procs"
 

@@ -5,7 +5,7 @@ import sys
 import time
 
 from tests.conftest import fake_config_file, gra, head_jsonl, corpus, python_child, sql_rows
-from tests.invariants import KEYED_TABLES, SMALL_BATCHES, check_run, segments, state, wait_for
+from tests.invariants import KEYED_TABLES, SMALL_BATCHES, SMALL_WALK, check_run, segments, state, wait_for
 
 def start(seeds, run_dir, config, address):
     return subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
@@ -15,7 +15,7 @@ def start(seeds, run_dir, config, address):
 
 def test_ray_run_decides_exactly_what_a_local_run_decides(tmp_path, ray_cluster):
     seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
-    config = fake_config_file(tmp_path, SMALL_BATCHES)
+    config = fake_config_file(tmp_path, SMALL_BATCHES, diversity=SMALL_WALK)
     gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet", "--executor", "local")
     gra("run", seeds, "--run-dir", tmp_path / "ray", "--config", config, "--quiet", "--executor", "ray",
         "--ray-address", ray_cluster)
@@ -35,7 +35,7 @@ def test_ray_run_decides_exactly_what_a_local_run_decides(tmp_path, ray_cluster)
 
 def test_a_stopped_then_killed_ray_run_resumes_to_the_local_result(tmp_path, ray_cluster):
     seeds = head_jsonl(corpus("self_instruct_seed_tasks"), tmp_path / "seeds.jsonl", 60)
-    config = fake_config_file(tmp_path, SMALL_BATCHES, latency_s=0.05)
+    config = fake_config_file(tmp_path, SMALL_BATCHES, latency_s=0.05, diversity=SMALL_WALK)
     gra("run", seeds, "--run-dir", tmp_path / "local", "--config", config, "--quiet", "--executor", "local")
     run_dir = tmp_path / "ray"
 

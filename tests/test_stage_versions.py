@@ -45,6 +45,7 @@ BASE = fake_config()
     (dict(dedup={"threshold": 0.8}), "gate"),
     (dict(decontamination={"references": ["gsm8k_test"]}), "gate"),
     (dict(diversity={"model": "hashing", "threshold": 0.8}), "diversity"),
+    (dict(diversity={"model": "hashing", "walk_batch": 512}), "diversity"),  # with cells, batches are results
     (dict(tasks_per_seed=2), "generate"),
     (dict(mode="refinement"), "generate"),
     (dict(run_seed=1), "profile"),

@@ -379,7 +379,7 @@ def test_a_run_stopped_while_the_kept_samples_grow_resumes_to_the_same_decisions
     for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
         monkeypatch.setattr(vector_index, name, value)
     seeds = [corpus("self_instruct_seed_tasks")]
-    options = {"cpu_batch_size": 8, "diversity": {"model": "hashing", "index": "ivf", "cells": 2, "probes": 1}}
+    options = {"diversity": {"model": "hashing", "index": "ivf", "cells": 2, "probes": 1, "walk_batch": 8}}
     run_fake(seeds, tmp_path / "whole", **options)
 
     finish, calls = diversity.finish, []
@@ -402,6 +402,26 @@ def test_a_run_stopped_while_the_kept_samples_grow_resumes_to_the_same_decisions
     for run in ("whole", "stopped"):
         trained = sorted(p.name for p in (tmp_path / run / ".index" / "diversity").glob("centroids-*-diversity*"))
         assert len(trained) >= 3, trained  # the first cells and at least two retrainings
+
+
+def test_the_walk_is_cut_by_walk_batch_not_by_cpu_batch_size(tmp_path, monkeypatch):
+    """Within a batch of the walk every pair is compared exactly, across batches through the cells: so
+    `diversity.walk_batch` is part of the results (a key of the stage's version), and `cpu_batch_size`,
+    a performance knob, is not."""
+    for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
+        monkeypatch.setattr(vector_index, name, value)
+    seeds = [corpus("self_instruct_seed_tasks")]
+    query = "SELECT id, kept, similarity, duplicate_of FROM diversity ORDER BY id"
+
+    def walk(name, cpu_batch_size, walk_batch):
+        run_fake(seeds, tmp_path / name, cpu_batch_size=cpu_batch_size, diversity={
+            "model": "hashing", "threshold": 0.5, "index": "ivf", "cells": 2, "probes": 1, "walk_batch": walk_batch})
+        return frame(tmp_path / name, query)
+
+    eights = walk("eights", 8, 8)
+    assert eights.height > 40 and eights.filter(~pl.col("kept")).height > 5
+    assert walk("cpu-13", 13, 8).equals(eights)
+    assert not walk("walk-13", 8, 13).equals(eights)
 
 
 def test_saved_arrays_map_back_equal_whatever_their_memory_order(tmp_path):

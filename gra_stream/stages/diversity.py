@@ -3,7 +3,8 @@ kept only if its highest cosine similarity to every sample kept before it (this 
 and to the seeds is below `diversity.threshold`. A refined seed is not compared with its own seed.
 By default (`index = "ivf"`) the search is exact until a reference table is large, then searches cells
 (gra_stream/vector_index.py), since exact search costs hours at millions; `index = "exact"` is the paper's
-search at every size. Within a batch the walk is always exact.
+search at every size. Within a batch (`diversity.walk_batch` candidates, a key of the results for that
+reason, not `cpu_batch_size`) the walk is always exact.
 
 Also `embed_seeds`, which embeds the seeds once (only when the filter compares with seeds).
 """
@@ -161,7 +162,11 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return finish(prepare(batch, ctx), ctx)
 
 
+def walk_batch(config) -> int:
+    return config.diversity.walk_batch
+
+
 SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds)
 
 STAGE = Stage("diversity", "diversity", ("id", "instruction", "seed_id", "kind", "score"), pending, run,
-              ordered=True, prepare=prepare, finish=finish, setup=setup)
+              ordered=True, prepare=prepare, finish=finish, setup=setup, batch_size=walk_batch)
