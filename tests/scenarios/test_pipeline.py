@@ -4,6 +4,7 @@ import json
 import polars as pl
 import pytest
 
+from gra_stream import vector_index
 from tests.conftest import frame, head_jsonl, run_fake, corpus
 from tests.invariants import check_run
 
@@ -53,6 +54,27 @@ def test_identical_runs_give_identical_tables(self_instruct_run, tmp_path):
         b = table(tmp_path / "again", f"SELECT * EXCLUDE (latency_s) FROM {t} ORDER BY id" if t == "reviews"
                   else f"SELECT * FROM {t} ORDER BY id")
         assert a.equals(b), t
+
+
+def test_batch_sizes_change_no_table(tmp_path, monkeypatch):
+    """`batch_size`, `cpu_batch_size` and `[dedup] batch_size` are performance knobs (docs/config.md): uneven
+    small batches make the tables one batch per stage makes. Cells scaled down so that the seeds and the
+    kept samples are searched through cells (one probed of dozens), trained on tables cut into other
+    segments."""
+    for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
+        monkeypatch.setattr(vector_index, name, value)
+    cells = {"model": "hashing", "cells": 2, "probes": 1}
+    llm = ["profiles", "generations", "reviews", "adjudications", "annotations"]  # less the calls' timings
+    queries = {t: f"SELECT * EXCLUDE (latency_s, wait_s) FROM {t} ORDER BY id" for t in llm}
+    queries.update({t: f"SELECT * FROM {t} ORDER BY id" for t in ["gates", "verdicts", "samples"]})
+    queries["diversity"] = "SELECT id, kept, duplicate_of, round(similarity, 5) AS s FROM diversity ORDER BY id"
+    runs = {"whole": dict(batch_size=4096, cpu_batch_size=4096, dedup={"batch_size": 4096}),
+            "uneven": dict(batch_size=5, cpu_batch_size=7, dedup={"batch_size": 11})}
+    for name, knobs in runs.items():
+        run([corpus("self_instruct_seed_tasks")], tmp_path / name, diversity=cells, **knobs)
+    assert list((tmp_path / "whole" / ".index" / "diversity").glob("centroids-*-seed_embeddings*")), "cells trained"
+    for t, query in queries.items():
+        assert table(tmp_path / "whole", query).equals(table(tmp_path / "uneven", query)), t
 
 
 def test_rerunning_a_finished_run_does_no_work(self_instruct_run):
