@@ -109,9 +109,7 @@ class Diversity:
     index: str = "ivf"            # exact until a table holds cells x 39 references, then its `probes` nearest cells; or "exact"
     cells: int = 256
     probes: int = 8
-    # candidates per batch of the walk: compared with each other exactly, with earlier batches through
-    # the cells, so with index = "ivf" where batches are cut is part of the results (not cpu_batch_size)
-    walk_batch: int = 4096
+    walk_batch: int = 4096        # a walk batch's candidates are compared exactly: with "ivf", part of the results
 
 
 @dataclass(frozen=True)
