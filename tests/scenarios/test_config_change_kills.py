@@ -12,12 +12,11 @@ from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 from gra_stream.store import Store
 from tests.conftest import corpus, fake_config_file, gra, head_jsonl
-from tests.invariants import FINAL_TABLES, check_run, segments, wait_for
+from tests.invariants import FINAL_TABLES, SMALL_WALK, check_run, segments, wait_for
 from tests.scenarios.test_resume import start
 
 pytestmark = pytest.mark.slow
 
-WALK = "walk_batch = 16\n"  # [diversity]: the walk in several batches too
 SMALL = "batch_size = 16\ncpu_batch_size = 16\n"
 TAU = "[committee]\ntau = 6.5\n"
 
@@ -33,8 +32,8 @@ def runs(tmp_path_factory, seeds):
     tmp = tmp_path_factory.mktemp("reference")
     (tmp / "a").mkdir()
     (tmp / "b").mkdir()
-    base = fake_config_file(tmp / "a", SMALL, diversity=WALK)
-    changed = fake_config_file(tmp / "b", SMALL + TAU, diversity=WALK)
+    base = fake_config_file(tmp / "a", SMALL, diversity=SMALL_WALK)
+    changed = fake_config_file(tmp / "b", SMALL + TAU, diversity=SMALL_WALK)
     gra("run", seeds, "--run-dir", tmp / "base", "--config", base, "--quiet")
     gra("run", seeds, "--run-dir", tmp / "changed", "--config", changed, "--quiet")
     shutil.copytree(tmp / "base", tmp / "switched")
@@ -101,7 +100,7 @@ def test_sigkill_while_recomputing_under_a_changed_config_then_resume(tmp_path, 
     for table, target in KILL_POINTS:
         run_dir = tmp_path / f"{table}{target}"
         shutil.copytree(runs["dirs"]["base"], run_dir)
-        config = fake_config_file(tmp_path, SMALL + TAU, latency_s=0.01, diversity=WALK)
+        config = fake_config_file(tmp_path, SMALL + TAU, latency_s=0.01, diversity=SMALL_WALK)
         proc = start(seeds, run_dir, config)
         reached = wait_for(proc, lambda: (run_dir / "versions").exists() and segments(run_dir, table) >= target)
         assert reached, f"the run ended before {table} had {target} segments"

@@ -8,9 +8,8 @@ import time
 import pytest
 
 from tests.conftest import fake_config_file, gra, corpus, sql_rows
-from tests.invariants import check_run, final_state, segments, wait_for
+from tests.invariants import SMALL_WALK, check_run, final_state, segments, wait_for
 
-WALK = "walk_batch = 16\n"  # [diversity]: the walk in several batches too
 SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
 def start(seeds, run_dir, config):
     """The run in this process's pace: one batch at a time (worker processes: tests/test_process_executor.py)."""
@@ -27,7 +26,7 @@ def seeds(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, seeds):
     tmp = tmp_path_factory.mktemp("reference")
-    config = fake_config_file(tmp, SLOW, diversity=WALK)
+    config = fake_config_file(tmp, SLOW, diversity=SMALL_WALK)
     gra("run", seeds, "--run-dir", tmp / "run", "--config", config, "--quiet")
     return final_state(tmp / "run")
 
@@ -37,7 +36,7 @@ KILL_POINTS = [("seeds", 1), ("profiles", 1), ("profiles", 9), ("generations", 2
 
 
 def test_sigkill_at_many_points_then_resume_equals_an_uninterrupted_run(tmp_path, seeds, reference):
-    config = fake_config_file(tmp_path, SLOW, latency_s=0.01, diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW, latency_s=0.01, diversity=SMALL_WALK)
     run_dir = tmp_path / "run"
     kills = 0
     for table, target in KILL_POINTS:
@@ -58,7 +57,7 @@ def test_sigkill_at_many_points_then_resume_equals_an_uninterrupted_run(tmp_path
 
 
 def test_sigterm_stops_at_a_batch_boundary_and_says_how_to_resume(tmp_path, seeds, reference):
-    config = fake_config_file(tmp_path, SLOW, latency_s=0.02, diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW, latency_s=0.02, diversity=SMALL_WALK)
     run_dir = tmp_path / "run"
     proc = start(seeds, run_dir, config)
     wait_for(proc, lambda: segments(run_dir, "generations") >= 2)
@@ -71,7 +70,7 @@ def test_sigterm_stops_at_a_batch_boundary_and_says_how_to_resume(tmp_path, seed
 
 
 def test_sql_and_status_work_while_a_run_writes_and_a_second_run_is_refused(tmp_path, seeds):
-    config = fake_config_file(tmp_path, SLOW, latency_s=0.02, diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW, latency_s=0.02, diversity=SMALL_WALK)
     run_dir = tmp_path / "run"
     proc = start(seeds, run_dir, config)
     try:
@@ -93,7 +92,7 @@ def test_sql_and_status_work_while_a_run_writes_and_a_second_run_is_refused(tmp_
 
 
 def test_a_crashed_run_does_not_leave_the_lock_stuck(tmp_path, seeds, reference):
-    config = fake_config_file(tmp_path, SLOW, latency_s=0.02, diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW, latency_s=0.02, diversity=SMALL_WALK)
     run_dir = tmp_path / "run"
     proc = start(seeds, run_dir, config)
     wait_for(proc, lambda: segments(run_dir, "profiles") >= 1)
@@ -112,7 +111,7 @@ def test_fifty_seeded_random_kill_points(tmp_path, seeds, reference):
 
     rng = random.Random(20261124)
     wanted = int(os.environ.get("GRA_KILL_POINTS", "50"))
-    config = fake_config_file(tmp_path, SLOW, latency_s=0.06, diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW, latency_s=0.06, diversity=SMALL_WALK)
     landed, campaign = 0, 0
     while landed < wanted:
         campaign += 1

@@ -13,10 +13,9 @@ from hypothesis import given, strategies as st
 from gra_stream.ids import content_id
 from gra_stream.waves import GROWTH, LARGEST, MIN_FIRST, Scope, plan, wave_sizes
 from tests.conftest import corpus, fake_config_file, gra, sql_rows
-from tests.invariants import check_run, final_state, segments, state, wait_for
+from tests.invariants import SMALL_WALK, check_run, final_state, segments, state, wait_for
 
 WAVES = "[waves]\nfirst_seeds = 8\n"  # the 175 Self-Instruct seeds in waves of 8, 32, 43, 43, 49
-WALK = "walk_batch = 16\n"  # [diversity]: the walk in several batches too
 SLOW = "batch_size = 8\ncpu_batch_size = 16\n"
 
 
@@ -80,13 +79,13 @@ def seeds():
 def reference(tmp_path_factory, seeds):
     """One uninterrupted run in waves, in this process's pace."""
     tmp = tmp_path_factory.mktemp("reference")
-    gra("run", seeds, "--run-dir", tmp / "run", "--config", fake_config_file(tmp, SLOW + WAVES, diversity=WALK), "--quiet",
-        "--executor", "local")
+    config = fake_config_file(tmp, SLOW + WAVES, diversity=SMALL_WALK)
+    gra("run", seeds, "--run-dir", tmp / "run", "--config", config, "--quiet", "--executor", "local")
     return tmp / "run"
 
 
 def test_the_first_samples_are_queryable_before_later_waves_start_their_first_llm_stage(tmp_path, seeds):
-    config = fake_config_file(tmp_path, SLOW + WAVES, latency_s=0.05, diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW + WAVES, latency_s=0.05, diversity=SMALL_WALK)
     run_dir = tmp_path / "run"
     proc = start(seeds, run_dir, config, "--executor", "local")
     try:
@@ -113,7 +112,7 @@ def test_with_worker_processes_a_stage_works_on_one_wave_while_an_earlier_stage_
     """Passes overlap (gra_stream/passes.py): before the second wave's first samples are committed, the third
     wave has been profiled; one pass at a time, only the first two waves' 8 + 32 seeds are. The tables are
     the same."""
-    config = fake_config_file(tmp_path, SLOW + WAVES + f"overlap = {overlap}\n", latency_s=0.05, diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW + WAVES + f"overlap = {overlap}\n", latency_s=0.05, diversity=SMALL_WALK)
     run_dir = tmp_path / "run"
     gra("run", seeds, "--run-dir", run_dir, "--config", config, "--quiet", "--executor", "processes")
     first_wave_ends = sql_rows(  # the 9th seed by id: the first of the second wave
@@ -128,7 +127,7 @@ def test_with_worker_processes_a_stage_works_on_one_wave_while_an_earlier_stage_
 @pytest.mark.parametrize("executor", ["local", "processes"])
 def test_max_samples_stops_after_the_wave_that_reaches_it_and_a_run_without_it_goes_on(tmp_path, seeds, reference,
                                                                                         executor):
-    config = fake_config_file(tmp_path, SLOW + WAVES, diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW + WAVES, diversity=SMALL_WALK)
     run_dir = tmp_path / "run"
     stopped = gra("run", seeds, "--run-dir", run_dir, "--config", config, "--max-samples", 3, "--executor", executor)
     samples = sql_rows(run_dir, "SELECT count(*) AS n FROM samples")[0]["n"]
@@ -150,7 +149,7 @@ KILL_POINTS = [("samples", 1), ("profiles", 4), ("generations", 6), ("reviews", 
 
 @pytest.mark.parametrize("executor", ["local", "processes"])
 def test_sigkill_across_waves_then_resume_equals_an_uninterrupted_run(tmp_path, seeds, reference, executor):
-    config = fake_config_file(tmp_path, SLOW + WAVES, latency_s=0.01, diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW + WAVES, latency_s=0.01, diversity=SMALL_WALK)
     run_dir = tmp_path / "run"
     kills = 0
     for table, target in KILL_POINTS:
@@ -169,7 +168,8 @@ def test_sigkill_across_waves_then_resume_equals_an_uninterrupted_run(tmp_path, 
 @pytest.mark.parametrize("executor, workers", [("processes", 1), ("processes", 2), ("ray", 2)])
 def test_waves_give_the_same_tables_on_every_executor_and_worker_count(tmp_path, seeds, reference, executor, workers,
                                                                        request):
-    config = fake_config_file(tmp_path, SLOW + WAVES + f"[processes]\nworkers = {workers}\n[ray]\nworkers = {workers}\n", diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW + WAVES + f"[processes]\nworkers = {workers}\n[ray]\nworkers = {workers}\n",
+                              diversity=SMALL_WALK)
     ray = ["--ray-address", request.getfixturevalue("ray_cluster")] if executor == "ray" else []
     gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, "--quiet", "--executor", executor, *ray)
     assert state(tmp_path / "run") == state(reference)
@@ -179,7 +179,7 @@ def test_waves_give_the_same_tables_on_every_executor_and_worker_count(tmp_path,
 def test_one_wave_per_round_is_a_setting(tmp_path, seeds):
     """first_seeds = 0 runs each round as one wave (the paper's whole-round diversity walk): every stage
     makes one pass, so the progress shows one wave."""
-    config = fake_config_file(tmp_path, SLOW + "[waves]\nfirst_seeds = 0\n", diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW + "[waves]\nfirst_seeds = 0\n", diversity=SMALL_WALK)
     out = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config)
     assert "wave 1/1  175/175 seeds through every stage" in out.stderr
 
@@ -190,7 +190,7 @@ def test_a_run_that_goes_stage_by_stage_says_once_that_its_waves_are_through(tmp
     wave is through, not one per wave that had work."""
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
-    config = fake_config_file(tmp_path, SLOW + WAVES + "[committee]\ntau = 6.0\n", diversity=WALK)
+    config = fake_config_file(tmp_path, SLOW + WAVES + "[committee]\ntau = 6.0\n", diversity=SMALL_WALK)
     out = gra("run", seeds, "--run-dir", run_dir, "--config", config, "--executor", "local")
     assert "committee.tau 8.0 -> 6.0" in out.stderr, "the tables were re-decided"
     headlines = [line for line in out.stderr.splitlines() if line.startswith("wave ")]
