@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from gra_stream.embeddings import DIM
 from gra_stream.store import npy_header
@@ -103,37 +104,36 @@ def reserve(f, dtype: np.dtype, shape: tuple[int, ...]) -> int:
     return at
 
 
+def _references(segment: Path, table: str, columns: list[str]) -> pl.DataFrame:
+    """`columns` of a segment's rows that are references: all seeds, the kept samples."""
+    # (pyarrow's reader and to_numpy would import pandas)
+    data = pl.read_parquet(segment, columns=[*columns, "kept"] if table == "diversity" else columns)
+    return data.filter(pl.col("kept")) if table == "diversity" else data
+
+
 def read_references(segment: Path, table: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, unit vectors) of a segment's rows that are references: all seeds, the kept samples."""
-    columns = ["id", "embedding"] + (["kept"] if table == "diversity" else [])
-    data = pl.read_parquet(segment, columns=columns)  # (pyarrow's reader and to_numpy would import pandas)
-    if table == "diversity":
-        data = data.filter(pl.col("kept"))
+    """(ids, unit vectors) of a segment's references."""
+    data = _references(segment, table, ["id", "embedding"])
     ids = data["id"].to_numpy().astype(str)
     vectors = data["embedding"].list.to_array(DIM).to_numpy().reshape(-1, DIM).astype(np.float32)
     return ids, vectors
 
 
-def _reference_ids(segment: Path, table: str) -> np.ndarray:
-    """The ids of a segment's references, as `read_references` gives them, without their vectors."""
-    data = pl.read_parquet(segment, columns=["id", "kept"] if table == "diversity" else ["id"])
-    if table == "diversity":
-        data = data.filter(pl.col("kept"))
-    return data["id"].to_numpy().astype(str)
-
-
 def training_references(segments: list[Path], table: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors), in id order, of the `limit` references of a table's `segments` with the smallest ids
     (all, if fewer): what its cells are trained on. Ids are content hashes, so that is a uniform sample of
-    the table, and the same however its rows were cut into segments: batch sizes change no cell. Only the
-    segments holding one are read whole."""
-    segment_ids = [_reference_ids(segment, table) for segment in segments]
-    every = np.concatenate(segment_ids) if segment_ids else np.zeros(0, dtype=str)
-    cutoff = np.sort(every)[limit - 1] if len(every) > limit else None
+    the table, and the same however its rows were cut into segments: batch sizes change no cell. A table
+    of more rows than `limit` has its ids read first, then only the segments holding one of those; a
+    smaller one (searched exactly, on every batch) is read once."""
+    cutoff = None
+    if sum(pq.read_metadata(s).num_rows for s in segments) > limit:
+        segment_ids = [_references(s, table, ["id"])["id"].to_numpy().astype(str) for s in segments]
+        every = np.concatenate(segment_ids)
+        if len(every) > limit:
+            cutoff = np.sort(every)[limit - 1]
+            segments = [s for s, mine in zip(segments, segment_ids) if (mine <= cutoff).any()]
     ids, vectors = [], []
-    for segment, mine in zip(segments, segment_ids):
-        if cutoff is not None and not (mine <= cutoff).any():
-            continue
+    for segment in segments:
         i, v = read_references(segment, table)
         wanted = i <= cutoff if cutoff is not None else slice(None)
         ids.append(i[wanted])
