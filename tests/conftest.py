@@ -109,6 +109,16 @@ def head_jsonl(src: Path, dst: Path, n: int) -> Path:
 
 
 @pytest.fixture
+def small_cells(monkeypatch):
+    """The diversity filter's cells scaled down, so that a few hundred references get cells of their own
+    (and the kept samples' are trained again as they grow) within a test-sized run."""
+    from gra_stream import vector_index
+
+    for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
+        monkeypatch.setattr(vector_index, name, value)
+
+
+@pytest.fixture
 def sample_dir(tmp_path):
     dst = tmp_path / "sample"
     shutil.copytree(SAMPLE, dst)

@@ -374,10 +374,8 @@ def test_the_walk_over_later_similarities_equals_the_walk_over_the_whole_matrix(
     assert want[2][:2] == (False, 0) and 40 <= out.filter(~pl.col("kept")).height <= 150
 
 
-def test_a_run_stopped_while_the_kept_samples_grow_resumes_to_the_same_decisions(tmp_path, monkeypatch):
-    # scaled down so that the kept samples' cells are trained, then trained again twice, within one run
-    for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
-        monkeypatch.setattr(vector_index, name, value)
+def test_a_run_stopped_while_the_kept_samples_grow_resumes_to_the_same_decisions(tmp_path, monkeypatch, small_cells):
+    # (small_cells: the kept samples' cells are trained, then trained again twice, within one run)
     seeds = [corpus("self_instruct_seed_tasks")]
     options = {"diversity": {"model": "hashing", "index": "ivf", "cells": 2, "probes": 1, "walk_batch": 8}}
     run_fake(seeds, tmp_path / "whole", **options)
@@ -404,12 +402,10 @@ def test_a_run_stopped_while_the_kept_samples_grow_resumes_to_the_same_decisions
         assert len(trained) >= 3, trained  # the first cells and at least two retrainings
 
 
-def test_the_walk_is_cut_by_walk_batch_not_by_cpu_batch_size(tmp_path, monkeypatch):
+def test_the_walk_is_cut_by_walk_batch_not_by_cpu_batch_size(tmp_path, small_cells):
     """Within a batch of the walk every pair is compared exactly, across batches through the cells: so
     `diversity.walk_batch` is part of the results (a key of the stage's version), and `cpu_batch_size`,
     a performance knob, is not."""
-    for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
-        monkeypatch.setattr(vector_index, name, value)
     seeds = [corpus("self_instruct_seed_tasks")]
     query = "SELECT id, kept, similarity, duplicate_of FROM diversity ORDER BY id"
 

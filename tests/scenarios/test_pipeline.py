@@ -4,7 +4,6 @@ import json
 import polars as pl
 import pytest
 
-from gra_stream import vector_index
 from tests.conftest import frame, head_jsonl, run_fake, corpus
 from tests.invariants import check_run
 
@@ -56,13 +55,11 @@ def test_identical_runs_give_identical_tables(self_instruct_run, tmp_path):
         assert a.equals(b), t
 
 
-def test_batch_sizes_change_no_table(tmp_path, monkeypatch):
+def test_batch_sizes_change_no_table(tmp_path, small_cells):
     """`batch_size`, `cpu_batch_size` and `[dedup] batch_size` are performance knobs (docs/config.md): uneven
-    small batches make the tables one batch per stage makes. Cells scaled down so that the seeds and the
+    small batches make the tables one batch per stage makes. Cells scaled down (small_cells) so that the seeds and the
     kept samples are searched through cells (one probed of dozens), trained on tables cut into other
     segments."""
-    for name, value in (("MIN_ROWS_PER_CELL", 2), ("ROWS_PER_CELL", 4), ("MIN_ROWS_PER_GROWN_CELL", 2)):
-        monkeypatch.setattr(vector_index, name, value)
     cells = {"model": "hashing", "cells": 2, "probes": 1}
     llm = ["profiles", "generations", "reviews", "adjudications", "annotations"]  # less the calls' timings
     queries = {t: f"SELECT * EXCLUDE (latency_s, wait_s) FROM {t} ORDER BY id" for t in llm}
