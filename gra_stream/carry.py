@@ -31,6 +31,17 @@ def planned(recorded: dict, config: Config, moves) -> dict:
     return {}
 
 
+def reviews_to_ask(store: Store, committee: Committee) -> tuple[int, int]:
+    """(how many generations the review stage takes again, the most review calls they make before
+    re-asks) once the current `reviews` table is carried under `committee`: for each, its reviewers from
+    the first one without a carried reply on."""
+    segments = [p for p in store.table_dir("reviews").glob("*.parquet") if p.name != EMPTY_SEGMENT]
+    if not segments:
+        return 0, 0
+    again = review.reviewed_again(pl.read_parquet(segments, columns=list(review.REPLAYED)), committee)
+    return len(again), sum(committee.reviewers - first for first in again.values())
+
+
 def carry_reviews(store: Store, kept: Path, committee: dict) -> None:
     """Write the carried rows of each segment of `kept` (the old config's reviews folder) into `reviews`.
     A segment already carried (by a run killed half-way) is left as it is."""

@@ -65,7 +65,9 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
         if mine[0].restored_from:
             what = f"{sum(m.restored_rows for m in mine):,} rows come back from {mine[0].restored_from}, no work"
         elif stage in carried:
-            what = "the reviews it asked are carried over; only reviewers skipped before and needed now are asked"
+            again, most = carry.reviews_to_ask(Store(run_dir), config.committee)
+            what = "the reviews it asked are carried over; " + (
+                f"{again:,} generations are reviewed again, up to {most:,} LLM calls" if again else "no LLM call")
         elif stage not in asks:
             what = "recomputed, no LLM call"
         elif asks[stage]:

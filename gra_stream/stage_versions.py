@@ -117,9 +117,28 @@ def differing(old: dict, new: dict) -> list[str]:
 
 
 def describe(key: str, old, new) -> str:
-    """"key old -> new" for plain values; only "key" for templates, filters and models."""
+    """"key old -> new" for plain values; what changed filter by filter; only "key" for templates and models."""
+    if key == "filters" and isinstance(old, list) and isinstance(new, list):
+        return _filter_changes(old, new)
     plain = all(isinstance(v, (str, int, float, bool, type(None))) for v in (old, new))
     return f"{key} {old!r} -> {new!r}" if plain and not key.startswith("prompt ") else key
+
+
+def _filter_changes(old: list, new: list) -> str:
+    """The filters' differences (each a [name, sql, params] in the order applied), with their parameters'
+    values as the filters use them, defaults included: "filters.min_length.min_response_chars 40 -> 300"."""
+    a, b = {f[0]: f for f in old}, {f[0]: f for f in new}
+    out = [f"filters.{name} added" for name in b if name not in a]
+    out += [f"filters.{name} removed" for name in a if name not in b]
+    for name in (n for n in b if n in a):
+        (_, sql_a, params_a), (_, sql_b, params_b) = a[name], b[name]
+        if sql_a != sql_b:
+            out.append(f"filters.{name} SQL changed")
+        out += [f"filters.{name}.{k} {params_a.get(k)!r} -> {params_b.get(k)!r}"
+                for k in differing(params_a, params_b)]
+    if [n for n in a if n in b] != [n for n in b if n in a]:  # the first filter to reject gives the reason
+        out.append(f"filters order {list(a)} -> {list(b)}")
+    return "; ".join(out)
 
 
 def changes(old: dict[str, dict], new: dict[str, dict]) -> list[str]:

@@ -71,9 +71,13 @@ def _leaves(data, prefix: str = "") -> dict:
 
 
 def config_differences(kept_config: dict, current: dict) -> list[str]:
-    """Where a kept version's config differs from the current tables' config ("committee.tau 6.0, now 8.0")."""
+    """Where a kept version's config differs from the current tables' config ("committee.tau 6.0, now 8.0");
+    a key one of them does not set is "unset" there (its default applies)."""
     a, b = _leaves(kept_config), _leaves(current)
-    return [f"{k} {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b))
+
+    def value(leaves: dict, k: str) -> str:
+        return repr(leaves[k]) if k in leaves else "unset"
+    return [f"{k} {value(a, k)}, now {value(b, k)}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and k != "source"]  # where the config was read from is no difference
 
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from gra_stream import stage_versions
 from gra_stream.cli import main
+from gra_stream.status import config_differences
 from tests.conftest import FAKE_POOL, corpus, fake_config, fake_config_file, head_jsonl, sql_rows
 
 ALL = list(stage_versions.STAGES)
@@ -96,6 +97,24 @@ def cli(*args):
 def config_in(folder, extra):
     folder.mkdir()
     return fake_config_file(folder, extra)
+
+
+def test_a_filter_change_is_said_filter_by_filter_with_the_values_the_filters_use():
+    """The plan's first line names each filter change, a parameter with its default where it was unset."""
+    before = fake_config(filters={"enabled": ["min_length", "max_length", "refusal", "overlap"]})
+    after = fake_config(filters={"enabled": ["min_length", "refusal", "max_length"],
+                                 "min_length": {"min_response_chars": 300}})
+    old, new = stage_versions.inputs(before), stage_versions.inputs(after)
+    assert stage_versions.changes(old, new) == [
+        "filters.overlap removed; filters.min_length.min_response_chars 20 -> 300; "
+        "filters order ['min_length', 'max_length', 'refusal', 'overlap'] -> ['min_length', 'refusal', 'max_length']"]
+    assert stage_versions.changes(new, old)[0].startswith("filters.overlap added; filters.min_length.min_response_chars 300 -> 20")
+
+
+def test_status_says_unset_for_a_key_one_config_does_not_set():
+    assert config_differences({"filters": {"params": {}}}, {"filters": {"params": {"min_length": {"n": 3}}}}) == [
+        "filters.params.min_length.n unset, now 3"]
+    assert config_differences({"committee": {"tau": None}}, {"committee": {"tau": 8.0}}) == ["committee.tau None, now 8.0"]
 
 
 def test_a_changed_config_says_what_it_redoes_and_a_knob_is_nothing_to_do(tmp_path):

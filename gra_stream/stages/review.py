@@ -83,27 +83,53 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return columns_frame(out, "reviews")
 
 
+# what `reviewed_again` reads of a reviews table, and the rows of it that are carried
+REPLAYED = ("generation_id", "reviewer_index", "status", "attempts", "error", *SCORE_DIMS, *CHECKS)
+_ASKED = (pl.col("status") != "skipped") & (pl.col("attempts") == 1) & ~pl.col("error").str.starts_with("no reply")
+
+
 def replay(kept: pl.DataFrame, c: Committee) -> pl.DataFrame:
     """The rows `run` makes under committee settings `c` for the generations in `kept`, the review rows of
     an earlier config whose requests were the same (only the keys that choose which reviewers are asked
     differed): the reviews it asks are taken as they are, the rest are skipped for `c`'s reason. A
-    generation is left out when `c` asks a reviewer that `kept` skipped, or one whose review took more
-    than one attempt: an attempt that got no reply is not in the call cache, so `run` would send it again,
-    and a row does not say which of its attempts those were."""
-    asked = (pl.col("status") != "skipped") & (pl.col("attempts") == 1) & ~pl.col("error").str.starts_with("no reply")
+    generation is left out (`reviewed_again`) when `c` asks a reviewer that `kept` skipped, or one whose
+    review took more than one attempt: an attempt that got no reply is not in the call cache, so `run`
+    would send it again, and a row does not say which of its attempts those were."""
+    settled, _ = _walk(kept, c)
+    out: dict[str, list] = defaultdict(list)      # the skipped rows
+    models = dict(kept.group_by("generation_id").agg(pl.col("model").sort_by("reviewer_index")).iter_rows())
+    for g, (taken, why) in settled.items():
+        if why:
+            _skipped_rows(out, g, range(taken, c.reviewers), models[g], why)
+    take = {g: taken for g, (taken, _) in settled.items()}
+    carried = kept.filter(_ASKED & pl.col("generation_id").replace_strict(take, default=0).gt(pl.col("reviewer_index")))
+    skipped = columns_frame(out, "reviews") if out else carried.clear()
+    return pl.concat([carried, skipped.select(carried.columns).cast(carried.schema)])
+
+
+def reviewed_again(kept: pl.DataFrame, c: Committee) -> dict[str, int]:
+    """The generations of `kept` that `replay` leaves out, each with the first reviewer whose request
+    `run` sends again under `c` (the later ones may be asked too). `kept` needs the columns REPLAYED."""
+    return _walk(kept, c)[1]
+
+
+def _walk(kept: pl.DataFrame, c: Committee) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
+    """The review rounds of `run` under `c`, on the replies in `kept`: (generation -> (reviewers asked,
+    why the rest are skipped or '')) where those replies settle the verdict, (generation -> the first
+    reviewer without a usable reply) where they do not."""
     answers: dict[str, dict[int, tuple[int | None, bool]]] = defaultdict(dict)
-    for g, i, total, checks in kept.filter(asked).select(
+    for g, i, total, checks in kept.filter(_ASKED).select(
             "generation_id", "reviewer_index", pl.sum_horizontal(SCORE_DIMS).alias("total"),
             pl.all_horizontal(CHECKS).alias("checks")).iter_rows():
         answers[g][i] = (None, False) if checks is None else (total, not checks)
-    take: dict[str, int] = {}                     # generation -> reviewers asked under c
-    out: dict[str, list] = defaultdict(list)      # the skipped rows
-    models = dict(kept.group_by("generation_id").agg(pl.col("model").sort_by("reviewer_index")).iter_rows())
+    settled: dict[str, tuple[int, str]] = {}
+    unsettled = dict.fromkeys(kept["generation_id"].unique().to_list(), 0)
     for g, got in answers.items():
         totals: list[int] = []
         failed = False
         for i in range(c.reviewers):
             if i not in got:
+                unsettled[g] = i
                 break
             total, fail = got[i]
             if total is not None:
@@ -112,13 +138,10 @@ def replay(kept: pl.DataFrame, c: Committee) -> pl.DataFrame:
             remaining = c.reviewers - 1 - i
             why = certain_reject(totals, failed, remaining, c) if c.short_circuit and remaining else ""
             if why or not remaining:
-                take[g] = i + 1
-                if why:
-                    _skipped_rows(out, g, range(i + 1, c.reviewers), models[g], why)
+                settled[g] = (i + 1, why)
+                del unsettled[g]
                 break
-    carried = kept.filter(asked & pl.col("generation_id").replace_strict(take, default=0).gt(pl.col("reviewer_index")))
-    skipped = columns_frame(out, "reviews") if out else carried.clear()
-    return pl.concat([carried, skipped.select(carried.columns).cast(carried.schema)])
+    return settled, unsettled
 
 
 def _asked_rows(out: dict[str, list], generation_ids: list[str], indices: list[int], models: list[str],

@@ -3,6 +3,7 @@ new config makes (rule 1), and sends only the requests such a fresh run sends th
 that directory (rule 2). The models are served over HTTP on loopback by the fake backend's replies, so
 that the requests are counted where they arrive, and the call cache (which never holds fake-backend
 replies) is in play."""
+import re
 import shutil
 from collections import Counter
 
@@ -41,6 +42,16 @@ def config(url, *, names=NAMES, model_extra=None, **overrides):
                **(model_extra or {}).get(n, {})} for n in names]
     return config_from_dict({"models": models, "diversity": {"model": "hashing"}, "batch_size": 16,
                              "cpu_batch_size": 32, "waves": WAVES, **overrides}, source="<test>")
+
+
+class Said(Progress):
+    """Progress that keeps what the run says."""
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.lines: list[str] = []
+
+    def say(self, message, **kwargs):
+        self.lines.append(message)
 
 
 def run(server, seeds, run_dir, cfg, progress=None) -> Counter:
@@ -145,15 +156,10 @@ def test_going_back_to_an_earlier_config_brings_its_tables_back_without_a_call(s
     shutil.copytree(base_dir, run_dir)
     before = tables(run_dir)
     run(server, seeds, run_dir, config(server.url, **BASE, committee={"tau": 6.0}))
-    lines = []
-
-    class Said(Progress):
-        def say(self, message, **kwargs):
-            lines.append(message)
-
-    asked = run(server, seeds, run_dir, config(server.url, **BASE), progress=Said(quiet=True))
+    said = Said(quiet=True)
+    asked = run(server, seeds, run_dir, config(server.url, **BASE), progress=said)
     assert not asked and tables(run_dir) == before
-    assert "come back from v" in "\n".join(lines)
+    assert "come back from v" in "\n".join(said.lines)
 
 
 @pytest.mark.parametrize("committee,asks_more", [({"tau": 6.0}, True), ({"tau": 8.5}, False),
@@ -161,11 +167,14 @@ def test_going_back_to_an_earlier_config_brings_its_tables_back_without_a_call(s
 def test_a_short_circuit_change_carries_the_reviews_asked_before_and_reviews_only_the_rest(
         committee, asks_more, server, seeds, base, tmp_path):
     """The reviews asked before are carried (gra_stream/carry.py); the review stage's own segments
-    hold only generations that needed a reviewer skipped before, each with a row the old table lacks."""
+    hold only generations that needed a reviewer skipped before, each with a row the old table lacks.
+    The plan said how many those are, and the most review calls they could take."""
     base_dir, _ = base
     run_dir = tmp_path / "run"
     shutil.copytree(base_dir, run_dir)
-    run(server, seeds, run_dir, config(server.url, **BASE, committee=committee))
+    said = Said(quiet=True)
+    asked = run(server, seeds, run_dir, config(server.url, **BASE, committee=committee), progress=said)
+    review_calls = sum(n for body, n in asked.items() if "strict reviewer of training data" in body)
     con = Store(run_dir).connect()
     carried = f"read_parquet('{run_dir}/reviews/{carry.PREFIX}*.parquet')"
     own = f"(SELECT * FROM reviews WHERE generation_id NOT IN (SELECT generation_id FROM {carried}))"
@@ -177,6 +186,14 @@ def test_a_short_circuit_change_carries_the_reviews_asked_before_and_reviews_onl
                       "WHERE k.status = 'skipped' AND r.status <> 'skipped' OR k.attempts > 1").fetchall()[0][0]
     assert reasked == con.sql(f"SELECT count(DISTINCT generation_id) FROM {own}").fetchall()[0][0]
     assert (reasked > 0) == asks_more
+    planned = re.search(r"review .*carried over; (?:(\d+) generations are reviewed again, up to (\d+) LLM calls|no LLM call)",
+                        "\n".join(said.lines))
+    assert planned, said.lines
+    again, most = (int(planned[1]), int(planned[2])) if planned[1] else (0, 0)
+    # a generation re-asked for a review that took several attempts may replay all of them from the cache
+    newly_asked = con.sql(f"SELECT count(DISTINCT r.generation_id) FROM {own} r JOIN v1.reviews k USING (id) "
+                          "WHERE k.status = 'skipped' AND r.status <> 'skipped'").fetchall()[0][0]
+    assert again == reasked and newly_asked <= review_calls <= most
 
 
 def test_knobs_that_change_no_result_do_no_work(server, seeds, base, tmp_path):
