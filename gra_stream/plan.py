@@ -73,7 +73,7 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
         elif asks[stage]:
             what = f"recomputed: its requests change, up to {rows:,} LLM calls"
         else:
-            what = "recomputed: same requests, answered ones replayed from the call cache"
+            what = "recomputed: a request answered before is replayed from the call cache, a new one is asked"
         lines.append(f"  {stage:<11}{rows:>9,} rows {'kept as ' + label if rows else '(none yet)'}; {what}  [{_cause(stage, old, new, stale)}]")
     recomputed_llm = any(m.stage in asks and not m.restored_from for m in moves)
     if recomputed_llm and any(m.backend == "fake" for m in config.models):
