@@ -34,12 +34,15 @@ def planned(recorded: dict, config: Config, moves) -> dict:
 def reviews_to_ask(store: Store, committee: Committee) -> tuple[int, int]:
     """(how many generations the review stage takes again, the most review calls they make before
     re-asks) once the current `reviews` table is carried under `committee`: for each, its reviewers from
-    the first one without a carried reply on."""
-    segments = [p for p in store.table_dir("reviews").glob("*.parquet") if p.name != EMPTY_SEGMENT]
-    if not segments:
-        return 0, 0
-    again = review.reviewed_again(pl.read_parquet(segments, columns=list(review.REPLAYED)), committee)
-    return len(again), sum(committee.reviewers - first for first in again.values())
+    the first one without a carried reply on. Segment by segment, as the carry goes: a generation's
+    reviews are all in one segment."""
+    generations = calls = 0
+    for segment in store.table_dir("reviews").glob("*.parquet"):
+        if segment.name != EMPTY_SEGMENT:
+            again = review.reviewed_again(pl.read_parquet(segment, columns=list(review.REPLAYED)), committee)
+            generations += len(again)
+            calls += sum(committee.reviewers - first for first in again.values())
+    return generations, calls
 
 
 def carry_reviews(store: Store, kept: Path, committee: dict) -> None:
