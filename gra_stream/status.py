@@ -77,6 +77,7 @@ def config_differences(kept_config: dict, current: dict) -> list[str]:
 
     def value(leaves: dict, k: str) -> str:
         return repr(leaves[k]) if k in leaves else "unset"
+
     return [f"{k} {value(a, k)}, now {value(b, k)}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and k != "source"]  # where the config was read from is no difference
 
