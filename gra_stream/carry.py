@@ -37,7 +37,7 @@ def reviews_to_ask(store: Store, committee: Committee) -> tuple[int, int]:
     the first one without a carried reply on. Segment by segment, as the carry goes: a generation's
     reviews are all in one segment."""
     generations = calls = 0
-    for segment in store.table_dir("reviews").glob("*.parquet"):
+    for segment in store.segments("reviews"):
         if segment.name != EMPTY_SEGMENT:
             again = review.reviewed_again(pl.read_parquet(segment, columns=list(review.REPLAYED)), committee)
             generations += len(again)

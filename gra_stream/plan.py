@@ -58,14 +58,15 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
     asks = stage_versions.asks_anew(recorded, config)
     stale = list(dict.fromkeys(m.stage for m in moves))
     carried = carry.planned(recorded, config, moves)
-    label = kept_versions.label_for(Store(run_dir), recorded["versions"])
+    store = Store(run_dir)
+    label = kept_versions.label_for(store, recorded["versions"])
     for stage in stale:
         mine = [m for m in moves if m.stage == stage]
         rows = sum(m.rows for m in mine)
         if mine[0].restored_from:
             what = f"{sum(m.restored_rows for m in mine):,} rows come back from {mine[0].restored_from}, no work"
         elif stage in carried:
-            again, most = carry.reviews_to_ask(Store(run_dir), config.committee)
+            again, most = carry.reviews_to_ask(store, config.committee)
             what = "the reviews it asked are carried over; " + (
                 f"{again:,} generations are reviewed again, up to {most:,} LLM calls" if again else "no LLM call")
         elif stage not in asks:

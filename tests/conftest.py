@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gra_stream.config import config_from_dict
+from gra_stream.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -48,6 +49,17 @@ def read_jsonl(path: Path, n: int | None = None) -> list[dict]:
 
 def fake_config(**overrides):
     return config_from_dict({"models": FAKE_POOL, "diversity": {"model": "hashing"}, **overrides}, source="<test>")
+
+
+class Said(Progress):
+    """Progress that keeps what the run says, quiet or not."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.lines: list[str] = []
+
+    def say(self, message, **kwargs):
+        self.lines.append(message)
 
 
 def run_fake(seeds, run_dir, **overrides):

@@ -11,7 +11,7 @@ from gra_stream.backends.fake import FakeBackend
 from gra_stream.cli import main
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
-from tests.conftest import fake_config, fake_config_file, run_fake, sql_rows
+from tests.conftest import Said, fake_config, fake_config_file, run_fake, sql_rows
 from tests.invariants import check_run
 
 
@@ -112,17 +112,12 @@ def test_a_seed_file_fixed_and_run_again_reports_only_its_bad_rows_of_now(tmp_pa
     run_fake([seeds], run_dir)
     assert [r["line"] for r in sql_rows(run_dir, "SELECT line FROM ingest_errors")] == [2]
     seeds.write_text("\n".join([json.dumps(good(1)), json.dumps(good(3))]) + "\n")
-    lines = []
-
-    class Said(Progress):
-        def say(self, message, **kwargs):
-            lines.append(message)
-
-    run_pipeline([seeds], run_dir, fake_config(), progress=Said(quiet=True))
+    said = Said(quiet=True)
+    run_pipeline([seeds], run_dir, fake_config(), progress=said)
     assert sql_rows(run_dir, "SELECT count(*) AS n FROM ingest_errors") == [{"n": 0}]
     assert sql_rows(run_dir, "SELECT rows, seeds, duplicates, bad_rows FROM files") == \
         [{"rows": 2, "seeds": 1, "duplicates": 1, "bad_rows": 0}]
     kept = sql_rows(run_dir, "SELECT s.instruction FROM seeds s JOIN profiles p USING (id) ORDER BY 1")
     assert [r["instruction"] for r in kept] == sorted(good(i)["instruction"] for i in (1, 2, 3))
-    assert any("(changed since it was read): 2 rows, 1 new seeds, 1 duplicates, 0 bad rows" in line for line in lines)
+    assert any("(changed since it was read): 2 rows, 1 new seeds, 1 duplicates, 0 bad rows" in line for line in said.lines)
     check_run(run_dir)

@@ -16,7 +16,7 @@ from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 from gra_stream.stages import all_stages
 from gra_stream.store import Store
-from tests.conftest import FAKE_POOL, corpus, gra, head_jsonl, write_toml
+from tests.conftest import FAKE_POOL, Said, corpus, gra, head_jsonl, write_toml
 from tests.fault_server import FaultServer
 from tests.invariants import KEYED_TABLES, check_run
 
@@ -42,16 +42,6 @@ def config(url, *, names=NAMES, model_extra=None, **overrides):
                **(model_extra or {}).get(n, {})} for n in names]
     return config_from_dict({"models": models, "diversity": {"model": "hashing"}, "batch_size": 16,
                              "cpu_batch_size": 32, "waves": WAVES, **overrides}, source="<test>")
-
-
-class Said(Progress):
-    """Progress that keeps what the run says."""
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.lines: list[str] = []
-
-    def say(self, message, **kwargs):
-        self.lines.append(message)
 
 
 def run(server, seeds, run_dir, cfg, progress=None) -> Counter:
