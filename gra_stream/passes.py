@@ -2,10 +2,12 @@
 
 A pass runs one stage over the pending rows of one wave (gra_stream/waves.py). A wave goes through the
 stages in order, each stage takes the waves in order, and round r starts once round r - 1 is done (its
-samples anchor round r's tasks). So pass (r, w, s) may start once (r, w, s - 1) and (r, w - 1, s) are done,
-and with two passes at once stage s works on wave w while an earlier stage works on wave w + 1, as the
-stages of a pipeline do. At most two waves are in the stages at once (WAVES_AT_ONCE), and the first wave
-runs alone, so that nothing holds up the run's first samples.
+samples anchor round r's tasks). So pass (r, w, s) may start once (r, w - 1, s) is done and so is (r, w, t)
+for each stage t that s waits for: the stage before it, unless it declares others (`Stage.after`: the
+seeds' embedding waits for nothing, so it runs beside the first wave's LLM stages). With two passes at
+once stage s works on wave w while an earlier stage works on wave w + 1, as the stages of a pipeline do.
+At most two waves are in the stages at once (WAVES_AT_ONCE), and the first wave runs alone, so that
+nothing holds up the run's first samples.
 
 A pass reads the same pending rows whenever it runs: rows of later waves are outside its scope, and what
 it reads of its own and earlier waves is done by the time it may start. So the tables never depend on which
@@ -40,11 +42,15 @@ def all_passes(rounds: int, waves: int, stages: int, by_stage: bool = False) -> 
     return sorted(order, key=lambda p: (p.round, p.stage, p.wave)) if by_stage else order
 
 
-def ready(p: Pass, done: set[Pass], waves: int, stages: int) -> bool:
-    """Whether `p` may start once the passes in `done` are."""
-    before = []
-    if p.stage:
-        before.append(Pass(p.round, p.wave, p.stage - 1))
+def chain(stages: int) -> list[tuple[int, ...]]:
+    """What each stage waits for when none declares otherwise: the stage before it."""
+    return [(s - 1,) if s else () for s in range(stages)]
+
+
+def ready(p: Pass, done: set[Pass], waves: int, stages: int, after: list[tuple[int, ...]] | None = None) -> bool:
+    """Whether `p` may start once the passes in `done` are. `after[s]`: the stages whose pass over the same
+    wave stage s waits for (`chain` if None); every stage must lead, through them, to the last one."""
+    before = [Pass(p.round, p.wave, t) for t in (after or chain(stages))[p.stage]]
     if p.wave:  # the wave before at this stage; and the first wave runs alone, then WAVES_AT_ONCE at most
         before.append(Pass(p.round, p.wave - 1, p.stage))
         before.append(Pass(p.round, max(0, p.wave - WAVES_AT_ONCE), stages - 1))
@@ -55,12 +61,12 @@ def ready(p: Pass, done: set[Pass], waves: int, stages: int) -> bool:
 
 def run_passes(waves: int, stages: int, rounds: int, run: Callable[[Pass], object],
                finished: Callable[[Pass, object], bool], halt: Callable[[], None], at_once: int,
-               by_stage: bool = False) -> None:
+               by_stage: bool = False, after: list[tuple[int, ...]] | None = None) -> None:
     """Run every pass: `run(p)` does pass p and returns what `finished(p, result)` is told when it is done;
     `finished` returns False to start no further pass. Up to `at_once` passes run at once, each in a thread
     of its own (`at_once = 1`: in this thread, in order). When a pass raises, `halt()` asks the others to
     stop at their next batch boundary, and the first error is raised once none is running. With `by_stage`,
-    one at a time, stage by stage."""
+    one at a time, stage by stage. `after` as for `ready`."""
     order = all_passes(rounds, waves, stages, by_stage)
     if at_once <= 1 or by_stage:
         for p in order:
@@ -74,7 +80,7 @@ def run_passes(waves: int, stages: int, rounds: int, run: Callable[[Pass], objec
     with ThreadPoolExecutor(at_once, thread_name_prefix="pass") as threads:
         while True:
             while starting and len(running) < at_once:
-                p = next((q for q in order if ready(q, done, waves, stages)), None)
+                p = next((q for q in order if ready(q, done, waves, stages, after)), None)
                 if p is None:
                     break
                 order.remove(p)

@@ -1,12 +1,15 @@
-"""The order of the runner's passes: a wave goes through the stages in order, each stage takes the waves in
-order, two waves at most are in the stages, rounds are barriers, and up to `at_once` passes run at once
-within those rules."""
+"""The order of the runner's passes: a wave goes through the stages in order (each after the stages it
+waits for), each stage takes the waves in order, two waves at most are in the stages, rounds are
+barriers, and up to `at_once` passes run at once within those rules."""
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from gra_stream.passes import Pass, all_passes, ready, run_passes
+from gra_stream.runner import _after
+from gra_stream.stages import all_stages
 
 
 def test_a_pass_waits_for_its_wave_at_the_stage_before_and_for_the_wave_before_at_its_stage():
@@ -33,10 +36,39 @@ def test_a_round_starts_once_the_round_before_is_through_every_stage_and_wave():
     assert ready(Pass(2, 0, 0), round_one, waves=2, stages=3)
 
 
-def waits_for(p, waves, stages):
+def test_a_stage_that_declares_what_it_waits_for_waits_for_that_alone():
+    after = [(), (), (0,), (2, 1)]  # stage 1 waits for nothing, stage 3 for stages 2 and 1
+    assert ready(Pass(1, 0, 1), set(), waves=2, stages=4, after=after), "beside stage 0 of its wave"
+    assert ready(Pass(1, 0, 2), {Pass(1, 0, 0)}, waves=2, stages=4, after=after), "not after stage 1"
+    assert not ready(Pass(1, 0, 3), {Pass(1, 0, s) for s in (0, 2)}, waves=2, stages=4, after=after)
+    assert ready(Pass(1, 0, 3), {Pass(1, 0, s) for s in (0, 1, 2)}, waves=2, stages=4, after=after)
+    assert not ready(Pass(1, 1, 1), {Pass(1, 0, 1)}, waves=2, stages=4, after=after), "the first wave runs alone"
+
+
+def test_the_seeds_embedding_waits_for_nothing_and_the_diversity_filter_waits_for_it():
+    stages = all_stages()
+    names = [s.name for s in stages]
+    waits = {names[i]: {names[t] for t in after} for i, after in enumerate(_after(stages))}
+    assert waits["embed"] == set() and waits["generate"] == {"profile"}
+    assert waits["diversity"] == {"adjudicate", "embed"}
+    assert all(waits[n] == {names[i - 1]} for i, n in enumerate(names) if n not in ("profile", "embed", "generate",
+                                                                                     "diversity"))
+    record = Recorder()
+    run_passes(2, len(stages), 1, record, lambda p, r: True, lambda: None, at_once=2, after=_after(stages))
+    profile, embed = record.spans[Pass(1, 0, 0)], record.spans[Pass(1, 0, 1)]
+    assert embed[0] < profile[1] and profile[0] < embed[1], "the first wave's profile and embed passes overlap"
+
+
+def test_a_stage_listed_before_one_it_waits_for_is_refused():
+    late = replace(all_stages()[1], after=("generate",))
+    with pytest.raises(ValueError, match="waits for a stage listed after it"):
+        _after([*all_stages()[:1], late, *all_stages()[2:]])
+
+
+def waits_for(p, waves, stages, after=None):
     """What the rules say `p` waits for, spelled out."""
-    if p.stage:
-        yield Pass(p.round, p.wave, p.stage - 1)
+    for t in (after[p.stage] if after else [p.stage - 1] if p.stage else []):
+        yield Pass(p.round, p.wave, t)
     if p.wave:
         yield Pass(p.round, p.wave - 1, p.stage)
     if p.wave >= 1:  # the first wave alone, then two waves at most
@@ -65,13 +97,15 @@ class Recorder:
         return p.stage
 
 
-def test_passes_overlap_two_at_a_time_and_none_starts_before_what_it_waits_for():
+@pytest.mark.parametrize("after", [None, [(), (), (1, 0)]])
+def test_passes_overlap_two_at_a_time_and_none_starts_before_what_it_waits_for(after):
     record, told = Recorder(), []
-    run_passes(4, 3, 2, record, lambda p, result: told.append((p, result)) or True, lambda: None, at_once=2)
+    run_passes(4, 3, 2, record, lambda p, result: told.append((p, result)) or True, lambda: None, at_once=2,
+               after=after)
     assert sorted(record.spans) == all_passes(2, 4, 3), "every pass ran, once"
     assert record.most == 2, "two passes ran at once, never more"
     for p, (start, _) in record.spans.items():
-        for q in waits_for(p, waves=4, stages=3):
+        for q in waits_for(p, waves=4, stages=3, after=after):
             assert record.spans[q][1] <= start, f"{p} started before {q} was over"
     assert sorted(told) == [(p, p.stage) for p in all_passes(2, 4, 3)], "finished hears every pass and its result"
 

@@ -61,6 +61,8 @@ class Stage:
     setup: Callable[[Context], None] | None = None      # once per pass with pending rows, in the runner, before any batch
     streams: bool = False  # makes the rows the waves stream (generation): its pass over wave w reads the
                            # rows of every wave up to w (its example pool), not only its own
+    after: tuple[str, ...] | None = None  # the stages whose pass over the same wave this one's waits for
+                                          # (None: the stage before it in the list)
 
     @property
     def per_wave(self) -> bool:

@@ -166,7 +166,10 @@ def walk_batch(config) -> int:
     return config.diversity.walk_batch
 
 
-SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds)
+# It reads only the seeds, so its pass starts with its wave's first, beside the LLM stages; the filter's
+# pass waits for it.
+SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds, after=())
 
 STAGE = Stage("diversity", "diversity", ("id", "instruction", "seed_id", "kind", "score"), pending, run,
-              ordered=True, prepare=prepare, finish=finish, setup=setup, batch_size=walk_batch)
+              ordered=True, prepare=prepare, finish=finish, setup=setup, batch_size=walk_batch,
+              after=("adjudicate", "embed"))

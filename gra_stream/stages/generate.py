@@ -113,4 +113,5 @@ def run(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
 
 STAGE = Stage("generate", "generations", ("id", "anchor_id", "seed_id", "round", "kind", "domain", "keywords_1",
                                           "summary_1", "keywords_2", "summary_2", "example_ids", "seed_instruction",
-                                          "seed_response"), pending, run, llm=True, streams=True)
+                                          "seed_response"), pending, run, llm=True, streams=True,
+              after=("profile",))
