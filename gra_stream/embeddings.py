@@ -82,17 +82,31 @@ class MiniLMEmbedder:
         self.model = AutoModel.from_pretrained(folder).eval()
 
     def embed(self, texts: list[str], batch: int = 128) -> np.ndarray:
+        """Texts of the same token length go through the model together, with no padding, on one thread: a
+        text's vector is then the same whatever texts share its batch and whichever process embeds it
+        (padded, or split over threads, it changed in its last bits), so batch sizes, executors and resumed
+        runs leave every embedding as it is; and no time goes to padding tokens."""
         torch = self.torch
-        parts = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch):
-                enc = self.tokenizer(texts[start:start + batch], padding=True, truncation=True, max_length=256,
-                                     return_tensors="pt")
-                hidden = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                parts.append(torch.nn.functional.normalize(pooled, dim=1).numpy().astype(np.float32))
-        return np.concatenate(parts) if parts else np.zeros((0, DIM), dtype=np.float32)
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenizer(texts, truncation=True, max_length=256)["input_ids"]
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(ids):
+            by_length.setdefault(len(row), []).append(i)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                for rows in by_length.values():
+                    for start in range(0, len(rows), batch):
+                        part = rows[start:start + batch]
+                        tokens = torch.tensor([ids[i] for i in part])
+                        hidden = self.model(input_ids=tokens, attention_mask=torch.ones_like(tokens)).last_hidden_state
+                        out[part] = torch.nn.functional.normalize(hidden.mean(1), dim=1).numpy()  # mean over tokens
+        finally:
+            torch.set_num_threads(threads)
+        return out
 
 
 @lru_cache(maxsize=2)

@@ -1,4 +1,5 @@
-"""The hashing embedder (fake runs and tests): its remembered word buckets must not change a vector."""
+"""The embedders: the hashing one (fake runs and tests), whose remembered word buckets must not change a
+vector, and MiniLM, whose vector of a text must not depend on the texts embedded with it."""
 import hashlib
 import re
 
@@ -34,3 +35,26 @@ def test_a_full_word_memory_is_emptied_not_grown(monkeypatch):
     texts = [" ".join(f"word{i}x{j}" for j in range(4)) for i in range(10)]
     assert np.array_equal(embedder.embed(texts), reference(texts))
     assert len(embedder._slots) <= 5
+
+
+def test_a_minilm_vector_is_the_same_alone_and_beside_any_other_texts():
+    """all-MiniLM-L6-v2, the diversity filter's default model: batch sizes are performance knobs and a
+    resumed run cuts its batches where the killed one did not, so a text's vector must not depend on the
+    texts embedded with it."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    rows = gzip.open(Path(__file__).resolve().parent.parent / "data" / "seeds" / "alpaca_52k_en.jsonl.gz", "rt")
+    texts = [json.loads(line)["en_instruction"] for line, _ in zip(rows, range(600))] + ["", "Add 2 and 3."]
+    embedder = embeddings.MiniLMEmbedder()
+    together = embedder.embed(texts)
+    assert together.shape == (len(texts), DIM) and together.dtype == np.float32
+    assert np.allclose(np.linalg.norm(together, axis=1), 1, atol=1e-5)
+    assert np.array_equal(embedder.embed(texts[::-1])[::-1], together)
+    assert np.array_equal(embedder.embed(texts, batch=7), together)
+    assert np.array_equal(np.concatenate([embedder.embed([t]) for t in texts[:60]]), together[:60])
+    assert embedder.embed([]).shape == (0, DIM)
+    question, paraphrase, unrelated = embedder.embed(["How many apples does Tom have left?",
+                                                      "How many apples are left for Tom?", "Write a poem about the sea."])
+    assert question @ paraphrase > question @ unrelated + 0.3, "still the model: a paraphrase is nearer"
