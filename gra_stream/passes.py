@@ -19,7 +19,7 @@ as no stage of a round reads what a later stage made in that round.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -45,6 +45,20 @@ def all_passes(rounds: int, waves: int, stages: int, by_stage: bool = False) -> 
 def chain(stages: int) -> list[tuple[int, ...]]:
     """What each stage waits for when none declares otherwise: the stage before it."""
     return [(s - 1,) if s else () for s in range(stages)]
+
+
+def declared_waits(stages: Sequence) -> list[tuple[int, ...]]:
+    """`after` for `ready` from a list of stages (gra_stream/stages): for each, the stages before it whose
+    pass over a wave its own waits for (`Stage.after`, or the stage before it; a named stage that is not in
+    the list is left out)."""
+    index = {stage.name: i for i, stage in enumerate(stages)}
+    out = []
+    for i, stage in enumerate(stages):
+        names = stage.after if stage.after is not None else [s.name for s in stages[i - 1:i]]
+        out.append(tuple(index[name] for name in names if name in index))
+        if any(t >= i for t in out[-1]):
+            raise ValueError(f"stage {stage.name} waits for a stage listed after it: {stage.after}")
+    return out
 
 
 def ready(p: Pass, done: set[Pass], waves: int, stages: int, after: list[tuple[int, ...]] | None = None) -> bool:

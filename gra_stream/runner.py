@@ -20,7 +20,7 @@ from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
 from gra_stream.memory import DUCKDB_MEMORY, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
-from gra_stream.passes import PASSES_AT_ONCE, Pass, run_passes
+from gra_stream.passes import PASSES_AT_ONCE, Pass, declared_waits, run_passes
 from gra_stream.pending import batches, drain, idle_stages
 from gra_stream.plan import change_plan, planned_moves, with_recorded_fields
 from gra_stream.progress import Progress
@@ -303,21 +303,8 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
         return True
 
     at_once = PASSES_AT_ONCE if ctx.config.waves.overlap and executor.overlaps else 1
-    run_passes(len(plan), len(stages), rounds, run, finished, halt.fail, at_once, by_stage, _after(stages))
+    run_passes(len(plan), len(stages), rounds, run, finished, halt.fail, at_once, by_stage, declared_waits(stages))
     return not halt.enough
-
-
-def _after(stages: list[Stage]) -> list[tuple[int, ...]]:
-    """For each stage, the stages before it in the list whose pass over a wave its own waits for
-    (`Stage.after`; a named stage that is not in the list is left out)."""
-    index = {stage.name: i for i, stage in enumerate(stages)}
-    out = []
-    for i, stage in enumerate(stages):
-        names = stage.after if stage.after is not None else [s.name for s in stages[i - 1:i]]
-        out.append(tuple(index[name] for name in names if name in index))
-        if any(t >= i for t in out[-1]):
-            raise ValueError(f"stage {stage.name} waits for a stage listed after it: {stage.after}")
-    return out
 
 
 def _generation_done(stages: list[Stage], idle: set[int]) -> bool:

@@ -55,6 +55,6 @@ def test_a_minilm_vector_is_the_same_alone_and_beside_any_other_texts():
     assert np.array_equal(embedder.embed(texts, batch=7), together)
     assert np.array_equal(np.concatenate([embedder.embed([t]) for t in texts[:60]]), together[:60])
     assert embedder.embed([]).shape == (0, DIM)
-    question, paraphrase, unrelated = embedder.embed(["How many apples does Tom have left?",
-                                                      "How many apples are left for Tom?", "Write a poem about the sea."])
+    question, paraphrase, unrelated = embedder.embed(["How many apples does Tom have left?", "How many apples are "
+                                                      "left for Tom?", "Write a poem about the sea."])
     assert question @ paraphrase > question @ unrelated + 0.3, "still the model: a paraphrase is nearer"

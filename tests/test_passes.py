@@ -7,8 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from gra_stream.passes import Pass, all_passes, ready, run_passes
-from gra_stream.runner import _after
+from gra_stream.passes import Pass, all_passes, declared_waits, ready, run_passes
 from gra_stream.stages import all_stages
 
 
@@ -48,13 +47,13 @@ def test_a_stage_that_declares_what_it_waits_for_waits_for_that_alone():
 def test_the_seeds_embedding_waits_for_nothing_and_the_diversity_filter_waits_for_it():
     stages = all_stages()
     names = [s.name for s in stages]
-    waits = {names[i]: {names[t] for t in after} for i, after in enumerate(_after(stages))}
+    waits = {names[i]: {names[t] for t in after} for i, after in enumerate(declared_waits(stages))}
     assert waits["embed"] == set() and waits["generate"] == {"profile"}
     assert waits["diversity"] == {"adjudicate", "embed"}
     assert all(waits[n] == {names[i - 1]} for i, n in enumerate(names) if n not in ("profile", "embed", "generate",
                                                                                      "diversity"))
     record = Recorder()
-    run_passes(2, len(stages), 1, record, lambda p, r: True, lambda: None, at_once=2, after=_after(stages))
+    run_passes(2, len(stages), 1, record, lambda p, r: True, lambda: None, at_once=2, after=declared_waits(stages))
     profile, embed = record.spans[Pass(1, 0, 0)], record.spans[Pass(1, 0, 1)]
     assert embed[0] < profile[1] and profile[0] < embed[1], "the first wave's profile and embed passes overlap"
 
@@ -62,7 +61,7 @@ def test_the_seeds_embedding_waits_for_nothing_and_the_diversity_filter_waits_fo
 def test_a_stage_listed_before_one_it_waits_for_is_refused():
     late = replace(all_stages()[1], after=("generate",))
     with pytest.raises(ValueError, match="waits for a stage listed after it"):
-        _after([*all_stages()[:1], late, *all_stages()[2:]])
+        declared_waits([*all_stages()[:1], late, *all_stages()[2:]])
 
 
 def waits_for(p, waves, stages, after=None):
