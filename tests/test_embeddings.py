@@ -45,8 +45,8 @@ def test_a_minilm_vector_is_the_same_alone_and_beside_any_other_texts():
     import json
     from pathlib import Path
 
-    rows = gzip.open(Path(__file__).resolve().parent.parent / "data" / "seeds" / "alpaca_52k_en.jsonl.gz", "rt")
-    texts = [json.loads(line)["en_instruction"] for line, _ in zip(rows, range(600))] + ["", "Add 2 and 3."]
+    with gzip.open(Path(__file__).resolve().parent.parent / "data" / "seeds" / "alpaca_52k_en.jsonl.gz", "rt") as rows:
+        texts = [json.loads(line)["en_instruction"] for line, _ in zip(rows, range(600))] + ["", "Add 2 and 3."]
     embedder = embeddings.MiniLMEmbedder()
     together = embedder.embed(texts)
     assert together.shape == (len(texts), DIM) and together.dtype == np.float32
