@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -82,10 +83,11 @@ class MiniLMEmbedder:
         self.model = AutoModel.from_pretrained(folder).eval()
 
     def embed(self, texts: list[str], batch: int = 128) -> np.ndarray:
-        """Texts of the same token length go through the model together, with no padding, on one thread: a
-        text's vector is then the same whatever texts share its batch and whichever process embeds it
-        (padded, or split over threads, it changed in its last bits), so batch sizes, executors and resumed
-        runs leave every embedding as it is; and no time goes to padding tokens."""
+        """Texts of the same token length go through the model together, with no padding, each batch on one
+        thread: a text's vector is then the same whatever texts share its batch and whichever process
+        embeds it (padded, or with one batch's work split over threads, it changed in its last bits), so
+        batch sizes, executors and resumed runs leave every embedding as it is; and no time goes to padding
+        tokens. The process's torch threads take whole batches, one each, at once."""
         torch = self.torch
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         if not texts:
@@ -94,16 +96,24 @@ class MiniLMEmbedder:
         by_length: dict[int, list[int]] = {}
         for i, row in enumerate(ids):
             by_length.setdefault(len(row), []).append(i)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        parts = [rows[start:start + batch] for rows in by_length.values() for start in range(0, len(rows), batch)]
+        parts.sort(key=lambda part: -len(part) * len(ids[part[0]]))  # the longest first: the threads end together
+
+        def embed_part(part: list[int]) -> None:
+            tokens = torch.tensor([ids[i] for i in part])
             with torch.inference_mode():
-                for rows in by_length.values():
-                    for start in range(0, len(rows), batch):
-                        part = rows[start:start + batch]
-                        tokens = torch.tensor([ids[i] for i in part])
-                        hidden = self.model(input_ids=tokens, attention_mask=torch.ones_like(tokens)).last_hidden_state
-                        out[part] = torch.nn.functional.normalize(hidden.mean(1), dim=1).numpy()  # mean over tokens
+                hidden = self.model(input_ids=tokens, attention_mask=torch.ones_like(tokens)).last_hidden_state
+                out[part] = torch.nn.functional.normalize(hidden.mean(1), dim=1).numpy()  # mean over tokens
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # each thread's ops then run on that thread alone (torch reads it per thread)
+        try:
+            if threads > 1 and len(parts) > 1:
+                with ThreadPoolExecutor(min(threads, len(parts))) as pool:
+                    list(pool.map(embed_part, parts))
+            else:
+                for part in parts:
+                    embed_part(part)
         finally:
             torch.set_num_threads(threads)
         return out

@@ -45,6 +45,8 @@ def test_a_minilm_vector_is_the_same_alone_and_beside_any_other_texts():
     import json
     from pathlib import Path
 
+    import torch
+
     with gzip.open(Path(__file__).resolve().parent.parent / "data" / "seeds" / "alpaca_52k_en.jsonl.gz", "rt") as rows:
         texts = [json.loads(line)["en_instruction"] for line, _ in zip(rows, range(600))] + ["", "Add 2 and 3."]
     embedder = embeddings.MiniLMEmbedder()
@@ -54,6 +56,14 @@ def test_a_minilm_vector_is_the_same_alone_and_beside_any_other_texts():
     assert np.array_equal(embedder.embed(texts[::-1])[::-1], together)
     assert np.array_equal(embedder.embed(texts, batch=7), together)
     assert np.array_equal(np.concatenate([embedder.embed([t]) for t in texts[:60]]), together[:60])
+    threads = torch.get_num_threads()
+    for n in (1, 3):  # batches embedded one after another, or three at once on threads of their own
+        torch.set_num_threads(n)
+        try:
+            assert np.array_equal(embedder.embed(texts), together), f"{n} thread(s)"
+        finally:
+            torch.set_num_threads(threads)
+        assert torch.get_num_threads() == threads
     assert embedder.embed([]).shape == (0, DIM)
     question, paraphrase, unrelated = embedder.embed(["How many apples does Tom have left?", "How many apples are "
                                                       "left for Tom?", "Write a poem about the sea."])
