@@ -56,6 +56,17 @@ def test_the_llm_batch_follows_the_pool_unless_set(tmp_path):
     assert profile.rows_per_batch(load_config(None, backend="fake")) == 1024
 
 
+def test_the_seeds_embedding_with_minilm_comes_in_batches_every_worker_can_share(tmp_path):
+    """MiniLM takes seconds per hundred seeds: its batches stay small enough for a few thousand seeds to
+    reach every worker; the hashing embedder keeps cpu_batch_size, and a smaller cpu_batch_size wins."""
+    from gra_stream.stages import all_stages
+    embed = next(s for s in all_stages() if s.name == "embed")
+    assert embed.rows_per_batch(load_config(None)) == 512
+    hashing = write_toml(tmp_path / "h.toml", "[diversity]\nmodel = 'hashing'\n")
+    assert embed.rows_per_batch(load_config(hashing)) == 4096
+    assert embed.rows_per_batch(load_config(write_toml(tmp_path / "s.toml", "cpu_batch_size = 100"))) == 100
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_config(tmp_path / "nope.toml")

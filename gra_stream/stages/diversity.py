@@ -11,7 +11,7 @@ Also `embed_seeds`, which embeds the seeds once (only when the filter compares w
 import numpy as np
 import polars as pl
 
-from gra_stream.embeddings import DIM, get_embedder
+from gra_stream.embeddings import DIM, MINILM, get_embedder
 from gra_stream.stages.base import Context, Stage
 from gra_stream.vector_index import CellIndex, exhaustive_matches
 from gra_stream.waves import Scope
@@ -22,6 +22,16 @@ def seeds_pending(config, scope: Scope = Scope()) -> str:
     on = config.diversity.enabled and config.diversity.compare_seeds
     return (f"SELECT s.id, s.instruction FROM seeds s ANTI JOIN seed_embeddings e ON e.id = s.id "
             f"WHERE {str(on).lower()} ORDER BY s.id")
+
+
+EMBED_BATCH = 512  # seeds per batch of the embedding with MiniLM, at most
+
+
+def embed_batch(config) -> int:
+    """Rows per batch of the seeds' embedding: `cpu_batch_size`, but at most EMBED_BATCH with MiniLM, which
+    takes seconds per hundred seeds: in batches of thousands, one worker would embed a corpus of a few
+    thousand seeds while the others wait, and the progress display would stand still for minutes."""
+    return min(config.cpu_batch_size, EMBED_BATCH) if config.diversity.model == MINILM else config.cpu_batch_size
 
 
 def embed_seeds(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -168,7 +178,8 @@ def walk_batch(config) -> int:
 
 # It reads only the seeds, so its pass starts with its wave's first, beside the LLM stages; the filter's
 # pass waits for it.
-SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds, after=())
+SEEDS_STAGE = Stage("embed", "seed_embeddings", ("id", "instruction"), seeds_pending, embed_seeds,
+                    batch_size=embed_batch, after=())
 
 STAGE = Stage("diversity", "diversity", ("id", "instruction", "seed_id", "kind", "score"), pending, run,
               ordered=True, prepare=prepare, finish=finish, setup=setup, batch_size=walk_batch,
