@@ -45,12 +45,13 @@ FAKE_CPU = Path(__file__).resolve().parent / "fake_cpu"  # counts the fake backe
 GOALS = "goals: peak RSS at the largest size <= 1.3 x the next smaller; >= 2,000 seed rows/s end to end; re-run < 5 s"
 
 
-def fake_config(path: Path, top: str = "", diversity: str = "", latency: float = 0.0, tables: str = "") -> Path:
+def fake_config(path: Path, top: str = "", diversity: str = "", latency: float = 0.0, tables: str = "",
+                embedder: str = "hashing") -> Path:
     """A config of the five-model fake pool (a `latency` in seconds per batch of calls) and the hashing
-    embedder: `top` holds top-level keys and tables before the pool, `diversity` more [diversity] keys,
-    `tables` tables after it."""
+    embedder (or `embedder`): `top` holds top-level keys and tables before the pool, `diversity` more
+    [diversity] keys, `tables` tables after it."""
     path.write_text(top + "".join(f'[[models]]\nname = "fake-{c}"\nbackend = "fake"\nlatency_s = {latency}\n'
-                                  for c in "abcde") + '[diversity]\nmodel = "hashing"\n' + diversity + tables)
+                                  for c in "abcde") + f'[diversity]\nmodel = "{embedder}"\n' + diversity + tables)
     return path
 
 
