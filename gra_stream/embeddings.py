@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -119,8 +120,17 @@ class MiniLMEmbedder:
         return out
 
 
-@lru_cache(maxsize=2)
+_MAKING = threading.Lock()
+
+
 def get_embedder(name: str):
+    """The embedder `name`, made once per process: a caller on another thread while it loads waits for it."""
+    with _MAKING:
+        return _embedder(name)
+
+
+@lru_cache(maxsize=2)
+def _embedder(name: str):
     if name == HASHING:
         return HashingEmbedder()
     if name == MINILM:

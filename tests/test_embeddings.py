@@ -2,6 +2,8 @@
 vector, and MiniLM, whose vector of a text must not depend on the texts embedded with it."""
 import hashlib
 import re
+import threading
+import time
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
@@ -68,3 +70,29 @@ def test_a_minilm_vector_is_the_same_alone_and_beside_any_other_texts():
     question, paraphrase, unrelated = embedder.embed(["How many apples does Tom have left?", "How many apples are "
                                                       "left for Tom?", "Write a poem about the sea."])
     assert question @ paraphrase > question @ unrelated + 0.3, "still the model: a paraphrase is nearer"
+
+
+class SlowModel:
+    """Stands in for MiniLM, whose loading takes seconds: counts how often it is made."""
+    made = 0
+
+    def __init__(self):
+        time.sleep(0.3)
+        SlowModel.made += 1
+
+
+def test_the_embedder_is_made_once_when_two_threads_ask_for_it_while_it_loads(monkeypatch):
+    """A worker loads MiniLM on a thread of its own as it starts (executors.warm_worker); a batch that needs
+    it meanwhile waits for that load instead of starting a second one."""
+    monkeypatch.setattr(embeddings, "MiniLMEmbedder", SlowModel)
+    monkeypatch.setattr(SlowModel, "made", 0)
+    embeddings._embedder.cache_clear()
+    try:
+        loading = threading.Thread(target=embeddings.get_embedder, args=(embeddings.MINILM,))
+        loading.start()
+        time.sleep(0.05)
+        mine = embeddings.get_embedder(embeddings.MINILM)
+        loading.join()
+        assert SlowModel.made == 1 and embeddings.get_embedder(embeddings.MINILM) is mine
+    finally:
+        embeddings._embedder.cache_clear()

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -150,3 +151,27 @@ def test_a_batch_travels_to_a_worker_as_its_own_rows_only():
     sent = batch_ipc(batch)
     assert pl.read_ipc(io.BytesIO(sent)).equals(alone)
     assert len(sent) < 2 * len(batch_ipc(alone)) + 4096
+
+
+def test_a_worker_starts_loading_minilm_as_it_starts_and_only_for_minilm(tmp_path, monkeypatch):
+    """`warm_worker`, a worker's first task, returns once its context is open and loads the diversity
+    filter's model on a thread of its own: a small corpus's seeds are embedded in one batch, by one worker,
+    and the first wave's filter batch, which may land on another, then does not wait seconds for a load."""
+    from gra_stream import embeddings
+    from gra_stream.executors import LOADING_THREAD, close_worker_contexts, warm_worker
+
+    made = []
+    monkeypatch.setattr(embeddings, "MiniLMEmbedder", lambda: made.append(threading.current_thread()) or object())
+    embeddings._embedder.cache_clear()
+    try:
+        for model, loads in ((embeddings.HASHING, []), (embeddings.MINILM, [embeddings.MINILM])):
+            Store(tmp_path / model.replace(":", "_")).init()
+            warm_worker(str(tmp_path / model.replace(":", "_")), fake_config(diversity={"model": model}), os.getcwd())
+            for thread in threading.enumerate():
+                if thread.name == LOADING_THREAD:
+                    thread.join(timeout=10)
+            assert [embeddings.MINILM for _ in made] == loads, model
+        assert made[0] is not threading.main_thread()
+    finally:
+        close_worker_contexts()
+        embeddings._embedder.cache_clear()

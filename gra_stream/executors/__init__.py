@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Callable, Hashable, Iterator
 from typing import Protocol
 
@@ -25,6 +26,7 @@ import pyarrow as pa
 from gra_stream.backends.pool import ModelPool
 from gra_stream.call_cache import CallCache
 from gra_stream.config import Config
+from gra_stream.embeddings import MINILM, get_embedder
 from gra_stream.errors import Interrupted
 from gra_stream.memory import DUCKDB_MEMORY, release_freed_memory
 from gra_stream.sql_filters import load_filters
@@ -112,11 +114,19 @@ def worker_context(run_dir: str, config: Config, cwd: str) -> Context:
     return _CONTEXTS[key]
 
 
+LOADING_THREAD = "load-embedder"
+
+
 def warm_worker(run_dir: str, config: Config, cwd: str) -> None:
     """A worker's first task, as it starts: its context, opened before its first batch comes rather than
-    while the first wave waits for it. It returns nothing: the context stays in the worker, and a future
-    would otherwise try to send it back."""
+    while the first wave waits for it; and MiniLM, loaded on a thread of its own while the worker takes
+    batches (a small corpus's seeds are embedded in one batch, by one worker, and the first wave's filter
+    batch may land on another, which would then wait seconds for the load). It returns nothing: the
+    context stays in the worker, and a future would otherwise try to send it back."""
     worker_context(run_dir, config, cwd)
+    d = config.diversity
+    if d.enabled and d.model == MINILM:
+        threading.Thread(target=get_embedder, args=(d.model,), name=LOADING_THREAD, daemon=True).start()
 
 
 def close_worker_contexts() -> None:
