@@ -164,13 +164,14 @@ def test_a_worker_starts_loading_minilm_as_it_starts_and_only_for_minilm(tmp_pat
     monkeypatch.setattr(embeddings, "MiniLMEmbedder", lambda: made.append(threading.current_thread()) or object())
     embeddings._embedder.cache_clear()
     try:
-        for model, loads in ((embeddings.HASHING, []), (embeddings.MINILM, [embeddings.MINILM])):
-            Store(tmp_path / model.replace(":", "_")).init()
-            warm_worker(str(tmp_path / model.replace(":", "_")), fake_config(diversity={"model": model}), os.getcwd())
+        for model, loads in ((embeddings.HASHING, 0), (embeddings.MINILM, 1)):
+            run_dir = tmp_path / model.replace(":", "_")
+            Store(run_dir).init()
+            warm_worker(str(run_dir), fake_config(diversity={"model": model}), os.getcwd())
             for thread in threading.enumerate():
                 if thread.name == LOADING_THREAD:
                     thread.join(timeout=10)
-            assert [embeddings.MINILM for _ in made] == loads, model
+            assert len(made) == loads, model
         assert made[0] is not threading.main_thread()
     finally:
         close_worker_contexts()
