@@ -1,6 +1,13 @@
-"""Reviews carried across a config change that only moves the short-circuit.
+"""What a config change carries over from the tables kept aside, instead of recomputing it.
 
-A change of `tau`, `min_reviews` or `short_circuit` alone (stage_versions.SHORT_CIRCUIT) leaves every
+Rows of a stage whose requests did not change (`stage_versions.Depends.carries`): a stage such as
+annotation, recomputed because the rows it reads changed (a new tau keeps other samples), makes for an
+input row it met before the row it made then. Each of its passes first copies those rows from the newest
+kept version whose requests for it are this config's (`donors`, `carry_rows`), and asks only about the
+rest. Nothing is decided by the copy that the stage would not decide again: with fake models it saves
+their work, with real ones the call cache's lookups.
+
+Reviews carried across a config change that only moves the short-circuit. A change of `tau`, `min_reviews` or `short_circuit` alone (stage_versions.SHORT_CIRCUIT) leaves every
 review request as it was and changes only which reviewers are asked. When the switch keeps the old
 reviews aside, it also copies into the new `reviews` table the rows a run under the new config makes
 from replies it already has (`review.replay`), one segment per kept segment. The review stage then finds
@@ -16,7 +23,9 @@ import polars as pl
 
 from gra_stream import stage_versions
 from gra_stream.config import Committee, Config
-from gra_stream.stages import review
+from gra_stream.ids import content_id
+from gra_stream.pending import batches, drain
+from gra_stream.stages import Stage, review
 from gra_stream.store import EMPTY_SEGMENT, Store
 
 PREFIX = "carried-"
@@ -56,3 +65,29 @@ def carry_reviews(store: Store, kept: Path, committee: dict) -> None:
         carried = review.replay(pl.read_parquet(segment), c)
         if carried.height:
             store.write_segment("reviews", name, carried)
+
+
+def donors(store: Store, config: Config, stages: list[Stage]) -> dict[str, str]:
+    """Per stage that carries rows, the newest kept version (its label) whose table of that stage holds
+    rows made with this config's requests."""
+    kept = store.kept()
+    if not kept:
+        return {}
+    now = stage_versions.requests(stage_versions.inputs(config))
+    out = {}
+    for stage in (s for s in stages if stage_versions.STAGES.get(s.name, stage_versions.Depends()).carries):
+        same = [k.label for k in kept if k.requests.get(stage.name) == now[stage.name]
+                and any(p.name != EMPTY_SEGMENT for p in (k.path / stage.table).glob("*.parquet"))]
+        if same:
+            out[stage.name] = same[-1]
+    return out
+
+
+def carry_rows(con, store: Store, stage: Stage, donor: str, pending: str, scratch: Path, size: int) -> int:
+    """Write into `stage`'s table, in segments of `size` rows, the rows of the kept version `donor` for the
+    input rows the query `pending` finds; returns how many. A row carried is then no longer pending."""
+    rows = drain(con, f"SELECT k.* FROM {donor}.{stage.table} k SEMI JOIN ({pending}) p ON p.id = k.id ORDER BY k.id",
+                 scratch)
+    for frame in batches(scratch, size) if rows else ():
+        store.write_segment(stage.table, f"{PREFIX}{stage.name}-{content_id(*frame['id'].to_list())}", frame)
+    return rows

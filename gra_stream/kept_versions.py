@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from gra_stream import carry
+from gra_stream import carry, stage_versions
 from gra_stream.cell_storage import table_files
 from gra_stream.store import EMPTY_SEGMENT, KeptVersion, Store
 
@@ -57,8 +57,9 @@ def label_for(store: Store, versions: dict[str, str]) -> str:
     return same[0] if same else f"v{1 + max((int(k.label[1:]) for k in known), default=0)}"
 
 
-def _version_for(store: Store, versions: dict[str, str], config: dict) -> KeptVersion:
-    """The kept version of the config with these stage versions, made if there is none yet."""
+def _version_for(store: Store, record: dict, config: dict) -> KeptVersion:
+    """The kept version of the config with this record (`stage_versions.record`), made if there is none yet."""
+    versions = record["versions"]
     label = label_for(store, versions)
     path = store.root / "versions" / label
     if not path.exists():
@@ -66,8 +67,9 @@ def _version_for(store: Store, versions: dict[str, str], config: dict) -> KeptVe
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         kept_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        (tmp / "version.json").write_text(json.dumps({"versions": versions, "config": config, "kept_at": kept_at},
-                                                     indent=1), encoding="utf-8")
+        requests = stage_versions.requests(record["inputs"]) if "inputs" in record else {}
+        (tmp / "version.json").write_text(json.dumps({"versions": versions, "requests": requests, "config": config,
+                                                      "kept_at": kept_at}, indent=1), encoding="utf-8")
         os.replace(tmp, path)  # the folder appears whole, with its version.json
     return next(k for k in store.kept() if k.label == label)
 
@@ -147,7 +149,7 @@ def finish_switch(store: Store) -> tuple[dict, dict] | None:
             kept = store.root / "versions" / label_for(store, journal["old"]["versions"]) / move["table"]
             carry.carry_reviews(store, kept, journal["carry"]["review"])
         if what == "keep" and has_rows(current):
-            target = _version_for(store, journal["old"]["versions"], journal["old_config"])
+            target = _version_for(store, journal["old"], journal["old_config"])
             _move_segments(current, target.path / move["table"])
             for path in _index_files(store, move["table"]):
                 if path.is_dir():

@@ -73,6 +73,8 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
             what = "recomputed, no LLM call"
         elif asks[stage]:
             what = f"recomputed: its requests change, up to {rows:,} LLM calls"
+        elif stage_versions.STAGES[stage].carries:
+            what = f"recomputed: the rows it made before are carried over from {label}, the new ones asked"
         else:
             what = "recomputed: a request answered before is replayed from the call cache, a new one is asked"
         lines.append(f"  {stage:<11}{rows:>9,} rows {'kept as ' + label if rows else '(none yet)'}; {what}  [{_cause(stage, old, new, stale)}]")

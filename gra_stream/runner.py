@@ -214,7 +214,8 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             preflight(stages, con, config)
             # The stages' lookups run on a cursor of the same database: one memory limit for both.
             ctx = open_context(store, config, con.cursor())
-            finished = _run_waves(stages, store, con, ctx, executor, progress, stop, summary, max_samples)
+            donors = carry.donors(store, config, stages)
+            finished = _run_waves(stages, store, con, ctx, executor, progress, stop, summary, max_samples, donors)
             outcome = "finished" if finished else "stopped"
         except Interrupted:
             outcome = "interrupted"
@@ -237,7 +238,7 @@ def _samples(store: Store) -> int:
 
 
 def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: Executor, progress: Progress,
-               stop: _StopFlag, summary: RunSummary, max_samples: int) -> bool:
+               stop: _StopFlag, summary: RunSummary, max_samples: int, donors: dict[str, str]) -> bool:
     """Every stage over what is pending, round by round and, within a round, wave by wave, in passes
     (gra_stream/passes.py): two at once where the executor takes batches from more than one thread and
     `[waves] overlap` is on; stage by stage once generation is done. Round r's tasks are dealt only once
@@ -276,7 +277,7 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
         lookups = ctx.con.cursor()  # a pass's own: a DuckDB connection is not shared between threads
         try:
             _run_stage(stage, store, con, replace(ctx, con=lookups), executor, progress, halt,
-                       Scope(p.round, None if whole else plan[p.wave].below), tally)
+                       Scope(p.round, None if whole else plan[p.wave].below), tally, donors.get(stage.name, ""))
         except Interrupted:
             if stop.raised or not halt.enough:
                 raise  # the run stops here; with enough samples, a pass of a later wave just ends early
@@ -329,10 +330,14 @@ class _Halt:
 
 
 def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor, progress: Progress,
-               stop, scope: Scope, tally) -> None:
-    """One pass of `stage` over the rows `scope` takes; `tally(rows, llm_calls)` counts its work."""
+               stop, scope: Scope, tally, donor: str = "") -> None:
+    """One pass of `stage` over the rows `scope` takes; `tally(rows, llm_calls)` counts its work. With a
+    `donor`, the rows it made before for the same requests are carried from there first."""
     pending = store.root / ".tmp" / f"pending-{stage.name}-{os.getpid()}.arrow"
     try:
+        if donor:
+            tally(carry.carry_rows(con, store, stage, donor, stage.pending(ctx.config, scope), pending,
+                                   stage.rows_per_batch(ctx.config)), 0)
         total = drain(con, stage.pending(ctx.config, scope), pending)
         release_freed_memory()  # the query's sort is over; the stage's peak comes next
         if total == 0:

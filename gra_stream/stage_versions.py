@@ -10,7 +10,9 @@ every stage after it. Raising `rounds` only adds work: the earlier rounds' table
 Each run records the versions (`record`). On a changed config, `changed_stages` names the stages whose
 tables no longer hold this config's results; the runner moves those tables aside (gra_stream/kept_versions.py)
 and recomputes them, LLM calls coming from the call cache wherever the exact request was answered before.
-`asks_anew` tells which stages' requests the change alters, for the plan a run prints before it works.
+`requests` hashes what a stage's requests are made of, without the keys that only choose rows: a kept table
+with the same hash holds the rows the stage makes again (gra_stream/carry.py), and `asks_anew` tells
+which stages' requests the change alters, for the plan a run prints before it works.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class Depends:
     reads: tuple[str, ...] = ()       # stages whose output it reads
     selects: tuple[str, ...] = ()     # keys that choose which rows it asks about, but not what it asks
     text_from: tuple[str, ...] = ()   # stages whose rows' text goes into its prompts
+    carries: bool = False             # its row for an input row is the same whenever its requests are: kept rows are reused
 
 
 LLM = ("run_seed", "max_reasks", *ENGINE_KEYS)
@@ -67,7 +70,7 @@ STAGES: dict[str, Depends] = {
                                "diversity.walk_batch"),
                          reads=("adjudicate", "embed")),
     "annotate": Depends(keys=LLM, prompts=("system", "profile"), models=True, reads=("diversity",),
-                        text_from=("generate",)),
+                        text_from=("generate",), carries=True),
     "finalize": Depends(reads=("annotate",)),
 }
 # With more than one round, generation reads the samples the stages after it made in earlier rounds.
@@ -167,16 +170,22 @@ def _only_more_rounds(recorded: dict, config: Config, stale: list[str]) -> bool:
     return all(recorded["versions"].get(s) == before[s] for s in stale)
 
 
+def requests(inputs: dict[str, dict]) -> dict[str, str]:
+    """Per stage, a hash of what its requests are made of, from a config's `inputs`: its own inputs other
+    than `selects`, and the text of the stages it renders (`text_from`). Under two configs with the same
+    hash a stage sends the same request for the same input row."""
+    out: dict[str, str] = {}
+    for stage, dep in STAGES.items():  # in pipeline order: the stages it renders come first
+        own = {k: v for k, v in inputs.get(stage, {}).items() if k not in dep.selects}
+        out[stage] = content_id(json.dumps(own, sort_keys=True, default=str), *(out[s] for s in dep.text_from))
+    return out
+
+
 def asks_anew(recorded: dict, config: Config) -> dict[str, bool]:
     """Per LLM stage, whether the change alters the requests it sends (so that few are in the call cache),
-    rather than only which rows it asks about: its own inputs other than `selects` changed, or the text
-    it renders comes from a stage whose text changed."""
-    old, new = recorded.get("inputs", {}), inputs(config)
-    text_changed: dict[str, bool] = {}
-    for stage, dep in STAGES.items():
-        own = [k for k in differing(old.get(stage, {}), new[stage]) if k not in dep.selects]
-        text_changed[stage] = bool(own) or any(text_changed[s] for s in dep.text_from)
-    return {stage: text_changed[stage] for stage, dep in STAGES.items() if dep.models}
+    rather than only which rows it asks about."""
+    old, new = requests(recorded.get("inputs", {})), requests(inputs(config))
+    return {stage: old[stage] != new[stage] for stage, dep in STAGES.items() if dep.models}
 
 
 def only_selects(recorded: dict, config: Config, stage: str) -> bool:

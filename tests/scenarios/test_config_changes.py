@@ -186,6 +186,34 @@ def test_a_short_circuit_change_carries_the_reviews_asked_before_and_reviews_onl
     assert again == reasked and newly_asked <= review_calls <= most
 
 
+@pytest.mark.parametrize("change,carries", [("tau lower", True), ("diversity threshold", True),
+                                            ("filter parameter", True), ("system prompt", False)])
+def test_annotations_of_samples_annotated_before_are_carried_and_only_the_others_asked(
+        change, carries, server, seeds, base, tmp_path):
+    """Annotation's requests do not change with what decides which samples are kept: its rows for samples
+    annotated under the old config are carried from the table kept aside (gra_stream/carry.py), and its
+    own segments hold only the samples it had not annotated. A change of its requests carries nothing."""
+    base_dir, _ = base
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_dir, run_dir)
+    said = Said(quiet=True)
+    run(server, seeds, run_dir, config(server.url, **{**BASE, **CHANGES[change](tmp_path)}), progress=said)
+    con = Store(run_dir).connect()
+    carried = f"read_parquet('{run_dir}/annotations/{carry.PREFIX}*.parquet')" if carries else "annotations LIMIT 0"
+    ids = {name: {r[0] for r in con.sql(f"SELECT id FROM {table}").fetchall()} for name, table in
+           (("now", "annotations"), ("before", "v1.annotations"), ("carried", f"(SELECT * FROM {carried})"))}
+    assert ids["now"] and ids["before"]
+    if carries:
+        assert ids["carried"] == ids["now"] & ids["before"] != set()
+        assert con.sql(f"SELECT count(*) FROM {carried} c ANTI JOIN v1.annotations a USING (id, model, raw, summary)"
+                       ).fetchall() == [(0,)], "carried as they were"
+        assert re.search(rf"annotate +{len(ids['before']):,} rows kept as v1; recomputed: the rows it made before "
+                         "are carried over from v1, the new ones asked", "\n".join(said.lines))
+    else:
+        assert not list((run_dir / "annotations").glob(f"{carry.PREFIX}*"))
+        assert "carried over from" not in "\n".join(line for line in said.lines if "annotate" in line)
+
+
 def test_knobs_that_change_no_result_do_no_work(server, seeds, base, tmp_path):
     base_dir, _ = base
     run_dir = tmp_path / "run"
