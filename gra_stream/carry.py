@@ -54,17 +54,21 @@ def reviews_to_ask(store: Store, committee: Committee) -> tuple[int, int]:
     return generations, calls
 
 
-def carry_reviews(store: Store, kept: Path, committee: dict) -> None:
-    """Write the carried rows of each segment of `kept` (the old config's reviews folder) into `reviews`.
-    A segment already carried (by a run killed half-way) is left as it is."""
+def carry_reviews(store: Store, kept: Path, committee: dict, on_rows=None) -> None:
+    """Write the carried rows of each segment of `kept` (the old config's reviews folder) into `reviews`,
+    calling `on_rows(rows)` with each segment's rows read. A segment already carried (by a run killed
+    half-way) is left as it is."""
     c = Committee(**committee)
     for segment in sorted(kept.glob("*.parquet")) if kept.is_dir() else []:
         name = PREFIX + segment.stem.removeprefix(PREFIX)
         if segment.name == EMPTY_SEGMENT or (store.table_dir("reviews") / f"{name}.parquet").exists():
             continue
-        carried = review.replay(pl.read_parquet(segment), c)
+        rows = pl.read_parquet(segment)
+        carried = review.replay(rows, c)
         if carried.height:
             store.write_segment("reviews", name, carried)
+        if on_rows:
+            on_rows(rows.height)
 
 
 def donors(store: Store, config: Config, stages: list[Stage]) -> dict[str, str]:

@@ -116,16 +116,17 @@ def _journal(store: Store) -> Path:
     return store.root / "versions" / ".switch.json"
 
 
-def switch(store: Store, moves: list[Move], old: tuple[dict, dict], new: tuple[dict, dict], carry: dict) -> None:
+def switch(store: Store, moves: list[Move], old: tuple[dict, dict], new: tuple[dict, dict], carry: dict,
+           on_rows=None) -> None:
     """Keep the moved tables under the old config's version and bring back the restored ones; then carry
-    over what `carry` names (gra_stream/carry.py). `old` and `new` are (the versions
-    `stage_versions.record` gives, the config as JSON) of the two configs. The steps are written down
-    first, so that a run killed half-way is finished by the next (`finish_switch`)."""
+    over what `carry` names (gra_stream/carry.py), calling `on_rows(rows)` as it reads them. `old` and
+    `new` are (the versions `stage_versions.record` gives, the config as JSON) of the two configs. The
+    steps are written down first, so that a run killed half-way is finished by the next (`finish_switch`)."""
     (store.root / "versions").mkdir(exist_ok=True)
     journal = {"old": old[0], "old_config": old[1], "new": new[0], "new_config": new[1],
                "moves": [vars(m) for m in moves], "carry": carry, "done": 0}
     _write_json(_journal(store), journal)
-    finish_switch(store)
+    finish_switch(store, on_rows)
 
 
 def _read_journal(store: Store) -> dict | None:
@@ -133,7 +134,7 @@ def _read_journal(store: Store) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def finish_switch(store: Store) -> tuple[dict, dict] | None:
+def finish_switch(store: Store, on_rows=None) -> tuple[dict, dict] | None:
     """Finish the switch a run started, if any; returns (versions, config) of the config the tables are
     now under."""
     journal = _read_journal(store)
@@ -147,7 +148,7 @@ def finish_switch(store: Store) -> tuple[dict, dict] | None:
         current = store.table_dir(move["table"])
         if what == "carry":
             kept = store.root / "versions" / label_for(store, journal["old"]["versions"]) / move["table"]
-            carry.carry_reviews(store, kept, journal["carry"]["review"])
+            carry.carry_reviews(store, kept, journal["carry"]["review"], on_rows)
         if what == "keep" and has_rows(current):
             target = _version_for(store, journal["old"], journal["old_config"])
             _move_segments(current, target.path / move["table"])

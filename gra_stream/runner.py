@@ -87,8 +87,13 @@ def _switch_config(store: Store, config: Config, stages: list[Stage], progress: 
     if not moves:
         return config, False
     progress.say(change_plan(recorded, config, moves, store.root), even_if_quiet=True)  # what the run is about to redo
-    kept_versions.switch(store, moves, (recorded, recorded_config), (stage_versions.record(config), config.to_json()),
-                         carry.planned(recorded, config, moves))
+    carried = carry.planned(recorded, config, moves)
+    bar = progress.stage("carry", sum(m.rows for m in moves if m.stage in carried))  # it reads every review kept aside
+    try:
+        kept_versions.switch(store, moves, (recorded, recorded_config), (stage_versions.record(config), config.to_json()),
+                             carried, bar.advance)
+    finally:
+        bar.close()
     return config, True
 
 

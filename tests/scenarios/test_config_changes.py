@@ -3,6 +3,7 @@ new config makes (rule 1), and sends only the requests such a fresh run sends th
 that directory (rule 2). The models are served over HTTP on loopback by the fake backend's replies, so
 that the requests are counted where they arrive, and the call cache (which never holds fake-backend
 replies) is in play."""
+import io
 import re
 import shutil
 from collections import Counter
@@ -158,11 +159,12 @@ def test_a_short_circuit_change_carries_the_reviews_asked_before_and_reviews_onl
         committee, asks_more, server, seeds, base, tmp_path):
     """The reviews asked before are carried (gra_stream/carry.py); the review stage's own segments
     hold only generations that needed a reviewer skipped before, each with a row the old table lacks.
-    The plan said how many those are, and the most review calls they could take."""
+    The plan said how many those are, and the most review calls they could take, and the progress showed
+    the carry going through every review kept aside."""
     base_dir, _ = base
     run_dir = tmp_path / "run"
     shutil.copytree(base_dir, run_dir)
-    said = Said(quiet=True)
+    said = Said(stream=io.StringIO())
     asked = run(server, seeds, run_dir, config(server.url, **BASE, committee=committee), progress=said)
     review_calls = sum(n for body, n in asked.items() if "strict reviewer of training data" in body)
     con = Store(run_dir).connect()
@@ -184,6 +186,8 @@ def test_a_short_circuit_change_carries_the_reviews_asked_before_and_reviews_onl
     newly_asked = con.sql(f"SELECT count(DISTINCT r.generation_id) FROM {own} r JOIN v1.reviews k USING (id) "
                           "WHERE k.status = 'skipped' AND r.status <> 'skipped'").fetchall()[0][0]
     assert again == reasked and newly_asked <= review_calls <= most
+    kept = con.sql("SELECT count(*) FROM v1.reviews").fetchall()[0][0]
+    assert f"carry      {kept}/{kept} rows" in said.stream.getvalue()
 
 
 @pytest.mark.parametrize("change,carries", [("tau lower", True), ("diversity threshold", True),
