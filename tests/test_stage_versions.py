@@ -82,6 +82,33 @@ def test_more_rounds_reach_generation_and_what_follows_it():
     assert changed(two, fake_config(rounds=2, run_seed=3)) == downstream("profile")
 
 
+def asked_anew(before, after):
+    """The LLM stages whose requests differ between two configs."""
+    a, b = (stage_versions.requests(stage_versions.inputs(c)) for c in (before, after))
+    return {s for s, dep in stage_versions.STAGES.items() if dep.models and a[s] != b[s]}
+
+
+@pytest.mark.parametrize("change,stages", [
+    (dict(committee={"tau": 6.0}), set()),  # tau chooses the rows asked about, not what is asked
+    (dict(diversity={"model": "hashing", "threshold": 0.8}), set()),
+    (dict(filters={"enabled": ["min_length"]}), set()),
+    (dict(committee={"delta": 1.0}), set()),
+    (dict(tasks_per_seed=2), {"generate", "review", "adjudicate", "annotate"}),  # their prompts quote the generations
+    (dict(run_seed=1), {"profile", "generate", "review", "adjudicate", "annotate"}),
+    (dict(fields={"instruction": "question"}), {"profile", "generate", "review", "adjudicate", "annotate"}),
+])
+def test_requests_change_with_what_a_stage_asks_not_with_which_rows_it_asks_about(change, stages):
+    """Annotation's rows are carried across the changes that leave its requests as they were
+    (gra_stream/carry.py), so these hashes must move exactly with what goes into a stage's prompts."""
+    assert asked_anew(BASE, fake_config(**change)) == stages
+
+
+def test_a_prompt_template_changes_the_requests_of_the_stages_that_render_it_or_quote_them(tmp_path):
+    (tmp_path / "profile.txt").write_text("Profile this.\n{{instruction}}\n{{response}}\n")
+    assert asked_anew(BASE, fake_config(prompts_dir=str(tmp_path))) == {
+        "profile", "generate", "review", "adjudicate", "annotate"}, "annotation asks the profile's questions"
+
+
 def test_knobs_that_change_no_result_change_no_version():
     knobs = fake_config(batch_size=7, cpu_batch_size=99, dedup={"batch_size": 5}, processes={"workers": 3},
                         ray={"workers": 5}, vllm={"resident_engines": 1, "max_num_seqs": 8, "kv_cache_gib": 4})
