@@ -1,6 +1,8 @@
 """The cost of a changed config on a finished run: the whole pipeline with the fake backend over a corpus
 built from Alpaca 52k (as scale.py builds it, with the default executor and diversity search), then the same command with
-`[committee] tau` 8.0 -> 7.5, then back to 8.0 (whose tables come back from where they were kept).
+`[committee] tau` 8.0 -> 7.5, then back to 8.0 (whose tables come back from where they were kept), then
+with the refusal filter off (more generations pass the gate: review, adjudication and annotation carry
+their rows for the generations that passed before and ask about the others).
 
 Prints each run's wall time and the re-runs' share of the first run's, next to the goal.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,12 +33,16 @@ from scale import ROOT, build_corpus, fake_config  # noqa: E402
 GOAL = "goal: a tau change re-runs in under 15% of the original run's time"
 
 
-def config(path: Path, tau: float, url: str = "") -> Path:
+NO_REFUSAL = '[filters]\nenabled = ["min_length", "max_length", "overlap"]\n'
+
+
+def config(path: Path, tau: float, url: str = "", extra: str = "") -> Path:
+    head = f"{extra}[committee]\ntau = {tau}\n"
     if not url:
-        return fake_config(path, f"[committee]\ntau = {tau}\n")
+        return fake_config(path, head)
     models = "".join(f'[[models]]\nname = "fake-{c}"\nbackend = "openai"\nurl = "{url}"\napi_model = "fake-{c}"\n'
                      for c in "abcde")
-    path.write_text(f"[committee]\ntau = {tau}\n{models}[diversity]\nmodel = \"hashing\"\n")
+    path.write_text(f"{head}{models}[diversity]\nmodel = \"hashing\"\n")
     return path
 
 
@@ -92,6 +99,10 @@ def measure(args, url: str) -> None:
           f"recomputed {', '.join(stages)}")
     back, _ = timed(seeds, run_dir, base, args.executor)
     print(f"back to tau 8.0 (kept tables): {back:7.1f} s  {back / first:6.1%} of the first run")
+    filtered, log = timed(seeds, run_dir, config(work / "no_refusal.toml", 8.0, url, NO_REFUSAL), args.executor)
+    carried = re.findall(r"(\w+) +[\d,]+ rows kept as v\d+; recomputed: the rows it made before", log)
+    print(f"refusal filter off:           {filtered:8.1f} s  {filtered / first:6.1%} of the first run (no goal); "
+          f"rows carried by {', '.join(carried) or 'no stage'}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """What a config change carries over from the tables kept aside, instead of recomputing it.
 
-Rows of a stage whose requests did not change (`stage_versions.Depends.carries`): a stage such as
-annotation, recomputed because the rows it reads changed (a new tau keeps other samples), makes for an
-input row it met before the row it made then. Each of its passes first copies those rows from the newest
-kept version whose requests for it are this config's (`donors`, `carry_rows`), and asks only about the
-rest. Nothing is decided by the copy that the stage would not decide again: with fake models it saves
-their work, with real ones the call cache's lookups.
+Rows of a stage that makes the same rows of an input row as before (`stage_versions.same_rows`): a
+stage recomputed only because the rows it is given changed (reviews after a filter change, adjudications
+after a dedup change, annotations after a new tau) makes, for an input row it met before, the rows it
+made then. Each of its passes first copies those rows from the newest such kept version (`donors`,
+`carry_rows`), and asks only about the rest. Nothing is decided by the copy that the stage would not
+decide again: with fake models it saves their work, with real ones the call cache's lookups.
 
 Reviews carried across a config change that only moves the short-circuit. A change of `tau`, `min_reviews` or `short_circuit` alone (stage_versions.SHORT_CIRCUIT) leaves every
 review request as it was and changes only which reviewers are asked. When the switch keeps the old
@@ -72,15 +72,15 @@ def carry_reviews(store: Store, kept: Path, committee: dict, on_rows=None) -> No
 
 
 def donors(store: Store, config: Config, stages: list[Stage]) -> dict[str, str]:
-    """Per stage that carries rows, the newest kept version (its label) whose table of that stage holds
-    rows made with this config's requests."""
+    """Per stage whose rows can be carried, the newest kept version (its label) whose table of that stage
+    holds the rows it makes under this config."""
     kept = store.kept()
     if not kept:
         return {}
-    now = stage_versions.requests(stage_versions.inputs(config))
+    now = stage_versions.record(config)["inputs"]
     out = {}
-    for stage in (s for s in stages if stage_versions.STAGES.get(s.name, stage_versions.Depends()).carries):
-        same = [k.label for k in kept if k.requests.get(stage.name) == now[stage.name]
+    for stage in (s for s in stages if stage_versions.STAGES.get(s.name, stage_versions.Depends()).carry_key):
+        same = [k.label for k in kept if stage_versions.same_rows(k.inputs, now, stage.name)
                 and any(p.name != EMPTY_SEGMENT for p in (k.path / stage.table).glob("*.parquet"))]
         if same:
             out[stage.name] = same[-1]
@@ -88,10 +88,25 @@ def donors(store: Store, config: Config, stages: list[Stage]) -> dict[str, str]:
 
 
 def carry_rows(con, store: Store, stage: Stage, donor: str, pending: str, scratch: Path, size: int) -> int:
-    """Write into `stage`'s table, in segments of `size` rows, the rows of the kept version `donor` for the
-    input rows the query `pending` finds; returns how many. A row carried is then no longer pending."""
-    rows = drain(con, f"SELECT k.* FROM {donor}.{stage.table} k SEMI JOIN ({pending}) p ON p.id = k.id ORDER BY k.id",
-                 scratch)
-    for frame in batches(scratch, size) if rows else ():
+    """Write into `stage`'s table the rows of the kept version `donor` for the input rows the query
+    `pending` finds, in segments of about `size` rows; returns how many. An input row's rows go into
+    one segment: once one of them is there, the row is no longer pending."""
+    key = stage_versions.STAGES[stage.name].carry_key
+    rows = drain(con, f"SELECT k.* FROM {donor}.{stage.table} k SEMI JOIN ({pending}) p ON p.id = k.{key} "
+                      f"ORDER BY k.{key}, k.id", scratch)
+    for frame in _whole(batches(scratch, size), key) if rows else ():
         store.write_segment(stage.table, f"{PREFIX}{stage.name}-{content_id(*frame['id'].to_list())}", frame)
     return rows
+
+
+def _whole(frames, key: str):
+    """`frames` (ordered by `key`) cut again so that the rows of one `key` are in one frame."""
+    held = None
+    for frame in frames:
+        frame = frame if held is None else pl.concat([held, frame])
+        tail = int((frame[key] == frame[key][-1]).sum())  # the last key's rows, which the next frame may continue
+        if frame.height > tail:
+            yield frame.head(frame.height - tail)
+        held = frame.tail(tail)
+    if held is not None and held.height:
+        yield held

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from gra_stream import carry, stage_versions
+from gra_stream import carry
 from gra_stream.cell_storage import table_files
 from gra_stream.store import EMPTY_SEGMENT, KeptVersion, Store
 
@@ -67,9 +67,8 @@ def _version_for(store: Store, record: dict, config: dict) -> KeptVersion:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         kept_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        requests = stage_versions.requests(record["inputs"]) if "inputs" in record else {}
-        (tmp / "version.json").write_text(json.dumps({"versions": versions, "requests": requests, "config": config,
-                                                      "kept_at": kept_at}, indent=1), encoding="utf-8")
+        (tmp / "version.json").write_text(json.dumps({"versions": versions, "inputs": record.get("inputs", {}),
+                                                      "config": config, "kept_at": kept_at}, indent=1), encoding="utf-8")
         os.replace(tmp, path)  # the folder appears whole, with its version.json
     return next(k for k in store.kept() if k.label == label)
 

@@ -10,9 +10,9 @@ every stage after it. Raising `rounds` only adds work: the earlier rounds' table
 Each run records the versions (`record`). On a changed config, `changed_stages` names the stages whose
 tables no longer hold this config's results; the runner moves those tables aside (gra_stream/kept_versions.py)
 and recomputes them, LLM calls coming from the call cache wherever the exact request was answered before.
-`requests` hashes what a stage's requests are made of, without the keys that only choose rows: a kept table
-with the same hash holds the rows the stage makes again (gra_stream/carry.py), and `asks_anew` tells
-which stages' requests the change alters, for the plan a run prints before it works.
+`requests` hashes what a stage's requests are made of, without the keys that only choose rows: `asks_anew`
+tells which stages' requests the change alters, for the plan a run prints before it works, and
+`same_rows` whether a kept table holds the rows a stage would make again (gra_stream/carry.py).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class Depends:
     reads: tuple[str, ...] = ()       # stages whose output it reads
     selects: tuple[str, ...] = ()     # keys that choose which rows it asks about, but not what it asks
     text_from: tuple[str, ...] = ()   # stages whose rows' text goes into its prompts
-    carries: bool = False             # its row for an input row is the same whenever its requests are: kept rows are reused
+    carry_key: str = ""               # its table's column naming the input row, where its rows can be carried (`same_rows`)
 
 
 LLM = ("run_seed", "max_reasks", *ENGINE_KEYS)
@@ -60,17 +60,18 @@ STAGES: dict[str, Depends] = {
                           "decontamination"), filters=True, reads=("generate",)),
     # the short-circuit stops asking once tau is out of reach or too few reviews can parse (min_reviews)
     "review": Depends(keys=(*LLM, *SHORT_CIRCUIT), prompts=("system", "review"), models=True, reads=("gate",),
-                      selects=SHORT_CIRCUIT, text_from=("generate",)),
+                      selects=SHORT_CIRCUIT, text_from=("generate",), carry_key="generation_id"),
     "decide": Depends(keys=("committee.tau", "committee.delta", "committee.min_reviews", "committee.reviewers"),
                       reads=("review",)),
     "adjudicate": Depends(keys=(*LLM, "committee.tau"), prompts=("system", "adjudicate"), models=True,
-                          reads=("decide",), selects=("committee.tau",), text_from=("generate", "review")),
+                          reads=("decide",), selects=("committee.tau",), text_from=("generate", "review"),
+                          carry_key="id"),
     "diversity": Depends(keys=("diversity.enabled", "diversity.model", "diversity.threshold",
                                "diversity.compare_seeds", "diversity.index", "diversity.cells", "diversity.probes",
                                "diversity.walk_batch"),
                          reads=("adjudicate", "embed")),
     "annotate": Depends(keys=LLM, prompts=("system", "profile"), models=True, reads=("diversity",),
-                        text_from=("generate",), carries=True),
+                        text_from=("generate",), carry_key="id"),
     "finalize": Depends(reads=("annotate",)),
 }
 # With more than one round, generation reads the samples the stages after it made in earlier rounds.
@@ -179,6 +180,14 @@ def requests(inputs: dict[str, dict]) -> dict[str, str]:
         own = {k: v for k, v in inputs.get(stage, {}).items() if k not in dep.selects}
         out[stage] = content_id(json.dumps(own, sort_keys=True, default=str), *(out[s] for s in dep.text_from))
     return out
+
+
+def same_rows(old: dict[str, dict], new: dict[str, dict], stage: str) -> bool:
+    """Whether `stage` makes the same rows of an input row under two configs' `inputs`: its own inputs are
+    the same (`selects` too: they decide which of its rows an input row gets, and adjudication's `keep`),
+    and so is the text of the stages it renders; only which input rows it is given may differ."""
+    return old.get(stage) == new.get(stage) and all(
+        requests(old)[s] == requests(new)[s] for s in STAGES[stage].text_from)
 
 
 def asks_anew(recorded: dict, config: Config) -> dict[str, bool]:

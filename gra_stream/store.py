@@ -77,7 +77,7 @@ class KeptVersion:
     versions: dict[str, str]    # stage -> version of the config whose tables these are
     config: dict
     kept_at: str
-    requests: dict[str, str] = field(default_factory=dict)  # stage -> stage_versions.requests of that config
+    inputs: dict[str, dict] = field(default_factory=dict)  # stage -> stage_versions.inputs of that config
 
     def tables(self) -> list[str]:
         return sorted(p.name for p in self.path.iterdir() if p.is_dir())
@@ -120,7 +120,7 @@ class Store:
         for path in (self.root / "versions").glob("v*/version.json"):
             meta = json.loads(path.read_text(encoding="utf-8"))
             out.append(KeptVersion(path.parent.name, path.parent, meta["versions"], meta["config"], meta["kept_at"],
-                                   meta.get("requests", {})))
+                                   meta.get("inputs", {})))
         return sorted(out, key=lambda k: int(k.label[1:]))
 
     def exists(self) -> bool:

@@ -1,5 +1,6 @@
 """The tables of earlier configs: kept under DIR/versions/vN, queryable as vN.<table>, listed by `status`
 and `sql`, brought back when their config comes back, removed only by `prune`."""
+import polars as pl
 from click.testing import CliRunner
 
 from gra_stream.cli import main
@@ -90,3 +91,17 @@ def test_a_moved_table_takes_its_cells_with_it_and_leaves_the_seeds_cells(tmp_pa
     left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if "k0" in str(p))
     assert left == ["centroids-k0-seed_embeddings.npy", "k0", "k0/seed_embeddings", "k0/seed_embeddings/merged",
                     "k0/seed_embeddings/merged/b.npy"]
+
+
+def test_rows_carried_from_a_kept_table_keep_each_input_rows_rows_in_one_segment():
+    """A review stage's pending query skips a generation once one of its rows is in `reviews`: a carry
+    cut between a generation's rows, then killed, would leave the rest out for good."""
+    from gra_stream.carry import _whole
+
+    keys = list("aaabbbbcdddddde")
+    frames = [pl.DataFrame({"generation_id": keys[i:i + 4], "row": range(i, min(i + 4, len(keys)))})
+              for i in range(0, len(keys), 4)]
+    cut = list(_whole(frames, "generation_id"))
+    assert pl.concat(cut)["row"].to_list() == list(range(len(keys))), "every row, in order"
+    assert all(set(a["generation_id"]).isdisjoint(b["generation_id"]) for a, b in zip(cut, cut[1:]))
+    assert [f.height for f in cut] == [3, 4, 1, 6, 1]

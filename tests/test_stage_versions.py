@@ -98,8 +98,8 @@ def asked_anew(before, after):
     (dict(fields={"instruction": "question"}), {"profile", "generate", "review", "adjudicate", "annotate"}),
 ])
 def test_requests_change_with_what_a_stage_asks_not_with_which_rows_it_asks_about(change, stages):
-    """Annotation's rows are carried across the changes that leave its requests as they were
-    (gra_stream/carry.py), so these hashes must move exactly with what goes into a stage's prompts."""
+    """The plan says which stages ask anew, and rows are carried only where the text a stage renders is
+    the same (gra_stream/carry.py): these hashes must move exactly with what goes into its prompts."""
     assert asked_anew(BASE, fake_config(**change)) == stages
 
 
@@ -107,6 +107,18 @@ def test_a_prompt_template_changes_the_requests_of_the_stages_that_render_it_or_
     (tmp_path / "profile.txt").write_text("Profile this.\n{{instruction}}\n{{response}}\n")
     assert asked_anew(BASE, fake_config(prompts_dir=str(tmp_path))) == {
         "profile", "generate", "review", "adjudicate", "annotate"}, "annotation asks the profile's questions"
+
+
+@pytest.mark.parametrize("change,same", [
+    (dict(committee={"tau": 6.0}), {"annotate"}),  # tau picks review's reviewers and adjudication's keep
+    (dict(filters={"enabled": ["min_length"]}), {"review", "adjudicate", "annotate"}),
+    (dict(dedup={"threshold": 0.8}), {"review", "adjudicate", "annotate"}),
+    (dict(committee={"delta": 1.0}), {"review", "adjudicate", "annotate"}),
+    (dict(tasks_per_seed=2), set()),  # the generations' text changes
+])
+def test_rows_are_the_same_where_a_stage_s_own_inputs_and_the_text_it_renders_are(change, same):
+    before, after = (stage_versions.record(c)["inputs"] for c in (BASE, fake_config(**change)))
+    assert {s for s in ("review", "adjudicate", "annotate") if stage_versions.same_rows(before, after, s)} == same
 
 
 def test_knobs_that_change_no_result_change_no_version():

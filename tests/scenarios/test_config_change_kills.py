@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 SMALL = "batch_size = 16\ncpu_batch_size = 16\n"
 TAU = "[committee]\ntau = 6.5\n"
+FILTER = '[filters]\nenabled = ["max_length", "refusal", "overlap"]\n'  # min_length off: more generations pass
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +31,17 @@ def seeds(tmp_path_factory):
 def runs(tmp_path_factory, seeds):
     """An uninterrupted run under the base config and one under the changed config."""
     tmp = tmp_path_factory.mktemp("reference")
-    (tmp / "a").mkdir()
-    (tmp / "b").mkdir()
-    base = fake_config_file(tmp / "a", SMALL, diversity=SMALL_WALK)
-    changed = fake_config_file(tmp / "b", SMALL + TAU, diversity=SMALL_WALK)
-    gra("run", seeds, "--run-dir", tmp / "base", "--config", base, "--quiet")
-    gra("run", seeds, "--run-dir", tmp / "changed", "--config", changed, "--quiet")
-    shutil.copytree(tmp / "base", tmp / "switched")
-    gra("run", seeds, "--run-dir", tmp / "switched", "--config", changed, "--quiet")
-    return {"configs": {"base": base, "changed": changed},
-            "states": {"base": state(tmp / "base"), "changed": state(tmp / "changed")},
-            "kept": {"base": state(tmp / "base", "main."), "changed": state(tmp / "changed", "main.")},
-            "dirs": {"base": tmp / "base", "switched": tmp / "switched"}}
+    configs = {}
+    for name, extra in (("base", SMALL), ("changed", SMALL + TAU), ("filtered", SMALL + FILTER)):
+        (tmp / name).mkdir()
+        configs[name] = fake_config_file(tmp / name, extra, diversity=SMALL_WALK)
+        gra("run", seeds, "--run-dir", tmp / name / "run", "--config", configs[name], "--quiet")
+    shutil.copytree(tmp / "base" / "run", tmp / "switched")
+    gra("run", seeds, "--run-dir", tmp / "switched", "--config", configs["changed"], "--quiet")
+    return {"configs": configs,
+            "states": {name: state(tmp / name / "run") for name in configs},
+            "kept": {name: state(tmp / name / "run", "main.") for name in configs},
+            "dirs": {"base": tmp / "base" / "run", "switched": tmp / "switched"}}
 
 
 def state(run_dir, schema=""):
@@ -53,7 +53,9 @@ def state(run_dir, schema=""):
 
 # (run directory to start from, config to switch to, what is then kept and as what)
 SWITCHES = {"to a new config": ("base", "changed", "base", "v1"),
-            "back to a kept config": ("switched", "base", "changed", "v2")}
+            "back to a kept config": ("switched", "base", "changed", "v2"),
+            # reviews, adjudications and annotations carried from v1, a segment at a time
+            "to another filter": ("base", "filtered", "base", "v1")}
 
 
 @pytest.mark.parametrize("switch", list(SWITCHES))
@@ -69,7 +71,7 @@ def test_a_kill_at_every_step_of_a_switch_then_a_rerun_ends_as_an_uninterrupted_
         moves = [0]
 
         def replace(src, dst, limit=step):
-            if "versions" in str(dst) or "versions" in str(src) or carry.PREFIX in str(dst):  # carried reviews too
+            if "versions" in str(dst) or "versions" in str(src) or carry.PREFIX in str(dst):  # carried rows too
                 if moves[0] == limit:
                     raise KeyboardInterrupt("killed")  # what the next rename would have been: never done
                 moves[0] += 1

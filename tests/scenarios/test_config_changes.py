@@ -190,32 +190,39 @@ def test_a_short_circuit_change_carries_the_reviews_asked_before_and_reviews_onl
     assert f"carry      {kept}/{kept} rows" in said.stream.getvalue()
 
 
-@pytest.mark.parametrize("change,carries", [("tau lower", True), ("diversity threshold", True),
-                                            ("filter parameter", True), ("system prompt", False)])
-def test_annotations_of_samples_annotated_before_are_carried_and_only_the_others_asked(
-        change, carries, server, seeds, base, tmp_path):
-    """Annotation's requests do not change with what decides which samples are kept: its rows for samples
-    annotated under the old config are carried from the table kept aside (gra_stream/carry.py), and its
-    own segments hold only the samples it had not annotated. A change of its requests carries nothing."""
+# The tables whose rows each change carries from the table kept aside, with the column that names the
+# input row (the reviews' carry after a tau change, which replays them, is the test above).
+CARRIED = {"tau lower": {"annotations": "id"}, "diversity threshold": {"annotations": "id"},
+           "filter parameter": {"reviews": "generation_id", "adjudications": "id", "annotations": "id"},
+           "system prompt": {}}
+STAGE_OF = {"reviews": "review", "adjudications": "adjudicate", "annotations": "annotate"}
+
+
+@pytest.mark.parametrize("change", list(CARRIED))
+def test_rows_made_before_for_the_same_input_and_requests_are_carried_and_only_the_others_asked(
+        change, server, seeds, base, tmp_path):
+    """A stage recomputed only because the rows it is given changed takes its rows for the input rows it
+    had before from the table kept aside (gra_stream/carry.py), as they were; its own segments hold only
+    the input rows it had not met. A change of its requests carries nothing."""
     base_dir, _ = base
     run_dir = tmp_path / "run"
     shutil.copytree(base_dir, run_dir)
     said = Said(quiet=True)
     run(server, seeds, run_dir, config(server.url, **{**BASE, **CHANGES[change](tmp_path)}), progress=said)
+    plan = "\n".join(said.lines)
     con = Store(run_dir).connect()
-    carried = f"read_parquet('{run_dir}/annotations/{carry.PREFIX}*.parquet')" if carries else "annotations LIMIT 0"
-    ids = {name: {r[0] for r in con.sql(f"SELECT id FROM {table}").fetchall()} for name, table in
-           (("now", "annotations"), ("before", "v1.annotations"), ("carried", f"(SELECT * FROM {carried})"))}
-    assert ids["now"] and ids["before"]
-    if carries:
-        assert ids["carried"] == ids["now"] & ids["before"] != set()
-        assert con.sql(f"SELECT count(*) FROM {carried} c ANTI JOIN v1.annotations a USING (id, model, raw, summary)"
-                       ).fetchall() == [(0,)], "carried as they were"
-        assert re.search(rf"annotate +{len(ids['before']):,} rows kept as v1; recomputed: the rows it made before "
-                         "are carried over from v1, the new ones asked", "\n".join(said.lines))
-    else:
-        assert not list((run_dir / "annotations").glob(f"{carry.PREFIX}*"))
-        assert "carried over from" not in "\n".join(line for line in said.lines if "annotate" in line)
+    for table, key in CARRIED[change].items():
+        carried = f"read_parquet('{run_dir}/{table}/{carry.PREFIX}*.parquet')"
+        now, before, moved = ({r[0] for r in con.sql(f"SELECT DISTINCT {key} FROM {t}").fetchall()}
+                              for t in (table, f"v1.{table}", carried))
+        assert moved == now & before != set(), table
+        assert con.sql(f"SELECT count(*) FROM {carried} c ANTI JOIN v1.{table} k USING (id, model, raw)"
+                       ).fetchall() == [(0,)], f"{table} carried as they were"
+        assert re.search(rf"{STAGE_OF[table]} +[\d,]+ rows kept as v1; recomputed: the rows it made before are "
+                         "carried over from v1, the new ones asked", plan), table
+    if not CARRIED[change]:
+        assert not [p for t in STAGE_OF for p in (run_dir / t).glob(f"{carry.PREFIX}*")]
+        assert "carried over from" not in plan
 
 
 def test_knobs_that_change_no_result_do_no_work(server, seeds, base, tmp_path):
