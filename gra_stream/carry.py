@@ -7,12 +7,13 @@ made then. Each of its passes first copies those rows from the newest such kept 
 `carry_rows`), and asks only about the rest. Nothing is decided by the copy that the stage would not
 decide again: with fake models it saves their work, with real ones the call cache's lookups.
 
-Reviews carried across a config change that only moves the short-circuit. A change of `tau`, `min_reviews` or `short_circuit` alone (stage_versions.SHORT_CIRCUIT) leaves every
-review request as it was and changes only which reviewers are asked. When the switch keeps the old
-reviews aside, it also copies into the new `reviews` table the rows a run under the new config makes
-from replies it already has (`review.replay`), one segment per kept segment. The review stage then finds
-pending only the generations that need a reviewer the old config skipped, instead of replaying every
-request through the call cache (and, with fake models, computing every reply again).
+Reviews carried across a config change that only moves the short-circuit: a change of `tau`,
+`min_reviews` or `short_circuit` alone (stage_versions.SHORT_CIRCUIT) leaves every review request as it
+was and changes only which reviewers are asked. When the switch keeps the old reviews aside, it also
+copies into the new `reviews` table the rows a run under the new config makes from replies it already
+has (`review.replay`), one segment per kept segment. The review stage then finds pending only the
+generations that need a reviewer the old config skipped, instead of replaying every request through the
+call cache (and, with fake models, computing every reply again).
 """
 from __future__ import annotations
 

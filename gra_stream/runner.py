@@ -337,7 +337,7 @@ class _Halt:
 def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor, progress: Progress,
                stop, scope: Scope, tally, donor: str = "") -> None:
     """One pass of `stage` over the rows `scope` takes; `tally(rows, llm_calls)` counts its work. With a
-    `donor`, the rows it made before for the same requests are carried from there first."""
+    `donor` (a kept version), the rows it made there of the same input rows are carried first."""
     pending = store.root / ".tmp" / f"pending-{stage.name}-{os.getpid()}.arrow"
     try:
         if donor:
