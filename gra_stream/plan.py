@@ -81,7 +81,7 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
         lines.append(f"  {stage:<11}{rows:>9,} rows {'kept as ' + label if rows else '(none yet)'}; {what}  [{_cause(stage, old, new, stale)}]")
     recomputed_llm = any(m.stage in asks and not m.restored_from for m in moves)
     if recomputed_llm and any(m.backend == "fake" for m in config.models):
-        lines.append("  (fake models are never cached: their calls are made again, at no cost)")
+        lines.append("  (fake models are never cached: what is not carried over is asked again, at no cost)")
     if any(m.rows for m in moves):
         lines.append(f"the tables kept aside stay queryable as {label}.<table> until removed: gra-stream sql {run_dir} "
                      f"\"SELECT count(*) FROM {label}.samples\"; gra-stream status lists kept versions, gra-stream prune removes them")
