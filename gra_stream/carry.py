@@ -78,7 +78,7 @@ def donors(store: Store, config: Config, stages: list[Stage]) -> dict[str, str]:
     kept = store.kept()
     if not kept:
         return {}
-    now = stage_versions.record(config)["inputs"]
+    now = stage_versions.inputs(config)
     out = {}
     for stage in (s for s in stages if stage_versions.STAGES.get(s.name, stage_versions.Depends()).carry_key):
         same = [k.label for k in kept if stage_versions.same_rows(k.inputs, now, stage.name)

@@ -54,7 +54,6 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
     """The lines a run prints before it switches to a changed config."""
     new = stage_versions.inputs(config)
     old = recorded.get("inputs", {})
-    as_recorded = stage_versions.record(config)["inputs"]  # JSON values, as `old` has them
     lines = [f"the config changed since these tables were made: {'; '.join(stage_versions.changes(old, new))}"]
     asks = stage_versions.asks_anew(recorded, config)
     stale = list(dict.fromkeys(m.stage for m in moves))
@@ -74,7 +73,7 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
             what = "recomputed, no LLM call"
         elif asks[stage]:
             what = f"recomputed: its requests change, up to {rows:,} LLM calls"
-        elif stage_versions.STAGES[stage].carry_key and stage_versions.same_rows(old, as_recorded, stage):
+        elif stage_versions.STAGES[stage].carry_key and stage_versions.same_rows(old, new, stage):
             what = f"recomputed: the rows it made before are carried over from {label}, the new ones asked"
         else:
             what = "recomputed: a request answered before is replayed from the call cache, a new one is asked"

@@ -171,6 +171,12 @@ def _only_more_rounds(recorded: dict, config: Config, stale: list[str]) -> bool:
     return all(recorded["versions"].get(s) == before[s] for s in stale)
 
 
+def _canonical(value) -> str:
+    """`value` as the JSON it is recorded as: a tuple in a config and the list read back from the run log
+    are the same."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def requests(inputs: dict[str, dict]) -> dict[str, str]:
     """Per stage, a hash of what its requests are made of, from a config's `inputs`: its own inputs other
     than `selects`, and the text of the stages it renders (`text_from`). Under two configs with the same
@@ -178,7 +184,7 @@ def requests(inputs: dict[str, dict]) -> dict[str, str]:
     out: dict[str, str] = {}
     for stage, dep in STAGES.items():  # in pipeline order: the stages it renders come first
         own = {k: v for k, v in inputs.get(stage, {}).items() if k not in dep.selects}
-        out[stage] = content_id(json.dumps(own, sort_keys=True, default=str), *(out[s] for s in dep.text_from))
+        out[stage] = content_id(_canonical(own), *(out[s] for s in dep.text_from))
     return out
 
 
@@ -186,8 +192,10 @@ def same_rows(old: dict[str, dict], new: dict[str, dict], stage: str) -> bool:
     """Whether `stage` makes the same rows of an input row under two configs' `inputs`: its own inputs are
     the same (`selects` too: they decide which of its rows an input row gets, and adjudication's `keep`),
     and so is the text of the stages it renders; only which input rows it is given may differ."""
-    return old.get(stage) == new.get(stage) and all(
-        requests(old)[s] == requests(new)[s] for s in STAGES[stage].text_from)
+    if _canonical(old.get(stage)) != _canonical(new.get(stage)):
+        return False
+    before, after = requests(old), requests(new)
+    return all(before[s] == after[s] for s in STAGES[stage].text_from)
 
 
 def asks_anew(recorded: dict, config: Config) -> dict[str, bool]:
