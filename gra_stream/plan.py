@@ -81,9 +81,11 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
     recomputed_llm = any(m.stage in asks and not m.restored_from for m in moves)
     if recomputed_llm and any(m.backend == "fake" for m in config.models):
         lines.append("  (fake models are never cached: what is not carried over is asked again, at no cost)")
-    if any(m.rows for m in moves):
+    kept = [m.table for m in moves if m.rows]  # an empty table is not kept: the example names one that is
+    if kept:
+        example = "samples" if "samples" in kept else kept[-1]
         lines.append(f"the tables kept aside stay queryable as {label}.<table> until removed: gra-stream sql {run_dir} "
-                     f"\"SELECT count(*) FROM {label}.samples\"; gra-stream status lists kept versions, gra-stream prune removes them")
+                     f"\"SELECT count(*) FROM {label}.{example}\"; gra-stream status lists kept versions, gra-stream prune removes them")
     return "\n".join(lines)
 
 

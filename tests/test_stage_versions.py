@@ -3,6 +3,7 @@ specs each reach exactly the stages that read them and the stages downstream. On
 says what it will redo before it does it, and `--dry-run` says only that (tests/scenarios/test_config_changes.py
 checks the recomputed tables and the calls made)."""
 import dataclasses
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -181,6 +182,20 @@ def test_a_changed_config_says_what_it_redoes_and_a_knob_is_nothing_to_do(tmp_pa
     knob = config_in(tmp_path / "knob", "batch_size = 7\n[committee]\ntau = 6.0\n")
     result = cli("run", seeds, "--run-dir", run_dir, "--config", knob, "--executor", "processes")
     assert result.exit_code == 0 and "nothing to do" in result.output and "config changed" not in result.output
+
+
+def test_the_query_the_plan_suggests_for_the_kept_tables_runs_when_no_sample_was_kept(tmp_path):
+    """An empty table is not kept aside, so the plan's example query must name one that is."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 20)
+    run_dir = tmp_path / "run"
+    strict = config_in(tmp_path / "strict", "[committee]\ntau = 10.0\n")
+    assert cli("run", seeds, "--run-dir", run_dir, "--config", strict, "--quiet").exit_code == 0
+    assert sql_rows(run_dir, "SELECT count(*) AS n FROM samples")[0]["n"] == 0
+    result = cli("run", seeds, "--run-dir", run_dir, "--config", config_in(tmp_path / "mild", "[committee]\ntau = 9.0\n"),
+                 "--quiet")
+    query = re.search(r'gra-stream sql \S+ "([^"]+)"', result.output)
+    assert result.exit_code == 0 and query, result.output
+    assert cli("sql", run_dir, query[1]).exit_code == 0, query[1]
 
 
 def test_fewer_rounds_keep_the_second_round_aside_and_equal_a_one_round_run(tmp_path):
