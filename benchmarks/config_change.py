@@ -13,6 +13,7 @@ real endpoint's do: the re-run's recomputed stages replay their requests from it
     python benchmarks/config_change.py                 # 100k seeds
     python benchmarks/config_change.py --size 20000
     python benchmarks/config_change.py --size 5000 --backend http
+    python benchmarks/config_change.py --size 5000 --embedder minilm   # the default diversity model
 """
 from __future__ import annotations
 
@@ -30,19 +31,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import ROOT, build_corpus, fake_config  # noqa: E402
 
+from gra_stream.embeddings import MINILM  # noqa: E402
+
 GOAL = "goal: a tau change re-runs in under 15% of the original run's time"
 
 
 NO_REFUSAL = '[filters]\nenabled = ["min_length", "max_length", "overlap"]\n'
 
 
-def config(path: Path, tau: float, url: str = "", extra: str = "") -> Path:
+def config(path: Path, tau: float, url: str = "", extra: str = "", embedder: str = "hashing") -> Path:
     head = f"{extra}[committee]\ntau = {tau}\n"
     if not url:
-        return fake_config(path, head)
+        return fake_config(path, head, embedder=embedder)
     models = "".join(f'[[models]]\nname = "fake-{c}"\nbackend = "openai"\nurl = "{url}"\napi_model = "fake-{c}"\n'
                      for c in "abcde")
-    path.write_text(f"{head}{models}[diversity]\nmodel = \"hashing\"\n")
+    path.write_text(f"{head}{models}[diversity]\nmodel = \"{embedder}\"\n")
     return path
 
 
@@ -76,6 +79,8 @@ def main() -> None:
     ap.add_argument("--executor", choices=["auto", "processes", "local"], default="auto")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--backend", choices=["fake", "http"], default="fake")
+    ap.add_argument("--embedder", choices=["hashing", "minilm"], default="hashing",
+                    help="the diversity filter's model: hashing (fast, the other benchmarks'), or MiniLM (the default)")
     args = ap.parse_args()
     with endpoint(args.backend) as url:
         measure(args, url)
@@ -87,9 +92,11 @@ def measure(args, url: str) -> None:
     seeds = build_corpus(args.size, work / f"seeds_{args.size}.jsonl")
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    base, changed = config(work / "tau8.toml", 8.0, url), config(work / "tau75.toml", 7.5, url)
+    embedder = MINILM if args.embedder == "minilm" else "hashing"
+    base, changed = (config(work / f"tau{tau}.toml", tau, url, embedder=embedder) for tau in (8.0, 7.5))
     backend = f"fake replies over HTTP at {url}" if url else "fake backend"
-    print(f"workdir {work}; {args.size:,} seeds; {os.cpu_count()} cores; --executor {args.executor}; {backend}")
+    print(f"workdir {work}; {args.size:,} seeds; {os.cpu_count()} cores; --executor {args.executor}; {backend}; "
+          f"embedder {embedder}")
     print(GOAL)
     first, _ = timed(seeds, run_dir, base, args.executor)
     print(f"first run, tau 8.0:           {first:8.1f} s")
@@ -99,7 +106,7 @@ def measure(args, url: str) -> None:
           f"recomputed {', '.join(stages)}")
     back, _ = timed(seeds, run_dir, base, args.executor)
     print(f"back to tau 8.0 (kept tables): {back:7.1f} s  {back / first:6.1%} of the first run")
-    filtered, log = timed(seeds, run_dir, config(work / "no_refusal.toml", 8.0, url, NO_REFUSAL), args.executor)
+    filtered, log = timed(seeds, run_dir, config(work / "no_refusal.toml", 8.0, url, NO_REFUSAL, embedder), args.executor)
     carried = re.findall(r"(\w+) +[\d,]+ rows kept as v\d+; recomputed: the rows it made before", log)
     print(f"refusal filter off:           {filtered:8.1f} s  {filtered / first:6.1%} of the first run (no goal); "
           f"rows carried by {', '.join(carried) or 'no stage'}")

@@ -7,6 +7,11 @@ made then. Each of its passes first copies those rows from the newest such kept 
 `carry_rows`), and asks only about the rest. Nothing is decided by the copy that the stage would not
 decide again: with fake models it saves their work, with real ones the call cache's lookups.
 
+Per-row work of a stage whose rows cannot be carried: the diversity filter's walk depends on every
+candidate before it, so a new tau walks again, but a candidate's embedding depends only on its text and
+the embedding model (`stage_versions.same_work`). Its batches read the embeddings a kept version made of
+the same generations (`reusable`, named in the batches' Context) and embed only the others.
+
 Reviews carried across a config change that only moves the short-circuit: a change of `tau`,
 `min_reviews` or `short_circuit` alone (stage_versions.SHORT_CIRCUIT) leaves every review request as it
 was and changes only which reviewers are asked. When the switch keeps the old reviews aside, it also
@@ -75,16 +80,30 @@ def carry_reviews(store: Store, kept: Path, committee: dict, on_rows=None) -> No
 def donors(store: Store, config: Config, stages: list[Stage]) -> dict[str, str]:
     """Per stage whose rows can be carried, the newest kept version (its label) whose table of that stage
     holds the rows it makes under this config."""
+    carried = [(s.name, s.table) for s in stages if stage_versions.STAGES.get(s.name, stage_versions.Depends()).carry_key]
+    return _newest(store, config, carried, stage_versions.same_rows)
+
+
+def reusable(store: Store, config: Config) -> dict[str, str]:
+    """Per stage whose per-row work can be reused (`Depends.reuses`: the diversity filter's embeddings),
+    the newest kept version whose table of that stage holds that work as this config does it."""
+    reusing = [(name, name) for name, dep in stage_versions.STAGES.items() if dep.reuses]
+    return _newest(store, config, reusing, stage_versions.same_work)
+
+
+def _newest(store: Store, config: Config, stages: list[tuple[str, str]], same) -> dict[str, str]:
+    """Per (stage, table) of `stages`, the newest kept version with rows in that table for which
+    `same(its inputs, this config's, stage)` holds."""
     kept = store.kept()
     if not kept:
         return {}
     now = stage_versions.inputs(config)
     out = {}
-    for stage in (s for s in stages if stage_versions.STAGES.get(s.name, stage_versions.Depends()).carry_key):
-        same = [k.label for k in kept if stage_versions.same_rows(k.inputs, now, stage.name)
-                and any(p.name != EMPTY_SEGMENT for p in (k.path / stage.table).glob("*.parquet"))]
-        if same:
-            out[stage.name] = same[-1]
+    for stage, table in stages:
+        fits = [k.label for k in kept if same(k.inputs, now, stage)
+                and any(p.name != EMPTY_SEGMENT for p in (k.path / table).glob("*.parquet"))]
+        if fits:
+            out[stage] = fits[-1]
     return out
 
 

@@ -40,8 +40,9 @@ class Depends:
     filters: bool = False
     reads: tuple[str, ...] = ()       # stages whose output it reads
     selects: tuple[str, ...] = ()     # keys that choose which rows it asks about, but not what it asks
-    text_from: tuple[str, ...] = ()   # stages whose rows' text goes into its prompts
+    text_from: tuple[str, ...] = ()   # stages whose rows' text goes into its prompts (or that it embeds)
     carry_key: str = ""               # its table's column naming the input row, where its rows can be carried (`same_rows`)
+    reuses: tuple[str, ...] = ()      # the keys its per-row work reads, where a kept table's can be reused (`same_work`)
 
 
 LLM = ("run_seed", "max_reasks", *ENGINE_KEYS)
@@ -69,7 +70,7 @@ STAGES: dict[str, Depends] = {
     "diversity": Depends(keys=("diversity.enabled", "diversity.model", "diversity.threshold",
                                "diversity.compare_seeds", "diversity.index", "diversity.cells", "diversity.probes",
                                "diversity.walk_batch"),
-                         reads=("adjudicate", "embed")),
+                         reads=("adjudicate", "embed"), text_from=("generate",), reuses=("diversity.model",)),
     "annotate": Depends(keys=LLM, prompts=("system", "profile"), models=True, reads=("diversity",),
                         text_from=("generate",), carry_key="id"),
     "finalize": Depends(reads=("annotate",)),
@@ -196,6 +197,17 @@ def same_rows(old: dict[str, dict], new: dict[str, dict], stage: str) -> bool:
         return False
     before, after = requests(old), requests(new)
     return all(before[s] == after[s] for s in STAGES[stage].text_from)
+
+
+def same_work(old: dict[str, dict], new: dict[str, dict], stage: str) -> bool:
+    """Whether `stage`'s per-row work (the keys in its `reuses`: the diversity filter's embeddings) comes
+    out the same of an input row under two configs' `inputs`: those keys are the same, and so is the text
+    of the stages it reads text from."""
+    dep = STAGES[stage]
+    if not dep.reuses or any(old.get(stage, {}).get(k) != new.get(stage, {}).get(k) for k in dep.reuses):
+        return False
+    before, after = requests(old), requests(new)
+    return all(before[s] == after[s] for s in dep.text_from)
 
 
 def asks_anew(recorded: dict, config: Config) -> dict[str, bool]:

@@ -123,6 +123,22 @@ def test_rows_are_the_same_where_a_stage_s_own_inputs_and_the_text_it_renders_ar
     assert {s for s in ("review", "adjudicate", "annotate") if stage_versions.same_rows(before, after, s)} == same
 
 
+@pytest.mark.parametrize("change,same", [
+    (dict(committee={"tau": 6.0}), True),
+    (dict(diversity={"model": "hashing", "threshold": 0.5, "index": "exact", "walk_batch": 64}), True),  # the walk, not the vectors
+    (dict(filters={"enabled": ["min_length"]}), True),
+    (dict(diversity={"model": "embedded:all-minilm-l6-v2"}), False),
+    (dict(tasks_per_seed=2), False),  # the generations' text changes under the same ids
+    (dict(run_seed=1), False),
+])
+def test_embeddings_are_the_same_where_the_model_and_the_generations_text_are(change, same):
+    """The diversity filter reads back a kept version's embeddings (gra_stream/carry.py, `reusable`) only
+    where it would embed the same text with the same model."""
+    before, after = stage_versions.record(BASE)["inputs"], stage_versions.inputs(fake_config(**change))
+    assert stage_versions.same_work(before, after, "diversity") == same
+    assert not stage_versions.same_work(before, after, "review"), "a stage that declares no reusable work"
+
+
 def test_knobs_that_change_no_result_change_no_version():
     knobs = fake_config(batch_size=7, cpu_batch_size=99, dedup={"batch_size": 5}, processes={"workers": 3},
                         ray={"workers": 5}, vllm={"resident_engines": 1, "max_num_seqs": 8, "kv_cache_gib": 4})

@@ -23,6 +23,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from gra_stream import carry
 from gra_stream.backends.pool import ModelPool
 from gra_stream.call_cache import CallCache
 from gra_stream.config import Config
@@ -51,10 +52,11 @@ class Executor(Protocol):
 
 def open_context(store: Store, config: Config, con: duckdb.DuckDBPyConnection | None = None) -> Context:
     """What a stage needs to run a batch: the model pool (engines load on first use), lookups over the
-    run's tables (`con`, or a connection of its own), and the SQL filters. Built once per process that
-    runs batches."""
+    run's tables (`con`, or a connection of its own), the SQL filters, and the kept versions whose work a
+    batch may reuse. Built once per process that runs batches."""
     return Context(config, ModelPool(config, cache=CallCache(store)),
-                   con if con is not None else store.connect(memory_limit=DUCKDB_MEMORY), load_filters(config), store)
+                   con if con is not None else store.connect(memory_limit=DUCKDB_MEMORY), load_filters(config), store,
+                   carry.reusable(store, config))
 
 
 IN_FLIGHT_PER_WORKER = 2  # one batch running, one queued: a worker never waits for the runner's commit

@@ -93,7 +93,7 @@ def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     d = ctx.config.diversity
     if not d.enabled:
         return batch.with_columns(pl.lit(None, dtype=pl.List(pl.Float32)).alias("embedding"))
-    vectors = get_embedder(d.model).embed(batch["instruction"].to_list())
+    vectors = _embeddings(batch, ctx)
     batch = batch.with_columns(pl.Series("embedding", vectors).cast(pl.List(pl.Float32)))
     if not d.compare_seeds:
         return batch
@@ -104,6 +104,26 @@ def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         best, best_ids = _best_matches(ctx, "SELECT id, embedding FROM seed_embeddings", vectors, own)
     return batch.with_columns(pl.Series("seed_similarity", best, dtype=pl.Float32),
                               pl.Series("seed_match", best_ids, dtype=pl.String))
+
+
+def _embeddings(batch: pl.DataFrame, ctx: Context) -> np.ndarray:
+    """The batch's embeddings: those a kept version's filter made of the same generations (gra_stream/
+    carry.py, `reusable`) read back, the others embedded."""
+    vectors = np.empty((batch.height, DIM), dtype=np.float32)
+    todo = np.ones(batch.height, dtype=bool)
+    donor = ctx.reusable.get("diversity")
+    if donor:
+        known = pl.from_arrow(ctx.con.sql(
+            f"SELECT d.id, d.embedding FROM {donor}.diversity d SEMI JOIN (SELECT unnest($ids) AS id) b "
+            f"ON b.id = d.id WHERE d.embedding IS NOT NULL", params={"ids": batch["id"].to_list()}).to_arrow_table())
+        if known.height:
+            rows = batch.select(pl.int_range(pl.len()).alias("row"), "id").join(known, on="id")
+            vectors[rows["row"].to_numpy()] = rows["embedding"].list.to_array(DIM).to_numpy()
+            todo[rows["row"].to_numpy()] = False
+    if todo.any():
+        texts = batch["instruction"].filter(pl.Series(todo)).to_list()
+        vectors[todo] = get_embedder(ctx.config.diversity.model).embed(texts)
+    return vectors
 
 
 WITHIN_BLOCK = 512  # rows of the batch whose similarities to the rows after them are computed at once

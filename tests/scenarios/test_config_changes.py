@@ -282,3 +282,34 @@ def test_new_seeds_and_a_changed_config_in_one_run_are_the_same_on_every_executo
     assert con.sql("SELECT count(*) FROM seeds").fetchall() == [(40,)]
     assert con.sql("SELECT id FROM v1.samples ORDER BY id").fetchall() == \
         Store(base_dir).connect().sql("SELECT id FROM samples ORDER BY id").fetchall()
+
+
+# Whether each change leaves the diversity filter's embeddings of a generation as they were.
+REUSED = {"tau lower": True, "diversity threshold": True, "filter parameter": True, "generate prompt": False}
+
+
+@pytest.mark.parametrize("change", list(REUSED))
+def test_the_diversity_filter_reads_back_the_embeddings_of_the_generations_it_had(
+        change, server, seeds, base, tmp_path, monkeypatch):
+    """A recomputed diversity filter embeds only the candidates the table kept aside lacks, where the
+    change leaves their text and the embedding model as they were (gra_stream/carry.py, `reusable`); a
+    new generation prompt changes the texts under the same ids, and every candidate is embedded again.
+    The tables equal a fresh run's either way (the test above)."""
+    from gra_stream.embeddings import HashingEmbedder
+
+    embedded = []
+    real_embed = HashingEmbedder.embed
+    monkeypatch.setattr(HashingEmbedder, "embed", lambda self, texts: embedded.extend(texts) or real_embed(self, texts))
+    base_dir, _ = base
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_dir, run_dir)
+    said = Said(quiet=True)
+    run(server, seeds, run_dir, config(server.url, **{**BASE, **CHANGES[change](tmp_path)}), progress=said)
+    con = Store(run_dir).connect()
+    candidates = dict(con.sql("SELECT d.id, g.instruction FROM diversity d JOIN generations g USING (id)").fetchall())
+    had = {r[0] for r in con.sql("SELECT id FROM v1.diversity").fetchall()}
+    assert candidates.keys() & had, "the change keeps some candidates of the run before"
+    expected = [text for i, text in candidates.items() if not (REUSED[change] and i in had)]
+    assert Counter(embedded) == Counter(expected)
+    said_reused = "the embeddings it made before are read back from v1" in "\n".join(said.lines)
+    assert said_reused == REUSED[change]
