@@ -9,8 +9,9 @@ decide again: with fake models it saves their work, with real ones the call cach
 
 Per-row work of a stage whose rows cannot be carried: the diversity filter's walk depends on every
 candidate before it, so a new tau walks again, but a candidate's embedding depends only on its text and
-the embedding model (`stage_versions.same_work`). Its batches read the embeddings a kept version made of
-the same generations (`reusable`, named in the batches' Context) and embed only the others.
+the embedding model (`stage_versions.same_work`). With MiniLM, its batches read the embeddings a kept
+version made of the same generations (`reusable`, named in the batches' Context) and embed only the
+others.
 
 Reviews carried across a config change that only moves the short-circuit: a change of `tau`,
 `min_reviews` or `short_circuit` alone (stage_versions.SHORT_CIRCUIT) leaves every review request as it
@@ -23,12 +24,14 @@ call cache (and, with fake models, computing every reply again).
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 
 from gra_stream import stage_versions
 from gra_stream.config import Committee, Config
+from gra_stream.embeddings import READ_BACK
 from gra_stream.ids import content_id
 from gra_stream.pending import batches, drain
 from gra_stream.stages import Stage, review
@@ -80,15 +83,22 @@ def carry_reviews(store: Store, kept: Path, committee: dict, on_rows=None) -> No
 def donors(store: Store, config: Config, stages: list[Stage]) -> dict[str, str]:
     """Per stage whose rows can be carried, the newest kept version (its label) whose table of that stage
     holds the rows it makes under this config."""
-    carried = [(s.name, s.table) for s in stages if stage_versions.STAGES.get(s.name, stage_versions.Depends()).carry_key]
+    carried = [(s.name, s.table) for s in stages
+               if stage_versions.STAGES.get(s.name, stage_versions.Depends()).carry_key]
     return _newest(store, config, carried, stage_versions.same_rows)
 
 
 def reusable(store: Store, config: Config) -> dict[str, str]:
-    """Per stage whose per-row work can be reused (`Depends.reuses`: the diversity filter's embeddings),
-    the newest kept version whose table of that stage holds that work as this config does it."""
-    reusing = [(name, name) for name, dep in stage_versions.STAGES.items() if dep.reuses]
-    return _newest(store, config, reusing, stage_versions.same_work)
+    """Per stage whose per-row work a batch reads back (`reads_back`), the newest kept version that did
+    that work as this config does it."""
+    return _newest(store, config, [("diversity", "diversity")], partial(reads_back, config))
+
+
+def reads_back(config: Config, old: dict, new: dict, stage: str) -> bool:
+    """Whether `stage` reads back the per-row work of a table kept under the inputs `old`: the diversity
+    filter's embeddings, where they are the same (`stage_versions.same_work`) and reading them back is
+    the quicker way (`embeddings.READ_BACK`)."""
+    return stage == "diversity" and config.diversity.model in READ_BACK and stage_versions.same_work(old, new, stage)
 
 
 def _newest(store: Store, config: Config, stages: list[tuple[str, str]], same) -> dict[str, str]:

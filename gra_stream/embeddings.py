@@ -21,6 +21,9 @@ from gra_stream.errors import UserError
 MINILM = "embedded:all-minilm-l6-v2"
 HASHING = "hashing"
 DIM = 384
+# Models whose vectors a config change reads back from a kept table rather than embedding again
+# (gra_stream/carry.py): the hashing embedder embeds a batch faster than DuckDB finds its vectors.
+READ_BACK = {MINILM}
 
 
 _WORD = re.compile(r"\w+")

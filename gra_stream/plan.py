@@ -71,7 +71,7 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
                 f"{again:,} generations are reviewed again, up to {most:,} LLM calls" if again else "no LLM call")
         elif stage not in asks:
             what = "recomputed, no LLM call"
-            if stage_versions.same_work(old, new, stage):
+            if carry.reads_back(config, old, new, stage):
                 what += f"; the embeddings it made before are read back from {label}"
         elif asks[stage]:
             what = f"recomputed: its requests change, up to {rows:,} LLM calls"

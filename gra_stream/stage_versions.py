@@ -42,7 +42,7 @@ class Depends:
     selects: tuple[str, ...] = ()     # keys that choose which rows it asks about, but not what it asks
     text_from: tuple[str, ...] = ()   # stages whose rows' text goes into its prompts (or that it embeds)
     carry_key: str = ""               # its table's column naming the input row, where its rows can be carried (`same_rows`)
-    reuses: tuple[str, ...] = ()      # the keys its per-row work reads, where a kept table's can be reused (`same_work`)
+    reuses: tuple[str, ...] = ()      # the keys its per-row work reads, where a kept table's is reusable (`same_work`)
 
 
 LLM = ("run_seed", "max_reasks", *ENGINE_KEYS)

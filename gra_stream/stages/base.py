@@ -44,7 +44,7 @@ class Context:
     con: duckdb.DuckDBPyConnection          # views over the run's tables, for lookups across batches
     filters: list[SqlFilter] = field(default_factory=list)
     store: Store | None = None              # the run directory (indexes kept beside the tables)
-    reusable: dict[str, str] = field(default_factory=dict)  # per stage, a kept version whose per-row work it reuses (carry.reusable)
+    reusable: dict[str, str] = field(default_factory=dict)  # stage -> kept version to read work back from
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 
 from gra_stream import carry
 from gra_stream.config import config_from_dict
+from gra_stream.embeddings import HASHING, HashingEmbedder
 from gra_stream.plan import preview
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
@@ -294,9 +295,21 @@ def test_the_diversity_filter_reads_back_the_embeddings_of_the_generations_it_ha
     """A recomputed diversity filter embeds only the candidates the table kept aside lacks, where the
     change leaves their text and the embedding model as they were (gra_stream/carry.py, `reusable`); a
     new generation prompt changes the texts under the same ids, and every candidate is embedded again.
-    The tables equal a fresh run's either way (the test above)."""
-    from gra_stream.embeddings import HashingEmbedder
+    The tables equal a fresh run's either way (the test above). The hashing embedder stands in for
+    MiniLM here (tests/scenarios/test_minilm_runs.py has MiniLM itself)."""
+    monkeypatch.setattr(carry, "READ_BACK", {HASHING})
+    assert embedded_again(change, server, seeds, base, tmp_path, monkeypatch) == ("new" if REUSED[change] else "all")
 
+
+def test_the_hashing_embedder_embeds_again_rather_than_read_back(server, seeds, base, tmp_path, monkeypatch):
+    """It embeds a batch faster than its vectors are found in a kept table (`embeddings.READ_BACK`)."""
+    assert embedded_again("tau lower", server, seeds, base, tmp_path, monkeypatch) == "all"
+
+
+def embedded_again(change, server, seeds, base, tmp_path, monkeypatch) -> str:
+    """Re-run the base run under `change`: "all" where the diversity filter embedded every candidate again
+    and the plan said nothing of reading them back, "new" where it embedded only the candidates the kept
+    table lacks and the plan said it read the others back."""
     embedded = []
     real_embed = HashingEmbedder.embed
     monkeypatch.setattr(HashingEmbedder, "embed", lambda self, texts: embedded.extend(texts) or real_embed(self, texts))
@@ -308,8 +321,9 @@ def test_the_diversity_filter_reads_back_the_embeddings_of_the_generations_it_ha
     con = Store(run_dir).connect()
     candidates = dict(con.sql("SELECT d.id, g.instruction FROM diversity d JOIN generations g USING (id)").fetchall())
     had = {r[0] for r in con.sql("SELECT id FROM v1.diversity").fetchall()}
-    assert candidates.keys() & had, "the change keeps some candidates of the run before"
-    expected = [text for i, text in candidates.items() if not (REUSED[change] and i in had)]
-    assert Counter(embedded) == Counter(expected)
-    said_reused = "the embeddings it made before are read back from v1" in "\n".join(said.lines)
-    assert said_reused == REUSED[change]
+    assert candidates.keys() & had, "the change keeps some candidates"
+    read_back = "the embeddings it made before are read back from v1" in "\n".join(said.lines)
+    if Counter(embedded) == Counter(candidates.values()) and not read_back:
+        return "all"
+    assert Counter(embedded) == Counter(t for i, t in candidates.items() if i not in had) and read_back
+    return "new"
