@@ -4,7 +4,8 @@ and to the seeds is below `diversity.threshold`. A refined seed is not compared 
 By default (`index = "ivf"`) the search is exact until a reference table is large, then searches cells
 (gra_stream/vector_index.py), since exact search costs hours at millions; `index = "exact"` is the paper's
 search at every size. Within a batch (`diversity.walk_batch` candidates, a key of the results for that
-reason, not `cpu_batch_size`) the walk is always exact.
+reason, not `cpu_batch_size`) the walk is always exact. After a config change, a candidate's MiniLM
+embedding is read back from the table kept aside where it has one (gra_stream/carry.py, `reusable`).
 
 Also `embed_seeds`, which embeds the seeds once (only when the filter compares with seeds).
 """
