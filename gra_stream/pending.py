@@ -52,19 +52,32 @@ def drain_under(limit: str, con, query: str, path: Path) -> int:
         con.execute(f"RESET threads; SET memory_limit = '{DUCKDB_MEMORY}'")
 
 
-def batches(path: Path, size: int):
-    """The rows of the Arrow file at `path`, in order, as frames of `size` rows (the last one shorter)."""
-    pending_rows: pl.DataFrame | None = None
+def batches(path: Path, size: int, cut: str | None = None):
+    """The rows of the Arrow file at `path`, in order, as frames of `size` rows (the last one shorter).
+    With `cut`, a column the rows are sorted by, a frame also ends where its value does, and the next
+    frame starts the count again: the frames of several waves' rows are those of each wave's alone."""
+    held: pl.DataFrame | None = None
     with pa.OSFile(str(path), "rb") as source:
         file = pa.ipc.open_file(source)
         for i in range(file.num_record_batches):
             frame = pl.from_arrow(file.get_batch(i))
-            pending_rows = frame if pending_rows is None else pl.concat([pending_rows, frame])
-            while pending_rows.height >= size:
-                yield pending_rows.head(size)
-                pending_rows = pending_rows.slice(size)
-    if pending_rows is not None and pending_rows.height:
-        yield pending_rows
+            held = frame if held is None else pl.concat([held, frame])
+            while n := _complete(held, size, cut):
+                yield held.head(n)
+                held = held.slice(n)
+    while held is not None and held.height:  # the last rows: a short frame per value of `cut`
+        n = _complete(held, size, cut) or held.height
+        yield held.head(n)
+        held = held.slice(n)
+
+
+def _complete(rows: pl.DataFrame, size: int, cut: str | None) -> int:
+    """How many leading rows of `rows` make a frame that no row read later belongs to (0: none yet)."""
+    if cut is not None and rows.height:
+        others = rows[cut] != rows[cut][0]
+        if others.any():
+            return min(size, int(others.arg_max()))
+    return size if rows.height >= size else 0
 
 
 def idle_stages(stages, con, config) -> set[int]:

@@ -258,13 +258,16 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
     idle = idle_stages(stages, con, ctx.config)
     # Waves stream what generation makes through the later stages. Once it has nothing left to do (a config
     # change that re-decides, a run resumed after its last generation batch), the passes go stage by stage,
-    # and a stage that reads only its own wave's rows takes every wave in one pass: the same rows, from one
-    # pending query instead of one per wave. Not with `max_samples`, which stops after a wave.
+    # and each stage takes every wave in one pass: the same rows, from one pending query instead of one per
+    # wave; an ordered stage's come wave by wave, in the batches of one pass per wave (`Scope.cuts`), and
+    # its workers prepare the next wave's while it finishes one. Not with `max_samples`, which stops after
+    # a wave.
     by_stage = not max_samples and _generation_done(stages, idle)
+    cuts = tuple(w.below for w in plan[:-1])
 
     def every_wave(stage: Stage) -> bool:
         """Whether the stage's pass over the first wave takes every wave."""
-        return by_stage and not stage.per_wave
+        return by_stage and not stage.streams
 
     def run(p: Pass) -> None:
         if p.stage in idle:
@@ -279,10 +282,14 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
                 summary.rows_by_stage[stage.name] = summary.rows_by_stage.get(stage.name, 0) + rows
                 summary.llm_calls += calls
                 worked[p.round, p.wave] = worked.get((p.round, p.wave), 0) + rows
+        if whole:  # every wave; an ordered stage's wave by wave
+            scope = Scope(p.round, None, cuts if stage.ordered else ())
+        else:
+            scope = Scope(p.round, plan[p.wave].below)
         lookups = ctx.con.cursor()  # a pass's own: a DuckDB connection is not shared between threads
         try:
-            _run_stage(stage, store, con, replace(ctx, con=lookups), executor, progress, halt,
-                       Scope(p.round, None if whole else plan[p.wave].below), tally, donors.get(stage.name, ""))
+            _run_stage(stage, store, con, replace(ctx, con=lookups), executor, progress, halt, scope, tally,
+                       donors.get(stage.name, ""))
         except Interrupted:
             if stop.raised or not halt.enough:
                 raise  # the run stops here; with enough samples, a pass of a later wave just ends early
@@ -353,7 +360,7 @@ def _run_stage(stage: Stage, store: Store, con, ctx: Context, executor: Executor
         try:
             if stage.setup is not None:
                 stage.setup(ctx)
-            for ids, out in executor.map(stage, batches(pending, size), ctx, stop):
+            for ids, out in executor.map(stage, batches(pending, size, "wave" if stage.ordered else None), ctx, stop):
                 store.write_segment(stage.table, f"{stage.name}-{content_id(*ids)}", out)
                 release_freed_memory()  # what the batch freed, before the next one comes in
                 tally(0, out.height if stage.llm else 0)

@@ -13,7 +13,9 @@ waves.
 
 Within a round the waves run in order, each through every stage, and the ordered decisions (near-
 duplicates at the gate, the diversity walk) take each wave against everything kept in earlier waves.
-`first_seeds = 0` makes one wave per round: the whole-round walk of the paper.
+`first_seeds = 0` makes one wave per round: the whole-round walk of the paper. Once generation has
+nothing left to do (a config change, a resumed run), a stage takes every wave in one pass; an ordered
+stage's rows then come wave by wave, in the batches a pass per wave makes (`Scope.cuts`).
 """
 from __future__ import annotations
 
@@ -24,13 +26,23 @@ from itertools import accumulate
 @dataclass(frozen=True)
 class Scope:
     """What one stage pass may take: rows of rounds up to `rounds_open`, of seeds whose id sorts below
-    `below` (None: every seed)."""
+    `below` (None: every seed). An ordered stage's pass over several waves at once is given their `cuts`
+    (the bounds between them): its rows then come wave by wave, and its batches end where a wave does,
+    so that it makes the batches, and so the decisions, of one pass per wave."""
     rounds_open: int = 1
     below: str | None = None
+    cuts: tuple[str, ...] = ()
 
     def seeds(self, column: str) -> str:
         """A SQL condition: the seed id in `column` belongs to this pass's waves."""
         return "TRUE" if self.below is None else f"{column} < '{self.below}'"
+
+    def wave(self, column: str) -> str:
+        """A SQL expression: the wave, counted from this pass's first, of the seed id in `column`."""
+        if not self.cuts:
+            return "0"
+        whens = " ".join(f"WHEN {column} < '{cut}' THEN {i}" for i, cut in enumerate(self.cuts))
+        return f"CASE {whens} ELSE {len(self.cuts)} END"
 
 
 GROWTH = 4        # each wave this many times the one before ...

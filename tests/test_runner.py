@@ -86,10 +86,10 @@ def test_a_pending_query_that_outgrows_the_first_drain_limit_is_drained_under_th
 @pytest.mark.parametrize("rounds", [1, 2])
 def test_stages_with_nothing_to_do_skip_their_pending_query_in_every_wave(tmp_path, monkeypatch, rounds):
     """After a tau change the stages before review have nothing pending: their passes do not drain their
-    pending query once per wave. With one round generation is then done, so the passes go stage by stage:
-    review and decide drain their pending query once for every wave, the diversity walk (ordered) once per
-    wave. With two rounds generation reads what later stages make, so it and the stages after it are
-    drained in every wave of every round. The tables are those of a fresh run."""
+    pending query once per wave. With one round generation is then done, so the passes go stage by stage,
+    and review, decide and the diversity walk (ordered: wave by wave within its one pass) drain their
+    pending query once for every wave. With two rounds generation reads what later stages make, so it and
+    the stages after it are drained in every wave of every round. The tables are those of a fresh run."""
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "seeds.jsonl", 40)
     settings = {"waves": {"first_seeds": 2}, "rounds": rounds}
     run_fake([seeds], tmp_path / "run", **settings)
@@ -102,8 +102,8 @@ def test_stages_with_nothing_to_do_skip_their_pending_query_in_every_wave(tmp_pa
     assert waves > 2
     assert not {"profile", "embed"} & set(drained)
     assert drained.count("generate") == (0 if rounds == 1 else rounds * waves)
-    assert drained.count("review") == drained.count("decide") == (1 if rounds == 1 else rounds * waves)
-    assert drained.count("diversity") == rounds * waves
+    assert drained.count("review") == drained.count("decide") == drained.count("diversity") == (
+        1 if rounds == 1 else rounds * waves)
     monkeypatch.undo()
     run_fake([seeds], tmp_path / "fresh", committee={"tau": 6.0}, **settings)
     assert state(tmp_path / "run") == state(tmp_path / "fresh")

@@ -55,7 +55,8 @@ class Stage:
     pending: Callable[..., str]                 # (config, scope) -> SQL: rows still to process (gra_stream/waves.py)
     run: Callable[[pl.DataFrame, Context], pl.DataFrame]
     llm: bool = False
-    ordered: bool = False                       # a batch reads what earlier batches of this stage committed
+    ordered: bool = False                       # a batch reads what earlier batches of this stage committed;
+                                                # its pending rows have a `wave` column (`Scope.wave`)
     prepare: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None  # ordered stages: the per-row part
     finish: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None   # and the part run in order
     batch_size: Callable[[Config], int] | None = None   # rows per batch, where not batch_size / cpu_batch_size

@@ -47,10 +47,10 @@ def pending(config, scope: Scope = Scope()) -> str:
         UNION ALL
         SELECT v.id, v.mean FROM verdicts v JOIN adjudications a ON a.id = v.id
         WHERE v.decision = 'adjudicate' AND a.status = 'ok' AND a.keep)
-    SELECT g.id, g.instruction, g.seed_id, g.kind, k.score
+    SELECT g.id, g.instruction, g.seed_id, g.kind, k.score, {scope.wave('g.seed_id')} AS wave
     FROM kept k JOIN generations g ON g.id = k.id ANTI JOIN diversity d ON d.id = k.id
     WHERE {scope.seeds('g.seed_id')}
-    ORDER BY k.score DESC, g.id
+    ORDER BY wave, k.score DESC, g.id
     """
 
 

@@ -24,8 +24,8 @@ SCHEMA = {"id": pl.String, "passed": pl.Boolean, "reason": pl.String, "detail": 
 
 
 def pending(config, scope: Scope = Scope()) -> str:
-    return ("SELECT g.* FROM generations g ANTI JOIN gates x ON x.id = g.id "
-            f"WHERE g.status = 'ok' AND {scope.seeds('g.seed_id')} ORDER BY g.id")
+    return (f"SELECT g.*, {scope.wave('g.seed_id')} AS wave FROM generations g ANTI JOIN gates x ON x.id = g.id "
+            f"WHERE g.status = 'ok' AND {scope.seeds('g.seed_id')} ORDER BY wave, g.id")
 
 
 PAIRS_AT_ONCE = 1 << 16  # candidate pairs scored at once (8 MB of compared signatures)
