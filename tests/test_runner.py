@@ -107,3 +107,25 @@ def test_stages_with_nothing_to_do_skip_their_pending_query_in_every_wave(tmp_pa
     monkeypatch.undo()
     run_fake([seeds], tmp_path / "fresh", committee={"tau": 6.0}, **settings)
     assert state(tmp_path / "run") == state(tmp_path / "fresh")
+
+
+def test_a_re_run_s_one_diversity_pass_walks_in_the_batches_of_a_fresh_run_s_passes(tmp_path, monkeypatch):
+    """After a tau change generation is done, and the diversity walk takes every wave in one pass; its
+    batches still end where a wave does, so they are the batches a fresh run walks wave by wave: the search
+    across batches is approximate (the cell index), so the cuts decide what is compared exactly."""
+    from gra_stream.stages import diversity
+
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "seeds.jsonl", 40)
+    settings = {"waves": {"first_seeds": 2}, "diversity": {"model": "hashing", "walk_batch": 4}}
+    run_fake([seeds], tmp_path / "run", **settings)
+    walked = {"run": [], "fresh": []}
+    for name in walked:
+        finish = diversity.finish
+        monkeypatch.setattr(diversity, "finish",
+                            lambda batch, ctx, out=walked[name]: out.append(batch["id"].to_list()) or finish(batch, ctx))
+        run_fake([seeds], tmp_path / name, committee={"tau": 6.0}, **settings)
+        monkeypatch.undo()
+    assert len(walked["run"]) > len(runner.waves.plan(Store(tmp_path / "run").connect(), 2)) > 2
+    assert any(len(batch) < 4 for batch in walked["run"][:-1]), "a wave ends inside a batch of 4"
+    assert walked["run"] == walked["fresh"]
+    assert state(tmp_path / "run") == state(tmp_path / "fresh")
