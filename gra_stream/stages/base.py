@@ -66,13 +66,6 @@ class Stage:
     after: tuple[str, ...] | None = None  # the stages whose pass over the same wave this one's waits for
                                           # (None: the stage before it in the list)
 
-    @property
-    def per_wave(self) -> bool:
-        """Whether a pass over wave w reads more than wave w's own rows and their inputs: what the stage made
-        for earlier waves (an ordered stage) or their rows (`streams`). Its passes take the waves one at a
-        time; any other stage's rows come out the same from one pass over every wave."""
-        return self.ordered or self.streams
-
     def rows_per_batch(self, config: Config) -> int:
         if self.batch_size is not None:
             return self.batch_size(config)
