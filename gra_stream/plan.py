@@ -71,11 +71,11 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
                 f"{again:,} generations are reviewed again, up to {most:,} LLM calls" if again else "no LLM call")
         elif stage not in asks:
             what = "recomputed, no LLM call"
-            if carry.reads_back(config, old, new, stage):
+            if rows and carry.reads_back(config, old, new, stage):
                 what += f"; the embeddings it made before are read back from {label}"
         elif asks[stage]:
             what = f"recomputed: its requests change, up to {rows:,} LLM calls"
-        elif stage_versions.STAGES[stage].carry_key and stage_versions.same_rows(old, new, stage):
+        elif rows and stage_versions.STAGES[stage].carry_key and stage_versions.same_rows(old, new, stage):
             what = f"recomputed: the rows it made before are carried over from {label}, the new ones asked"
         else:
             what = "recomputed: a request answered before is replayed from the call cache, a new one is asked"

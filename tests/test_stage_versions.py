@@ -201,7 +201,8 @@ def test_a_changed_config_says_what_it_redoes_and_a_knob_is_nothing_to_do(tmp_pa
 
 
 def test_the_query_the_plan_suggests_for_the_kept_tables_runs_when_no_sample_was_kept(tmp_path):
-    """An empty table is not kept aside, so the plan's example query must name one that is."""
+    """An empty table is not kept aside, so the plan's example query must name one that is; and the plan
+    says nothing is carried over from it."""
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 20)
     run_dir = tmp_path / "run"
     strict = config_in(tmp_path / "strict", "[committee]\ntau = 10.0\n")
@@ -212,6 +213,8 @@ def test_the_query_the_plan_suggests_for_the_kept_tables_runs_when_no_sample_was
     query = re.search(r'gra-stream sql \S+ "([^"]+)"', result.output)
     assert result.exit_code == 0 and query, result.output
     assert cli("sql", run_dir, query[1]).exit_code == 0, query[1]
+    annotate = re.search(r"\n  annotate +0 rows \(none yet\); (.*)\n", result.output)
+    assert annotate and "carried over" not in annotate[1], result.output
 
 
 def test_fewer_rounds_keep_the_second_round_aside_and_equal_a_one_round_run(tmp_path):
