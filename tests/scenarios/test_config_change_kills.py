@@ -95,7 +95,7 @@ def test_a_kill_at_every_step_of_a_switch_then_a_rerun_ends_as_an_uninterrupted_
     assert step > 10, "every segment move was a kill point"
 
 
-KILL_POINTS = [("reviews", 1), ("verdicts", 2), ("annotations", 1), ("samples", 1)]
+KILL_POINTS = [("reviews", 1), ("verdicts", 2), ("diversity", 2), ("annotations", 1), ("samples", 1)]  # diversity: within its one pass
 
 
 def test_sigkill_while_recomputing_under_a_changed_config_then_resume(tmp_path, seeds, runs):
