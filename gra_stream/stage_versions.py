@@ -193,21 +193,23 @@ def same_rows(old: dict[str, dict], new: dict[str, dict], stage: str) -> bool:
     """Whether `stage` makes the same rows of an input row under two configs' `inputs`: its own inputs are
     the same (`selects` too: they decide which of its rows an input row gets, and adjudication's `keep`),
     and so is the text of the stages it renders; only which input rows it is given may differ."""
-    if _canonical(old.get(stage)) != _canonical(new.get(stage)):
-        return False
-    before, after = requests(old), requests(new)
-    return all(before[s] == after[s] for s in STAGES[stage].text_from)
+    return _canonical(old.get(stage)) == _canonical(new.get(stage)) and _same_text(old, new, stage)
 
 
 def same_work(old: dict[str, dict], new: dict[str, dict], stage: str) -> bool:
     """Whether `stage`'s per-row work (the keys in its `reuses`: the diversity filter's embeddings) comes
     out the same of an input row under two configs' `inputs`: those keys are the same, and so is the text
     of the stages it reads text from."""
-    dep = STAGES[stage]
-    if not dep.reuses or any(old.get(stage, {}).get(k) != new.get(stage, {}).get(k) for k in dep.reuses):
-        return False
+    reuses = STAGES[stage].reuses
+    return (bool(reuses) and all(old.get(stage, {}).get(k) == new.get(stage, {}).get(k) for k in reuses)
+            and _same_text(old, new, stage))
+
+
+def _same_text(old: dict[str, dict], new: dict[str, dict], stage: str) -> bool:
+    """Whether the stages `stage` reads text from (`text_from`) send the same requests, and so make the
+    same text, under two configs' `inputs`."""
     before, after = requests(old), requests(new)
-    return all(before[s] == after[s] for s in dep.text_from)
+    return all(before[s] == after[s] for s in STAGES[stage].text_from)
 
 
 def asks_anew(recorded: dict, config: Config) -> dict[str, bool]:

@@ -118,9 +118,10 @@ def _embeddings(batch: pl.DataFrame, ctx: Context) -> np.ndarray:
             f"SELECT d.id, d.embedding FROM {donor}.diversity d SEMI JOIN (SELECT unnest($ids) AS id) b "
             f"ON b.id = d.id WHERE d.embedding IS NOT NULL", params={"ids": batch["id"].to_list()}).to_arrow_table())
         if known.height:
-            rows = batch.select(pl.int_range(pl.len()).alias("row"), "id").join(known, on="id")
-            vectors[rows["row"].to_numpy()] = rows["embedding"].list.to_array(DIM).to_numpy()
-            todo[rows["row"].to_numpy()] = False
+            found = batch.select(pl.int_range(pl.len()).alias("row"), "id").join(known, on="id")
+            rows = found["row"].to_numpy()
+            vectors[rows] = found["embedding"].list.to_array(DIM).to_numpy()
+            todo[rows] = False
     if todo.any():
         texts = batch["instruction"].filter(pl.Series(todo)).to_list()
         vectors[todo] = get_embedder(ctx.config.diversity.model).embed(texts)
