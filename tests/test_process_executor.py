@@ -156,16 +156,20 @@ def test_a_batch_travels_to_a_worker_as_its_own_rows_only():
 def test_a_worker_starts_loading_minilm_as_it_starts_and_only_for_minilm(tmp_path, monkeypatch):
     """`warm_worker`, a worker's first task, returns once its context is open and loads the diversity
     filter's model on a thread of its own: a small corpus's seeds are embedded in one batch, by one worker,
-    and the first wave's filter batch, which may land on another, then does not wait seconds for a load."""
-    from gra_stream import embeddings
+    and the first wave's filter batch, which may land on another, then does not wait seconds for a load.
+    Not when the filter reads its embeddings back from a kept version (a config change): there most
+    batches embed nothing, and the model loads when one first does."""
+    from gra_stream import carry, embeddings
     from gra_stream.executors import LOADING_THREAD, close_worker_contexts, warm_worker
 
     made = []
     monkeypatch.setattr(embeddings, "MiniLMEmbedder", lambda: made.append(threading.current_thread()) or object())
     embeddings._embedder.cache_clear()
     try:
-        for model, loads in ((embeddings.HASHING, 0), (embeddings.MINILM, 1)):
-            run_dir = tmp_path / model.replace(":", "_")
+        for model, kept, loads in ((embeddings.HASHING, {}, 0), (embeddings.MINILM, {"diversity": "v1"}, 0),
+                                   (embeddings.MINILM, {}, 1)):
+            monkeypatch.setattr(carry, "reusable", lambda store, config: dict(kept))
+            run_dir = tmp_path / f"{model.replace(':', '_')}-{len(kept)}"
             Store(run_dir).init()
             warm_worker(str(run_dir), fake_config(diversity={"model": model}), os.getcwd())
             for thread in threading.enumerate():

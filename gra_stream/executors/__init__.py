@@ -123,11 +123,13 @@ def warm_worker(run_dir: str, config: Config, cwd: str) -> None:
     """A worker's first task, as it starts: its context, opened before its first batch comes rather than
     while the first wave waits for it; and MiniLM, loaded on a thread of its own while the worker takes
     batches (a small corpus's seeds are embedded in one batch, by one worker, and the first wave's filter
-    batch may land on another, which would then wait seconds for the load). It returns nothing: the
-    context stays in the worker, and a future would otherwise try to send it back."""
-    worker_context(run_dir, config, cwd)
+    batch may land on another, which would then wait seconds for the load). Not after a config change
+    whose filter reads the embeddings back from a kept version (`Context.reusable`): its batches then
+    embed only what that version lacks, often nothing, and the model loads when a batch first needs it.
+    It returns nothing: the context stays in the worker, and a future would otherwise try to send it back."""
+    ctx = worker_context(run_dir, config, cwd)
     d = config.diversity
-    if d.enabled and d.model == MINILM:
+    if d.enabled and d.model == MINILM and "diversity" not in ctx.reusable:
         threading.Thread(target=get_embedder, args=(d.model,), name=LOADING_THREAD, daemon=True).start()
 
 
