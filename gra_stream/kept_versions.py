@@ -61,7 +61,7 @@ def _version_for(store: Store, record: dict, config: dict) -> KeptVersion:
     """The kept version of the config with this record (`stage_versions.record`), made if there is none yet."""
     versions = record["versions"]
     label = label_for(store, versions)
-    path = store.root / "versions" / label
+    path = store.kept_dir(label)
     if not path.exists():
         tmp = path.with_name(f".{label}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -146,7 +146,7 @@ def finish_switch(store: Store, on_rows=None) -> tuple[dict, dict] | None:
         move, what = steps[i]
         current = store.table_dir(move["table"])
         if what == "carry":
-            kept = store.root / "versions" / label_for(store, journal["old"]["versions"]) / move["table"]
+            kept = store.kept_dir(label_for(store, journal["old"]["versions"])) / move["table"]
             carry.carry_reviews(store, kept, journal["carry"]["review"], on_rows)
         if what == "keep" and has_rows(current):
             target = _version_for(store, journal["old"], journal["old_config"])
@@ -157,7 +157,7 @@ def finish_switch(store: Store, on_rows=None) -> tuple[dict, dict] | None:
                 else:
                     path.unlink(missing_ok=True)
         if what == "restore" and move["restored_from"]:
-            source = store.root / "versions" / move["restored_from"] / move["table"]
+            source = store.kept_dir(move["restored_from"]) / move["table"]
             if source.is_dir():
                 _move_segments(source, current)
                 shutil.rmtree(source)

@@ -91,6 +91,10 @@ class Store:
     def table_dir(self, table: str) -> Path:
         return self.root / table
 
+    def kept_dir(self, label: str) -> Path:
+        """DIR/versions/<label>: the tables of an earlier config (gra_stream/kept_versions.py)."""
+        return self.root / "versions" / label
+
     def index_dir(self, name: str) -> Path:
         """DIR/.index/<name>: a lookup derived from the tables (rebuilt when deleted)."""
         return self.root / ".index" / name

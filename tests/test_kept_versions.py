@@ -105,3 +105,28 @@ def test_rows_carried_from_a_kept_table_keep_each_input_rows_rows_in_one_segment
     assert pl.concat(cut)["row"].to_list() == list(range(len(keys))), "every row, in order"
     assert all(set(a["generation_id"]).isdisjoint(b["generation_id"]) for a, b in zip(cut, cut[1:]))
     assert [f.height for f in cut] == [3, 4, 1, 6, 1]
+
+
+def test_a_batch_reads_back_the_vectors_a_kept_version_has_wherever_its_segments_hold_them(tmp_path):
+    """`diversity._kept_vectors`: the vectors of exactly the batch's ids that the kept table has, from
+    whichever of its segments hold them; none for a row without a vector or an id it lacks."""
+    from gra_stream.executors import open_context
+    from gra_stream.stages import diversity
+    from tests.conftest import fake_config
+
+    store = Store(tmp_path)
+    store.init()
+    folder = tmp_path / "versions" / "v1" / "diversity"
+    folder.mkdir(parents=True)
+    for name, ids in (("s1", ["a0", "a1"]), ("s2", ["b0", "b1", "b2"]), ("s3", ["c0"])):
+        vectors = [None if i == "b1" else [float(ord(i[0])), float(i[1])] for i in ids]
+        pl.DataFrame({"id": ids, "kept": [True] * len(ids), "embedding": vectors},
+                     schema={"id": pl.String, "kept": pl.Boolean, "embedding": pl.List(pl.Float32)}
+                     ).write_parquet(folder / f"{name}.parquet")
+    ctx = open_context(store, fake_config())
+    try:
+        found = diversity._kept_vectors(ctx, "v1", ["b2", "a1", "b1", "zz"]).sort("id")
+        assert found.rows() == [("a1", [97.0, 1.0]), ("b2", [98.0, 2.0])]
+        assert diversity._kept_vectors(ctx, "v1", ["zz"]).schema == {"id": pl.String, "embedding": pl.List(pl.Float32)}
+    finally:
+        ctx.pool.close()

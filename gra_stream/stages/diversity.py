@@ -114,9 +114,7 @@ def _embeddings(batch: pl.DataFrame, ctx: Context) -> np.ndarray:
     todo = np.ones(batch.height, dtype=bool)
     donor = ctx.reusable.get("diversity")
     if donor:
-        known = pl.from_arrow(ctx.con.sql(
-            f"SELECT d.id, d.embedding FROM {donor}.diversity d SEMI JOIN (SELECT unnest($ids) AS id) b "
-            f"ON b.id = d.id WHERE d.embedding IS NOT NULL", params={"ids": batch["id"].to_list()}).to_arrow_table())
+        known = _kept_vectors(ctx, donor, batch["id"].to_list())
         if known.height:
             found = batch.select(pl.int_range(pl.len()).alias("row"), "id").join(known, on="id")
             rows = found["row"].to_numpy()
@@ -126,6 +124,23 @@ def _embeddings(batch: pl.DataFrame, ctx: Context) -> np.ndarray:
         texts = batch["instruction"].filter(pl.Series(todo)).to_list()
         vectors[todo] = get_embedder(ctx.config.diversity.model).embed(texts)
     return vectors
+
+
+def _kept_vectors(ctx: Context, donor: str, ids: list[str]) -> pl.DataFrame:
+    """(id, embedding) of the rows of `ids` that the kept version `donor`'s diversity table has. Its
+    segments' ids are read first, then the vectors of only the segments holding some of `ids`: a batch's
+    candidates sit in one or two of them (a config change moves the walk's order little), where reading
+    every segment's vectors would read the whole table for each batch."""
+    params = {"ids": ids, "glob": str(ctx.store.kept_dir(donor) / "diversity" / "*.parquet")}
+    files = [f for (f,) in ctx.con.sql(
+        "SELECT DISTINCT d.filename FROM read_parquet($glob, filename = true, union_by_name = true) d "
+        "SEMI JOIN (SELECT unnest($ids) AS id) b ON b.id = d.id", params=params).fetchall()]
+    if not files:
+        return pl.DataFrame(schema={"id": pl.String, "embedding": pl.List(pl.Float32)})
+    return pl.from_arrow(ctx.con.sql(
+        "SELECT d.id, d.embedding FROM read_parquet($files, union_by_name = true) d "
+        "SEMI JOIN (SELECT unnest($ids) AS id) b ON b.id = d.id WHERE d.embedding IS NOT NULL",
+        params={"ids": ids, "files": sorted(files)}).to_arrow_table())
 
 
 WITHIN_BLOCK = 512  # rows of the batch whose similarities to the rows after them are computed at once
