@@ -22,7 +22,7 @@ MINILM = "embedded:all-minilm-l6-v2"
 HASHING = "hashing"
 DIM = 384
 # Models whose vectors a config change reads back from a kept table rather than embedding again
-# (gra_stream/carry.py): the hashing embedder embeds a batch faster than DuckDB finds its vectors.
+# (gra_stream/carry.py): the hashing embedder embeds a batch about as fast as DuckDB reads its vectors back.
 READ_BACK = {MINILM}
 
 

@@ -302,7 +302,7 @@ def test_the_diversity_filter_reads_back_the_embeddings_of_the_generations_it_ha
 
 
 def test_the_hashing_embedder_embeds_again_rather_than_read_back(server, seeds, base, tmp_path, monkeypatch):
-    """It embeds a batch faster than its vectors are found in a kept table (`embeddings.READ_BACK`)."""
+    """It embeds a batch about as fast as its vectors are read back from a kept table (`embeddings.READ_BACK`)."""
     assert embedded_again("tau lower", server, seeds, base, tmp_path, monkeypatch) == "all"
 
 
