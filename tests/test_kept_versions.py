@@ -116,7 +116,7 @@ def test_a_batch_reads_back_the_vectors_a_kept_version_has_wherever_its_segments
 
     store = Store(tmp_path)
     store.init()
-    folder = tmp_path / "versions" / "v1" / "diversity"
+    folder = store.kept_dir("v1") / "diversity"
     folder.mkdir(parents=True)
     for name, ids in (("s1", ["a0", "a1"]), ("s2", ["b0", "b1", "b2"]), ("s3", ["c0"])):
         vectors = [None if i == "b1" else [float(ord(i[0])), float(i[1])] for i in ids]
