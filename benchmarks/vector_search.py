@@ -86,8 +86,8 @@ def run_method(method: str, work: Path, cells: int, probes: int) -> dict:
         best, _ = exhaustive_matches(queries, np.arange(len(vectors)).astype(str), vectors, [None] * len(queries))
     else:
         index = CellIndex(store, "hashing", cells, probes)
-        if method == "ours":  # as the stage's setup does: cells, each segment's sidecar, then one merged
-            index.build("seed_embeddings")
+        if method == "ours":  # as the stage's setup does: the cells, then one sidecar of every segment
+            index.grow("seed_embeddings")
             index.merge("seed_embeddings")
             built = time.perf_counter()
             best, _ = index.best_matches("seed_embeddings", queries, [None] * len(queries))

@@ -274,9 +274,12 @@ class CellIndex:
         """One sidecar for every segment of a table that does not change while it is searched (the seeds,
         in the diversity filter's setup), its rows sorted by cell as in a segment's: a block of cells is
         then one read of one file, where per-segment sidecars take a read per segment (244 of them at 1M
-        seeds) and a scatter of every row into cell order, on every batch, in every worker. Written from
-        the per-segment sidecars a block of cells at a time (memory bounded by CHUNK_ROWS, or by the
-        largest cell), which are then removed."""
+        seeds) and a scatter of every row into cell order, on every batch, in every worker. Each segment is
+        read once: its rows' cells found, its vectors appended in cell order to a scratch file; once every
+        row's place is known (cell order, then segment order, then row order: the layout of the per-segment
+        sidecars merged), each segment's runs of a cell are copied from there into place. In memory
+        meanwhile: a cell, a place, a key and an id per row, and one segment's vectors. Per-segment
+        sidecars that searches made before are then removed."""
         centroids = self.centroids(table)
         if centroids is None or self.probes >= self.cells:
             return
@@ -284,35 +287,48 @@ class CellIndex:
         path = self._merged_path(table, segments)
         if path.exists():
             return
-        sidecars = [self._sidecar(segment, table, centroids) for segment in segments]
-        counts = np.sum([np.diff(s.starts) for s in sidecars], axis=0).astype(np.int64)
-        starts = np.r_[0, np.cumsum(counts)].astype(np.int64)
-        rows, width = int(starts[-1]), max(s.id_width for s in sidecars)
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(".*.tmp"):  # left by a merge killed before (only the runner merges)
+            stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, starts, allow_pickle=False)
-            keys_at = reserve(f, np.dtype(np.uint64), (rows,))
-            vectors_at = reserve(f, np.dtype(np.float32), (rows, DIM))
-            ids_at = reserve(f, np.dtype(f"S{width}"), (rows,))
-            for lo, hi, first, end in self._groups(sidecars, np.ones(len(centroids), dtype=bool)):
-                # (first > 0: the rest of a crowded cell, after its rows in the sidecars written before)
-                at = starts[lo] + sum(int(s.starts[hi] - s.starts[lo]) for s in sidecars[:first])
-                for keys, vectors, segment, row, _ in self._blocks(sidecars, lo, hi, first, end):
-                    ids = np.empty(len(row), dtype=f"S{width}")
-                    for n in np.unique(segment).tolist():
-                        mine = segment == n
-                        ids[mine] = sidecars[n].id_block(int(row[mine].min()), int(row[mine].max()) + 1)[
-                            row[mine] - row[mine].min()]
-                    for offset, array in ((keys_at + at * 8, keys), (vectors_at + at * DIM * 4, vectors),
-                                          (ids_at + at * width, ids)):
-                        f.seek(offset)
-                        f.write(np.ascontiguousarray(array).tobytes())
-                    at += len(row)
-        os.replace(tmp, path)
-        for sidecar in sidecars:
-            sidecar.path.unlink(missing_ok=True)
-        for other in path.parent.glob("*.npy"):
+        scratch = path.with_name(f".{path.name}.{os.getpid()}.vectors.tmp")
+        cells, keys, ids = [], [], []
+        try:
+            with open(scratch, "wb") as f:
+                for segment in segments:
+                    segment_ids, vectors = read_references(segment, table)
+                    mine = self.nearest_cells(centroids, vectors, 1)[:, 0] if len(vectors) else np.zeros(0, np.int64)
+                    f.write(np.ascontiguousarray(vectors[np.argsort(mine, kind="stable")]))
+                    cells.append(mine)
+                    keys.append(id_keys(segment_ids))
+                    ids.append(np.array([i.encode() for i in segment_ids.tolist()], dtype=bytes))
+            every = np.concatenate(cells)
+            order = np.argsort(every, kind="stable")
+            place = np.empty_like(order)
+            place[order] = np.arange(len(order))  # each row's place in the merged file
+            starts = np.searchsorted(every[order], np.arange(len(centroids) + 1)).astype(np.int64)
+            width = max((i.dtype.itemsize for i in ids), default=1)
+            with open(tmp, "wb") as f, open(scratch, "rb") as vectors_in:
+                np.save(f, starts, allow_pickle=False)
+                np.save(f, np.concatenate(keys)[order], allow_pickle=False)
+                vectors_at = reserve(f, np.dtype(np.float32), (len(order), DIM))
+                np.save(f, np.concatenate(ids).astype(f"S{width}")[order], allow_pickle=False)
+                f.flush()
+                first = 0
+                for mine in cells:
+                    sorted_ = np.fromfile(vectors_in, dtype=np.float32, count=len(mine) * DIM).reshape(-1, DIM)
+                    places = place[first:first + len(mine)][np.argsort(mine, kind="stable")]
+                    runs = np.flatnonzero(np.diff(places) != 1) + 1  # a cell's rows go to consecutive places
+                    for a, b in zip([0, *runs.tolist()], [*runs.tolist(), len(places)]):
+                        os.pwrite(f.fileno(), sorted_[a:b], vectors_at + int(places[a]) * DIM * 4)
+                    first += len(mine)
+            os.replace(tmp, path)
+        finally:
+            scratch.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+        for other in path.parent.parent.glob("*.npy"):  # per-segment sidecars
+            other.unlink(missing_ok=True)
+        for other in path.parent.glob("*.npy"):  # merged ones of other segments
             if other != path:
                 other.unlink(missing_ok=True)
 

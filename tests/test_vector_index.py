@@ -10,6 +10,7 @@ import pytest
 
 from gra_stream import vector_index
 from gra_stream.backends.pool import ModelPool
+from gra_stream.cell_storage import Sidecar, id_keys
 from gra_stream.embeddings import DIM
 from gra_stream.errors import Interrupted
 from gra_stream.stages import Context, diversity
@@ -130,6 +131,32 @@ def test_build_makes_the_cells_and_every_sidecar_that_a_search_would_and_a_searc
     assert len(stored) == 1 + 4  # the centroids and one sidecar per segment
     CellIndex(store, "hashing", cells=16, probes=2).best_matches("seed_embeddings", clustered(rng, 50), [None] * 50)
     assert {p: p.stat().st_mtime_ns for p in (store.root / ".index").rglob("*") if p.is_file()} == stored
+
+
+@pytest.mark.parametrize("searched_before", [False, True])
+def test_merge_writes_every_row_in_cell_then_segment_then_row_order_and_only_the_merged_file_stays(
+        store, searched_before):
+    rng = np.random.default_rng(5)
+    vectors = clustered(rng, 1900)
+    ids = [f"s{i:05d}" if i % 7 else f"seed-{i}" for i in range(len(vectors))]  # ids of two widths
+    write_references(store, "seed_embeddings", ids, vectors, segment_rows=300)  # 7 segments, the last short
+    index = CellIndex(store, "hashing", cells=16, probes=3)
+    if searched_before:  # a search made per-segment sidecars: merge replaces them
+        index.best_matches("seed_embeddings", clustered(rng, 20), [None] * 20)
+        killed = index._merged_path("seed_embeddings", index.reference_segments("seed_embeddings")).parent
+        killed.mkdir(parents=True)
+        (killed / ".old.123.vectors.tmp").write_bytes(b"left by a merge killed before")
+    index.merge("seed_embeddings")
+    files = [p for p in (store.root / ".index").rglob("*") if p.is_file() and not p.name.startswith("centroids-")]
+    assert [p.parent.name for p in files] == ["merged"]
+    cells = CellIndex.nearest_cells(index.centroids("seed_embeddings"), vectors, 1)[:, 0]
+    order = np.argsort(cells, kind="stable")  # the segments are in id order: cell, then segment and row order
+    merged = Sidecar(files[0])
+    assert merged.starts.tolist() == np.searchsorted(cells[order], np.arange(17)).tolist()
+    keys, stored = merged.slice(0, len(ids))
+    assert np.array_equal(stored, vectors[order])
+    assert np.array_equal(keys, id_keys([ids[i] for i in order]))
+    assert merged.ids(np.arange(len(ids))) == [ids[i] for i in order]
 
 
 @pytest.mark.parametrize("chunk_rows", [32768, 40])  # 40: cells of more rows than a block, read in parts

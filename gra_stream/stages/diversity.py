@@ -77,13 +77,13 @@ def setup(ctx: Context) -> None:
     """The seeds' cells and sidecars, made once here before any batch: with `--executor processes` every
     worker would otherwise make the same ones at once on its first batch (training cells and sorting every
     seed into them), each doing the same work, while this process, which has the whole machine's BLAS
-    threads, waits. Seeds added since the last run may call
-    for more cells: they are trained again here too. The seeds do not change while the stage runs, so
-    their sidecars are then merged into one (`CellIndex.merge`)."""
+    threads, waits. Seeds added since the last run may call for more cells: they are trained again here
+    too. The seeds do not change while the stage runs, so they get one sidecar for all their segments
+    (`CellIndex.merge`)."""
     d = ctx.config.diversity
     if d.enabled and d.compare_seeds and d.index == "ivf":
         index = CellIndex(ctx.store, d.model, d.cells, d.probes)
-        index.build("seed_embeddings")
+        index.grow("seed_embeddings")  # trained, or trained again for seeds added since
         index.merge("seed_embeddings")
 
 
