@@ -274,12 +274,14 @@ class CellIndex:
         """One sidecar for every segment of a table that does not change while it is searched (the seeds,
         in the diversity filter's setup), its rows sorted by cell as in a segment's: a block of cells is
         then one read of one file, where per-segment sidecars take a read per segment (244 of them at 1M
-        seeds) and a scatter of every row into cell order, on every batch, in every worker. Each segment is
-        read once: its rows' cells found, its vectors appended in cell order to a scratch file; once every
-        row's place is known (cell order, then segment order, then row order: the layout of the per-segment
-        sidecars merged), each segment's runs of a cell are copied from there into place. In memory
-        meanwhile: a cell, a place, a key and an id per row, and one segment's vectors. Per-segment
-        sidecars that searches made before are then removed."""
+        seeds) and a scatter of every row into cell order, on every batch, in every worker.
+
+        Each segment is read once: its rows are sorted into cells and appended, in that order, to a scratch
+        file. Once every segment's count per cell is known, so is where each of its cells' rows go (cell
+        order, then segment order, then row order: the layout of the per-segment sidecars merged), and each
+        segment's rows of a cell are copied there in one write. Memory holds one segment's rows and a count
+        per segment and cell, whatever the table's size. Per-segment sidecars that searches made before
+        are then removed."""
         centroids = self.centroids(table)
         if centroids is None or self.probes >= self.cells:
             return
@@ -291,37 +293,29 @@ class CellIndex:
         for stale in path.parent.glob(".*.tmp"):  # left by a merge killed before (only the runner merges)
             stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        scratch = path.with_name(f".{path.name}.{os.getpid()}.vectors.tmp")
-        cells, keys, ids = [], [], []
+        scratch = path.with_name(f".{path.name}.{os.getpid()}.rows.tmp")
         try:
-            with open(scratch, "wb") as f:
-                for segment in segments:
-                    segment_ids, vectors = read_references(segment, table)
-                    mine = self.nearest_cells(centroids, vectors, 1)[:, 0] if len(vectors) else np.zeros(0, np.int64)
-                    f.write(np.ascontiguousarray(vectors[np.argsort(mine, kind="stable")]))
-                    cells.append(mine)
-                    keys.append(id_keys(segment_ids))
-                    ids.append(np.array([i.encode() for i in segment_ids.tolist()], dtype=bytes))
-            every = np.concatenate(cells)
-            order = np.argsort(every, kind="stable")
-            place = np.empty_like(order)
-            place[order] = np.arange(len(order))  # each row's place in the merged file
-            starts = np.searchsorted(every[order], np.arange(len(centroids) + 1)).astype(np.int64)
-            width = max((i.dtype.itemsize for i in ids), default=1)
-            with open(tmp, "wb") as f, open(scratch, "rb") as vectors_in:
+            counts, widths = self._rows_by_cell(segments, table, centroids, scratch)
+            starts = np.r_[0, np.cumsum(counts.sum(axis=0))].astype(np.int64)
+            before = np.cumsum(counts, axis=0) - counts  # rows of each cell in the segments before
+            width = max(widths, default=1)
+            with open(tmp, "wb") as f, open(scratch, "rb") as rows_in:
                 np.save(f, starts, allow_pickle=False)
-                np.save(f, np.concatenate(keys)[order], allow_pickle=False)
-                vectors_at = reserve(f, np.dtype(np.float32), (len(order), DIM))
-                np.save(f, np.concatenate(ids).astype(f"S{width}")[order], allow_pickle=False)
-                f.flush()
-                first = 0
-                for mine in cells:
-                    sorted_ = np.fromfile(vectors_in, dtype=np.float32, count=len(mine) * DIM).reshape(-1, DIM)
-                    places = place[first:first + len(mine)][np.argsort(mine, kind="stable")]
-                    runs = np.flatnonzero(np.diff(places) != 1) + 1  # a cell's rows go to consecutive places
-                    for a, b in zip([0, *runs.tolist()], [*runs.tolist(), len(places)]):
-                        os.pwrite(f.fileno(), sorted_[a:b], vectors_at + int(places[a]) * DIM * 4)
-                    first += len(mine)
+                keys_at = reserve(f, np.dtype(np.uint64), (int(starts[-1]),))
+                vectors_at = reserve(f, np.dtype(np.float32), (int(starts[-1]), DIM))
+                ids_at = reserve(f, np.dtype(f"S{width}"), (int(starts[-1]),))
+                for mine, below, own_width in zip(counts, before, widths):
+                    rows = int(mine.sum())
+                    keys = np.fromfile(rows_in, dtype=np.uint64, count=rows)
+                    vectors = np.fromfile(rows_in, dtype=np.float32, count=rows * DIM).reshape(rows, DIM)
+                    ids = np.fromfile(rows_in, dtype=f"S{own_width}", count=rows).astype(f"S{width}")
+                    filled = np.flatnonzero(mine)
+                    ends = np.cumsum(mine[filled]).tolist()
+                    for cell, a, b in zip(filled.tolist(), [0, *ends], ends):
+                        at = int(starts[cell] + below[cell])
+                        os.pwrite(f.fileno(), keys[a:b], keys_at + at * 8)
+                        os.pwrite(f.fileno(), vectors[a:b], vectors_at + at * DIM * 4)
+                        os.pwrite(f.fileno(), ids[a:b], ids_at + at * width)
             os.replace(tmp, path)
         finally:
             scratch.unlink(missing_ok=True)
@@ -331,6 +325,24 @@ class CellIndex:
         for other in path.parent.glob("*.npy"):  # merged ones of other segments
             if other != path:
                 other.unlink(missing_ok=True)
+
+    def _rows_by_cell(self, segments: list[Path], table: str, centroids: np.ndarray,
+                      scratch: Path) -> tuple[np.ndarray, list[int]]:
+        """Append each segment's references to `scratch`, sorted by cell (stable): their keys, vectors and
+        ids (bytes of the segment's own width). Returns each segment's count per cell (one row per segment)
+        and its id width."""
+        counts, widths = np.zeros((len(segments), len(centroids)), dtype=np.int64), []
+        with open(scratch, "wb") as f:
+            for n, segment in enumerate(segments):
+                ids, vectors = read_references(segment, table)
+                cells = self.nearest_cells(centroids, vectors, 1)[:, 0] if len(ids) else np.zeros(0, np.int64)
+                order = np.argsort(cells, kind="stable")
+                encoded = np.array([i.encode() for i in ids[order].tolist()], dtype=bytes)
+                for array in (id_keys(ids[order]), vectors[order], encoded):
+                    f.write(np.ascontiguousarray(array))
+                counts[n] = np.bincount(cells, minlength=len(centroids))
+                widths.append(max(encoded.dtype.itemsize, 1))
+        return counts, widths
 
     # -- search -------------------------------------------------------------------------------------
     def best_matches(self, table: str, queries: np.ndarray, exclude: list[str | None]) -> tuple[np.ndarray, list]:
