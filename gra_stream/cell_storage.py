@@ -12,10 +12,11 @@ What is stored, under DIR/.index/diversity/ (derived data: delete it and it is r
   those cells' slices of each sidecar, and compares each query with the references of one cell in one
   matrix product; the ids are read only for the best matches.
 - for the seeds, which do not change while the filter runs, one merged sidecar of every segment
-  (`<key>/seed_embeddings[.<g>]/merged/<digest of the segment names>.npy`, same layout), written in the
-  stage's setup (`CellIndex.merge`), which replaces the per-segment ones: a group of cells is then one
-  read instead of one per segment, with the same answers. Seeds added later give other segment names: their
-  search uses per-segment sidecars again until the next setup merges them.
+  (`<key>/seed_embeddings[.<g>]/merged/<digest of the segment names>.npy`, same layout), written from
+  the segments in the stage's setup (`CellIndex.merge`, `write_merged`), and replacing any per-segment
+  ones: a group of cells is then one read instead of one per segment, with the same answers. Seeds added
+  later give other segment names: their search uses per-segment sidecars again until the next setup
+  merges them.
 Both are written to a temporary name and renamed, like segments, so a crash never leaves half a file.
 `table_files` lists one table's files, for when the table moves aside (gra_stream/kept_versions.py).
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +104,65 @@ def reserve(f, dtype: np.dtype, shape: tuple[int, ...]) -> int:
     f.seek(at + int(np.prod(shape)) * dtype.itemsize)
     f.truncate()
     return at
+
+
+def write_merged(path: Path, segments: list[Path], table: str, cells: int, cell_of) -> None:
+    """Write at `path` one sidecar of every reference of `segments`, in `cells` cells (`cell_of(vectors)`:
+    each row's cell): rows in cell order, then segment order, then row order, which is the layout of the
+    segments' own sidecars merged. Each segment is read once: its rows are sorted by cell and appended, in
+    that order, to a scratch file. Once every segment's count per cell is known, so is where each of its
+    cells' rows go, and they are copied there in one write per array. Memory holds one segment's rows and
+    a count per segment and cell, whatever the table's size. Temporary files of a merge killed before are
+    removed first (only the runner merges)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.rows.tmp")
+    try:
+        counts, widths = _sorted_rows(segments, table, cells, cell_of, scratch)
+        starts = np.r_[0, np.cumsum(counts.sum(axis=0))].astype(np.int64)
+        before = np.cumsum(counts, axis=0) - counts  # rows of each cell in the segments before
+        rows, width = int(starts[-1]), max(widths, default=1)
+        with open(tmp, "wb") as f, open(scratch, "rb") as rows_in:
+            np.save(f, starts, allow_pickle=False)
+            keys_at = reserve(f, np.dtype(np.uint64), (rows,))
+            vectors_at = reserve(f, np.dtype(np.float32), (rows, DIM))
+            ids_at = reserve(f, np.dtype(f"S{width}"), (rows,))
+            for mine, below, own_width in zip(counts, before, widths):
+                n = int(mine.sum())
+                keys = np.fromfile(rows_in, dtype=np.uint64, count=n)
+                vectors = np.fromfile(rows_in, dtype=np.float32, count=n * DIM).reshape(n, DIM)
+                ids = np.fromfile(rows_in, dtype=f"S{own_width}", count=n).astype(f"S{width}")
+                filled = np.flatnonzero(mine)
+                ends = np.cumsum(mine[filled]).tolist()
+                for cell, a, b in zip(filled.tolist(), [0, *ends], ends):
+                    at = int(starts[cell] + below[cell])
+                    os.pwrite(f.fileno(), keys[a:b], keys_at + at * 8)
+                    os.pwrite(f.fileno(), vectors[a:b], vectors_at + at * DIM * 4)
+                    os.pwrite(f.fileno(), ids[a:b], ids_at + at * width)
+        os.replace(tmp, path)
+    finally:
+        scratch.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def _sorted_rows(segments: list[Path], table: str, cells: int, cell_of, scratch: Path) -> tuple[np.ndarray, list[int]]:
+    """Append each segment's references to `scratch`, sorted by cell (stable): their keys, vectors and ids
+    (bytes of the segment's own width). Returns each segment's count per cell (a row per segment) and its
+    id width."""
+    counts, widths = np.zeros((len(segments), cells), dtype=np.int64), []
+    with open(scratch, "wb") as f:
+        for n, segment in enumerate(segments):
+            ids, vectors = read_references(segment, table)
+            mine = cell_of(vectors) if len(ids) else np.zeros(0, np.int64)
+            order = np.argsort(mine, kind="stable")
+            encoded = np.array([i.encode() for i in ids[order].tolist()], dtype=bytes)
+            for array in (id_keys(ids[order]), vectors[order], encoded):
+                f.write(np.ascontiguousarray(array))
+            counts[n] = np.bincount(mine, minlength=cells)
+            widths.append(max(encoded.dtype.itemsize, 1))
+    return counts, widths
 
 
 def _references(segment: Path, table: str, columns: list[str]) -> pl.DataFrame:

@@ -29,7 +29,6 @@ seeds, more than the whole run may use) and searches slower than these per-cell 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from gra_stream.cell_storage import Sidecar, cell_paths, id_keys, read_references, reserve, training_references
+from gra_stream.cell_storage import (Sidecar, cell_paths, id_keys, read_references, training_references,
+                                      write_merged)
 from gra_stream.embeddings import DIM
 from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
 
@@ -274,14 +274,9 @@ class CellIndex:
         """One sidecar for every segment of a table that does not change while it is searched (the seeds,
         in the diversity filter's setup), its rows sorted by cell as in a segment's: a block of cells is
         then one read of one file, where per-segment sidecars take a read per segment (244 of them at 1M
-        seeds) and a scatter of every row into cell order, on every batch, in every worker.
-
-        Each segment is read once: its rows are sorted into cells and appended, in that order, to a scratch
-        file. Once every segment's count per cell is known, so is where each of its cells' rows go (cell
-        order, then segment order, then row order: the layout of the per-segment sidecars merged), and each
-        segment's rows of a cell are copied there in one write. Memory holds one segment's rows and a count
-        per segment and cell, whatever the table's size. Per-segment sidecars that searches made before
-        are then removed."""
+        seeds) and a scatter of every row into cell order, on every batch, in every worker. Written from
+        the segments themselves (`write_merged`); per-segment sidecars that searches made before are then
+        removed."""
         centroids = self.centroids(table)
         if centroids is None or self.probes >= self.cells:
             return
@@ -289,60 +284,13 @@ class CellIndex:
         path = self._merged_path(table, segments)
         if path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(".*.tmp"):  # left by a merge killed before (only the runner merges)
-            stale.unlink(missing_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        scratch = path.with_name(f".{path.name}.{os.getpid()}.rows.tmp")
-        try:
-            counts, widths = self._rows_by_cell(segments, table, centroids, scratch)
-            starts = np.r_[0, np.cumsum(counts.sum(axis=0))].astype(np.int64)
-            before = np.cumsum(counts, axis=0) - counts  # rows of each cell in the segments before
-            width = max(widths, default=1)
-            with open(tmp, "wb") as f, open(scratch, "rb") as rows_in:
-                np.save(f, starts, allow_pickle=False)
-                keys_at = reserve(f, np.dtype(np.uint64), (int(starts[-1]),))
-                vectors_at = reserve(f, np.dtype(np.float32), (int(starts[-1]), DIM))
-                ids_at = reserve(f, np.dtype(f"S{width}"), (int(starts[-1]),))
-                for mine, below, own_width in zip(counts, before, widths):
-                    rows = int(mine.sum())
-                    keys = np.fromfile(rows_in, dtype=np.uint64, count=rows)
-                    vectors = np.fromfile(rows_in, dtype=np.float32, count=rows * DIM).reshape(rows, DIM)
-                    ids = np.fromfile(rows_in, dtype=f"S{own_width}", count=rows).astype(f"S{width}")
-                    filled = np.flatnonzero(mine)
-                    ends = np.cumsum(mine[filled]).tolist()
-                    for cell, a, b in zip(filled.tolist(), [0, *ends], ends):
-                        at = int(starts[cell] + below[cell])
-                        os.pwrite(f.fileno(), keys[a:b], keys_at + at * 8)
-                        os.pwrite(f.fileno(), vectors[a:b], vectors_at + at * DIM * 4)
-                        os.pwrite(f.fileno(), ids[a:b], ids_at + at * width)
-            os.replace(tmp, path)
-        finally:
-            scratch.unlink(missing_ok=True)
-            tmp.unlink(missing_ok=True)
+        write_merged(path, segments, table, len(centroids),
+                     lambda vectors: self.nearest_cells(centroids, vectors, 1)[:, 0])
         for other in path.parent.parent.glob("*.npy"):  # per-segment sidecars
             other.unlink(missing_ok=True)
         for other in path.parent.glob("*.npy"):  # merged ones of other segments
             if other != path:
                 other.unlink(missing_ok=True)
-
-    def _rows_by_cell(self, segments: list[Path], table: str, centroids: np.ndarray,
-                      scratch: Path) -> tuple[np.ndarray, list[int]]:
-        """Append each segment's references to `scratch`, sorted by cell (stable): their keys, vectors and
-        ids (bytes of the segment's own width). Returns each segment's count per cell (one row per segment)
-        and its id width."""
-        counts, widths = np.zeros((len(segments), len(centroids)), dtype=np.int64), []
-        with open(scratch, "wb") as f:
-            for n, segment in enumerate(segments):
-                ids, vectors = read_references(segment, table)
-                cells = self.nearest_cells(centroids, vectors, 1)[:, 0] if len(ids) else np.zeros(0, np.int64)
-                order = np.argsort(cells, kind="stable")
-                encoded = np.array([i.encode() for i in ids[order].tolist()], dtype=bytes)
-                for array in (id_keys(ids[order]), vectors[order], encoded):
-                    f.write(np.ascontiguousarray(array))
-                counts[n] = np.bincount(cells, minlength=len(centroids))
-                widths.append(max(encoded.dtype.itemsize, 1))
-        return counts, widths
 
     # -- search -------------------------------------------------------------------------------------
     def best_matches(self, table: str, queries: np.ndarray, exclude: list[str | None]) -> tuple[np.ndarray, list]:
