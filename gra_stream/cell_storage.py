@@ -76,15 +76,6 @@ class Sidecar:
             return (self._read(f, self._keys_at + lo * 8, np.uint64, hi - lo),
                     self._read(f, self._vectors_at + lo * DIM * 4, np.float32, hi - lo, DIM))
 
-    @property
-    def id_width(self) -> int:
-        return self._id_dtype.itemsize
-
-    def id_block(self, lo: int, hi: int) -> np.ndarray:
-        """The ids of rows lo..hi as fixed-width bytes."""
-        with open(self.path, "rb") as f:
-            return self._read(f, self._ids_at + lo * self.id_width, self._id_dtype, hi - lo)
-
     def ids(self, rows: np.ndarray) -> list[str]:
         width = self._id_dtype.itemsize
         out = []

@@ -96,18 +96,6 @@ class CellIndex:
             return None  # too few rows, as the segments' footers tell: no need to read the references
         return self._cells_or_references(table)[0]
 
-    def build(self, table: str) -> None:
-        """Train the table's cells (if it is large enough; again, if it has grown to need more) and write
-        every segment's sidecar now, not in the first search; none where a merged sidecar of exactly the
-        table's segments is there already (a run resumed after `merge`)."""
-        self.grow(table)
-        centroids = self.centroids(table)
-        if centroids is not None:
-            segments = self.reference_segments(table)
-            if not self._merged_path(table, segments).exists():
-                for segment in segments:
-                    self._sidecar(segment, table, centroids)
-
     def grow(self, table: str) -> None:
         """Train the table's cells again once it has grown to need twice as many or more (`_cell_count`),
         and remove the sidecars of the cells it had. Only for the one process that searches a table while

@@ -118,21 +118,6 @@ def test_centroids_and_sidecars_are_stored_once_and_reused(store):
     assert np.array_equal(first[0], rebuilt[0]) and first[1] == rebuilt[1]
 
 
-def test_build_makes_the_cells_and_every_sidecar_that_a_search_would_and_a_search_then_makes_none(store):
-    rng = np.random.default_rng(3)
-    vectors = clustered(rng, 2000)
-    write_references(store, "seed_embeddings", [f"s{i:05d}" for i in range(len(vectors))], vectors)
-    write_references(store, "diversity", [f"k{i:05d}" for i in range(100)], clustered(rng, 100))
-    index = CellIndex(store, "hashing", cells=16, probes=2)
-    index.build("diversity")  # 100 rows: too few for cells, searched exactly, nothing to store
-    assert not (store.root / ".index").exists()
-    index.build("seed_embeddings")
-    stored = {p: p.stat().st_mtime_ns for p in (store.root / ".index").rglob("*") if p.is_file()}
-    assert len(stored) == 1 + 4  # the centroids and one sidecar per segment
-    CellIndex(store, "hashing", cells=16, probes=2).best_matches("seed_embeddings", clustered(rng, 50), [None] * 50)
-    assert {p: p.stat().st_mtime_ns for p in (store.root / ".index").rglob("*") if p.is_file()} == stored
-
-
 @pytest.mark.parametrize("searched_before", [False, True])
 def test_merge_writes_every_row_in_cell_then_segment_then_row_order_and_only_the_merged_file_stays(
         store, searched_before):
@@ -175,15 +160,20 @@ def test_a_merged_sidecar_gives_the_answers_of_the_per_segment_ones_until_a_segm
 
     per_segment = search()
     index = CellIndex(store, "hashing", cells=16, probes=3)
-    index.build("seed_embeddings")
+    index.grow("seed_embeddings")  # as the filter's setup does
     index.merge("seed_embeddings")
     sidecars = [p for p in (store.root / ".index").rglob("*.npy") if not p.name.startswith("centroids-")]
     assert [p.parent.name for p in sidecars] == ["merged"]  # one file; the per-segment ones are gone
-    CellIndex(store, "hashing", cells=16, probes=3).build("seed_embeddings")  # a later run's setup
+    stamps = [p.stat().st_mtime_ns for p in sidecars]
+    later = CellIndex(store, "hashing", cells=16, probes=3)  # a later run's setup: nothing to write
+    later.grow("seed_embeddings")
+    later.merge("seed_embeddings")
     assert [p for p in (store.root / ".index").rglob("*.npy") if not p.name.startswith("centroids-")] == sidecars
+    assert [p.stat().st_mtime_ns for p in sidecars] == stamps
     cells = np.bincount(CellIndex.nearest_cells(index.centroids("seed_embeddings"), vectors[:2000], 1)[:, 0])
     assert chunk_rows > 2000 or cells.max() > 2 * chunk_rows  # a cell read in several parts
     merged = search()  # (in blocks of other shapes a matrix product may round the last bit otherwise)
+    assert [p for p in (store.root / ".index").rglob("*.npy") if not p.name.startswith("centroids-")] == sidecars
     assert np.allclose(per_segment[0], merged[0], rtol=0, atol=1e-6) and per_segment[1] == merged[1]
     found = [i for i in range(60) if i % 3]
     assert merged[0][found].min() > 0.9 and [merged[1][i] for i in found] == [ids[i] for i in found]
