@@ -97,63 +97,110 @@ def reserve(f, dtype: np.dtype, shape: tuple[int, ...]) -> int:
     return at
 
 
-def write_merged(path: Path, segments: list[Path], table: str, cells: int, cell_of) -> None:
+def write_merged(path: Path, segments: list[Path], table: str, cells: int, cell_of, block_rows: int) -> None:
     """Write at `path` one sidecar of every reference of `segments`, in `cells` cells (`cell_of(vectors)`:
     each row's cell): rows in cell order, then segment order, then row order, which is the layout of the
     segments' own sidecars merged. Each segment is read once: its rows are sorted by cell and appended, in
-    that order, to a scratch file. Once every segment's count per cell is known, so is where each of its
-    cells' rows go, and they are copied there in one write per array. Memory holds one segment's rows and
-    a count per segment and cell, whatever the table's size. Temporary files of a merge killed before are
-    removed first (only the runner merges)."""
+    that order, to a scratch file. Then the merged file is written in order, a block of cells of about
+    `block_rows` rows at a time: each segment's rows of the block's cells are one read of the scratch file,
+    and a stable sort by cell puts them in place. (Large writes in order also matter for the searches
+    after: the page cache holds a file written in small scattered pieces as small pages, which a search's
+    mapped reads then take longer to map.) A cell of more than `block_rows` rows is written a segment at a
+    time, in order. Memory holds a block and a count per segment and cell, whatever the table's size.
+    Temporary files of a merge killed before are removed first (only the runner merges)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     scratch = path.with_name(f".{path.name}.{os.getpid()}.rows.tmp")
     try:
-        counts, widths = _sorted_rows(segments, table, cells, cell_of, scratch)
-        starts = np.r_[0, np.cumsum(counts.sum(axis=0))].astype(np.int64)
-        before = np.cumsum(counts, axis=0) - counts  # rows of each cell in the segments before
-        rows, width = int(starts[-1]), max(widths, default=1)
+        counts, parts = _sorted_rows(segments, table, cells, cell_of, scratch)
+        totals = counts.sum(axis=0)
+        firsts = np.cumsum(counts, axis=1) - counts  # where each cell's rows start among a segment's
+        rows, width = int(totals.sum()), max((part.width for part in parts), default=1)
         with open(tmp, "wb") as f, open(scratch, "rb") as rows_in:
-            np.save(f, starts, allow_pickle=False)
-            keys_at = reserve(f, np.dtype(np.uint64), (rows,))
-            vectors_at = reserve(f, np.dtype(np.float32), (rows, DIM))
-            ids_at = reserve(f, np.dtype(f"S{width}"), (rows,))
-            for mine, below, own_width in zip(counts, before, widths):
-                n = int(mine.sum())
-                keys = np.fromfile(rows_in, dtype=np.uint64, count=n)
-                vectors = np.fromfile(rows_in, dtype=np.float32, count=n * DIM).reshape(n, DIM)
-                ids = np.fromfile(rows_in, dtype=f"S{own_width}", count=n).astype(f"S{width}")
-                filled = np.flatnonzero(mine)
-                ends = np.cumsum(mine[filled]).tolist()
-                for cell, a, b in zip(filled.tolist(), [0, *ends], ends):
-                    at = int(starts[cell] + below[cell])
-                    os.pwrite(f.fileno(), keys[a:b], keys_at + at * 8)
-                    os.pwrite(f.fileno(), vectors[a:b], vectors_at + at * DIM * 4)
-                    os.pwrite(f.fileno(), ids[a:b], ids_at + at * width)
+            np.save(f, np.r_[0, np.cumsum(totals)].astype(np.int64), allow_pickle=False)
+            out = _MergedOut(f, rows, width)
+            for lo, hi in _cell_blocks(totals, block_rows):
+                if totals[lo:hi].sum() > block_rows:  # one crowded cell: its rows come in segment order
+                    for n in np.flatnonzero(counts[:, lo]).tolist():
+                        out.write(*parts[n].read(rows_in, firsts[n, lo], firsts[n, lo] + counts[n, lo]))
+                    continue
+                blocks = [(n, parts[n].read(rows_in, firsts[n, lo], firsts[n, hi - 1] + counts[n, hi - 1]))
+                          for n in range(len(parts))]
+                labels = np.concatenate([np.repeat(np.arange(lo, hi), counts[n, lo:hi]) for n, _ in blocks])
+                order = np.argsort(labels, kind="stable")
+                out.write(*(np.concatenate([block[i] for _, block in blocks])[order] for i in range(3)))
         os.replace(tmp, path)
     finally:
         scratch.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
 
 
-def _sorted_rows(segments: list[Path], table: str, cells: int, cell_of, scratch: Path) -> tuple[np.ndarray, list[int]]:
-    """Append each segment's references to `scratch`, sorted by cell (stable): their keys, vectors and ids
-    (bytes of the segment's own width). Returns each segment's count per cell (a row per segment) and its
-    id width."""
-    counts, widths = np.zeros((len(segments), cells), dtype=np.int64), []
+def _cell_blocks(totals: np.ndarray, block_rows: int):
+    """(first cell, end cell) of consecutive cells holding about `block_rows` rows; a cell of more is a
+    block of its own."""
+    lo, rows = 0, 0
+    for cell, count in enumerate(totals.tolist()):
+        if cell > lo and rows + count > block_rows:
+            yield lo, cell
+            lo, rows = cell, 0
+        rows += count
+    if lo < len(totals):
+        yield lo, len(totals)
+
+
+class _ScratchPart:
+    """One segment's rows in the scratch file, sorted by cell: keys, then vectors, then ids (bytes of its
+    own width), from `at`."""
+
+    def __init__(self, at: int, rows: int, width: int):
+        self.at, self.rows, self.width = at, rows, width
+
+    def read(self, f, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, vectors, ids) of its rows lo..hi."""
+        def region(offset: int, dtype, size: int) -> np.ndarray:
+            data = os.pread(f.fileno(), (hi - lo) * size, offset + lo * size)
+            return np.frombuffer(data, dtype=dtype)
+        vectors_at = self.at + self.rows * 8
+        return (region(self.at, np.uint64, 8),
+                region(vectors_at, np.float32, DIM * 4).reshape(hi - lo, DIM),
+                region(vectors_at + self.rows * DIM * 4, f"S{self.width}", self.width))
+
+
+class _MergedOut:
+    """The merged file's keys, vectors and ids, each filled in order from the start."""
+
+    def __init__(self, f, rows: int, width: int):
+        self.f, self.width, self.at = f, width, 0
+        self.keys_at = reserve(f, np.dtype(np.uint64), (rows,))
+        self.vectors_at = reserve(f, np.dtype(np.float32), (rows, DIM))
+        self.ids_at = reserve(f, np.dtype(f"S{width}"), (rows,))
+
+    def write(self, keys: np.ndarray, vectors: np.ndarray, ids: np.ndarray) -> None:
+        fd = self.f.fileno()
+        os.pwrite(fd, np.ascontiguousarray(keys), self.keys_at + self.at * 8)
+        os.pwrite(fd, np.ascontiguousarray(vectors), self.vectors_at + self.at * DIM * 4)
+        os.pwrite(fd, np.ascontiguousarray(ids.astype(f"S{self.width}")), self.ids_at + self.at * self.width)
+        self.at += len(keys)
+
+
+def _sorted_rows(segments: list[Path], table: str, cells: int, cell_of,
+                 scratch: Path) -> tuple[np.ndarray, list[_ScratchPart]]:
+    """Append each segment's references to `scratch`, sorted by cell (stable). Returns each segment's
+    count per cell (a row per segment) and where its rows are."""
+    counts, parts = np.zeros((len(segments), cells), dtype=np.int64), []
     with open(scratch, "wb") as f:
         for n, segment in enumerate(segments):
             ids, vectors = read_references(segment, table)
             mine = cell_of(vectors) if len(ids) else np.zeros(0, np.int64)
             order = np.argsort(mine, kind="stable")
             encoded = np.array([i.encode() for i in ids[order].tolist()], dtype=bytes)
-            for array in (id_keys(ids[order]), vectors[order], encoded):
+            parts.append(_ScratchPart(f.tell(), len(ids), max(encoded.dtype.itemsize, 1)))
+            for array in (id_keys(ids[order]), vectors[order], encoded.astype(f"S{parts[-1].width}")):
                 f.write(np.ascontiguousarray(array))
             counts[n] = np.bincount(mine, minlength=cells)
-            widths.append(max(encoded.dtype.itemsize, 1))
-    return counts, widths
+    return counts, parts
 
 
 def _references(segment: Path, table: str, columns: list[str]) -> pl.DataFrame:

@@ -273,7 +273,7 @@ class CellIndex:
         if path.exists():
             return
         write_merged(path, segments, table, len(centroids),
-                     lambda vectors: self.nearest_cells(centroids, vectors, 1)[:, 0])
+                     lambda vectors: self.nearest_cells(centroids, vectors, 1)[:, 0], CHUNK_ROWS)
         for other in path.parent.parent.glob("*.npy"):  # per-segment sidecars
             other.unlink(missing_ok=True)
         for other in path.parent.glob("*.npy"):  # merged ones of other segments

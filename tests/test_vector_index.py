@@ -118,9 +118,12 @@ def test_centroids_and_sidecars_are_stored_once_and_reused(store):
     assert np.array_equal(first[0], rebuilt[0]) and first[1] == rebuilt[1]
 
 
+# blocks of every cell at once; of a few cells; of one cell, each larger than a block (written a segment at a time)
+@pytest.mark.parametrize("block_rows", [32768, 300, 40])
 @pytest.mark.parametrize("searched_before", [False, True])
 def test_merge_writes_every_row_in_cell_then_segment_then_row_order_and_only_the_merged_file_stays(
-        store, searched_before):
+        store, monkeypatch, searched_before, block_rows):
+    monkeypatch.setattr(vector_index, "CHUNK_ROWS", block_rows)
     rng = np.random.default_rng(5)
     vectors = clustered(rng, 1900)
     ids = [f"s{i:05d}" if i % 7 else f"seed-{i}" for i in range(len(vectors))]  # ids of two widths
