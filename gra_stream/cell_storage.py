@@ -187,20 +187,29 @@ class _MergedOut:
 
 def _sorted_rows(segments: list[Path], table: str, cells: int, cell_of,
                  scratch: Path) -> tuple[np.ndarray, list[_ScratchPart]]:
-    """Append each segment's references to `scratch`, sorted by cell (stable). Returns each segment's
-    count per cell (a row per segment) and where its rows are."""
+    """Append each segment's references to `scratch`, sorted by cell (`sorted_by_cell`). Returns each
+    segment's count per cell (a row per segment) and where its rows are."""
     counts, parts = np.zeros((len(segments), cells), dtype=np.int64), []
     with open(scratch, "wb") as f:
         for n, segment in enumerate(segments):
-            ids, vectors = read_references(segment, table)
-            mine = cell_of(vectors) if len(ids) else np.zeros(0, np.int64)
-            order = np.argsort(mine, kind="stable")
-            encoded = np.array([i.encode() for i in ids[order].tolist()], dtype=bytes)
-            parts.append(_ScratchPart(f.tell(), len(ids), max(encoded.dtype.itemsize, 1)))
-            for array in (id_keys(ids[order]), vectors[order], encoded.astype(f"S{parts[-1].width}")):
+            row_cells, keys, vectors, ids = sorted_by_cell(segment, table, cell_of)
+            parts.append(_ScratchPart(f.tell(), len(keys), ids.dtype.itemsize))
+            for array in (keys, vectors, ids):
                 f.write(np.ascontiguousarray(array))
-            counts[n] = np.bincount(mine, minlength=cells)
+            counts[n] = np.bincount(row_cells, minlength=cells)
     return counts, parts
+
+
+def sorted_by_cell(segment: Path, table: str, cell_of) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A segment's references sorted by cell (`cell_of(vectors)`: each row's cell; stable, so in row order
+    within a cell), as a sidecar holds them: (cells, keys, vectors, ids as utf-8 bytes of the longest
+    one's width)."""
+    ids, vectors = read_references(segment, table)
+    cells = cell_of(vectors) if len(ids) else np.zeros(0, np.int64)
+    order = np.argsort(cells, kind="stable")
+    encoded = [i.encode() for i in ids[order].tolist()]
+    return (cells[order], id_keys(ids[order]), vectors[order],
+            np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}"))
 
 
 def _references(segment: Path, table: str, columns: list[str]) -> pl.DataFrame:

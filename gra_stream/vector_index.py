@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from gra_stream.cell_storage import (Sidecar, cell_paths, id_keys, read_references, training_references,
+from gra_stream.cell_storage import (Sidecar, cell_paths, id_keys, sorted_by_cell, training_references,
                                       write_merged)
 from gra_stream.embeddings import DIM
 from gra_stream.store import EMPTY_SEGMENT, Store, save_arrays
@@ -153,6 +153,10 @@ class CellIndex:
         """The table's rows, kept or not, from its segments' Parquet footers."""
         return sum(pq.read_metadata(s).num_rows for s in self.reference_segments(table))
 
+    def _cell_of(self, centroids: np.ndarray):
+        """Each vector's nearest cell, as the table's sidecars sort their rows."""
+        return lambda vectors: self.nearest_cells(centroids, vectors, 1)[:, 0]
+
     @staticmethod
     def nearest_cells(centroids: np.ndarray, vectors: np.ndarray, how_many: int) -> np.ndarray:
         """(rows, how_many) indices of each vector's nearest centroids, nearest first."""
@@ -174,13 +178,9 @@ class CellIndex:
         """The segment's sidecar, made the first time it is needed, with the table's `centroids` in use."""
         path = self._paths(table, self._generation[table])[1] / f"{segment.stem}.npy"
         if not path.exists():
-            ids, vectors = read_references(segment, table)
-            cells = self.nearest_cells(centroids, vectors, 1)[:, 0] if len(ids) else np.zeros(0, np.int64)
-            order = np.argsort(cells, kind="stable")
-            starts = np.searchsorted(cells[order], np.arange(len(centroids) + 1)).astype(np.int64)
-            encoded = [i.encode() for i in ids[order].tolist()]
-            save_arrays(path, [starts, id_keys(ids[order]), vectors[order],
-                         np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")])
+            cells, keys, vectors, ids = sorted_by_cell(segment, table, self._cell_of(centroids))
+            starts = np.searchsorted(cells, np.arange(len(centroids) + 1)).astype(np.int64)
+            save_arrays(path, [starts, keys, vectors, ids])
         return Sidecar(path)
 
     @staticmethod
@@ -272,8 +272,7 @@ class CellIndex:
         path = self._merged_path(table, segments)
         if path.exists():
             return
-        write_merged(path, segments, table, len(centroids),
-                     lambda vectors: self.nearest_cells(centroids, vectors, 1)[:, 0], CHUNK_ROWS)
+        write_merged(path, segments, table, len(centroids), self._cell_of(centroids), CHUNK_ROWS)
         for other in path.parent.parent.glob("*.npy"):  # per-segment sidecars
             other.unlink(missing_ok=True)
         for other in path.parent.glob("*.npy"):  # merged ones of other segments
