@@ -34,7 +34,8 @@ def pending(config, scope: Scope = Scope()) -> str:
         UNION ALL
         SELECT id, seed_id, domain, keywords, summary, round FROM samples
         WHERE kind = 'synthesis' AND {scope.seeds('seed_id')}),
-    ranked AS NOT MATERIALIZED (  -- round r's pool: the profiled seeds and the samples of rounds before r, per domain
+    ranked AS MATERIALIZED (  -- round r's pool: the profiled seeds and the samples of rounds before r, per domain;
+        -- ranked once for the tasks and their second examples (narrow: DuckDB spills it under the drain's limit)
         SELECT p.id, p.seed_id, p.domain, r.round AS task_round, row_number() OVER (PARTITION BY r.round, p.domain ORDER BY p.id) - 1 AS rank,
                count(*) OVER (PARTITION BY r.round, p.domain) AS n
         FROM pool p, range(1, {min(scope.rounds_open, config.rounds) + 1}) r(round) WHERE p.round < r.round),
