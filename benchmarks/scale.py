@@ -9,9 +9,10 @@ is sampled every 0.1 s over the whole process tree: the runner's own peak and th
 runner and its workers, which is the run's memory, and that sum without file-backed pages (RssAnon: the
 heap, leaving out shared libraries and memory-mapped indexes, which every process counts again). Also printed: the CPU time of the whole process tree,
 as a share of every core over the wall time (how close the run is to CPU-bound), and how much of it the
-fake backend spent building its replies (GRA_STREAM_FAKE_CPU_DIR, benchmarks/fake_cpu/sitecustomize.py): CPU a
+fake backend spent building its replies (GRA_STREAM_RUN_COSTS_DIR, benchmarks/run_costs/sitecustomize.py): CPU a
 real backend spends on a GPU or in a server, which the goal's "instant replies" leaves out, but which
-this benchmark's 2 cores pay. And per part of the run (ingest, then each wave through every stage): its
+this benchmark's 2 cores pay; and the wall time of the stages' pending queries (drains, on one DuckDB thread
+in the runner), by stage. And per part of the run (ingest, then each wave through every stage): its
 wall time, the CPU of the runner and of its workers in it, how busy that kept the cores, and the peak RSS
 of the run and of the runner while it ran (which wave sets the run's peak).
 
@@ -41,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPACA = ROOT / "data" / "seeds" / "alpaca_52k_en.jsonl.gz"
-FAKE_CPU = Path(__file__).resolve().parent / "fake_cpu"  # counts the fake backend's CPU in the run's processes
+RUN_COSTS = Path(__file__).resolve().parent / "run_costs"  # counts the fake backend's CPU and the drains in the run
 GOALS = "goals: peak RSS at the largest size <= 1.3 x the next smaller; >= 2,000 seed rows/s end to end; re-run < 5 s"
 
 
@@ -219,23 +220,24 @@ class Run:
     cpu_s: float            # user + system CPU of the whole process tree
     fake_cpu_s: float       # ... of which the fake backend spent building replies
     fake_calls: int
+    drains: dict[str, dict[str, float]]  # per stage: its pending queries' count, wall seconds and rows
     stages: dict[str, StageCpu]
     steal_s: float          # CPU seconds the hypervisor took from this machine's cores meanwhile
     idle_s: float           # ... that no process used
 
 
 def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
-    """One `gra-stream run` child process: its wall time, peak RSS, CPU (by stage too), and the fake
-    backend's share."""
-    with tempfile.TemporaryDirectory(prefix="gra-fake-cpu-") as fake_dir:
+    """One `gra-stream run` child process: its wall time, peak RSS, CPU (by stage too), the fake
+    backend's share, and its drains."""
+    with tempfile.TemporaryDirectory(prefix="gra-run-costs-") as costs_dir:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         machine = _machine_s()
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
                                  "--config", str(config), *(["--executor", executor] if executor else [])],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "GRA_STREAM_FAKE_CPU_DIR": fake_dir,
-                                     "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_CPU),
+                                env={**os.environ, "GRA_STREAM_RUN_COSTS_DIR": costs_dir,
+                                     "PYTHONPATH": os.pathsep.join(filter(None, [str(RUN_COSTS),
                                                                                 os.environ.get("PYTHONPATH")]))})
         watch = TreeWatch(proc)
         stderr, stages = watch.wait()
@@ -244,10 +246,13 @@ def run(seeds: Path, run_dir: Path, config: Path, executor: str) -> Run:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers too: each process waits for its own
         if proc.returncode:
             sys.exit(stderr[-2000:])
-        fake = [json.loads(f.read_text()) for f in Path(fake_dir).glob("*.json")]
+        fake = [json.loads(f.read_text()) for f in Path(costs_dir).glob("fake-*.json")]
+        drains = {}
+        for f in Path(costs_dir).glob("drains-*.json"):  # the runner's
+            drains.update(json.loads(f.read_text()))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(elapsed, watch, stderr, cpu, sum(f["cpu_s"] for f in fake), sum(f["calls"] for f in fake), stages,
-               steal, idle)
+    return Run(elapsed, watch, stderr, cpu, sum(f["cpu_s"] for f in fake), sum(f["calls"] for f in fake), drains,
+               stages, steal, idle)
 
 
 def stage_rates(stderr: str) -> dict[str, float]:
@@ -293,6 +298,11 @@ def main() -> None:
               f"of {cores} cores over the wall time; of it the fake backend building replies {done.fake_cpu_s:,.0f} s "
               f"({done.fake_cpu_s / done.cpu_s:.0%}; {done.fake_calls:,} calls, "
               f"{1e6 * done.fake_cpu_s / max(1, done.fake_calls):.0f} us each)")
+        drained = sum(d["s"] for d in done.drains.values())
+        by_stage = ", ".join(f"{k} {d['s']:.1f}" for k, d in sorted(done.drains.items(), key=lambda kv: -kv[1]["s"]))
+        print(f"           pending queries drained (one DuckDB thread in the runner): {drained:,.1f} s in "
+              f"{sum(d['drains'] for d in done.drains.values())} drains ({drained / done.elapsed:.0%} of the wall time); "
+              f"by stage: {by_stage}")
         print(f"           the machine meanwhile: {done.steal_s:,.0f} s of its cores' time stolen by the hypervisor "
               f"({done.steal_s / (cores * done.elapsed):.0%}), {done.idle_s:,.0f} s idle "
               f"({done.idle_s / (cores * done.elapsed):.0%})")
