@@ -33,14 +33,16 @@ if _DIR:
     fake.FakeBackend.complete = _counted
 
     _drain_under = pending.drain_under
-    _drains: dict[str, dict[str, float]] = {}
+    _drains: dict[str, dict] = {}  # per stage: drains, seconds, rows
 
     def _timed(limit, con, query, path):
         start = time.perf_counter()
         rows = _drain_under(limit, con, query, path)
         stage = path.name.split("-")[1]  # pending-<stage>-<pid>.arrow; one drain at a time (memory.LARGE_STEPS)
         done = _drains.setdefault(stage, {"drains": 0, "s": 0.0, "rows": 0})
-        done["drains"], done["s"], done["rows"] = done["drains"] + 1, done["s"] + time.perf_counter() - start, done["rows"] + rows
+        done["drains"] += 1
+        done["s"] += time.perf_counter() - start
+        done["rows"] += rows
         with open(os.path.join(_DIR, f"drains-{os.getpid()}.json"), "w") as f:
             json.dump(_drains, f)
         return rows
