@@ -126,11 +126,11 @@ def write_merged(path: Path, segments: list[Path], table: str, cells: int, cell_
                     for n in np.flatnonzero(counts[:, lo]).tolist():
                         out.write(*parts[n].read(rows_in, firsts[n, lo], firsts[n, lo] + counts[n, lo]))
                     continue
-                blocks = [(n, parts[n].read(rows_in, firsts[n, lo], firsts[n, hi - 1] + counts[n, hi - 1]))
-                          for n in range(len(parts))]
-                labels = np.concatenate([np.repeat(np.arange(lo, hi), counts[n, lo:hi]) for n, _ in blocks])
+                blocks = [part.read(rows_in, firsts[n, lo], firsts[n, hi - 1] + counts[n, hi - 1])
+                          for n, part in enumerate(parts)]
+                labels = np.concatenate([np.repeat(np.arange(lo, hi), counts[n, lo:hi]) for n in range(len(parts))])
                 order = np.argsort(labels, kind="stable")
-                out.write(*(np.concatenate([block[i] for _, block in blocks])[order] for i in range(3)))
+                out.write(*(np.concatenate([block[i] for block in blocks])[order] for i in range(3)))
         os.replace(tmp, path)
     finally:
         scratch.unlink(missing_ok=True)

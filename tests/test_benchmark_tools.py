@@ -27,7 +27,8 @@ def run(env, scratch):
 
 def test_the_fake_backends_cpu_and_the_drains_are_counted_per_process_only_when_asked(tmp_path):
     costs, scratch = tmp_path / "costs", tmp_path / "scratch"
-    costs.mkdir(), scratch.mkdir()
+    costs.mkdir()
+    scratch.mkdir()
     run({}, scratch)
     assert list(costs.iterdir()) == []
     pid = run({"GRA_STREAM_RUN_COSTS_DIR": str(costs)}, scratch).strip()
