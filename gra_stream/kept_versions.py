@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gra_stream import carry
 from gra_stream.cell_storage import table_files
-from gra_stream.store import EMPTY_SEGMENT, KeptVersion, Store
+from gra_stream.store import EMPTY_SEGMENT, KeptVersion, Store, write_parquet
 
 INGEST_TABLES = ("seeds", "ingest_errors", "files")
 
@@ -103,12 +105,32 @@ def count_rows(folder: Path) -> int:
 
 
 def _move_segments(source: Path, target: Path) -> None:
-    """Every segment of `source` into `target`, one rename each (a segment's name says what batch it holds,
-    and one stage version computes a batch one way, so a name already there holds the same rows)."""
+    """Every segment of `source` into `target`, one rename each. Both hold rows of one stage version, which
+    computes a row one way, so a row id in both is the same row. `target` can already hold some: the
+    tables of a config reached twice (raising `rounds` back to it switches nothing) are kept under its
+    one version, and carried rows sit under other segment names than computed ones. Those rows are
+    dropped from the segment that brings them rather than doubled; every step can be repeated after a
+    kill (a segment written without them leaves its ids in `target`, so its source goes next time)."""
     target.mkdir(parents=True, exist_ok=True)
+    held = _ids(target)
     for p in source.glob("*.parquet"):
-        if p.name != EMPTY_SEGMENT:
-            os.replace(p, target / p.name)
+        if p.name == EMPTY_SEGMENT:
+            continue
+        if len(held):
+            rows = pq.read_table(p)
+            new = pc.invert(pc.is_in(rows["id"], value_set=held))
+            if not pc.all(new).as_py():
+                if pc.any(new).as_py():
+                    write_parquet(target / p.name, rows.filter(new))
+                p.unlink()
+                continue
+        os.replace(p, target / p.name)
+
+
+def _ids(folder: Path) -> pa.Array:
+    """The row ids of a table folder's segments."""
+    ids = [pq.read_table(p, columns=["id"])["id"] for p in folder.glob("*.parquet")]
+    return pa.concat_arrays([c.cast(pa.string()) for a in ids for c in a.chunks] or [pa.array([], pa.string())])
 
 
 def _journal(store: Store) -> Path:

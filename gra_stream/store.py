@@ -62,6 +62,26 @@ def map_arrays(path: Path) -> list[np.ndarray]:
     return arrays
 
 
+def write_parquet(path: Path, data: pa.Table) -> Path:
+    """Write `data` to `path` whole or not at all: a temporary file, synced, then renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(data, f, compression="zstd", use_dictionary=_dictionary_columns(data.schema))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written segment is never left behind, even on a full disk
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
     """Columns worth dictionary-encoding in Parquet: all but lists (embeddings, MinHash signatures, band
     keys), whose values rarely repeat: building their dictionaries, then dropping them, would be most of
@@ -138,7 +158,7 @@ class Store:
             folder.mkdir(parents=True, exist_ok=True)
             segment = folder / EMPTY_SEGMENT
             if not segment.exists() or not pq.read_schema(segment).equals(schema, check_metadata=False):
-                self._write(segment, empty(schema))
+                write_parquet(segment, empty(schema))
 
     # -- writing ------------------------------------------------------------------------------------
     def write_segment(self, table: str, name: str, frame: pl.DataFrame | pa.Table) -> Path:
@@ -148,25 +168,7 @@ class Store:
         if missing:
             raise RuntimeError(f"table {table}: batch lacks declared columns {missing}")
         data = data.select(schema.names).cast(schema)
-        return self._write(self.table_dir(table) / f"{name}.parquet", data)
-
-    def _write(self, path: Path, data: pa.Table) -> Path:
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                pq.write_table(data, f, compression="zstd", use_dictionary=_dictionary_columns(data.schema))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # a half-written segment is never left behind, even on a full disk
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return path
+        return write_parquet(self.table_dir(table) / f"{name}.parquet", data)
 
     def remove_segments(self, table: str, prefix: str) -> None:
         for p in self.table_dir(table).glob(f"{prefix}*.parquet"):

@@ -5,8 +5,10 @@ from click.testing import CliRunner
 
 from gra_stream.cli import main
 from gra_stream.status import collect_status
-from gra_stream.store import Store
-from tests.conftest import corpus, head_jsonl, run_fake
+from gra_stream import kept_versions
+from gra_stream.store import Store, write_parquet
+from tests.conftest import corpus, frame, head_jsonl, run_fake
+from tests.invariants import KEYED_TABLES
 
 
 def cli(*args):
@@ -130,3 +132,46 @@ def test_a_batch_reads_back_the_vectors_a_kept_version_has_wherever_its_segments
         assert diversity._kept_vectors(ctx, "v1", ["zz"]).schema == {"id": pl.String, "embedding": pl.List(pl.Float32)}
     finally:
         ctx.pool.close()
+
+
+def test_tables_kept_twice_under_one_config_hold_each_row_once(tmp_path):
+    """rounds 2, then 1, then 2 again (raising rounds switches nothing: round 2 is added to round 1's
+    tables) leaves the current tables and the kept version v1 both under the rounds-2 config. Moving the
+    current ones into v1 on the next change, and back when that config returns, must not double a row
+    that both copies hold under different segment names (carried ones, for one)."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 24)
+    run_dir = tmp_path / "run"
+    two, waves = dict(rounds=2), {"first_seeds": 2}
+    for overrides in (two, {}, two, {**two, "dedup": {"threshold": 0.3}}):
+        run_fake([seeds], run_dir, waves=waves, **overrides)
+    con = Store(run_dir).connect()
+    for table in KEYED_TABLES:
+        for label in [k.label for k in Store(run_dir).kept() if (k.path / table).is_dir()]:
+            assert not con.sql(f"SELECT id FROM {label}.{table} GROUP BY id HAVING count(*) > 1").fetchall(), \
+                f"{label}.{table} holds a row twice"
+    run_fake([seeds], run_dir, waves=waves, **two)
+    fresh = tmp_path / "fresh"
+    run_fake([seeds], fresh, waves=waves, **two)
+    for table in KEYED_TABLES:
+        query = f"SELECT * FROM {table} ORDER BY id"
+        assert frame(run_dir, query).equals(frame(fresh, query)), f"{table} as a fresh run under rounds 2 makes it"
+
+
+def test_moving_segments_into_a_folder_that_holds_some_of_their_rows_drops_those_and_only_those(tmp_path):
+    store = Store(tmp_path / "run")
+    store.init()
+    source, target = store.table_dir("verdicts"), tmp_path / "kept" / "verdicts"
+    rows = frame(tmp_path / "run", "SELECT * FROM verdicts").clear(10).with_columns(
+        pl.Series("id", [f"id{i}" for i in range(10)]), pl.lit("accept").alias("decision"))
+    store.write_segment("verdicts", "a", rows[0:3])    # held in the target: goes
+    store.write_segment("verdicts", "b", rows[3:6])    # partly held: written without id3
+    store.write_segment("verdicts", "c", rows[6:10])   # new: renamed
+    target.mkdir(parents=True)
+    write_parquet(target / "old.parquet", pl.concat([rows[0:4]]).to_arrow())
+    kept_versions._move_segments(source, target)
+    kept_versions._move_segments(source, target)       # again, as after a kill: nothing more moves
+    moved = pl.read_parquet(target / "*.parquet")
+    assert sorted(moved["id"]) == [f"id{i}" for i in range(10)], "every row once"
+    assert sorted(p.name for p in target.glob("*.parquet")) == ["b.parquet", "c.parquet", "old.parquet"]
+    assert pl.read_parquet(target / "b.parquet")["id"].to_list() == ["id4", "id5"]
+    assert not [p for p in source.glob("*.parquet") if p.name != "_empty.parquet"]
