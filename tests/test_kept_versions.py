@@ -1,6 +1,7 @@
 """The tables of earlier configs: kept under DIR/versions/vN, queryable as vN.<table>, listed by `status`
 and `sql`, brought back when their config comes back, removed only by `prune`."""
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from gra_stream.cli import main
@@ -157,7 +158,7 @@ def test_tables_kept_twice_under_one_config_hold_each_row_once(tmp_path):
         assert frame(run_dir, query).equals(frame(fresh, query)), f"{table} as a fresh run under rounds 2 makes it"
 
 
-def test_moving_segments_into_a_folder_that_holds_some_of_their_rows_drops_those_and_only_those(tmp_path):
+def test_moving_segments_into_a_folder_that_holds_some_of_their_rows_drops_those_and_only_those(tmp_path, monkeypatch):
     store = Store(tmp_path / "run")
     store.init()
     source, target = store.table_dir("verdicts"), tmp_path / "kept" / "verdicts"
@@ -168,8 +169,18 @@ def test_moving_segments_into_a_folder_that_holds_some_of_their_rows_drops_those
     store.write_segment("verdicts", "c", rows[6:10])   # new: renamed
     target.mkdir(parents=True)
     write_parquet(target / "old.parquet", pl.concat([rows[0:4]]).to_arrow())
-    kept_versions._move_segments(source, target)
-    kept_versions._move_segments(source, target)       # again, as after a kill: nothing more moves
+    real_unlink = type(source).unlink
+
+    def killed(path, *args, **kwargs):  # a kill once "b" is written without id3, before its source goes
+        if path.name == "b.parquet":
+            raise KeyboardInterrupt("killed")
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(source), "unlink", killed)
+    with pytest.raises(KeyboardInterrupt):
+        kept_versions._move_segments(source, target)
+    monkeypatch.setattr(type(source), "unlink", real_unlink)
+    kept_versions._move_segments(source, target)       # the next run moves the rest, doubling nothing
     moved = pl.read_parquet(target / "*.parquet")
     assert sorted(moved["id"]) == [f"id{i}" for i in range(10)], "every row once"
     assert sorted(p.name for p in target.glob("*.parquet")) == ["b.parquet", "c.parquet", "old.parquet"]
