@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gra_stream import carry
@@ -112,25 +112,36 @@ def _move_segments(source: Path, target: Path) -> None:
     dropped from the segment that brings them rather than doubled; every step can be repeated after a
     kill (a segment written without them leaves its ids in `target`, so its source goes next time)."""
     target.mkdir(parents=True, exist_ok=True)
-    held = _ids(target)
-    for p in source.glob("*.parquet"):
-        if p.name == EMPTY_SEGMENT:
+    segments = [p for p in source.glob("*.parquet") if p.name != EMPTY_SEGMENT]
+    if not segments:
+        return
+    held = _held(segments, target) if has_rows(target) else {}
+    for p in segments:
+        if p not in held:
+            os.replace(p, target / p.name)
             continue
-        if len(held):
-            rows = pq.read_table(p)
-            new = pc.invert(pc.is_in(rows["id"], value_set=held))
-            if not pc.all(new).as_py():
-                if pc.any(new).as_py():
-                    write_parquet(target / p.name, rows.filter(new))
-                p.unlink()
-                continue
-        os.replace(p, target / p.name)
+        if held[p] < pq.read_metadata(p).num_rows:
+            write_parquet(target / p.name, _without_held(p, target))
+        p.unlink()
 
 
-def _ids(folder: Path) -> pa.Array:
-    """The row ids of a table folder's segments."""
-    ids = [pq.read_table(p, columns=["id"])["id"] for p in folder.glob("*.parquet")]
-    return pa.concat_arrays([c.cast(pa.string()) for a in ids for c in a.chunks] or [pa.array([], pa.string())])
+def _held(segments: list[Path], target: Path) -> dict[Path, int]:
+    """Per segment of `segments` with rows whose id `target` holds, how many: one join over all of them,
+    where a lookup per segment would hash every id of `target` again for each."""
+    with duckdb.connect() as con:
+        found = con.sql("SELECT s.filename, count(*) FROM read_parquet($segments, filename = true) s "
+                        "SEMI JOIN read_parquet($target) t ON t.id = s.id GROUP BY ALL",
+                        params={"segments": [str(p) for p in segments], "target": str(target / "*.parquet")})
+        return {Path(name): n for name, n in found.fetchall()}
+
+
+def _without_held(segment: Path, target: Path) -> pa.Table:
+    """The rows of `segment` whose id `target` does not hold, in their order, with their schema."""
+    with duckdb.connect() as con:
+        rows = con.sql("SELECT s.* EXCLUDE (file_row_number) FROM read_parquet($segment, file_row_number = true) s "
+                       "ANTI JOIN read_parquet($target) t ON t.id = s.id ORDER BY s.file_row_number",
+                       params={"segment": str(segment), "target": str(target / "*.parquet")}).to_arrow_table()
+    return rows.cast(pq.read_schema(segment))
 
 
 def _journal(store: Store) -> Path:
