@@ -129,8 +129,9 @@ def _held(segments: list[Path], target: Path) -> dict[Path, int]:
     """Per segment of `segments` with rows whose id `target` holds, how many: one join over all of them,
     where a lookup per segment would hash every id of `target` again for each."""
     with duckdb.connect() as con:
-        found = con.sql("SELECT s.filename, count(*) FROM read_parquet($segments, filename = true) s "
-                        "SEMI JOIN read_parquet($target) t ON t.id = s.id GROUP BY ALL",
+        found = con.sql("SELECT s.filename, count(*) "
+                        "FROM read_parquet($segments, filename = true, union_by_name = true) s "
+                        "SEMI JOIN read_parquet($target, union_by_name = true) t ON t.id = s.id GROUP BY ALL",
                         params={"segments": [str(p) for p in segments], "target": str(target / "*.parquet")})
         return {Path(name): n for name, n in found.fetchall()}
 
@@ -139,7 +140,8 @@ def _without_held(segment: Path, target: Path) -> pa.Table:
     """The rows of `segment` whose id `target` does not hold, in their order, with their schema."""
     with duckdb.connect() as con:
         rows = con.sql("SELECT s.* EXCLUDE (file_row_number) FROM read_parquet($segment, file_row_number = true) s "
-                       "ANTI JOIN read_parquet($target) t ON t.id = s.id ORDER BY s.file_row_number",
+                       "ANTI JOIN read_parquet($target, union_by_name = true) t ON t.id = s.id "
+                       "ORDER BY s.file_row_number",
                        params={"segment": str(segment), "target": str(target / "*.parquet")}).to_arrow_table()
     return rows.cast(pq.read_schema(segment))
 
