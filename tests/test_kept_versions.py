@@ -4,9 +4,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from gra_stream import kept_versions
 from gra_stream.cli import main
 from gra_stream.status import collect_status
-from gra_stream import kept_versions
 from gra_stream.store import Store, write_parquet
 from tests.conftest import corpus, frame, head_jsonl, run_fake
 from tests.invariants import KEYED_TABLES
@@ -168,7 +168,7 @@ def test_moving_segments_into_a_folder_that_holds_some_of_their_rows_drops_those
     store.write_segment("verdicts", "b", rows[3:6])    # partly held: written without id3
     store.write_segment("verdicts", "c", rows[6:10])   # new: renamed
     target.mkdir(parents=True)
-    write_parquet(target / "old.parquet", pl.concat([rows[0:4]]).to_arrow())
+    write_parquet(target / "old.parquet", rows[0:4].to_arrow())
     real_unlink = type(source).unlink
 
     def killed(path, *args, **kwargs):  # a kill once "b" is written without id3, before its source goes
