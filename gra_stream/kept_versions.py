@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gra_stream import carry
+from gra_stream import carry, scratch_sql
 from gra_stream.cell_storage import table_files
 from gra_stream.store import EMPTY_SEGMENT, KeptVersion, Store, write_parquet
 
@@ -128,7 +127,7 @@ def _move_segments(source: Path, target: Path) -> None:
 def _held(segments: list[Path], target: Path) -> dict[Path, int]:
     """Per segment of `segments` with rows whose id `target` holds, how many: one join over all of them,
     where a lookup per segment would hash every id of `target` again for each."""
-    with duckdb.connect() as con:
+    with scratch_sql.cursor() as con:
         found = con.sql("SELECT s.filename, count(*) "
                         "FROM read_parquet($segments, filename = true, union_by_name = true) s "
                         "SEMI JOIN read_parquet($target, union_by_name = true) t ON t.id = s.id GROUP BY ALL",
@@ -138,7 +137,7 @@ def _held(segments: list[Path], target: Path) -> dict[Path, int]:
 
 def _without_held(segment: Path, target: Path) -> pa.Table:
     """The rows of `segment` whose id `target` does not hold, in their order, with their schema."""
-    with duckdb.connect() as con:
+    with scratch_sql.cursor() as con:
         rows = con.sql("SELECT s.* EXCLUDE (file_row_number) FROM read_parquet($segment, file_row_number = true) s "
                        "ANTI JOIN read_parquet($target, union_by_name = true) t ON t.id = s.id "
                        "ORDER BY s.file_row_number",

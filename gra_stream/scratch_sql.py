@@ -1,6 +1,7 @@
-"""One private in-memory DuckDB per process for small queries over a frame (SQL filters, field
-expressions). Each query takes a cursor of it: a cursor is a connection of its own, with its own
-registered views, and costs microseconds where opening a new database costs milliseconds."""
+"""One private in-memory DuckDB per process for queries outside a run's tables: SQL filters and field
+expressions over a frame, the kept versions' row lookups over segment files. Each query takes a cursor of
+it: a cursor is a connection of its own, with its own registered views, and costs microseconds where
+opening a new database costs milliseconds."""
 from __future__ import annotations
 
 import threading

@@ -9,11 +9,9 @@ from collections import Counter
 
 import pytest
 
-from gra_stream.progress import Progress
-from gra_stream.runner import run_pipeline
 from tests.conftest import corpus, head_jsonl
 from tests.fault_server import FaultServer
-from tests.scenarios.test_config_changes import BASE, CHANGES, config, tables
+from tests.scenarios.test_config_changes import BASE, CHANGES, config, run, tables
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +36,6 @@ def server():
         yield s
 
 
-def run(server, seeds, run_dir, cfg, executor="local", max_samples=0) -> Counter:
-    """Run and return the requests the server received meanwhile."""
-    before = len(server.bodies)
-    run_pipeline([seeds], run_dir, cfg, progress=Progress(quiet=True), executor=executor, max_samples=max_samples)
-    return Counter(server.bodies[before:])
-
-
 @pytest.mark.parametrize("chain", list(CHAINS))
 def test_every_step_of_a_chain_of_changes_leaves_a_fresh_runs_tables_with_only_the_calls_never_answered(
         chain, server, tmp_path):
@@ -61,8 +52,8 @@ def test_every_step_of_a_chain_of_changes_leaves_a_fresh_runs_tables_with_only_t
             overrides = {**history[-1], **CHANGES[change](here)}
         history.append(overrides)
         cfg = config(server.url, **overrides)
-        asked = run(server, seeds, run_dir, cfg, executor, stop_at) if stop_at else Counter()
-        asked += run(server, seeds, run_dir, cfg, executor)
+        asked = run(server, seeds, run_dir, cfg, executor=executor, max_samples=stop_at) if stop_at else Counter()
+        asked += run(server, seeds, run_dir, cfg, executor=executor)
         fresh_dir = tmp_path / f"fresh{step}"
         fresh = run(server, seeds, fresh_dir, cfg)
         assert tables(run_dir) == tables(fresh_dir), f"step {step} ({change}): the tables of a fresh run"

@@ -46,10 +46,11 @@ def config(url, *, names=NAMES, model_extra=None, **overrides):
                              "cpu_batch_size": 32, "waves": WAVES, **overrides}, source="<test>")
 
 
-def run(server, seeds, run_dir, cfg, progress=None) -> Counter:
-    """Run and return the requests the server received meanwhile."""
+def run(server, seeds, run_dir, cfg, progress=None, **options) -> Counter:
+    """Run (`options`: run_pipeline's, such as the executor) and return the requests the server received
+    meanwhile."""
     before = len(server.bodies)
-    run_pipeline([seeds], run_dir, cfg, progress=progress or Progress(quiet=True))
+    run_pipeline([seeds], run_dir, cfg, progress=progress or Progress(quiet=True), **options)
     return Counter(server.bodies[before:])
 
 
