@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from gra_stream import carry, kept_versions, stage_versions
+from gra_stream import carry, kept_versions, run_log, stage_versions
 from gra_stream.config import Config, Fields
 from gra_stream.ingest import same_mappings
 from gra_stream.kept_versions import Move
 from gra_stream.readers import iter_rows
 from gra_stream.reply_schemas import MAX_TOKENS
-from gra_stream.run_log import tables_config
 from gra_stream.store import Store
 
 
@@ -40,7 +39,7 @@ def planned_moves(store: Store, recorded: dict | None, config: Config, stages) -
 def preview(store: Store, seed_files: list[Path], config: Config, stages) -> str:
     """What `run` would do first (for --dry-run): the change plan on a run directory made under another
     config, or the estimate of the whole run on a new one."""
-    recorded, recorded_config = kept_versions.pending_switch(store) or tables_config(store)
+    recorded, recorded_config = kept_versions.pending_switch(store) or run_log.tables_config(store)
     if recorded is None:
         return whole_run_estimate(seed_files, config)
     config = with_recorded_fields(store, recorded_config, config, seed_files)
@@ -74,12 +73,14 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
             if rows and carry.reads_back(config, old, new, stage):
                 what += f"; the embeddings it made before are read back from {label}"
         elif asks[stage]:
-            what = f"recomputed: its requests change, up to {rows:,} LLM calls"
+            what = f"recomputed: its requests change, {_calls_expected(stage, rows, old, new, stale)}"
         elif rows and stage_versions.STAGES[stage].carry_key and stage_versions.same_rows(old, new, stage):
             what = f"recomputed: the rows it made before are carried over from {label}, the new ones asked"
         else:
             what = "recomputed: a request answered before is replayed from the call cache, a new one is asked"
         lines.append(f"  {stage:<11}{rows:>9,} rows {'kept as ' + label if rows else '(none yet)'}; {what}  [{_cause(stage, old, new, stale)}]")
+    if run_log.last_outcome(store) != "finished":
+        lines.append("  (the last run did not finish: the work it left comes on top of these counts)")
     recomputed_llm = any(m.stage in asks and not m.restored_from for m in moves)
     if recomputed_llm and any(m.backend == "fake" for m in config.models):
         lines.append("  (fake models are never cached: what is not carried over is asked again, at no cost)")
@@ -89,6 +90,18 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
         lines.append(f"the tables kept aside stay queryable as {label}.<table> until removed: gra-stream sql {run_dir} "
                      f"\"SELECT count(*) FROM {label}.{example}\"; gra-stream status lists kept versions, gra-stream prune removes them")
     return "\n".join(lines)
+
+
+def _calls_expected(stage: str, rows: int, old: dict, new: dict, stale: list[str]) -> str:
+    """A stage whose requests change asks again for each row it makes. Where only what it asks changed (its
+    prompts, models or sampling) and the rows it reads stay as they were, it makes the rows it had: at most
+    that many calls. Otherwise (more tasks per seed, a recomputed input) about as many. Re-asks of replies
+    that do not parse come on top."""
+    own = stage_versions.differing(old.get(stage, {}), new[stage])
+    asks_only = all(k.startswith("prompt ") or k == "models" or k in stage_versions.LLM for k in own)
+    if asks_only and not any(s in stale for s in stage_versions.STAGES[stage].reads):
+        return f"up to {rows:,} LLM calls (and any re-asks)"
+    return f"about {rows:,} LLM calls, as many as its rows before (and any re-asks)"
 
 
 def _cause(stage: str, old: dict, new: dict, stale: list[str]) -> str:

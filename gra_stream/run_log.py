@@ -54,3 +54,10 @@ def tables_config(store: Store) -> tuple[dict | None, dict]:
     rows = (store.scan("runs").filter(pl.col("versions").is_not_null() & (pl.col("versions") != ""))
             .sort("started", "id").select("versions", "config").collect().rows())
     return (json.loads(rows[-1][0]), json.loads(rows[-1][1])) if rows else (None, {})
+
+
+def last_outcome(store: Store) -> str | None:
+    """How the latest run ended ("finished", "stopped", "interrupted", "failed"; "running" if it was killed),
+    None for a new run directory."""
+    rows = store.scan("runs").sort("started", "id").select("outcome").collect()["outcome"].to_list()
+    return rows[-1] if rows else None

@@ -183,6 +183,7 @@ def test_a_changed_config_says_what_it_redoes_and_a_knob_is_nothing_to_do(tmp_pa
     stricter = config_in(tmp_path / "stricter", "[committee]\ntau = 6.0\n")
     dry = cli("run", seeds, "--run-dir", run_dir, "--config", stricter, "--dry-run")
     assert dry.exit_code == 0 and "committee.tau 8.0 -> 6.0" in dry.output
+    assert "did not finish" not in dry.output
     line = next(" ".join(line.split()) for line in dry.output.splitlines() if line.startswith("  review "))
     assert line.startswith(f"review {reviews:,} rows kept as v1; the reviews it asked are carried over"), line
     assert not (run_dir / "versions").exists(), "a dry run moves nothing"
@@ -198,6 +199,17 @@ def test_a_changed_config_says_what_it_redoes_and_a_knob_is_nothing_to_do(tmp_pa
     knob = config_in(tmp_path / "knob", "batch_size = 7\n[committee]\ntau = 6.0\n")
     result = cli("run", seeds, "--run-dir", run_dir, "--config", knob, "--executor", "processes")
     assert result.exit_code == 0 and "nothing to do" in result.output and "config changed" not in result.output
+
+
+def test_a_plan_after_a_run_stopped_early_says_its_counts_leave_out_what_that_run_left(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 40)
+    run_dir = tmp_path / "run"
+    assert cli("run", seeds, "--run-dir", run_dir, "--config", fake_config_file(tmp_path), "--quiet",
+               "--max-samples", "1").exit_code == 0
+    dry = cli("run", seeds, "--run-dir", run_dir, "--config", config_in(tmp_path / "t", "[committee]\ntau = 6.0\n"),
+              "--dry-run")
+    assert dry.exit_code == 0 and "committee.tau 8.0 -> 6.0" in dry.output
+    assert "(the last run did not finish: the work it left comes on top of these counts)" in dry.output
 
 
 def test_the_query_the_plan_suggests_for_the_kept_tables_runs_when_no_sample_was_kept(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from gra_stream import carry
 from gra_stream.config import config_from_dict
 from gra_stream.embeddings import HASHING, HashingEmbedder
+from gra_stream.llm import REASK
 from gra_stream.plan import preview
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
@@ -134,13 +135,44 @@ def test_a_changed_config_recomputes_what_a_fresh_run_makes_with_only_the_calls_
     new = config(server.url, **overrides)
     run_dir = tmp_path / "run"
     shutil.copytree(base_dir, run_dir)
-    asked = run(server, seeds, run_dir, new)
+    said = Said(quiet=True)
+    asked = run(server, seeds, run_dir, new, progress=said)
     fresh_dir = tmp_path / "fresh"
     fresh = run(server, seeds, fresh_dir, new)
     assert tables(run_dir) == tables(fresh_dir), "the tables of a fresh run under the new config"
     expected = Counter({body: n for body, n in fresh.items() if body not in asked_before})
     assert asked == expected, f"{sum(asked.values())} requests sent, {sum(expected.values())} never answered before"
     assert fresh, "the fresh run asked something"
+    check_plan_bounds("\n".join(said.lines), asked)
+
+
+# The opening words of each LLM stage's templates; annotation asks the profile's questions, so its
+# requests are counted with the profile's.
+OPENINGS = {"profile": ("profile it",), "generate": ("You write new training samples", "You improve training data"),
+            "review": ("strict reviewer of training data",), "adjudicate": ("You are the adjudicator",)}
+
+
+def check_plan_bounds(plan: str, asked: Counter) -> None:
+    """The calls each LLM stage sent, re-asks aside, are within what the plan said: none for a stage it
+    said makes no call or left out, at most N where it said "up to N"; "about N" bounds nothing."""
+    sent = Counter()
+    for body, n in asked.items():
+        if REASK.split("{")[0] not in body:
+            [stage] = [s for s, words in OPENINGS.items() if any(w in body for w in words)]
+            sent[stage] += n
+    said = dict(re.findall(r"^  (\w+) +[\d,]+ rows [^;]*; (.*)  \[", plan, re.M))
+    if not said:
+        return  # a change that recomputes nothing, such as more rounds: no plan, only new work
+    bound = {}
+    for stage in [*OPENINGS, "annotate"]:
+        what = said.get(stage, "no LLM call")
+        most = re.search(r"up to ([\d,]+) LLM calls", what)
+        bound[stage] = int(most[1].replace(",", "")) if most else 0 if re.search("no LLM call|no work", what) else None
+    profile, annotate = bound.pop("profile"), bound.pop("annotate")
+    bound["profile"] = None if None in (profile, annotate) else profile + annotate
+    for stage, most in bound.items():
+        if most is not None:
+            assert sent[stage] <= most, f"{stage}: {sent[stage]} calls sent, the plan said {said.get(stage)!r}"
 
 
 def test_going_back_to_an_earlier_config_brings_its_tables_back_without_a_call(server, seeds, base, tmp_path):
