@@ -39,11 +39,15 @@ def planned_moves(store: Store, recorded: dict | None, config: Config, stages) -
 def preview(store: Store, seed_files: list[Path], config: Config, stages) -> str:
     """What `run` would do first (for --dry-run): the change plan on a run directory made under another
     config, or the estimate of the whole run on a new one."""
-    recorded, recorded_config = kept_versions.pending_switch(store) or run_log.tables_config(store)
+    pending = kept_versions.pending_switch(store)
+    recorded, recorded_config = pending or run_log.tables_config(store)
     if recorded is None:
         return whole_run_estimate(seed_files, config)
     config = with_recorded_fields(store, recorded_config, config, seed_files)
     moves = planned_moves(store, recorded, config, stages)
+    if not moves and pending:
+        return (f"{store.root}: a run stopped while it switched these tables to this config (its plan said what "
+                f"the change recomputes); a run finishes the switch, then recomputes that")
     if not moves:
         return f"{store.root}: made under this config; a run does only what is pending (new seeds, unfinished work)"
     return change_plan(recorded, config, moves, store.root)

@@ -77,7 +77,10 @@ def _switch_config(store: Store, config: Config, stages: list[Stage], progress: 
     """Bring the tables to this config: finish a switch a killed run left, then keep aside the tables of
     the stages whose results this config changes (or bring back kept ones of the same version). Returns
     the config to run under (`with_recorded_fields`) and whether any table moved."""
-    recorded, recorded_config = kept_versions.finish_switch(store) or run_log.tables_config(store)
+    finished = kept_versions.finish_switch(store)
+    if finished:
+        progress.say("finished the switch to a changed config that a stopped run began (its plan said what it recomputes)")
+    recorded, recorded_config = finished or run_log.tables_config(store)
     same = with_recorded_fields(store, recorded_config, config, seed_files)
     if same.fields != config.fields:
         progress.say("[fields] is written differently from the config these tables were made under, but maps "

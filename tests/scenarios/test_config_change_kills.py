@@ -8,10 +8,12 @@ import pytest
 
 from gra_stream import carry, kept_versions
 from gra_stream.config import load_config
+from gra_stream.plan import preview
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
+from gra_stream.stages import all_stages
 from gra_stream.store import Store
-from tests.conftest import corpus, fake_config_file, gra, head_jsonl
+from tests.conftest import Said, corpus, fake_config_file, gra, head_jsonl
 from tests.invariants import FINAL_TABLES, SMALL_WALK, check_run, segments, wait_for
 from tests.scenarios.test_resume import start
 
@@ -64,7 +66,7 @@ def test_a_kill_at_every_step_of_a_switch_then_a_rerun_ends_as_an_uninterrupted_
     start_dir, to, kept, label = SWITCHES[switch]
     config = load_config(runs["configs"][to])
     real_replace = os.replace
-    step = 0
+    step = mid_switch = 0
     while True:
         run_dir = tmp_path / f"run{step}"
         shutil.copytree(runs["dirs"][start_dir], run_dir)
@@ -84,8 +86,15 @@ def test_a_kill_at_every_step_of_a_switch_then_a_rerun_ends_as_an_uninterrupted_
         except KeyboardInterrupt:
             finished = False
         monkeypatch.setattr(kept_versions.os, "replace", real_replace)
-        if not finished:
-            run_pipeline([seeds], run_dir, config, progress=Progress(quiet=True))
+        if not finished:  # the dry run and the run say the same: a switch to finish, the plan, or neither
+            dry = preview(Store(run_dir), [seeds], config, all_stages())
+            said = Said(quiet=True)
+            run_pipeline([seeds], run_dir, config, progress=said)
+            interrupted = "a run stopped while it switched these tables to this config" in dry
+            mid_switch += interrupted
+            assert interrupted == any(line.startswith("finished the switch") for line in said.lines), dry
+            assert dry.startswith("the config changed") == any(line.startswith("the config changed")
+                                                               for line in said.lines), said.lines
         assert state(run_dir) == runs["states"][to], f"killed before rename {step}"
         assert state(run_dir, f"{label}.") == runs["kept"][kept], f"the tables kept whole (killed before rename {step})"
         assert [k.label for k in Store(run_dir).kept()] == [label]
@@ -93,6 +102,7 @@ def test_a_kill_at_every_step_of_a_switch_then_a_rerun_ends_as_an_uninterrupted_
             break
         step += 1
     assert step > 10, "every segment move was a kill point"
+    assert mid_switch, "some kills left a switch to finish"
 
 
 KILL_POINTS = [("reviews", 1), ("verdicts", 2), ("diversity", 2), ("annotations", 1), ("samples", 1)]  # diversity: within its one pass
