@@ -79,7 +79,8 @@ def _switch_config(store: Store, config: Config, stages: list[Stage], progress: 
     the config to run under (`with_recorded_fields`) and whether any table moved."""
     finished = kept_versions.finish_switch(store)
     if finished:
-        progress.say("finished the switch to a changed config that a stopped run began (its plan said what it recomputes)")
+        progress.say("finished the switch to a changed config that a stopped run began (its plan said what it recomputes)",
+                     even_if_quiet=True)  # as the plan itself is said
     recorded, recorded_config = finished or run_log.tables_config(store)
     same = with_recorded_fields(store, recorded_config, config, seed_files)
     if same.fields != config.fields:
