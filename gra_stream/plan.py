@@ -66,6 +66,8 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
     for stage in stale:
         mine = [m for m in moves if m.stage == stage]
         rows = sum(m.rows for m in mine)
+        keys = stage_versions.differing(old.get(stage, {}), new[stage])  # its own inputs that changed
+        upstream = [s for s in stage_versions.STAGES[stage].reads if s in stale]  # recomputed stages it reads
         if mine[0].restored_from:
             what = f"{sum(m.restored_rows for m in mine):,} rows come back from {mine[0].restored_from}, no work"
         elif stage in carried:
@@ -77,12 +79,12 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
             if rows and carry.reads_back(config, old, new, stage):
                 what += f"; the embeddings it made before are read back from {label}"
         elif asks[stage]:
-            what = f"recomputed: its requests change, {_calls_expected(stage, rows, old, new, stale)}"
+            what = f"recomputed: its requests change, {_calls_expected(rows, keys, upstream)}"
         elif rows and stage_versions.STAGES[stage].carry_key and stage_versions.same_rows(old, new, stage):
             what = f"recomputed: the rows it made before are carried over from {label}, the new ones asked"
         else:
             what = "recomputed: a request answered before is replayed from the call cache, a new one is asked"
-        lines.append(f"  {stage:<11}{rows:>9,} rows {'kept as ' + label if rows else '(none yet)'}; {what}  [{_cause(stage, old, new, stale)}]")
+        lines.append(f"  {stage:<11}{rows:>9,} rows {'kept as ' + label if rows else '(none yet)'}; {what}  [{_cause(keys, upstream)}]")
     if run_log.last_outcome(store) != "finished":
         lines.append("  (the last run did not finish: the work it left comes on top of these counts)")
     recomputed_llm = any(m.stage in asks and not m.restored_from for m in moves)
@@ -96,23 +98,20 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
     return "\n".join(lines)
 
 
-def _calls_expected(stage: str, rows: int, old: dict, new: dict, stale: list[str]) -> str:
+def _calls_expected(rows: int, keys: list[str], upstream: list[str]) -> str:
     """A stage whose requests change asks again for each row it makes. Where only what it asks changed (its
     prompts, models or sampling) and the rows it reads stay as they were, it makes the rows it had: at most
     that many calls. Otherwise (more tasks per seed, a recomputed input) about as many. Re-asks of replies
     that do not parse come on top."""
-    own = stage_versions.differing(old.get(stage, {}), new[stage])
-    asks_only = all(k.startswith("prompt ") or k == "models" or k in stage_versions.LLM for k in own)
-    if asks_only and not any(s in stale for s in stage_versions.STAGES[stage].reads):
+    asks_only = all(k.startswith("prompt ") or k == "models" or k in stage_versions.LLM for k in keys)
+    if asks_only and not upstream:
         return f"up to {rows:,} LLM calls (and any re-asks)"
     return f"about {rows:,} LLM calls, as many as its rows before (and any re-asks)"
 
 
-def _cause(stage: str, old: dict, new: dict, stale: list[str]) -> str:
-    keys = stage_versions.differing(old.get(stage, {}), new[stage])
+def _cause(keys: list[str], upstream: list[str]) -> str:
     if keys:
         return ", ".join(keys)
-    upstream = [s for s in stage_versions.STAGES[stage].reads if s in stale]
     return f"reads {', '.join(upstream)}" if upstream else "reads a changed stage"
 
 
