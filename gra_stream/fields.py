@@ -14,6 +14,7 @@ instruction alone, and refinement writes their response.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,10 @@ def resolve_mapping(record: dict, fields: Fields, path: Path) -> Mapping:
 
 
 def _text(role: str, name: str, value) -> tuple[str | None, str]:
-    """One mapped value as text, or None and why the record is unusable."""
+    """One mapped value as text, or None and why the record is unusable. A float NaN (what pandas writes
+    for an empty cell) is a missing value, not the text "nan"."""
+    if isinstance(value, float) and math.isnan(value):
+        value = None
     if value is None:
         return ("", "") if role != "instruction" else (None, f"missing {role} field {name!r}")
     if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,6 +40,21 @@ def _open_binary(path: Path):
 
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
     return open(path, "rb")
+
+
+def _text_encoding(f) -> str:
+    """UTF-16 where the stream starts with its byte order mark (as Windows tools write text), else UTF-8."""
+    return "utf-16" if f.peek(2)[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
+
+
+@contextmanager
+def _utf8_lines(f):
+    """The lines of a text stream as UTF-8 bytes, whichever of UTF-8 and UTF-16 it is in."""
+    if _text_encoding(f) == "utf-8":
+        yield f
+        return
+    with io.TextIOWrapper(f, encoding="utf-16", newline="") as text:
+        yield (line.encode("utf-8") for line in text)
 
 
 def detect_format(path: Path) -> str:
@@ -82,7 +98,7 @@ def _decode(raw: bytes, line: int) -> tuple[str | None, str]:
 
 def _json_rows(path: Path) -> Iterator[Row]:
     """JSON Lines, or a JSON array (detected by a first line that starts with '[' and is not a whole value)."""
-    with _open_binary(path) as f:
+    with _open_binary(path) as binary, _utf8_lines(binary) as f:
         line = 0
         try:
             for raw in f:
@@ -97,7 +113,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
                     try:
                         json.loads(text)
                     except json.JSONDecodeError:  # a JSON array spread over many lines
-                        yield from _json_array_rows(raw + f.read())
+                        yield from _json_array_rows(raw + b"".join(f))
                         return
                     except RecursionError:
                         pass
@@ -105,7 +121,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
                         yield from _json_array_rows(raw)
                         continue
                 yield _parse_json_object(text, line)
-        except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt compressed stream
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # truncated or corrupt stream
             yield Row(line + 1, None, f"file truncated or corrupt after line {line}: {e}")
 
 
@@ -177,16 +193,20 @@ def _arrow_rows(path: Path) -> Iterator[Row]:
 def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
     with _open_binary(path) as f:
-        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="strict", newline="")
+        encoding = "utf-8-sig" if _text_encoding(f) == "utf-8" else "utf-16"
+        text = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline="")
         reader = csv.DictReader(text, delimiter=DELIMITERS[fmt])
         row_number = 0
         while True:
             try:
+                if row_number == 0 and reader.line_num == 0:
+                    reader.fieldnames = _unique_names(reader.fieldnames or [])
                 record = next(reader)
             except StopIteration:
                 return
             except UnicodeDecodeError as e:
-                yield Row(row_number + 1, None, f"invalid UTF-8 at byte {e.start}; the rest of the file is skipped")
+                yield Row(row_number + 1, None, f"invalid {encoding.upper().removesuffix('-SIG')} at byte {e.start}; "
+                                                f"the rest of the file is skipped")
                 return
             except (csv.Error, OSError, EOFError, zlib.error) as e:
                 yield Row(row_number + 1, None, f"unreadable {fmt.upper()}: {e}")
@@ -196,6 +216,22 @@ def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
                 yield Row(row_number, None, "row has more cells than the header", str(record)[:RAW_PREVIEW])
                 continue
             yield Row(row_number, record)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """A header's column names with repeats renamed `name_1`, `name_2`... (as DuckDB names them), so that
+    no column's cells are lost to a later one of the same name. Unnamed columns stay as they are."""
+    seen = set(names)
+    out = []
+    for name in names:
+        if name in out and name:
+            k = 1
+            while f"{name}_{k}" in seen:
+                k += 1
+            name = f"{name}_{k}"
+            seen.add(name)
+        out.append(name)
+    return out
 
 
 def get_path(record: Any, dotted: str) -> Any:

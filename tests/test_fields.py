@@ -61,6 +61,14 @@ def test_numbers_become_text():
     assert extract({"question": "2+2?", "answer": 4}, mapping)[0] == ("2+2?", "", "4")
 
 
+def test_a_float_nan_is_a_missing_value_not_the_text_nan():
+    # json.dumps writes pandas' empty cells as NaN, which Python's JSON reader takes as a float.
+    mapping = resolve_mapping({"question": "", "context": "", "answer": ""}, Fields(), None)
+    assert extract({"question": "2+2?", "context": float("nan"), "answer": float("nan")}, mapping)[0] == ("2+2?", "", "")
+    texts, why = extract({"question": float("nan"), "answer": "4"}, mapping)
+    assert texts is None and "missing instruction" in why
+
+
 _values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                        max_leaves=8)

@@ -104,6 +104,8 @@ def test_fuzzed_jsonl_never_crashes_and_accounts_for_every_line(tmp_path, lines)
     nonblank = [i + 1 for i, l in enumerate(lines) if l.strip()]
     if lines and lines[0].decode("utf-8-sig", "replace").lstrip().startswith("["):
         return  # may be read as a JSON array (the reader strips any whitespace first, a vertical tab too)
+    if lines and lines[0][:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return  # read as UTF-16
     assert [r.line for r in rows] == nonblank
     assert all((r.record is None) == bool(r.error) for r in rows)
 
@@ -118,3 +120,25 @@ def test_a_multi_line_json_array(tmp_path):
     path = tmp_path / "array.json"
     path.write_text(json.dumps(RECORDS, indent=2))
     assert [r.record for r in iter_rows(path)] == RECORDS
+
+
+@pytest.mark.parametrize("name,write", [
+    ("s.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-16")),
+    ("s.jsonl.gz", lambda p: p.write_bytes(gzip.compress("".join(json.dumps(r) + "\r\n" for r in RECORDS).encode("utf-16")))),
+    ("s.json", lambda p: p.write_text(json.dumps(RECORDS, indent=2), encoding="utf-16")),
+    ("s.csv", lambda p: p.write_text("instruction,output\nAdd 2 and 3.,5\nName a colour.,Blue\n", encoding="utf-16")),
+    ("s.tsv", lambda p: p.write_bytes("\ufeffinstruction\toutput\nAdd 2 and 3.\t5\nName a colour.\tBlue\n".encode("utf-16-be"))),
+])
+def test_utf16_text_with_a_byte_order_mark_is_read(tmp_path, name, write):
+    # What Windows tools (PowerShell's redirection, Notepad's "Unicode") save text as.
+    path = tmp_path / name
+    write(path)
+    rows = list(iter_rows(path))
+    assert [r.record for r in rows] == RECORDS and not any(r.error for r in rows)
+
+
+def test_repeated_csv_header_names_lose_no_column(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("prompt,prompt,,prompt_1,,response\nHi there,again,x,one,y,Hello\n")
+    [row] = list(iter_rows(path))
+    assert row.record == {"prompt": "Hi there", "prompt_2": "again", "prompt_1": "one", "": "y", "response": "Hello"}
