@@ -3,6 +3,7 @@ one-line messages with a non-zero exit."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from functools import wraps
 from pathlib import Path
@@ -201,7 +202,7 @@ def init(seeds, output):
     click.echo(f"wrote {output} ({guess.mapping.describe()})")
     for note in guess.unsure:
         click.echo(f"  check: {note}")
-    click.echo(f"then: gra-stream run {seeds} --run-dir runs/NAME --config {output}")
+    click.echo(f"then: gra-stream run {shlex.quote(str(seeds))} --run-dir runs/NAME --config {shlex.quote(str(output))}")
 
 
 @main.command()

@@ -1,5 +1,5 @@
-"""Seed paths as users have them: files, folders of shards (the hub's `data/train-*.parquet` layout) and
-datasets saved with `datasets.save_to_disk`, expanded into the files to read, in a fixed order.
+"""Seed paths as users have them: files, folders of shards (the hub's `data/train-*.parquet` layout), glob
+patterns and datasets saved with `datasets.save_to_disk`, expanded into the files to read, in a fixed order.
 
 A folder whose files are named after splits (train, test, validation...) gives its train split only: a
 test split must not become seeds (decontamination is for keeping it out). Give the other files by name to
@@ -7,6 +7,7 @@ use them.
 """
 from __future__ import annotations
 
+import glob
 import json
 from pathlib import Path
 
@@ -15,15 +16,29 @@ from gra_stream.readers import detect_format
 
 SPLITS = ("train", "test", "validation", "valid", "val", "dev", "eval")
 METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
+GLOB_CHARS = set("*?[")
 
 
 def expand_seed_paths(paths: list[Path]) -> list[Path]:
-    """The seed files behind `paths`, each folder expanded; a missing path is a one-line error."""
+    """The seed files behind `paths`, each folder expanded, each glob pattern (`data/*.jsonl`,
+    `shards/**/*.parquet`, quoted so that the shell leaves it) matched; a missing path is a one-line error.
+    A pattern's train split is not picked out: it names the files it matches."""
     files = []
     for path in paths:
+        if not path.exists() and GLOB_CHARS.intersection(str(path)):
+            files.extend(_matches(str(path)))
+            continue
         if not path.exists():
             raise UserError(f"seed file {path} does not exist")
         files.extend(_folder_files(path) if path.is_dir() else [path])
+    return files
+
+
+def _matches(pattern: str) -> list[Path]:
+    """The seed files a glob pattern names, in name order (files only, as DuckDB and `datasets` match)."""
+    files = [p for p in map(Path, sorted(glob.glob(pattern, recursive=True))) if p.is_file() and _is_seed_file(p)]
+    if not files:
+        raise UserError(f"no seed file matches {pattern} (.jsonl, .json, .parquet, .csv, .tsv, .arrow)")
     return files
 
 

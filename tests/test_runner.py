@@ -30,6 +30,18 @@ def test_inputs_are_checked_before_the_run_directory_exists(tmp_path):
     assert runner.check_inputs([folder], fake_config()) == [folder / "a.jsonl", folder / "b.jsonl"]
 
 
+def test_a_glob_pattern_names_its_seed_files_in_order(tmp_path):
+    (tmp_path / "shards" / "deep").mkdir(parents=True)
+    for name in ("shards/b.jsonl", "shards/a.jsonl", "shards/deep/c.jsonl", "shards/notes.md"):
+        head_jsonl(corpus("gsm8k_train"), tmp_path / name, 2) if name.endswith("l") else (tmp_path / name).write_text("x")
+    config = fake_config()
+    assert runner.check_inputs([tmp_path / "shards" / "*.jsonl"], config) == [tmp_path / "shards" / n for n in ("a.jsonl", "b.jsonl")]
+    assert runner.check_inputs([tmp_path / "shards" / "**" / "*"], config) == [
+        tmp_path / "shards" / n for n in ("a.jsonl", "b.jsonl", "deep/c.jsonl")]
+    with pytest.raises(UserError, match=r"no seed file matches .*\*\.csv"):
+        runner.check_inputs([tmp_path / "shards" / "*.csv"], config)
+
+
 def test_a_finished_run_is_recognised_until_anything_changes(tmp_path):
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 20)
     config, run_dir = fake_config(), tmp_path / "run"
