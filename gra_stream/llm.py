@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import fastjsonschema
 
-from gra_stream.backends import ChatRequest, Completion
+from gra_stream.backends import REJECTED, ChatRequest, Completion
 from gra_stream.backends.pool import ModelPool
+from gra_stream.errors import UserError
 from gra_stream.prompts import clip
 from gra_stream.reply_schemas import once_per_schema
 
@@ -152,11 +153,26 @@ def ask(pool: ModelPool, calls: Calls, *, max_reasks: int) -> Replies:
             groups[model] = [ChatRequest(_messages(system, calls.users[i], replies, i, attempt), *sampling,
                                          calls.seeds[i] + attempt, spec.repetition_penalty) for i in indices]
         results = _complete(pool, groups)
+        if attempt == 0:
+            _stop_if_all_rejected(pool, results)
         todo = [i for model, indices in by_model.items() for i, done in zip(indices, results[model])
                 if not replies.fold(i, done, calls.schema, budgets[model])]
         if not todo:
             break
     return replies
+
+
+def _stop_if_all_rejected(pool: ModelPool, results: dict[str, list[Completion]]) -> None:
+    """One rejected request is its row's (a prompt over the context length), and is re-asked, then
+    quarantined; a model's whole batch rejected at the first attempt is the config's (a parameter the
+    endpoint does not take), and quarantining every row would lose them: the run stops instead."""
+    for model, completions in results.items():
+        if len(completions) > 1 and all(c.rejected for c in completions):
+            raise UserError(f"model {model!r}: {pool.spec(model).url or pool.spec(model).backend} rejected all "
+                            f"{len(completions)} requests of a batch ({completions[-1].error.removeprefix(REJECTED)}); "
+                            f"it does not take requests as this model's config makes them "
+                            f"(docs/backends.md#openai-compatible-servers); the run stopped with what was committed "
+                            f"before, and the same command resumes")
 
 
 def _messages(system: dict, user: str, replies: Replies, i: int, attempt: int) -> tuple[dict, ...]:

@@ -23,8 +23,9 @@ class _Server(ThreadingHTTPServer):
 
 class FaultServer:
     def __init__(self, *, faults: bool = True, slow_s: float = 1.5, api_key: str = "", rate_per_s: float = 0.0,
-                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0):
+                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0, reject=None):
         self.faults = faults
+        self.reject = reject            # body -> the message of an HTTP 400 for it, or None to answer it
         self.down = False               # True: every request gets 503, as from a gateway whose backend is down
         self.slow_s = slow_s
         self.api_key = api_key
@@ -54,6 +55,10 @@ class FaultServer:
                     return self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}).encode())
                 if server.down:
                     return self._send(503, b'{"error": {"message": "no healthy upstream"}}')
+                rejected = server.reject(body) if server.reject else None
+                if rejected:
+                    return self._send(400, json.dumps({"error": {"message": rejected, "type": "invalid_request_error",
+                                                                 "code": 400}}).encode())
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
                     with server.lock:
                         server.unauthorized += 1

@@ -29,6 +29,14 @@ class Completion(NamedTuple):
     wait_s: float = 0.0         # seconds held back by rate limits and backoff (HTTP backends)
     error: str = ""             # why no reply came (finish_reason "error")
 
+    @property
+    def rejected(self) -> bool:
+        """Whether the endpoint refused the request itself (an HTTP 400 or 422), which retrying cannot change."""
+        return self.error.startswith(REJECTED)
+
+
+REJECTED = "rejected: "         # how the error of a request the endpoint refused begins
+
 
 class Backend(Protocol):
     def complete(self, requests: list[ChatRequest]) -> list[Completion]: ...

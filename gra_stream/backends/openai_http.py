@@ -10,7 +10,8 @@ finish_reason "error", which the caller re-asks and finally quarantines: a flaky
 run and never loses a row. What says that no request can succeed stops the run instead, before the batch
 commits, so that its rows stay pending for the same command to resume: a refused key (HTTP 401 or 403), a
 server that cannot be connected to after every retry, a batch of which no request got a reply, and HTTP
-404 (no such path or model).
+404 (no such path or model). Another 4xx comes back as a `rejected` completion: `llm.ask` stops the run
+when a model's whole batch is rejected at its first attempt.
 
 Credentials come from the environment only (`api_key_env`, `headers`), are read once at start, and never
 leave this module: not in the call cache, the run directory, logs or messages.
@@ -26,7 +27,7 @@ import time
 
 import httpx
 
-from gra_stream.backends import ChatRequest, Completion
+from gra_stream.backends import REJECTED, ChatRequest, Completion
 from gra_stream.backends.throttle import OK, OTHER, OVERLOADED, Throttle, parse_duration
 from gra_stream.config import Config, ModelSpec
 from gra_stream.errors import UserError
@@ -161,7 +162,7 @@ class OpenAIBackend:
                         backoff = 0.0  # the pause holds back every request of this endpoint
                 else:  # another 4xx: the request itself is wrong; retrying cannot help
                     return Completion("", 0, 0, "error", 0.0, retries=retries, wait_s=waited,
-                                      error=f"HTTP {response.status_code}: {self._redact(response.text[:200])}")
+                                      error=f"{REJECTED}HTTP {response.status_code}: {self._redact(_message(response))}")
             finally:
                 await self.throttle.finish(ticket, outcome)
             if attempt < self.spec.max_retries:

@@ -159,6 +159,42 @@ def test_a_url_without_its_v1_stops_the_run_at_the_first_404(tmp_path):
     assert Store(tmp_path / "run").connect().sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
 
 
+def test_an_endpoint_that_rejects_every_request_stops_the_run_and_one_rejected_row_is_quarantined(tmp_path):
+    """A provider without JSON-schema outputs answers HTTP 400 to every request: the run stops with its
+    message, where it quarantined every row as a parse error and exited 0. A request rejected among others
+    (a prompt over the context length) is that row's: it is quarantined, with the server's words."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 6)
+    no_schemas = "'response_format.type' json_schema is not supported by this model"
+    with FaultServer(faults=False, reject=lambda body: no_schemas if "response_format" in body else None) as server:
+        result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config",
+                     toml_config(tmp_path / "c.toml", server.url), env_key=KEY)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"model 'hosted': {server.url} rejected all 6 requests of a batch (HTTP 400: {no_schemas})" \
+        in line and "the same command resumes" in line, line
+    con = Store(tmp_path / "run").connect()
+    assert con.sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
+    assert con.sql("SELECT count(*) FROM profiles").fetchall() == [(0,)]
+
+    long = [json.loads(line)["question"] for line in seeds.read_text().splitlines()[:2]]
+    too_long = "This model's maximum context length is 2048 tokens; your request has 2311"
+
+    def reject(body):  # two in a batch: their re-asks make a batch of rejected requests, theirs, not the config's
+        return too_long if any(q in json.dumps(body) for q in long) else None
+
+    with FaultServer(faults=False, reject=reject) as server:
+        result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config",
+                     toml_config(tmp_path / "c.toml", server.url), env_key=KEY)
+    assert result.returncode == 0, result.stderr[-2000:]
+    con = Store(tmp_path / "run").connect()
+    rows = con.sql("SELECT q.stage, q.error, s.instruction FROM quarantine q LEFT JOIN seeds s USING (id)").fetchall()
+    for question in long:
+        assert ("profile", f"no reply: rejected: HTTP 400: {too_long}", question) in rows, rows
+    assert all(error.endswith(too_long) for _, error, _ in rows), "only the requests that were too long failed"
+    assert con.sql("SELECT count(*) FROM profiles WHERE status = 'ok'").fetchall() == [(4,)]
+    check_run(tmp_path / "run")
+
+
 def test_a_requests_per_minute_budget_holds_requests_back_and_counts_the_wait():
     from gra_stream.backends import ChatRequest
     from gra_stream.backends.openai_http import OpenAIBackend
