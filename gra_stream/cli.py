@@ -186,7 +186,7 @@ def export_command(run_dir, fmt, output, metadata):
     from gra_stream.query import open_run
 
     n, fmt = export(open_run(run_dir), fmt, output, metadata=metadata)
-    click.echo(f"wrote {n} samples to {output} ({fmt})")
+    click.echo(f"wrote {n} sample{'' if n == 1 else 's'} to {output} ({fmt})")
 
 
 @main.command()
