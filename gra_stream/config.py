@@ -23,6 +23,9 @@ else:  # Python 3.10: the same parser, from PyPI
 
 DEFAULT_CONFIG = resources.config_file("default.toml")
 SQL_DIR = resources.sql_dir()
+# How an openai model's replies are held to their schema: `response_format` with it; JSON mode with it in
+# the prompt; the prompt alone (backends/openai_http.py)
+STRUCTURED_OUTPUTS = ("json_schema", "json_object", "none")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class ModelSpec:
     requests_per_minute: float = 0.0  # openai backend: request budget (0: none)
     tokens_per_minute: float = 0.0    # openai backend: token budget, prompt + max_tokens per request (0: none)
     timeout_s: float = 120.0       # openai backend: per request
+    structured_output: str = "json_schema"  # openai backend: one of STRUCTURED_OUTPUTS
     max_retries: int = 5           # openai backend: transport-level retries (429, 5xx, timeouts, garbage)
     price_input: float = 0.0       # cost of a million prompt tokens (any currency), for status and report
     price_output: float = 0.0      # cost of a million completion tokens
@@ -390,10 +394,12 @@ def validate(c: Config) -> None:
                 raise UserError(f"{s}: models.{key} = {getattr(m, key)} (model {m.name!r}) must be 0 (none) or more")
         if m.max_tokens < 0:
             raise UserError(f"{s}: models.max_tokens = {m.max_tokens} (model {m.name!r}) must be 0 (role budgets) or more")
-        if not 1.0 <= m.repetition_penalty <= 2.0:
-            raise UserError(f"{s}: models.repetition_penalty = {m.repetition_penalty} (model {m.name!r}) must be between 1 and 2")
-        if not 0.0 <= m.temperature <= 2.0:
-            raise UserError(f"{s}: models.temperature = {m.temperature} (model {m.name!r}) must be between 0 and 2")
+        for key, low, high in (("repetition_penalty", 1.0, 2.0), ("temperature", 0.0, 2.0)):
+            if not low <= getattr(m, key) <= high:
+                raise UserError(f"{s}: models.{key} = {getattr(m, key)} (model {m.name!r}) must be between {low:g} and {high:g}")
+        if m.structured_output != "json_schema" and (m.backend != "openai" or m.structured_output not in STRUCTURED_OUTPUTS):
+            raise UserError(f"{s}: models.structured_output = {m.structured_output!r} (model {m.name!r}) must be one of "
+                            f"{', '.join(STRUCTURED_OUTPUTS)}, and other than json_schema only for the openai backend")
         if m.backend == "vllm" and not m.path.startswith("embedded:") and "/" in m.path and m.path.startswith(("/", ".")) \
                 and not Path(m.path).exists():
             raise UserError(f"{s}: models.path = {m.path!r} (model {m.name!r}) does not exist; "

@@ -28,6 +28,9 @@ from gra_stream.sql_filters import load_filters
 # The fields of a model spec that change its replies (and so every LLM stage that calls it).
 REPLY_FIELDS = ("name", "backend", "path", "url", "api_model", "temperature", "top_p", "repetition_penalty",
                 "max_tokens", "trust_remote_code")
+# Reply-changing fields added since: a part of a version only where not at their default, so that the
+# tables made before they existed keep their versions.
+LATER_REPLY_FIELDS = {"structured_output": "json_schema"}
 # Engine settings that change replies: numerics and what fits in a prompt.
 ENGINE_KEYS = ("vllm.dtype", "vllm.max_model_len")
 
@@ -91,7 +94,9 @@ def inputs(config: Config) -> dict[str, dict]:
     prompts = {name: load_prompt(name, config.prompts_dir) for name in ("system", "profile", "generate", "refine",
                                                                          "review", "adjudicate")}
     filters = [(f.name, f.sql, f.params) for f in load_filters(config)]
-    models = [{k: getattr(m, k) for k in REPLY_FIELDS} for m in config.models]
+    models = [{**{k: getattr(m, k) for k in REPLY_FIELDS},
+               **{k: getattr(m, k) for k, default in LATER_REPLY_FIELDS.items() if getattr(m, k) != default}}
+              for m in config.models]
     out = {}
     for stage, dep in STAGES.items():
         own = {key: _value(data, key) for key in dep.keys}

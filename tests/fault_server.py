@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from gra_stream.backends import ChatRequest
 from gra_stream.backends.fake import FakeBackend
+from gra_stream.backends.openai_http import SCHEMA_IN_PROMPT
 
 
 class _Server(ThreadingHTTPServer):
@@ -84,6 +85,9 @@ class FaultServer:
                 if fault == "slow":
                     time.sleep(server.slow_s)
                 schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema")
+                asked = body["messages"][-1]["content"]
+                if schema is None and SCHEMA_IN_PROMPT in asked:  # structured_output json_object or none
+                    schema = json.loads(asked.rsplit(SCHEMA_IN_PROMPT, 1)[1])
                 request = ChatRequest(tuple(body["messages"]), schema, body["max_tokens"], body["temperature"],
                                       body["top_p"], body["seed"])
                 done = FakeBackend(body["model"]).complete([request])[0]

@@ -38,6 +38,7 @@ REFUSED_STATUS = {401, 403}    # the key is missing, wrong or not allowed this m
 NOT_FOUND = 404                # no such path or model: the config is wrong, whatever the request; stop the run
 MAX_RETRY_AFTER_S = 120.0
 GAVE_UP = "gave up after"      # how the error of a request whose every retry failed begins
+SCHEMA_IN_PROMPT = "\n\nReply with one JSON object that follows this JSON schema:\n"
 STOPPED = "the run stopped with what was committed before; run the same command again once the endpoint answers"
 
 
@@ -106,13 +107,20 @@ class OpenAIBackend:
         return done
 
     def body(self, r: ChatRequest) -> dict:
-        body = {"model": self.model, "messages": list(r.messages), "max_tokens": r.max_tokens,
+        mode = self.spec.structured_output
+        messages = list(r.messages)
+        if r.schema is not None and mode != "json_schema":  # the server does not hold the reply to it: say it
+            last = messages[-1]
+            messages[-1] = {**last, "content": last["content"] + SCHEMA_IN_PROMPT + json.dumps(r.schema)}
+        body = {"model": self.model, "messages": messages, "max_tokens": r.max_tokens,
                 "temperature": r.temperature, "top_p": r.top_p, "seed": r.seed}
         if r.repetition_penalty != 1.0:
             body["repetition_penalty"] = r.repetition_penalty  # a vLLM extension of the API
-        if r.schema is not None:
+        if r.schema is not None and mode == "json_schema":
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "reply", "schema": r.schema, "strict": True}}
+        elif r.schema is not None and mode == "json_object":
+            body["response_format"] = {"type": "json_object"}
         return body
 
     async def _one(self, r: ChatRequest) -> Completion:

@@ -171,7 +171,7 @@ def test_an_endpoint_that_rejects_every_request_stops_the_run_and_one_rejected_r
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert f"model 'hosted': {server.url} rejected all 6 requests of a batch (HTTP 400: {no_schemas})" \
-        in line and "the same command resumes" in line, line
+        in line and "the same command resumes" in line and 'structured_output = "json_object"' in line, line
     con = Store(tmp_path / "run").connect()
     assert con.sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
     assert con.sql("SELECT count(*) FROM profiles").fetchall() == [(0,)]
@@ -193,6 +193,44 @@ def test_an_endpoint_that_rejects_every_request_stops_the_run_and_one_rejected_r
     assert all(error.endswith(too_long) for _, error, _ in rows), "only the requests that were too long failed"
     assert con.sql("SELECT count(*) FROM profiles WHERE status = 'ok'").fetchall() == [(4,)]
     check_run(tmp_path / "run")
+
+
+@pytest.mark.parametrize("mode", ["json_object", "none"])
+def test_a_provider_without_json_schema_outputs_serves_with_the_schema_in_the_prompt(tmp_path, mode):
+    """`structured_output`: JSON mode, or no response_format at all, with the reply schema at the end of
+    the prompt; replies are checked against it as always. Another mode is another model's replies: its
+    calls are not the cached calls of the default mode, and its stages are recomputed."""
+    from gra_stream.backends import ChatRequest
+    from gra_stream.backends.openai_http import SCHEMA_IN_PROMPT
+    from gra_stream.call_cache import call_key
+    from gra_stream.config import load_config
+    from gra_stream.stage_versions import inputs, versions
+
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 6)
+
+    def no_schemas(body):
+        return "json_schema is not supported" if (body.get("response_format") or {}).get("type") == "json_schema" else None
+
+    config = toml_config(tmp_path / "c.toml", "URL", f'structured_output = "{mode}"')
+    with FaultServer(faults=False, reject=no_schemas) as server:
+        config.write_text(config.read_text().replace("URL", server.url))
+        result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, env_key=KEY)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bodies = [json.loads(b) for b in server.bodies]
+    assert bodies and all(b.get("response_format") == ({"type": "json_object"} if mode == "json_object" else None)
+                          for b in bodies)
+    assert all(SCHEMA_IN_PROMPT in b["messages"][-1]["content"] for b in bodies)
+    con = Store(tmp_path / "run").connect()
+    assert con.sql("SELECT count(*) FROM profiles WHERE status = 'ok'").fetchall() == [(6,)]
+    assert con.sql("SELECT count(*) FROM reviews").fetchall()[0][0] > 0
+    check_run(tmp_path / "run")
+
+    default = load_config(toml_config(tmp_path / "d.toml", server.url))
+    assert versions(load_config(config))["profile"] != versions(default)["profile"]
+    request = ChatRequest(({"role": "user", "content": "Say 1."},), {"type": "object"}, 16, 0.7, 0.95, 1)
+    assert call_key(load_config(config).models[0], request) != call_key(default.models[0], request)
+    # the default is not a part of a version, so that tables made before the setting existed keep theirs
+    assert "structured_output" not in inputs(default)["profile"]["models"][0]
 
 
 def test_a_requests_per_minute_budget_holds_requests_back_and_counts_the_wait():
