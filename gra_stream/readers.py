@@ -2,8 +2,8 @@
 of a `datasets.save_to_disk` folder), one record at a time.
 
 Each reader yields `Row(line, record, error)`: a row that cannot be read carries the reason instead of a
-record, so one bad line never stops a file. Memory stays bounded for every format but JSON arrays, which
-are parsed whole (use JSONL for large corpora).
+record, so one bad line never stops a file. Memory stays bounded for every format: JSON arrays too are
+read an item at a time (ijson), as the hub's largest instruction sets ship as arrays.
 """
 from __future__ import annotations
 
@@ -97,7 +97,12 @@ def _decode(raw: bytes, line: int) -> tuple[str | None, str]:
 
 
 def _json_rows(path: Path) -> Iterator[Row]:
-    """JSON Lines, or a JSON array (detected by a first line that starts with '[' and is not a whole value)."""
+    """JSON Lines, or one JSON array (a file whose first character is '['), read an item at a time."""
+    with _open_binary(path) as binary:
+        array = _first_character(binary) == "["
+    if array:
+        yield from _json_array_rows(path)
+        return
     with _open_binary(path) as binary, _utf8_lines(binary) as f:
         line = 0
         try:
@@ -109,20 +114,16 @@ def _json_rows(path: Path) -> Iterator[Row]:
                 if text is None:
                     yield Row(line, None, err, raw[:RAW_PREVIEW].decode("utf-8", "replace"))
                     continue
-                if line == 1 and text.lstrip().startswith("["):
-                    try:
-                        json.loads(text)
-                    except json.JSONDecodeError:  # a JSON array spread over many lines
-                        yield from _json_array_rows(raw + b"".join(f))
-                        return
-                    except RecursionError:
-                        pass
-                    else:  # a JSON array on one line
-                        yield from _json_array_rows(raw)
-                        continue
                 yield _parse_json_object(text, line)
         except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # truncated or corrupt stream
             yield Row(line + 1, None, f"file truncated or corrupt after line {line}: {e}")
+
+
+def _first_character(binary) -> str:
+    """The first character of a text stream that is not JSON whitespace (or a byte order mark)."""
+    head = binary.peek(4096)[:4096]
+    text = head.decode(_text_encoding(binary), errors="ignore")
+    return text.lstrip(" \t\r\n\ufeff")[:1]
 
 
 def _parse_json_object(text: str, line: int) -> Row:
@@ -136,24 +137,58 @@ def _parse_json_object(text: str, line: int) -> Row:
     return Row(line, value)
 
 
-def _json_array_rows(data: bytes) -> Iterator[Row]:
-    text, err = _decode(data, 1)
-    if text is None:
-        yield Row(1, None, err)
-        return
+def _array_item(i: int, value) -> Row:
+    if isinstance(value, dict):
+        return Row(i, value)
+    return Row(i, None, f"array item {i} is {type(value).__name__}, not an object", str(value)[:RAW_PREVIEW])
+
+
+class _Chunks:
+    """A file-like `read(size)` over an iterator of byte strings (ijson reads at most `size` at a time)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks, self.buffer = chunks, b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) < size:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                break
+            self.buffer += chunk
+        out, self.buffer = (self.buffer, b"") if size < 0 else (self.buffer[:size], self.buffer[size:])
+        return out
+
+
+def _json_array_rows(path: Path) -> Iterator[Row]:
+    """The items of a JSON array, streamed by ijson, so that memory stays bounded whatever the array's size
+    (ijson's C parser is also faster than `json.loads` of the whole file). What ijson cannot read but
+    Python's json can, such as the NaN that `json.dumps` writes for an empty pandas cell, is read whole from
+    the item where ijson stopped; what neither can read ends the file with that item as a bad row."""
+    import ijson
+
+    done = 0
     try:
-        values = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        yield Row(1, None, f"malformed JSON array: {getattr(e, 'msg', 'nested too deeply')}", text[:RAW_PREVIEW])
+        with _open_binary(path) as binary, _utf8_lines(binary) as lines:
+            if lines is binary and binary.peek(3)[:3] == b"\xef\xbb\xbf":
+                binary.read(3)  # a UTF-8 byte order mark, which JSON parsers refuse
+            for value in ijson.items(binary if lines is binary else _Chunks(lines), "item", use_float=True):
+                done += 1
+                yield _array_item(done, value)
         return
-    if not isinstance(values, list):
+    except (ijson.JSONError, OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+        message = e.args[0] if e.args else e
+        streamed_error = (message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)).split("\n")[0][:200]
+    try:
+        with _open_binary(path) as binary, _utf8_lines(binary) as lines:
+            values = json.loads(b"".join(lines).removeprefix(b"\xef\xbb\xbf"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError, EOFError, zlib.error):
+        yield Row(done + 1, None, f"malformed JSON array after item {done}: {streamed_error}")
+        return
+    if not isinstance(values, list):  # pragma: no cover - a document that starts with '[' is an array
         yield Row(1, None, "expected a JSON array of objects")
         return
-    for i, value in enumerate(values, start=1):
-        if isinstance(value, dict):
-            yield Row(i, value)
-        else:
-            yield Row(i, None, f"array item {i} is {type(value).__name__}, not an object", str(value)[:RAW_PREVIEW])
+    for i, value in enumerate(values[done:], start=done + 1):
+        yield _array_item(i, value)
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:

@@ -142,3 +142,49 @@ def test_repeated_csv_header_names_lose_no_column(tmp_path):
     path.write_text("prompt,prompt,,prompt_1,,response\nHi there,again,x,one,y,Hello\n")
     [row] = list(iter_rows(path))
     assert row.record == {"prompt": "Hi there", "prompt_2": "again", "prompt_1": "one", "": "y", "response": "Hello"}
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.lists(st.one_of(st.dictionaries(st.text(max_size=6), st.one_of(st.text(max_size=20), st.integers(),
+                                                                          st.floats(allow_nan=False), st.none()),
+                                          max_size=3), st.integers()), max_size=12),
+       st.sampled_from([None, 1]), st.sampled_from(["s.json", "s.json.gz"]))
+def test_a_json_array_is_read_item_by_item_as_json_reads_it(tmp_path, items, indent, name):
+    path = tmp_path / name
+    data = json.dumps(items, indent=indent).encode()
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    rows = list(iter_rows(path))
+    assert [r.line for r in rows] == list(range(1, len(items) + 1))
+    assert [r.record for r in rows] == [v if isinstance(v, dict) else None for v in items]
+    assert all(bool(r.error) == (not isinstance(v, dict)) for r, v in zip(rows, items))
+
+
+def test_a_json_array_with_nan_or_a_broken_tail(tmp_path):
+    # NaN is not JSON, but json.dumps writes it and json.loads reads it: read whole from where streaming stopped
+    path = tmp_path / "nan.json"
+    path.write_text('\ufeff[{"instruction": "a", "output": 1.5},\n {"instruction": "b", "output": NaN}]')
+    records = [r.record for r in iter_rows(path)]
+    assert records[0] == {"instruction": "a", "output": 1.5} and records[1]["instruction"] == "b"
+    assert records[1]["output"] != records[1]["output"], "NaN"
+    path.write_text(json.dumps(RECORDS)[:-20])  # cut off in the middle of the second item
+    rows = list(iter_rows(path))
+    assert [r.record for r in rows] == [RECORDS[0], None]
+    assert rows[1].line == 2 and rows[1].error.startswith("malformed JSON array after item 1")
+
+
+def test_a_large_json_array_is_streamed(tmp_path):
+    """A 1M-record array (OpenHermes, MetaMathQA and ShareGPT ship so) was parsed whole: a few GB of
+    Python objects. Reading its first records now costs what they cost."""
+    import tracemalloc
+
+    path = tmp_path / "big.json"
+    with open(path, "w") as f:
+        f.write("[" + ",".join(json.dumps({"instruction": f"Task {i} " + "x" * 200, "output": "y"}) for i in range(40_000)) + "]")
+    tracemalloc.start()
+    rows = iter_rows(path)
+    first = [next(rows) for _ in range(10)]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    rows.close()
+    assert [r.record["instruction"][:7] for r in first] == [f"Task {i} " for i in range(10)]
+    assert peak < path.stat().st_size / 4, (peak, path.stat().st_size)
