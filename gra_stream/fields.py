@@ -107,8 +107,10 @@ def resolve_mapping(record: dict, fields: Fields, path: Path) -> Mapping:
         response = "instances.0.output"
         input_ = input_ or "instances.0.input"
     if not instruction:
-        raise UserError(f"{path}: cannot find the instruction field among: {', '.join(sorted(map(str, record))) or '(none)'}; "
-                        f"`gra-stream init {path}` proposes a mapping, or set [fields] instruction in the config")
+        lists = [k for k, v in record.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+        hint = f"; {lists[0]!r} holds a list of {len(record[lists[0]])} objects: save it as JSON Lines" if lists else ""
+        raise UserError(f"{path}: cannot find the instruction field among: {', '.join(sorted(map(str, record))) or '(none)'}"
+                        f"{hint}; `gra-stream init {path}` proposes a mapping, or set [fields] instruction in the config")
     return Mapping(instruction, input_, response)
 
 

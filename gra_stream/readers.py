@@ -97,14 +97,15 @@ def _decode(raw: bytes, line: int) -> tuple[str | None, str]:
 
 
 def _json_rows(path: Path) -> Iterator[Row]:
-    """JSON Lines, or one JSON array (a file whose first character is '['), read an item at a time."""
+    """JSON Lines; or one JSON array (a file whose first character is '['), or one JSON object spread over
+    lines whose records are in a list (`_document_records`), read an item at a time."""
     with _open_binary(path) as binary:
         array = _first_character(binary) == "["
     if array:
         yield from _json_array_rows(path)
         return
     with _open_binary(path) as binary, _utf8_lines(binary) as f:
-        line = 0
+        line, first = 0, True
         try:
             for raw in f:
                 line += 1
@@ -114,7 +115,14 @@ def _json_rows(path: Path) -> Iterator[Row]:
                 if text is None:
                     yield Row(line, None, err, raw[:RAW_PREVIEW].decode("utf-8", "replace"))
                     continue
-                yield _parse_json_object(text, line)
+                row = _parse_json_object(text, line)
+                if first and row.error.startswith("malformed") and text.lstrip().startswith("{"):
+                    key = _document_records(path)  # not a line of JSON Lines: one object spread over lines?
+                    if key is not None:
+                        yield from _json_array_rows(path, key)
+                        return
+                first = False
+                yield row
         except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # truncated or corrupt stream
             yield Row(line + 1, None, f"file truncated or corrupt after line {line}: {e}")
 
@@ -159,19 +167,27 @@ class _Chunks:
         return out
 
 
-def _json_array_rows(path: Path) -> Iterator[Row]:
-    """The items of a JSON array, streamed by ijson, so that memory stays bounded whatever the array's size
-    (ijson's C parser is also faster than `json.loads` of the whole file). What ijson cannot read but
-    Python's json can, such as the NaN that `json.dumps` writes for an empty pandas cell, is read whole from
-    the item where ijson stopped; what neither can read ends the file with that item as a bad row."""
+@contextmanager
+def _json_source(path: Path):
+    """A JSON file as a file-like of UTF-8 bytes for ijson, a byte order mark dropped."""
+    with _open_binary(path) as binary, _utf8_lines(binary) as lines:
+        if lines is binary and binary.peek(3)[:3] == b"\xef\xbb\xbf":
+            binary.read(3)  # JSON parsers refuse it
+        yield binary if lines is binary else _Chunks(lines)
+
+
+def _json_array_rows(path: Path, key: str = "") -> Iterator[Row]:
+    """The items of a JSON array (the file, or the list at `key` of the object that is the file), streamed
+    by ijson, so that memory stays bounded whatever the array's size (ijson's C parser is also faster than
+    `json.loads` of the whole file). What ijson cannot read but Python's json can, such as the NaN that
+    `json.dumps` writes for an empty pandas cell, is read whole from the item where ijson stopped; what
+    neither can read ends the file with that item as a bad row."""
     import ijson
 
     done = 0
     try:
-        with _open_binary(path) as binary, _utf8_lines(binary) as lines:
-            if lines is binary and binary.peek(3)[:3] == b"\xef\xbb\xbf":
-                binary.read(3)  # a UTF-8 byte order mark, which JSON parsers refuse
-            for value in ijson.items(binary if lines is binary else _Chunks(lines), "item", use_float=True):
+        with _json_source(path) as source:
+            for value in ijson.items(source, f"{key}.item" if key else "item", use_float=True):
                 done += 1
                 yield _array_item(done, value)
         return
@@ -184,11 +200,37 @@ def _json_array_rows(path: Path) -> Iterator[Row]:
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError, EOFError, zlib.error):
         yield Row(done + 1, None, f"malformed JSON array after item {done}: {streamed_error}")
         return
-    if not isinstance(values, list):  # pragma: no cover - a document that starts with '[' is an array
-        yield Row(1, None, "expected a JSON array of objects")
-        return
-    for i, value in enumerate(values[done:], start=done + 1):
+    for i, value in enumerate((values[key] if key else values)[done:], start=done + 1):
         yield _array_item(i, value)
+
+
+def _document_records(path: Path) -> str | None:
+    """Where the records are in a file that holds one JSON object spread over lines (as `json.dump(...,
+    indent=2)` writes `{"version": "1.0", "data": [{...}, ...]}`): the key of its list of objects; of
+    several, `train`, else the longest. None when the file is not one JSON object or holds no such list
+    (it is then read as JSON Lines, each line that is not an object a bad row). One streamed pass."""
+    import ijson
+
+    items: dict[str, int] = {}  # a top-level key holding a list -> the objects in it
+    depth, key, list_key = 0, None, None
+    try:
+        with _json_source(path) as source:
+            for event, value in ijson.basic_parse(source):  # no prefixes: a deep nest costs its length only
+                if event in ("start_map", "start_array"):
+                    if event == "start_map" and depth == 2 and list_key is not None and "." not in list_key:
+                        items[list_key] = items.get(list_key, 0) + 1
+                    list_key = key if event == "start_array" and depth == 1 else list_key
+                    depth += 1
+                elif event in ("end_map", "end_array"):
+                    depth -= 1
+                    list_key = None if depth == 1 else list_key
+                elif event == "map_key" and depth == 1:
+                    key = value
+    except (ijson.JSONError, OSError, EOFError, zlib.error, UnicodeDecodeError):
+        return None
+    if not items:
+        return None
+    return "train" if "train" in items else max(items, key=lambda k: (items[k], k))
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:

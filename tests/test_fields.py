@@ -34,6 +34,12 @@ def test_unmappable_file_error_names_its_fields(tmp_path):
     assert "x.jsonl" in str(e.value) and "bar, foo" in str(e.value) and "[fields]" in str(e.value)
 
 
+def test_an_unmappable_record_holding_a_list_of_records_says_so(tmp_path):
+    # a minified {"data": [...]}: one line, so one record (spread over lines, its list is read: test_readers)
+    with pytest.raises(UserError, match=r"among: data, version; 'data' holds a list of 2 objects: save it as JSON Lines"):
+        resolve_mapping({"version": "1", "data": [{"q": "a"}, {"q": "b"}]}, Fields(), tmp_path / "x.json")
+
+
 def test_config_fields_win_and_may_be_nested():
     record = {"q": {"text": "What is 2+2?"}, "a": "4", "instruction": "ignored"}
     mapping = resolve_mapping(record, Fields(instruction="q.text", response="a"), None)

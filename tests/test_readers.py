@@ -188,3 +188,23 @@ def test_a_large_json_array_is_streamed(tmp_path):
     rows.close()
     assert [r.record["instruction"][:7] for r in first] == [f"Task {i} " for i in range(10)]
     assert peak < path.stat().st_size / 4, (peak, path.stat().st_size)
+
+
+def test_one_json_object_spread_over_lines_is_read_as_its_list_of_records(tmp_path):
+    # as json.dump(..., indent=2) writes a dataset: SQuAD-style {"version", "data"}, or its splits
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps({"version": "1.0", "data": RECORDS, "tags": ["a", "b"]}, indent=2))
+    assert [r.record for r in iter_rows(path)] == RECORDS
+    path.write_text(json.dumps({"test": RECORDS[:1], "train": RECORDS}, indent=1))
+    assert [r.record for r in iter_rows(path)] == RECORDS, "the train split"
+    path.write_text(json.dumps({"few": RECORDS[:1], "more": RECORDS}, indent=1))
+    assert [r.record for r in iter_rows(path)] == RECORDS, "the longest list"
+    path.write_text(json.dumps({"instruction": "Add 2 and 3.", "output": "5"}, indent=1))  # no list: JSON Lines
+    assert all(r.error.startswith("malformed JSON") for r in iter_rows(path))
+
+
+def test_json_lines_with_a_broken_first_line_stay_json_lines(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"instruction": "cut off\n' + "".join(json.dumps(r) + "\n" for r in RECORDS))
+    rows = list(iter_rows(path))
+    assert rows[0].error.startswith("malformed JSON") and [r.record for r in rows[1:]] == RECORDS
