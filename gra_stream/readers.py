@@ -194,14 +194,21 @@ def _json_array_rows(path: Path, key: str = "") -> Iterator[Row]:
     except (ijson.JSONError, OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
         message = e.args[0] if e.args else e
         streamed_error = (message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)).split("\n")[0][:200]
-    try:
-        with _open_binary(path) as binary, _utf8_lines(binary) as lines:
-            values = json.loads(b"".join(lines).removeprefix(b"\xef\xbb\xbf"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError, EOFError, zlib.error):
+    values = _whole_json(path)
+    if values is None:
         yield Row(done + 1, None, f"malformed JSON array after item {done}: {streamed_error}")
         return
     for i, value in enumerate((values[key] if key else values)[done:], start=done + 1):
         yield _array_item(i, value)
+
+
+def _whole_json(path: Path):
+    """The file parsed whole by Python's json (which reads NaN and Infinity), or None where it cannot."""
+    try:
+        with _open_binary(path) as binary, _utf8_lines(binary) as lines:
+            return json.loads(b"".join(lines).removeprefix(b"\xef\xbb\xbf"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError, EOFError, zlib.error):
+        return None
 
 
 def _document_records(path: Path) -> str | None:
@@ -227,7 +234,11 @@ def _document_records(path: Path) -> str | None:
                 elif event == "map_key" and depth == 1:
                     key = value
     except (ijson.JSONError, OSError, EOFError, zlib.error, UnicodeDecodeError):
-        return None
+        document = _whole_json(path)  # NaN or Infinity, which ijson refuses; else not one JSON document
+        if not isinstance(document, dict):
+            return None
+        items = {k: sum(isinstance(x, dict) for x in v) for k, v in document.items() if "." not in k and isinstance(v, list)}
+        items = {k: n for k, n in items.items() if n}
     if not items:
         return None
     return "train" if "train" in items else max(items, key=lambda k: (items[k], k))

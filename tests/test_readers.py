@@ -199,6 +199,8 @@ def test_one_json_object_spread_over_lines_is_read_as_its_list_of_records(tmp_pa
     assert [r.record for r in iter_rows(path)] == RECORDS, "the train split"
     path.write_text(json.dumps({"few": RECORDS[:1], "more": RECORDS}, indent=1))
     assert [r.record for r in iter_rows(path)] == RECORDS, "the longest list"
+    path.write_text(json.dumps({"data": [{**RECORDS[0], "score": float("nan")}, RECORDS[1]]}, indent=1))
+    assert [r.record["instruction"] for r in iter_rows(path)] == [r["instruction"] for r in RECORDS], "NaN"
     path.write_text(json.dumps({"instruction": "Add 2 and 3.", "output": "5"}, indent=1))  # no list: JSON Lines
     assert all(r.error.startswith("malformed JSON") for r in iter_rows(path))
 
