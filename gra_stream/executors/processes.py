@@ -28,12 +28,11 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
-from threadpoolctl import threadpool_limits
 
+from gra_stream.blas import one_blas_thread
 from gra_stream.config import Config, share_budgets
 from gra_stream.errors import Interrupted, UserError
 from gra_stream.executors import (IN_FLIGHT_PER_WORKER, Finished, LocalExecutor, StopRequest, batch_ipc, keep_in_flight, run_batch,
@@ -72,7 +71,6 @@ class ProcessExecutor:
     def __init__(self, run_dir: Path, config: Config):
         self.workers = worker_count(config)
         self._lock = threading.Lock()
-        self._blas_users, self._blas_limit = 0, None
         self.run_dir, self.cwd = str(Path(run_dir).resolve()), os.getcwd()
         self.config = share_budgets(config, self.workers)
         self.local = LocalExecutor()
@@ -120,29 +118,13 @@ class ProcessExecutor:
         Its matrix products run on one BLAS thread meanwhile: the workers hold every core, and a second
         thread here only waits for one (OpenBLAS threads spin while they wait)."""
         ahead: deque[Future] = deque()
-        with self._one_blas_thread():
+        with one_blas_thread():
             for batch in batches:
                 ahead.append(self._submit(stage.prepare, batch))
                 if len(ahead) > IN_FLIGHT_PER_WORKER * self.workers:
                     yield self._finish(stage, ahead.popleft(), ctx, stop)
             while ahead:
                 yield self._finish(stage, ahead.popleft(), ctx, stop)
-
-    @contextmanager
-    def _one_blas_thread(self):
-        """BLAS on one thread while any ordered pass finishes here. The limit is the process's, and two
-        overlapping passes must not restore it under each other: the last one out does."""
-        with self._lock:
-            if not self._blas_users:
-                self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-            self._blas_users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._blas_users -= 1
-                if not self._blas_users:
-                    self._blas_limit.restore_original_limits()
 
     @staticmethod
     def _finish(stage: Stage, prepared: Future, ctx: Context, stop: StopRequest) -> Finished:

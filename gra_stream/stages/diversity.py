@@ -12,6 +12,7 @@ Also `embed_seeds`, which embeds the seeds once (only when the filter compares w
 import numpy as np
 import polars as pl
 
+from gra_stream.blas import one_blas_thread
 from gra_stream.embeddings import DIM, MINILM, get_embedder
 from gra_stream.stages.base import Context, Stage
 from gra_stream.vector_index import CellIndex, exhaustive_matches
@@ -73,13 +74,14 @@ def _best_matches(ctx: Context, sql: str, vectors: np.ndarray, exclude: list[str
     return best, best_ids
 
 
+@one_blas_thread()  # the same products, the same bits, in every process (gra_stream/blas.py)
 def setup(ctx: Context) -> None:
     """The seeds' cells and sidecars, made once here before any batch: with `--executor processes` every
     worker would otherwise make the same ones at once on its first batch (training cells and sorting every
-    seed into them), each doing the same work, while this process, which has the whole machine's BLAS
-    threads, waits. Seeds added since the last run may call for more cells: they are trained again here
+    seed into them), each doing the same work, while this process waits. Seeds added since the last run may call for more cells: they are trained again here
     too. The seeds do not change while the stage runs, so they get one sidecar for all their segments
-    (`CellIndex.merge`)."""
+    (`CellIndex.merge`). On one BLAS thread like the rest of the stage: a thread count that followed what
+    else ran at the time would make the cells depend on it."""
     d = ctx.config.diversity
     if d.enabled and d.compare_seeds and d.index == "ivf":
         index = CellIndex(ctx.store, d.model, d.cells, d.probes)
@@ -87,6 +89,7 @@ def setup(ctx: Context) -> None:
         index.merge("seed_embeddings")
 
 
+@one_blas_thread()
 def prepare(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     """What does not depend on earlier batches (runs ahead in worker processes under `--executor
     processes`): the embeddings, and each row's best match among the seeds, which are all embedded
@@ -158,6 +161,7 @@ def later_similarities(vectors: np.ndarray) -> np.ndarray:
     return out
 
 
+@one_blas_thread()
 def finish(batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     """The walk, in descending committee mean, against everything kept before (and the seeds)."""
     d = ctx.config.diversity
