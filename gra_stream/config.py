@@ -23,16 +23,13 @@ else:  # Python 3.10: the same parser, from PyPI
 
 DEFAULT_CONFIG = resources.config_file("default.toml")
 SQL_DIR = resources.sql_dir()
-# How an openai model's replies are held to their schema: `response_format` with it; JSON mode with it in
-# the prompt; the prompt alone (backends/openai_http.py)
-STRUCTURED_OUTPUTS = ("json_schema", "json_object", "none")
+STRUCTURED_OUTPUTS = ("json_schema", "json_object", "none")  # how openai replies keep to their schema (openai_http.py)
 
 
 @dataclass(frozen=True)
 class Fields:
-    """Which seed fields hold the instruction, its optional input and the optional response: a name in any
-    capitalisation, a dotted path ("instances.0.output") or a DuckDB expression over the record's columns;
-    or `chat`, a list of chat turns. Empty means: recognise the common names (gra_stream/fields.py)."""
+    """Which seed fields hold the instruction, its input and the response: a name in any capitalisation, a
+    dotted path, a DuckDB expression, or `chat` turns; empty: the common names (gra_stream/fields.py)."""
     instruction: str = ""
     input: str = ""
     response: str = ""
@@ -195,13 +192,10 @@ class Config:
         in-process engine (a batch is one engine call, and what a kill loses: on a slow engine, many
         minutes) and FAST_REPLIES_BATCH otherwise (servers, the fake backend: with replies that come back
         fast, a batch's fixed costs, its segment and its trip to a worker, are most of its time)."""
-        if self.batch_size:
-            return self.batch_size
-        return ENGINE_BATCH if self.engines_in_process else FAST_REPLIES_BATCH
+        return self.batch_size or (ENGINE_BATCH if self.engines_in_process else FAST_REPLIES_BATCH)
 
     def fingerprint(self) -> str:
-        data = dataclasses.asdict(self)
-        data.pop("source")
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def to_json(self) -> dict:
