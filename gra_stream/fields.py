@@ -128,11 +128,23 @@ def _text(role: str, name: str, value) -> tuple[str | None, str]:
     text = str(value).strip()
     if "\x00" in text:
         return None, f"{role} field {name!r} contains a NUL character"
+    if not text.isascii() and not _encodable(text):
+        return None, f"{role} field {name!r} contains an unpaired surrogate (a broken \\u escape), which is not text"
     if len(text) > MAX_FIELD_CHARS:
         return None, f"{role} field {name!r} has {len(text)} characters (limit {MAX_FIELD_CHARS})"
     if not text and role == "instruction":
         return None, f"empty {role} field {name!r}"
     return text, ""
+
+
+def _encodable(text: str) -> bool:
+    """Whether the text is valid Unicode: Python's JSON reader turns an escaped half of a surrogate pair
+    ("\\ud800" alone) into a string that no UTF-8 file can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _from_chat(record: dict, name: str) -> tuple[object, object, str]:

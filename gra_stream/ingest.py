@@ -178,6 +178,7 @@ def _ingest_file(store: Store, path: Path, key: str, config: Config, on_progress
             if texts is None:
                 stats.bad_rows += 1
                 raw = row.raw or (json.dumps(row.record, default=str, ensure_ascii=False)[:300] if row.record else "")
+                raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")  # an unpaired surrogate, escaped
                 errors.append({"id": content_id(source, row.line), "source": source, "line": row.line,
                                "reason": reason, "raw": raw})
             else:

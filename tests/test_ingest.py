@@ -46,3 +46,16 @@ def test_two_fields_sections_map_the_same_only_where_every_file_resolves_alike(t
     assert not same_mappings([gsm, alpaca], recognised, spelled_out), "alpaca has no `question`"
     assert not same_mappings([gsm], recognised, Fields(response="question"))
     assert not same_mappings([tmp_path / "gone.jsonl"], recognised, recognised), "a file it cannot read"
+
+
+def test_an_escaped_half_surrogate_pair_is_a_bad_row_not_a_crash(tmp_path):
+    """"\\ud800" alone is valid JSON that Python reads into a string no UTF-8 file can hold: writing the
+    seeds failed with a traceback. It is a bad row now, its raw record escaped, and the others go on."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"instruction": "broken \\ud800 emoji", "output": "x"}\n'
+                    + json.dumps({"instruction": "Name a fruit", "output": "fig"}) + "\n")
+    run_fake([path], tmp_path / "run", diversity={"enabled": False})
+    errors = frame(tmp_path / "run", "SELECT line, reason, raw FROM ingest_errors").rows()
+    assert errors == [(1, "instruction field 'instruction' contains an unpaired surrogate (a broken \\u escape), "
+                          "which is not text", '{"instruction": "broken \\ud800 emoji", "output": "x"}')]
+    assert frame(tmp_path / "run", "SELECT instruction FROM seeds").rows() == [("Name a fruit",)]
