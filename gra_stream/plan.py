@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import polars as pl
+
 from gra_stream import carry, kept_versions, run_log, stage_versions
 from gra_stream.config import Config, Fields
 from gra_stream.ingest import same_mappings
@@ -49,8 +51,30 @@ def preview(store: Store, seed_files: list[Path], config: Config, stages) -> str
         return (f"{store.root}: a run stopped while it switched these tables to this config (its plan said what "
                 f"the change recomputes); a run finishes the switch, then recomputes that")
     if not moves:
-        return f"{store.root}: made under this config; a run does only what is pending (new seeds, unfinished work)"
+        return (more_rounds(store, recorded_config, config)
+                or f"{store.root}: made under this config; a run does only what is pending (new seeds, unfinished work)")
     return change_plan(recorded, config, moves, store.root)
+
+
+def more_rounds(store: Store, recorded_config: dict, config: Config) -> str | None:
+    """What raising `rounds` adds (None if it was not raised): the earlier rounds' tables stand, and the
+    first new round anchors tasks on the profiled seeds and the samples kept so far."""
+    before = recorded_config.get("rounds")
+    if not isinstance(before, int) or config.rounds <= before:
+        return None
+    seeds = store.scan("profiles").filter(pl.col("status") == "ok").select(pl.len()).collect().item()
+    samples = (store.scan("samples").filter((pl.col("kind") == "synthesis") & (pl.col("round") <= before))
+               .select(pl.len()).collect().item())
+    calls = _calls(0, _synthesis_tasks(seeds + samples, config), config)
+    del calls["profile"]  # the seeds are profiled already
+    lines = [f"rounds {before} -> {config.rounds}: the tables of {_rounds(1, before)} stand; round {before + 1} "
+             f"anchors tasks on {seeds:,} profiled seeds and {samples:,} samples kept so far, at most (before "
+             f"re-asks): {_calls_line(calls)}"]
+    if config.rounds > before + 1:
+        lines.append(f"  in {_rounds(before + 2, config.rounds)}, tasks are anchored on the samples of the rounds before too")
+    if run_log.last_outcome(store) != "finished":
+        lines.append("  (the last run did not finish: the work it left comes on top of these counts)")
+    return "\n".join(lines)
 
 
 def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path) -> str:
@@ -119,21 +143,43 @@ def whole_run_estimate(seed_files: list[Path], config: Config) -> str:
     """The most LLM calls and output tokens of a run over `seed_files` (every row a new seed, every task
     passing the gate, every review asked, every sample disputed and kept): an upper bound for round 1."""
     rows = sum(1 for path in seed_files for row in iter_rows(path) if row.record is not None)
-    synthesis = rows * config.tasks_per_seed if config.mode in ("synthesis", "integrated") else 0
-    if synthesis and config.tasks_per_round:
-        synthesis = min(synthesis, config.tasks_per_round)
-    tasks = synthesis + (rows if config.mode in ("refinement", "integrated") else 0)
-    calls = {"profile": rows, "generate": tasks, "review": tasks * config.committee.reviewers,
-             "adjudicate": tasks, "annotate": tasks}
-    budget = {**MAX_TOKENS, "annotate": MAX_TOKENS["profile"]}  # annotation asks the profile's questions
-    tokens = sum(calls[r] * budget[r] for r in calls)
-    lines = [f"estimate for {rows:,} seed rows, round 1, at most (before re-asks): "
-             + ", ".join(f"{r} {n:,}" for r, n in calls.items())
-             + f" calls; {sum(calls.values()):,} calls and {tokens:,} output tokens in all"]
+    tasks = _synthesis_tasks(rows, config) + (rows if config.mode in ("refinement", "integrated") else 0)
+    calls = _calls(rows, tasks, config)
+    tokens = _tokens(calls)
+    lines = [f"estimate for {rows:,} seed rows, round 1, at most (before re-asks): {_calls_line(calls)}"]
     priced = [m for m in config.models if m.price_output or m.price_input]
     if priced:
         most = max(m.price_output for m in config.models)
         lines.append(f"  output tokens at the dearest model's price: at most {tokens * most / 1e6:,.2f}")
     if config.rounds > 1:
-        lines.append(f"  each of the {config.rounds - 1} further rounds anchors tasks on round 1's kept samples too")
+        lines.append(f"  in {_rounds(2, config.rounds)}, tasks are anchored on the samples of the rounds before too")
     return "\n".join(lines)
+
+
+def _synthesis_tasks(anchors: int, config: Config) -> int:
+    """The synthesis tasks of one round anchored on `anchors` pool rows."""
+    if config.mode not in ("synthesis", "integrated"):
+        return 0
+    tasks = anchors * config.tasks_per_seed
+    return min(tasks, config.tasks_per_round) if config.tasks_per_round else tasks
+
+
+def _calls(profiles: int, tasks: int, config: Config) -> dict[str, int]:
+    """The most LLM calls per role for `profiles` seed rows and `tasks` tasks: every task passing the gate,
+    every review asked, every sample disputed and kept."""
+    return {"profile": profiles, "generate": tasks, "review": tasks * config.committee.reviewers,
+            "adjudicate": tasks, "annotate": tasks}
+
+
+def _tokens(calls: dict[str, int]) -> int:
+    budget = {**MAX_TOKENS, "annotate": MAX_TOKENS["profile"]}  # annotation asks the profile's questions
+    return sum(calls[r] * budget[r] for r in calls)
+
+
+def _calls_line(calls: dict[str, int]) -> str:
+    return (", ".join(f"{r} {n:,}" for r, n in calls.items())
+            + f" calls; {sum(calls.values()):,} calls and {_tokens(calls):,} output tokens in all")
+
+
+def _rounds(first: int, last: int) -> str:
+    return f"round {first}" if first == last else f"rounds {first} to {last}"

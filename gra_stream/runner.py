@@ -22,7 +22,7 @@ from gra_stream.memory import DUCKDB_MEMORY, release_freed_memory
 from gra_stream.model_assets import check_engine_setup
 from gra_stream.passes import PASSES_AT_ONCE, Pass, declared_waits, run_passes
 from gra_stream.pending import batches, drain, idle_stages
-from gra_stream.plan import change_plan, planned_moves, with_recorded_fields
+from gra_stream.plan import change_plan, more_rounds, planned_moves, with_recorded_fields
 from gra_stream.progress import Progress
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
@@ -89,6 +89,8 @@ def _switch_config(store: Store, config: Config, stages: list[Stage], progress: 
         config = same
     moves = planned_moves(store, recorded, config, stages)
     if not moves:
+        if added := more_rounds(store, recorded_config, config):
+            progress.say(added, even_if_quiet=True)  # what the raised rounds add, as a plan is said
         return config, False
     progress.say(change_plan(recorded, config, moves, store.root), even_if_quiet=True)  # what the run is about to redo
     carried = carry.planned(recorded, config, moves)

@@ -160,9 +160,16 @@ def check_plan_bounds(plan: str, asked: Counter) -> None:
         if REASK.split("{")[0] not in body:
             [stage] = [s for s, words in OPENINGS.items() if any(w in body for w in words)]
             sent[stage] += n
+    added = re.search(r"^rounds \d+ -> \d+: .*, at most \(before re-asks\): (.*) calls;", plan, re.M)
+    if added:  # more rounds recompute nothing: the plan bounds the first new round's calls
+        most = {role: int(n.replace(",", "")) for role, n in re.findall(r"(\w+) ([\d,]+)", added[1])}
+        most["profile"] = most.pop("annotate")
+        assert all(sent[stage] <= most[stage] for stage in OPENINGS), (sent, plan)
+        return
     said = dict(re.findall(r"^  (\w+) +[\d,]+ rows [^;]*; (.*)  \[", plan, re.M))
+    assert said or not sent, f"calls were sent with no plan said: {plan!r}"
     if not said:
-        return  # a change that recomputes nothing, such as more rounds: no plan, only new work
+        return
     bound = {}
     for stage in [*OPENINGS, "annotate"]:
         what = said.get(stage, "no LLM call")
