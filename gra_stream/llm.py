@@ -6,6 +6,7 @@ bad model output never fails a batch.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -102,15 +103,37 @@ _validator = once_per_schema(fastjsonschema.compile)
 
 
 def parse_reply(text: str, schema: dict) -> tuple[dict | None, str]:
-    stripped = text.strip()
-    if stripped.startswith("```"):
-        stripped = stripped.strip("`").removeprefix("json").strip()
+    """The reply's JSON checked against `schema`, or None and why not. A reply that is not JSON as a whole
+    is read from the object it wraps, if that parses (`wrapped_json`); otherwise its own error is given."""
     try:
-        value = json.loads(stripped)
+        value = json.loads(text)
     except json.JSONDecodeError as e:
-        return None, f"not valid JSON ({e.msg} at char {e.pos})"
+        error = f"not valid JSON ({e.msg} at char {e.pos})"
+        inner = wrapped_json(text)
+        try:
+            value = json.loads(inner) if inner is not None else None
+        except json.JSONDecodeError:
+            value = None
+        if value is None:
+            return None, error
     err = schema_error(value, schema)
     return (None, err) if err else (value, "")
+
+
+_THINKING = re.compile(r"\s*<think>.*?</think>", re.S)
+_FENCED = re.compile(r"```[A-Za-z]*[ \t]*\n?(.*?)```", re.S)
+
+
+def wrapped_json(text: str) -> str | None:
+    """Where a model wraps its JSON, as models asked without a JSON-schema output do (structured_output
+    json_object or none): after a leading <think> block (a reasoning model served without a reasoning
+    parser), the first fenced code block, else the span from the first "{" to the last "}" (prose before
+    or after the object). None where there is nothing of the kind."""
+    text = _THINKING.sub("", text, count=1) if text.lstrip().startswith("<think>") else text
+    if fenced := _FENCED.search(text):
+        return fenced[1]
+    first, last = text.find("{"), text.rfind("}")
+    return text[first:last + 1] if 0 <= first < last else None
 
 
 REASK = ("Your previous reply could not be used: {error}. Reply again with one JSON object that follows the "

@@ -24,9 +24,10 @@ class _Server(ThreadingHTTPServer):
 
 class FaultServer:
     def __init__(self, *, faults: bool = True, slow_s: float = 1.5, api_key: str = "", rate_per_s: float = 0.0,
-                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0, reject=None):
+                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0, reject=None, wrap=None):
         self.faults = faults
         self.reject = reject            # body -> the message of an HTTP 400 for it, or None to answer it
+        self.wrap = wrap                # (reply text, request number) -> the text sent, as a chatty model words it
         self.down = False               # True: every request gets 503, as from a gateway whose backend is down
         self.slow_s = slow_s
         self.api_key = api_key
@@ -91,7 +92,8 @@ class FaultServer:
                 request = ChatRequest(tuple(body["messages"]), schema, body["max_tokens"], body["temperature"],
                                       body["top_p"], body["seed"])
                 done = FakeBackend(body["model"]).complete([request])[0]
-                reply = {"choices": [{"message": {"role": "assistant", "content": done.text},
+                text = server.wrap(done.text, n) if server.wrap else done.text
+                reply = {"choices": [{"message": {"role": "assistant", "content": text},
                                       "finish_reason": done.finish_reason}],
                          "usage": {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens}}
                 try:

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from hypothesis import given, strategies as st
 
 from gra_stream.backends import ChatRequest, Completion
@@ -36,6 +38,20 @@ def test_schema_errors_are_specific():
     assert schema_error({k: v for k, v in GOOD.items() if k != "ethics"}, REVIEW) == "reply must contain ['ethics'] properties"
     assert schema_error(GOOD, REVIEW) == ""
     assert parse_reply("```json\n" + json.dumps(GOOD) + "\n```", REVIEW)[0] == GOOD
+
+
+@pytest.mark.parametrize("wrapped", ["<think>\nIt wants {scores}.\n</think>\n{}", "Here you go:\n```json\n{}\n```\nDone.",
+                                     "```JSON\n{}```", "The review: {} (all scores out of 10)", "  {}\n"])
+def test_a_reply_is_read_from_the_object_it_wraps(wrapped):
+    assert parse_reply(wrapped.replace("{}", json.dumps(GOOD)), REVIEW) == (GOOD, "")
+
+
+@pytest.mark.parametrize("reply,error", [("Sure! Here is the answer.", "not valid JSON (Expecting value at char 0)"),
+                                         ('{"oops": ', "not valid JSON (Expecting value at char 9)"),
+                                         ("```json\nnot json\n```", "not valid JSON (Expecting value at char 0)"),
+                                         ("Code: `f() {}` and {bad}", "not valid JSON (Expecting value at char 0)")])
+def test_a_reply_whose_wrapped_object_does_not_parse_gets_its_own_error(reply, error):
+    assert parse_reply(reply, REVIEW) == (None, error)
 
 
 def test_a_bad_reply_is_reasked_with_the_error_then_kept():

@@ -233,6 +233,42 @@ def test_a_provider_without_json_schema_outputs_serves_with_the_schema_in_the_pr
     assert "structured_output" not in inputs(default)["profile"]["models"][0]
 
 
+CHATTY = ("<think>\nThe schema wants {{domain}} first.\n</think>\n\n{}", "Here is the JSON:\n```json\n{}\n```",
+          "```JSON\n{}\n```\nHope this helps!", "Sure, here it is: {} Let me know if you need more.", "{}")
+
+
+def chatty(text: str, n: int) -> str:
+    """A JSON reply as a chatty model words it; what the fake backend garbles on purpose stays as it is (its
+    re-ask repeats it, so it must be the same text in both runs)."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return CHATTY[n % len(CHATTY)].format(text)
+
+
+def test_replies_wrapped_in_reasoning_fences_or_prose_are_read_as_the_same_replies_unwrapped(tmp_path):
+    """Models asked without a JSON-schema output wrap their JSON (a <think> block, a fence, a sentence
+    around it): each wrapped reply is read as the object inside it, so the run's decisions are those of
+    the same replies unwrapped."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 6)
+    config = toml_config(tmp_path / "c.toml", "URL", 'structured_output = "none"')
+    decisions = {}
+    for name, wrap in (("plain", None), ("chatty", chatty)):
+        with FaultServer(faults=False, wrap=wrap) as server:
+            run_config = tmp_path / f"{name}.toml"
+            run_config.write_text(config.read_text().replace("URL", server.url))
+            result = gra("run", seeds, "--run-dir", tmp_path / name, "--config", run_config, env_key=KEY)
+        assert result.returncode == 0, result.stderr[-2000:]
+        con = Store(tmp_path / name).connect()
+        decisions[name] = {}
+        for table in ("profiles", "generations", "reviews", "verdicts", "samples"):
+            columns = [c for c in con.sql(f"SELECT * FROM {table}").columns if c not in ("raw", "latency_s", "wait_s")]
+            decisions[name][table] = con.sql(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id").fetchall()
+        assert con.sql("SELECT count(*) FROM reviews WHERE status = 'ok'").fetchall()[0][0] > 0
+    assert decisions["chatty"] == decisions["plain"]
+
+
 def test_a_requests_per_minute_budget_holds_requests_back_and_counts_the_wait():
     from gra_stream.backends import ChatRequest
     from gra_stream.backends.openai_http import OpenAIBackend
