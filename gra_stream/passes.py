@@ -74,11 +74,11 @@ def ready(p: Pass, done: set[Pass], waves: int, stages: int, after: list[tuple[i
 
 
 def run_passes(waves: int, stages: int, rounds: int, run: Callable[[Pass], object],
-               finished: Callable[[Pass, object], bool], halt: Callable[[], None], at_once: int,
+               finished: Callable[[Pass, object], bool], halt: Callable[[BaseException], None], at_once: int,
                by_stage: bool = False, after: list[tuple[int, ...]] | None = None) -> None:
     """Run every pass: `run(p)` does pass p and returns what `finished(p, result)` is told when it is done;
     `finished` returns False to start no further pass. Up to `at_once` passes run at once, each in a thread
-    of its own (`at_once = 1`: in this thread, in order). When a pass raises, `halt()` asks the others to
+    of its own (`at_once = 1`: in this thread, in order). When a pass raises, `halt(error)` asks the others to
     stop at their next batch boundary, and the first error is raised once none is running. With `by_stage`,
     one at a time, stage by stage. `after` as for `ready`."""
     order = all_passes(rounds, waves, stages, by_stage)
@@ -109,7 +109,7 @@ def run_passes(waves: int, stages: int, rounds: int, run: Callable[[Pass], objec
                 except BaseException as e:  # noqa: BLE001 - re-raised below, once nothing runs
                     if error is None:
                         error, starting = e, False
-                        halt()
+                        halt(e)
                     continue
                 done.add(p)
                 starting = finished(p, result) and starting

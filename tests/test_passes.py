@@ -53,7 +53,7 @@ def test_the_seeds_embedding_waits_for_nothing_and_the_diversity_filter_waits_fo
     assert all(waits[n] == {names[i - 1]} for i, n in enumerate(names) if n not in ("profile", "embed", "generate",
                                                                                      "diversity"))
     record = Recorder()
-    run_passes(2, len(stages), 1, record, lambda p, r: True, lambda: None, at_once=2, after=declared_waits(stages))
+    run_passes(2, len(stages), 1, record, lambda p, r: True, lambda e: None, at_once=2, after=declared_waits(stages))
     profile, embed = record.spans[Pass(1, 0, 0)], record.spans[Pass(1, 0, 1)]
     assert embed[0] < profile[1] and profile[0] < embed[1], "the first wave's profile and embed passes overlap"
 
@@ -99,7 +99,7 @@ class Recorder:
 @pytest.mark.parametrize("after", [None, [(), (), (1, 0)]])
 def test_passes_overlap_two_at_a_time_and_none_starts_before_what_it_waits_for(after):
     record, told = Recorder(), []
-    run_passes(4, 3, 2, record, lambda p, result: told.append((p, result)) or True, lambda: None, at_once=2,
+    run_passes(4, 3, 2, record, lambda p, result: told.append((p, result)) or True, lambda e: None, at_once=2,
                after=after)
     assert sorted(record.spans) == all_passes(2, 4, 3), "every pass ran, once"
     assert record.most == 2, "two passes ran at once, never more"
@@ -111,7 +111,7 @@ def test_passes_overlap_two_at_a_time_and_none_starts_before_what_it_waits_for(a
 
 def test_one_at_a_time_runs_the_passes_in_order_in_this_thread():
     record, order = Recorder(0), []
-    run_passes(2, 3, 1, lambda p: order.append(p) or record(p), lambda p, r: True, lambda: None, at_once=1)
+    run_passes(2, 3, 1, lambda p: order.append(p) or record(p), lambda p, r: True, lambda e: None, at_once=1)
     assert order == all_passes(1, 2, 3)
     assert record.threads == {threading.current_thread().name}
 
@@ -119,7 +119,7 @@ def test_one_at_a_time_runs_the_passes_in_order_in_this_thread():
 @pytest.mark.parametrize("at_once", [1, 2])
 def test_stage_by_stage_each_stage_takes_every_wave_before_the_next_one_at_a_time(at_once):
     record, order = Recorder(0), []
-    run_passes(3, 2, 2, lambda p: order.append(p) or record(p), lambda p, r: True, lambda: None, at_once=at_once,
+    run_passes(3, 2, 2, lambda p: order.append(p) or record(p), lambda p, r: True, lambda e: None, at_once=at_once,
                by_stage=True)
     assert order == [Pass(r, w, s) for r in (1, 2) for s in (0, 1) for w in (0, 1, 2)]
     assert record.threads == {threading.current_thread().name}
@@ -128,7 +128,7 @@ def test_stage_by_stage_each_stage_takes_every_wave_before_the_next_one_at_a_tim
 @pytest.mark.parametrize("at_once", [1, 2])
 def test_when_finished_says_enough_no_further_pass_starts(at_once):
     record = Recorder()
-    run_passes(4, 2, 1, record, lambda p, r: p != Pass(1, 1, 1), lambda: None, at_once=at_once)
+    run_passes(4, 2, 1, record, lambda p, r: p != Pass(1, 1, 1), lambda e: None, at_once=at_once)
     started = set(record.spans)
     assert Pass(1, 1, 1) in started and Pass(1, 3, 0) not in started and Pass(1, 2, 1) not in started
 
@@ -141,7 +141,7 @@ def test_a_failing_pass_halts_the_others_and_its_error_is_raised_once_they_are_d
             raise ValueError("broken batch")
         return record(p)
     with pytest.raises(ValueError, match="broken batch"):
-        run_passes(3, 3, 1, run, lambda p, r: True, lambda: halted.append(True), at_once=2)
-    assert halted == [True]
+        run_passes(3, 3, 1, run, lambda p, r: True, lambda e: halted.append(e), at_once=2)
+    assert [str(e) for e in halted] == ["broken batch"], "halted once, told why"
     assert record.now == 0, "the pass running beside it finished before the error was raised"
     assert Pass(1, 2, 0) not in record.spans, "no pass starts after a failure"
