@@ -322,9 +322,12 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
         return True
 
     at_once = PASSES_AT_ONCE if ctx.config.waves.overlap and executor.overlaps else 1
+
     def fail(error: BaseException) -> None:  # said at once: the passes still running may take minutes to stop
         halt.fail()
-        progress.say(f"stopping once the batches in flight are committed: {(str(error) or repr(error)).splitlines()[0]}")
+        if not isinstance(error, Interrupted):  # a stop signal: the run says so itself
+            why = (str(error) or repr(error)).splitlines()[0]
+            progress.say(f"stopping once the batches in flight are committed: {why}")
 
     run_passes(len(plan), len(stages), rounds, run, finished, fail, at_once, by_stage, declared_waits(stages))
     return not halt.enough

@@ -1,7 +1,14 @@
 """The OpenAI-compatible HTTP backend: against a local server that injects faults, and (slow) against a
 real `vllm serve` on loopback with the embedded model."""
 
+import json
+
 import pytest
+
+from gra_stream import reply_schemas
+from gra_stream.backends import ChatRequest
+from gra_stream.backends.openai_http import OpenAIBackend
+from gra_stream.config import load_config
 
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
@@ -81,6 +88,32 @@ repetition_penalty = 1.1
             if p["status"] == "ok":
                 assert len(p["keywords"]) == 3
         check_run(tmp_path / "run")
+        for mode in ("json_object", "none"):  # for providers without JSON-schema outputs (docs/backends.md)
+            check_structured_output(url, mode, tmp_path)
+
+
+def check_structured_output(url: str, mode: str, tmp_path) -> None:
+    """The real server takes the mode's request body: no request is rejected, each is answered, and in JSON
+    mode a reply that was not cut short is a JSON object."""
+    config = load_config(write_toml(tmp_path / f"{mode}.toml", f"""
+[[models]]
+name = "smollm2"
+backend = "openai"
+url = "{url}/v1"
+api_model = "smollm2"
+structured_output = "{mode}"
+"""))
+    backend = OpenAIBackend(config.models[0])
+    try:
+        asked = [ChatRequest(({"role": "user", "content": f"Profile this task: add {n} and {n + 1}."},),
+                             reply_schemas.PROFILE, 96, 0.7, 1.0, n) for n in range(3)]
+        replies = backend.complete(asked)
+    finally:
+        backend.close()
+    for reply in replies:
+        assert not reply.error and reply.completion_tokens > 0, (mode, reply)
+        if mode == "json_object" and reply.finish_reason == "stop":
+            assert isinstance(json.loads(reply.text), dict), reply.text
 
 
 def test_finished_calls_are_replayed_from_the_call_cache(tmp_path):
