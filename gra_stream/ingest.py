@@ -93,12 +93,18 @@ def ingest_files(store: Store, paths: list[Path], config: Config,
     read_before: dict[Path, list[str]] = {}  # file -> the keys it was read under
     for key, recorded in files.iter_rows():
         read_before.setdefault(Path(recorded).resolve(), []).append(key)
+    to_read = [path for path in paths if file_key(path) not in done]
+    for path in to_read:  # a file whose fields cannot be found stops the run before any file is read
+        first = first_record(path)
+        if first is not None:
+            resolve_file_mapping(first, config, path)
+    reading = set(to_read)
     stats = []
     for path in paths:
-        key = file_key(path)
-        if key in done:
+        if path not in reading:
             stats.append(FileStats(str(path), skipped=True))
             continue
+        key = file_key(path)
         earlier = read_before.get(path.resolve(), [])
         for old in earlier:  # before reading it again, so that a kill in between loses nothing
             store.remove_segments("ingest_errors", f"{old}-")
