@@ -105,10 +105,13 @@ _validator = once_per_schema(fastjsonschema.compile)
 def parse_reply(text: str, schema: dict) -> tuple[dict | None, str]:
     """The reply's JSON checked against `schema`, or None and why not. A reply that is not JSON as a whole
     is read from the object it wraps, if that parses (`wrapped_json`); otherwise its own error is given."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.strip("`").removeprefix("json").strip()
     try:
-        value = json.loads(text)
+        value = json.loads(stripped)
     except json.JSONDecodeError as e:
-        error = f"not valid JSON ({e.msg} at char {e.pos})"
+        error = f"not valid JSON ({e.msg} at char {e.pos})"  # a re-ask quotes it: its words are kept as they were
         inner = wrapped_json(text)
         try:
             value = json.loads(inner) if inner is not None else None

@@ -47,7 +47,7 @@ def test_a_reply_is_read_from_the_object_it_wraps(wrapped):
 
 
 @pytest.mark.parametrize("reply,error", [("Sure! Here is the answer.", "not valid JSON (Expecting value at char 0)"),
-                                         ('{"oops": ', "not valid JSON (Expecting value at char 9)"),
+                                         ('{"oops": ', "not valid JSON (Expecting value at char 8)"),
                                          ("```json\nnot json\n```", "not valid JSON (Expecting value at char 0)"),
                                          ("Code: `f() {}` and {bad}", "not valid JSON (Expecting value at char 0)")])
 def test_a_reply_whose_wrapped_object_does_not_parse_gets_its_own_error(reply, error):
