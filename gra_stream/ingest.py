@@ -49,10 +49,7 @@ def check_seed_files(paths: list[Path], config: Config | None = None) -> list[Pa
     files = expand_seed_paths(paths)
     if config is not None and any(is_expression(v) for v in (config.fields.instruction, config.fields.input,
                                                                config.fields.response)):
-        for path in files:
-            first = first_record(path)
-            if first is not None:
-                resolve_file_mapping(first, config, path)
+        file_mappings(files, config)
     return files
 
 
@@ -74,6 +71,16 @@ def same_mappings(paths: list[Path], a: Fields, b: Fields) -> bool:
     return True
 
 
+def file_mappings(paths: list[Path], config: Config) -> dict[Path, Mapping | None]:
+    """Each file's mapping, resolved on its first record (None for a file without one); a file the config
+    cannot map raises its one-line error."""
+    mappings = {}
+    for path in paths:
+        first = first_record(path)
+        mappings[path] = resolve_file_mapping(first, config, path) if first is not None else None
+    return mappings
+
+
 def resolve_file_mapping(record: dict, config: Config, path: Path) -> Mapping:
     """The mapping of one file, its field expressions checked on its first record."""
     mapping = resolve_mapping(record, config.fields, path)
@@ -93,15 +100,11 @@ def ingest_files(store: Store, paths: list[Path], config: Config,
     read_before: dict[Path, list[str]] = {}  # file -> the keys it was read under
     for key, recorded in files.iter_rows():
         read_before.setdefault(Path(recorded).resolve(), []).append(key)
-    to_read = [path for path in paths if file_key(path) not in done]
-    for path in to_read:  # a file whose fields cannot be found stops the run before any file is read
-        first = first_record(path)
-        if first is not None:
-            resolve_file_mapping(first, config, path)
-    reading = set(to_read)
+    # the new files, each mapped before any is read: one whose fields cannot be found stops the run first
+    mappings = file_mappings([path for path in paths if file_key(path) not in done], config)
     stats = []
     for path in paths:
-        if path not in reading:
+        if path not in mappings:
             stats.append(FileStats(str(path), skipped=True))
             continue
         key = file_key(path)
@@ -109,7 +112,7 @@ def ingest_files(store: Store, paths: list[Path], config: Config,
         for old in earlier:  # before reading it again, so that a kill in between loses nothing
             store.remove_segments("ingest_errors", f"{old}-")
             store.remove_segments("files", old)
-        stats.append(_ingest_file(store, path, key, config, on_progress))
+        stats.append(_ingest_file(store, path, key, mappings[path], on_progress))
         stats[-1].changed = bool(earlier)
     return stats
 
@@ -146,12 +149,11 @@ def _known_ids(store: Store, exclude_prefix: str) -> KnownIds:
     return KnownIds(ids)
 
 
-def _ingest_file(store: Store, path: Path, key: str, config: Config, on_progress) -> FileStats:
+def _ingest_file(store: Store, path: Path, key: str, mapping: Mapping | None, on_progress) -> FileStats:
     for table in ("seeds", "ingest_errors"):
         store.remove_segments(table, f"{key}-")
     known = _known_ids(store, f"{key}-")
     stats = FileStats(str(path))
-    mapping: Mapping | None = None
     seeds: list[dict] = []
     errors: list[dict] = []
     chunk = 0
@@ -174,10 +176,7 @@ def _ingest_file(store: Store, path: Path, key: str, config: Config, on_progress
         chunk += 1
 
     def take(rows: list[Row]) -> None:
-        nonlocal mapping
         records = [row.record for row in rows if row.record is not None]
-        if records and mapping is None:
-            mapping = resolve_file_mapping(records[0], config, path)
         extracted = iter(extract_many(records, mapping) if records else ())
         for row in rows:
             texts, reason = next(extracted) if row.record is not None else (None, row.error)

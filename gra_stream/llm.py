@@ -132,7 +132,8 @@ def wrapped_json(text: str) -> str | None:
     json_object or none): after a leading <think> block (a reasoning model served without a reasoning
     parser), the first fenced code block, else the span from the first "{" to the last "}" (prose before
     or after the object). None where there is nothing of the kind."""
-    text = _THINKING.sub("", text, count=1) if text.lstrip().startswith("<think>") else text
+    if thinking := _THINKING.match(text):
+        text = text[thinking.end():]
     if fenced := _FENCED.search(text):
         return fenced[1]
     first, last = text.find("{"), text.rfind("}")

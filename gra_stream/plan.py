@@ -65,8 +65,7 @@ def more_rounds(store: Store, recorded_config: dict, config: Config) -> str | No
     seeds = store.scan("profiles").filter(pl.col("status") == "ok").select(pl.len()).collect().item()
     samples = (store.scan("samples").filter((pl.col("kind") == "synthesis") & (pl.col("round") <= before))
                .select(pl.len()).collect().item())
-    calls = _calls(0, _synthesis_tasks(seeds + samples, config), config)
-    del calls["profile"]  # the seeds are profiled already
+    calls = _task_calls(_synthesis_tasks(seeds + samples, config), config)  # the seeds are profiled already
     lines = [f"rounds {before} -> {config.rounds}: the tables of {_rounds(1, before)} stand; round {before + 1} "
              f"anchors tasks on {seeds:,} profiled seeds and {samples:,} samples kept so far, at most (before "
              f"re-asks): {_calls_line(calls)}"]
@@ -144,7 +143,7 @@ def whole_run_estimate(seed_files: list[Path], config: Config) -> str:
     passing the gate, every review asked, every sample disputed and kept): an upper bound for round 1."""
     rows = sum(1 for path in seed_files for row in iter_rows(path) if row.record is not None)
     tasks = _synthesis_tasks(rows, config) + (rows if config.mode in ("refinement", "integrated") else 0)
-    calls = _calls(rows, tasks, config)
+    calls = {"profile": rows, **_task_calls(tasks, config)}
     tokens = _tokens(calls)
     lines = [f"estimate for {rows:,} seed rows, round 1, at most (before re-asks): {_calls_line(calls)}"]
     priced = [m for m in config.models if m.price_output or m.price_input]
@@ -164,11 +163,10 @@ def _synthesis_tasks(anchors: int, config: Config) -> int:
     return min(tasks, config.tasks_per_round) if config.tasks_per_round else tasks
 
 
-def _calls(profiles: int, tasks: int, config: Config) -> dict[str, int]:
-    """The most LLM calls per role for `profiles` seed rows and `tasks` tasks: every task passing the gate,
-    every review asked, every sample disputed and kept."""
-    return {"profile": profiles, "generate": tasks, "review": tasks * config.committee.reviewers,
-            "adjudicate": tasks, "annotate": tasks}
+def _task_calls(tasks: int, config: Config) -> dict[str, int]:
+    """The most LLM calls per role for `tasks` tasks: every task passing the gate, every review asked, every
+    sample disputed and kept."""
+    return {"generate": tasks, "review": tasks * config.committee.reviewers, "adjudicate": tasks, "annotate": tasks}
 
 
 def _tokens(calls: dict[str, int]) -> int:

@@ -9,7 +9,6 @@ from gra_stream import reply_schemas
 from gra_stream.backends import ChatRequest
 from gra_stream.backends.openai_http import OpenAIBackend
 from gra_stream.config import load_config
-
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 from gra_stream.store import Store
