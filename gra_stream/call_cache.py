@@ -26,12 +26,13 @@ _COLUMNS = ["key", "text", "prompt_tokens", "completion_tokens", "finish_reason"
 
 
 def call_key(spec: ModelSpec, r: ChatRequest) -> str:
-    # a non-default structured output is a part of the key, the default is not: the keys of the calls
-    # cached before it existed stay as they were
+    # a non-default structured output or reasoning effort is a part of the key, the default is not: the keys
+    # of the calls cached before they existed stay as they were
     other_mode = () if spec.structured_output == "json_schema" else (spec.structured_output,)
+    effort = (f"reasoning_effort={spec.reasoning_effort}",) if spec.reasoning_effort else ()
     return content_id(spec.backend, spec.path, spec.url, spec.api_model, json.dumps(r.messages, sort_keys=True),
                       json.dumps(r.schema, sort_keys=True), r.max_tokens, r.temperature, r.top_p, r.seed,
-                      r.repetition_penalty, *other_mode)
+                      r.repetition_penalty, *other_mode, *effort)
 
 
 def key_numbers(keys: list[str]) -> np.ndarray:

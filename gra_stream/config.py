@@ -15,6 +15,7 @@ from typing import Any
 
 from gra_stream import resources
 from gra_stream.errors import UserError
+from gra_stream.model_checks import check_model
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,7 +24,6 @@ else:  # Python 3.10: the same parser, from PyPI
 
 DEFAULT_CONFIG = resources.config_file("default.toml")
 SQL_DIR = resources.sql_dir()
-STRUCTURED_OUTPUTS = ("json_schema", "json_object", "none")  # how openai replies keep to their schema (openai_http.py)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class ModelSpec:
     requests_per_minute: float = 0.0  # openai backend: request budget (0: none)
     tokens_per_minute: float = 0.0    # openai backend: token budget, prompt + max_tokens per request (0: none)
     timeout_s: float = 120.0       # openai backend: per request
-    structured_output: str = "json_schema"  # openai backend: one of STRUCTURED_OUTPUTS
+    structured_output: str = "json_schema"  # openai backend: one of model_checks.STRUCTURED_OUTPUTS
+    reasoning_effort: str = ""     # openai backend: set for OpenAI's reasoning models (backends.md), "" for the others
     max_retries: int = 5           # openai backend: transport-level retries (429, 5xx, timeouts, garbage)
     price_input: float = 0.0       # cost of a million prompt tokens (any currency), for status and report
     price_output: float = 0.0      # cost of a million completion tokens
@@ -376,25 +377,4 @@ def validate(c: Config) -> None:
     if len(set(names)) != len(names):
         raise UserError(f"{s}: two [[models]] share the name {sorted(n for n in names if names.count(n) > 1)[0]!r}")
     for m in c.models:
-        if m.backend not in ("vllm", "fake", "openai"):
-            raise UserError(f"{s}: models.backend = {m.backend!r} (model {m.name!r}) must be vllm, openai or fake")
-        if m.backend == "openai" and not m.url.startswith(("http://", "https://")):
-            raise UserError(f"{s}: models.url = {m.url!r} (model {m.name!r}) must be an http(s) URL for the openai backend, "
-                            f"e.g. http://127.0.0.1:8000/v1")
-        if not (1 <= m.max_in_flight <= 4096 and m.timeout_s > 0 and 0 <= m.max_retries <= 20):
-            raise UserError(f"{s}: model {m.name!r}: max_in_flight must be 1..4096, timeout_s > 0, max_retries 0..20")
-        for key in ("requests_per_minute", "tokens_per_minute", "price_input", "price_output"):
-            if getattr(m, key) < 0:
-                raise UserError(f"{s}: models.{key} = {getattr(m, key)} (model {m.name!r}) must be 0 (none) or more")
-        if m.max_tokens < 0:
-            raise UserError(f"{s}: models.max_tokens = {m.max_tokens} (model {m.name!r}) must be 0 (role budgets) or more")
-        for key, low, high in (("repetition_penalty", 1.0, 2.0), ("temperature", 0.0, 2.0)):
-            if not low <= getattr(m, key) <= high:
-                raise UserError(f"{s}: models.{key} = {getattr(m, key)} (model {m.name!r}) must be between {low:g} and {high:g}")
-        if m.structured_output != "json_schema" and (m.backend != "openai" or m.structured_output not in STRUCTURED_OUTPUTS):
-            raise UserError(f"{s}: models.structured_output = {m.structured_output!r} (model {m.name!r}) must be one of "
-                            f"{', '.join(STRUCTURED_OUTPUTS)}, and other than json_schema only for the openai backend")
-        if m.backend == "vllm" and not m.path.startswith("embedded:") and "/" in m.path and m.path.startswith(("/", ".")) \
-                and not Path(m.path).exists():
-            raise UserError(f"{s}: models.path = {m.path!r} (model {m.name!r}) does not exist; "
-                            f"give a model folder or embedded:smollm2")
+        check_model(s, m)

@@ -198,7 +198,8 @@ def _stop_if_all_rejected(pool: ModelPool, results: dict[str, list[Completion]])
             raise UserError(f"model {model!r}: {pool.spec(model).url or pool.spec(model).backend} rejected all "
                             f"{len(completions)} requests of a batch ({completions[-1].error.removeprefix(REJECTED)}); "
                             f"it does not take requests as this model's config makes them (one without JSON-schema "
-                            f"outputs takes structured_output = \"json_object\": docs/backends.md#openai-compatible-servers); "
+                            f"outputs takes structured_output = \"json_object\", an OpenAI reasoning model a reasoning_effort: "
+                            f"docs/backends.md#openai-compatible-servers); "
                             f"the run stopped with what was committed before, and the same command resumes")
 
 

@@ -89,8 +89,9 @@ class FaultServer:
                 asked = body["messages"][-1]["content"]
                 if schema is None and SCHEMA_IN_PROMPT in asked:  # structured_output json_object or none
                     schema = json.loads(asked.rsplit(SCHEMA_IN_PROMPT, 1)[1])
-                request = ChatRequest(tuple(body["messages"]), schema, body["max_tokens"], body["temperature"],
-                                      body["top_p"], body["seed"])
+                budget = body.get("max_tokens", body.get("max_completion_tokens"))  # the latter: reasoning models
+                request = ChatRequest(tuple(body["messages"]), schema, budget, body.get("temperature", 1.0),
+                                      body.get("top_p", 1.0), body["seed"])
                 done = FakeBackend(body["model"]).complete([request])[0]
                 text = server.wrap(done.text, n) if server.wrap else done.text
                 reply = {"choices": [{"message": {"role": "assistant", "content": text},

@@ -112,8 +112,12 @@ class OpenAIBackend:
         if r.schema is not None and mode != "json_schema":  # the server does not hold the reply to it: say it
             last = messages[-1]
             messages[-1] = {**last, "content": last["content"] + SCHEMA_IN_PROMPT + json.dumps(r.schema)}
-        body = {"model": self.model, "messages": messages, "max_tokens": r.max_tokens,
-                "temperature": r.temperature, "top_p": r.top_p, "seed": r.seed}
+        if self.spec.reasoning_effort:  # OpenAI's reasoning models refuse max_tokens and sampling settings
+            body = {"model": self.model, "messages": messages, "max_completion_tokens": r.max_tokens,
+                    "reasoning_effort": self.spec.reasoning_effort, "seed": r.seed}
+        else:
+            body = {"model": self.model, "messages": messages, "max_tokens": r.max_tokens,
+                    "temperature": r.temperature, "top_p": r.top_p, "seed": r.seed}
         if r.repetition_penalty != 1.0:
             body["repetition_penalty"] = r.repetition_penalty  # a vLLM extension of the API
         if r.schema is not None and mode == "json_schema":

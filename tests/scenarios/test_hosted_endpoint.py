@@ -235,6 +235,55 @@ def test_a_provider_without_json_schema_outputs_serves_with_the_schema_in_the_pr
     assert "structured_output" not in inputs(default)["profile"]["models"][0]
 
 
+def like_a_reasoning_model(body: dict) -> str | None:
+    """What OpenAI's reasoning models (o-series, gpt-5) answer a request with parameters they refuse."""
+    if "max_tokens" in body:
+        return "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+    if body.get("temperature", 1) != 1:
+        return (f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+                f"Only the default (1) value is supported.")
+    if "top_p" in body:
+        return "Unsupported parameter: 'top_p' is not supported with this model."
+    return None
+
+
+def test_a_reasoning_model_is_asked_with_max_completion_tokens_and_no_sampling_settings(tmp_path):
+    """An OpenAI reasoning model refuses `max_tokens`, `temperature` and `top_p`: with the default request
+    the run stops at its first batch with the provider's words and the key that fixes it; with
+    `reasoning_effort` it is asked with `max_completion_tokens` and that effort, and serves the run. The
+    effort is a part of the model's replies: of the profile's version and of the call cache's key."""
+    from gra_stream.backends import ChatRequest
+    from gra_stream.call_cache import call_key
+    from gra_stream.config import load_config
+    from gra_stream.stage_versions import inputs, versions
+
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 6)
+    with FaultServer(faults=False, reject=like_a_reasoning_model) as server:
+        plain = toml_config(tmp_path / "plain.toml", server.url)
+        result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", plain, env_key=KEY)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        line = result.stderr.strip().splitlines()[-1]
+        assert "Use 'max_completion_tokens' instead." in line and "reasoning_effort" in line, line
+
+        config = toml_config(tmp_path / "c.toml", server.url, 'reasoning_effort = "minimal"\ntemperature = 1.0\ntop_p = 1.0')
+        before = len(server.bodies)
+        result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, env_key=KEY)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bodies = [json.loads(b) for b in server.bodies[before:]]
+    assert bodies and all(b["reasoning_effort"] == "minimal" and b["max_completion_tokens"] > 0 for b in bodies)
+    assert not any({"max_tokens", "temperature", "top_p"} & set(b) for b in bodies)
+    con = Store(tmp_path / "run").connect()
+    assert con.sql("SELECT count(*) FROM profiles WHERE status = 'ok'").fetchall() == [(6,)]
+    assert con.sql("SELECT count(*) FROM reviews").fetchall()[0][0] > 0
+    check_run(tmp_path / "run")
+
+    effort, default = load_config(config), load_config(plain)
+    assert versions(effort)["profile"] != versions(default)["profile"]
+    request = ChatRequest(({"role": "user", "content": "Say 1."},), {"type": "object"}, 16, 1.0, 1.0, 1)
+    assert call_key(effort.models[0], request) != call_key(default.models[0], request)
+    assert "reasoning_effort" not in inputs(default)["profile"]["models"][0]
+
+
 CHATTY = ("<think>\nThe schema wants {{domain}} first.\n</think>\n\n{}", "Here is the JSON:\n```json\n{}\n```",
           "```JSON\n{}\n```\nHope this helps!", "Sure, here it is: {} Let me know if you need more.", "{}")
 
