@@ -72,11 +72,14 @@ def same_mappings(paths: list[Path], a: Fields, b: Fields) -> bool:
 
 
 def file_mappings(paths: list[Path], config: Config) -> dict[Path, Mapping | None]:
-    """Each file's mapping, resolved on its first record (None for a file without one); a file the config
-    cannot map raises its one-line error."""
+    """Each file's mapping, resolved on its first record (None for a file without one, whose bad rows
+    `_ingest_file` records before it stops the run); a file the config cannot map, or an empty one,
+    raises its one-line error."""
     mappings = {}
     for path in paths:
         first = first_record(path)
+        if first is None and next(iter_rows(path), None) is None:
+            raise UserError(f"{path}: the file is empty")
         mappings[path] = resolve_file_mapping(first, config, path) if first is not None else None
     return mappings
 

@@ -62,16 +62,19 @@ def test_an_escaped_half_surrogate_pair_is_a_bad_row_not_a_crash(tmp_path):
     assert frame(tmp_path / "run", "SELECT instruction FROM seeds").rows() == [("Name a fruit",)]
 
 
-def test_a_file_whose_fields_cannot_be_found_stops_the_run_before_any_file_is_read(tmp_path, monkeypatch):
-    """Among several new files, one that the config cannot map stops the run before the others are read
-    (where the files before it were ingested first); files read by an earlier run are not opened again."""
+@pytest.mark.parametrize("text,error", [(json.dumps({"q": "How many?", "a": "3"}) + "\n", "cannot find the instruction field"),
+                                        ("", "the file is empty")])
+def test_a_file_that_cannot_be_mapped_stops_the_run_before_any_file_is_read(tmp_path, monkeypatch, text, error):
+    """Among several new files, one that the config cannot map, or an empty one, stops the run before the
+    others are read (where the files before it were ingested first); files read by an earlier run are not
+    opened again."""
     from gra_stream import ingest
     from gra_stream.errors import UserError
 
     good, odd = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     good.write_text(json.dumps({"instruction": "Name a fruit", "output": "fig"}) + "\n")
-    odd.write_text(json.dumps({"q": "How many?", "a": "3"}) + "\n")
-    with pytest.raises(UserError, match="b.jsonl: cannot find the instruction field"):
+    odd.write_text(text)
+    with pytest.raises(UserError, match=f"b.jsonl: {error}"):
         run_fake([good, odd], tmp_path / "run", diversity={"enabled": False})
     assert frame(tmp_path / "run", "SELECT count(*) AS n FROM seeds").rows() == [(0,)]
     run_fake([good], tmp_path / "run", diversity={"enabled": False})
