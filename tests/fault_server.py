@@ -24,8 +24,9 @@ class _Server(ThreadingHTTPServer):
 
 class FaultServer:
     def __init__(self, *, faults: bool = True, slow_s: float = 1.5, api_key: str = "", rate_per_s: float = 0.0,
-                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0, reject=None, wrap=None):
+                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0, reject=None, wrap=None, refuse=None):
         self.faults = faults
+        self.refuse = refuse            # body -> a refusal, sent as OpenAI does (content null), or None to answer it
         self.reject = reject            # body -> the message of an HTTP 400 for it, or None to answer it
         self.wrap = wrap                # (reply text, request number) -> the text sent, as a chatty model words it
         self.down = False               # True: every request gets 503, as from a gateway whose backend is down
@@ -94,8 +95,10 @@ class FaultServer:
                                       body.get("top_p", 1.0), body["seed"])
                 done = FakeBackend(body["model"]).complete([request])[0]
                 text = server.wrap(done.text, n) if server.wrap else done.text
-                reply = {"choices": [{"message": {"role": "assistant", "content": text},
-                                      "finish_reason": done.finish_reason}],
+                refusal = server.refuse(body) if server.refuse else None
+                message = {"role": "assistant", "content": None, "refusal": refusal} if refusal else \
+                    {"role": "assistant", "content": text}
+                reply = {"choices": [{"message": message, "finish_reason": "stop" if refusal else done.finish_reason}],
                          "usage": {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens}}
                 try:
                     self._send(200, json.dumps(reply).encode())

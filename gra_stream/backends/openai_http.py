@@ -204,7 +204,10 @@ def _parse(content: bytes, latency: float, retries: int, waited: float) -> Compl
     try:
         data = json.loads(content)
         choice = data["choices"][0]
-        text = choice["message"]["content"] or ""
+        message = choice["message"]
+        # a refusal (OpenAI's structured outputs) comes without content: its words are the reply a
+        # quarantined row keeps in `raw`
+        text = message["content"] or message.get("refusal") or ""
         usage = data.get("usage") or {}
         return Completion(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
                           choice.get("finish_reason") or "stop", latency, retries=retries, wait_s=waited)

@@ -235,6 +235,23 @@ def test_a_provider_without_json_schema_outputs_serves_with_the_schema_in_the_pr
     assert "structured_output" not in inputs(default)["profile"]["models"][0]
 
 
+def test_a_refusal_is_quarantined_with_the_models_words(tmp_path):
+    """A provider's refusal comes as `refusal` with no content: the row is re-asked, then quarantined with
+    the refusal as its raw reply, so that `quarantine` says why; the other rows go on."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 6)
+    question = json.loads(seeds.read_text().splitlines()[0])["question"]
+    words = "I'm sorry, but I can't help with that."
+    with FaultServer(faults=False, refuse=lambda body: words if question in json.dumps(body) else None) as server:
+        result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config",
+                     toml_config(tmp_path / "c.toml", server.url), env_key=KEY)
+    assert result.returncode == 0, result.stderr[-2000:]
+    con = Store(tmp_path / "run").connect()
+    rows = con.sql("SELECT q.stage, q.raw, s.instruction FROM quarantine q JOIN seeds s USING (id)").fetchall()
+    assert rows == [("profile", words, question)], rows
+    assert con.sql("SELECT count(*) FROM profiles WHERE status = 'ok'").fetchall() == [(5,)]
+    check_run(tmp_path / "run")
+
+
 def like_a_reasoning_model(body: dict) -> str | None:
     """What OpenAI's reasoning models (o-series, gpt-5) answer a request with parameters they refuse."""
     if "max_tokens" in body:
