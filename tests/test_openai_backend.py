@@ -131,3 +131,20 @@ def test_finished_calls_are_replayed_from_the_call_cache(tmp_path):
         assert server.requests == first, "every redone call should have come from the cache"
     assert table(run_dir, "SELECT id, mean, status FROM reviews ORDER BY id") == before
     assert table(run_dir, "SELECT count(DISTINCT key) FROM call_cache")[0][0] == first
+
+
+def test_a_reply_body_is_read_or_called_malformed():
+    """A chat completion's content, or its refusal where it has none; a body that is not a chat completion
+    is None (retried as a transport error)."""
+    from gra_stream.backends.openai_http import _parse
+
+    def text(body: dict):
+        done = _parse(json.dumps(body).encode(), 0.1, 0, 0.0)
+        return done and done.text
+
+    assert text({"choices": [{"message": {"content": "{}"}}]}) == "{}"
+    assert text({"choices": [{"message": {"content": None, "refusal": "I can't help with that."}}]}) == \
+        "I can't help with that."
+    assert text({"choices": [{"message": {"content": None}, "finish_reason": "length"}]}) == ""
+    for garbage in ({"choices": [{"message": "hi"}]}, {"choices": []}, {"error": "boom"}, ["hi"]):
+        assert text(garbage) is None, garbage

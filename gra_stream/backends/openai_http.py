@@ -207,9 +207,9 @@ def _parse(content: bytes, latency: float, retries: int, waited: float) -> Compl
         message = choice["message"]
         # a refusal (OpenAI's structured outputs) comes without content: its words are the reply a
         # quarantined row keeps in `raw`
-        text = message["content"] or message.get("refusal") or ""
+        text = message.get("content") or message.get("refusal") or ""
         usage = data.get("usage") or {}
         return Completion(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
                           choice.get("finish_reason") or "stop", latency, retries=retries, wait_s=waited)
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
