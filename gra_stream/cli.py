@@ -46,7 +46,7 @@ def main():
               help="Stop after the wave that brings the kept samples to N; the same command without it goes on.")
 @user_errors
 def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor, ray_address, max_samples):
-    """Run the GRA pipeline over SEEDS (JSONL, JSON, Parquet, CSV, TSV, Arrow; .gz/.zst) into --run-dir.
+    """Run the GRA pipeline over SEEDS (JSONL, JSON, Parquet, CSV, TSV, Arrow; .gz/.zst/.bz2/.xz) into --run-dir.
 
     Re-running the same command resumes an interrupted run; adding seed files processes only the new seeds.
     """

@@ -1,4 +1,4 @@
-"""Streaming seed readers: JSONL (plain, .gz, .zst), JSON arrays, Parquet, CSV and TSV, and Arrow IPC (the files
+"""Streaming seed readers: JSONL (plain, .gz, .zst, .bz2, .xz), JSON arrays, Parquet, CSV and TSV, and Arrow IPC (the files
 of a `datasets.save_to_disk` folder), one record at a time.
 
 Each reader yields `Row(line, record, error)`: a row that cannot be read carries the reason instead of a
@@ -7,10 +7,12 @@ read an item at a time (ijson), as the hub's largest instruction sets ship as ar
 """
 from __future__ import annotations
 
+import bz2
 import csv
 import gzip
 import io
 import json
+import lzma
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,10 +33,19 @@ class Row:
     raw: str = ""
 
 
+COMPRESSIONS = (".gz", ".zst", ".zstd", ".bz2", ".xz")
+# what a truncated or corrupt compressed stream raises, beside OSError and EOFError
+STREAM_ERRORS = (zlib.error, lzma.LZMAError)
+
+
 def _open_binary(path: Path):
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    if name.endswith(".xz"):
+        return lzma.open(path, "rb")
     if name.endswith(".zst") or name.endswith(".zstd"):
         import zstandard
 
@@ -59,7 +70,7 @@ def _utf8_lines(f):
 
 def detect_format(path: Path) -> str:
     name = path.name.lower()
-    for suffix in (".gz", ".zst", ".zstd"):
+    for suffix in COMPRESSIONS:
         name = name.removesuffix(suffix)
     if name.endswith(".parquet"):
         return "parquet"
@@ -71,7 +82,7 @@ def detect_format(path: Path) -> str:
         return "json"
     if name.endswith(".arrow"):
         return "arrow"
-    raise UserError(f"{path}: unknown seed file type; use .jsonl, .json, .parquet, .csv, .tsv (optionally .gz/.zst) "
+    raise UserError(f"{path}: unknown seed file type; use .jsonl, .json, .parquet, .csv, .tsv (optionally .gz/.zst/.bz2/.xz) "
                     f"or .arrow, or give a folder of them")
 
 
@@ -99,8 +110,12 @@ def _decode(raw: bytes, line: int) -> tuple[str | None, str]:
 def _json_rows(path: Path) -> Iterator[Row]:
     """JSON Lines; or one JSON array (a file whose first character is '['), or one JSON object spread over
     lines whose records are in a list (`_document_records`), read an item at a time."""
-    with _open_binary(path) as binary:
-        array = _first_character(binary) == "["
+    try:
+        with _open_binary(path) as binary:
+            array = _first_character(binary) == "["
+    except (OSError, EOFError, *STREAM_ERRORS) as e:  # cut or corrupt within its first block
+        yield Row(1, None, f"file truncated or corrupt before its first line: {e}")
+        return
     if array:
         yield from _json_array_rows(path)
         return
@@ -123,7 +138,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
                         return
                 first = False
                 yield row
-        except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # truncated or corrupt stream
+        except (OSError, EOFError, *STREAM_ERRORS, UnicodeDecodeError) as e:  # truncated or corrupt stream
             yield Row(line + 1, None, f"file truncated or corrupt after line {line}: {e}")
 
 
@@ -191,7 +206,7 @@ def _json_array_rows(path: Path, key: str = "") -> Iterator[Row]:
                 done += 1
                 yield _array_item(done, value)
         return
-    except (ijson.JSONError, OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+    except (ijson.JSONError, OSError, EOFError, *STREAM_ERRORS, UnicodeDecodeError) as e:
         message = e.args[0] if e.args else e
         streamed_error = (message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)).split("\n")[0][:200]
     values = _whole_json(path)
@@ -207,7 +222,7 @@ def _whole_json(path: Path):
     try:
         with _open_binary(path) as binary, _utf8_lines(binary) as lines:
             return json.loads(b"".join(lines).removeprefix(b"\xef\xbb\xbf"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError, EOFError, zlib.error):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError, EOFError, *STREAM_ERRORS):
         return None
 
 
@@ -233,7 +248,7 @@ def _document_records(path: Path) -> str | None:
                     list_key = None if depth == 1 else list_key
                 elif event == "map_key" and depth == 1:
                     key = value
-    except (ijson.JSONError, OSError, EOFError, zlib.error, UnicodeDecodeError):
+    except (ijson.JSONError, OSError, EOFError, *STREAM_ERRORS, UnicodeDecodeError):
         document = _whole_json(path)  # NaN or Infinity, which ijson refuses; else not one JSON document
         if not isinstance(document, dict):
             return None
@@ -296,7 +311,7 @@ def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
                 yield Row(row_number + 1, None, f"invalid {encoding.upper().removesuffix('-SIG')} at byte {e.start}; "
                                                 f"the rest of the file is skipped")
                 return
-            except (csv.Error, OSError, EOFError, zlib.error) as e:
+            except (csv.Error, OSError, EOFError, *STREAM_ERRORS) as e:
                 yield Row(row_number + 1, None, f"unreadable {fmt.upper()}: {e}")
                 return
             row_number += 1

@@ -1,6 +1,8 @@
 import csv
+import bz2
 import gzip
 import json
+import lzma
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +24,9 @@ def jsonl_bytes(records) -> bytes:
     ("s.jsonl", lambda p: p.write_bytes(jsonl_bytes(RECORDS))),
     ("s.jsonl.gz", lambda p: p.write_bytes(gzip.compress(jsonl_bytes(RECORDS)))),
     ("s.jsonl.zst", lambda p: p.write_bytes(zstandard.ZstdCompressor().compress(jsonl_bytes(RECORDS)))),
+    ("s.jsonl.bz2", lambda p: p.write_bytes(bz2.compress(jsonl_bytes(RECORDS)))),
+    ("s.json.xz", lambda p: p.write_bytes(lzma.compress(json.dumps(RECORDS).encode()))),
+    ("s.csv.xz", lambda p: p.write_bytes(lzma.compress(b"instruction,output\nAdd 2 and 3.,5\nName a colour.,Blue\n"))),
     ("s.json", lambda p: p.write_text(json.dumps(RECORDS))),
     ("s.parquet", lambda p: pq.write_table(pa.Table.from_pylist(RECORDS), p)),
     ("s.tsv", lambda p: p.write_text("instruction\toutput\n" + "".join(f"{r['instruction']}\t{r['output']}\n" for r in RECORDS))),
@@ -62,13 +67,25 @@ def test_bad_jsonl_lines_are_reported_and_good_ones_kept(tmp_path):
     assert "malformed JSON" in errors[2] and "expected a JSON object" in errors[4] and "invalid UTF-8" in errors[5]
 
 
-def test_truncated_gzip_keeps_the_lines_before_the_cut(tmp_path):
-    data = gzip.compress(jsonl_bytes(RECORDS * 200))
-    path = tmp_path / "cut.jsonl.gz"
+@pytest.mark.parametrize("suffix,compress", [(".gz", gzip.compress), (".bz2", lambda data: bz2.compress(data, 1)),
+                                             (".xz", lzma.compress)])
+def test_a_truncated_compressed_file_keeps_the_lines_before_the_cut(tmp_path, suffix, compress):
+    data = compress(jsonl_bytes(RECORDS * 2000))
+    path = tmp_path / f"cut.jsonl{suffix}"
     path.write_bytes(data[: len(data) // 2])
     rows = list(iter_rows(path))
     assert rows[-1].error.startswith("file truncated or corrupt")
     assert all(r.record in RECORDS for r in rows[:-1]) and len(rows) > 1
+
+
+@pytest.mark.parametrize("name,compress", [("cut.jsonl.gz", gzip.compress), ("cut.jsonl.bz2", bz2.compress),
+                                           ("cut.jsonl.xz", lzma.compress), ("cut.csv.xz", lzma.compress)])
+def test_a_file_cut_within_its_first_block_is_a_bad_row_not_a_crash(tmp_path, name, compress):
+    data = compress(jsonl_bytes(RECORDS))
+    path = tmp_path / name
+    path.write_bytes(data[: len(data) // 2])
+    rows = list(iter_rows(path))
+    assert len(rows) == 1 and rows[0].record is None and rows[0].error, rows
 
 
 def test_deeply_nested_json_is_a_bad_row_not_a_crash(tmp_path):
