@@ -297,8 +297,9 @@ def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
     with _open_binary(path) as f:
         encoding = "utf-8-sig" if _text_encoding(f) == "utf-8" else "utf-16"
+        delimiter = _delimiter(f, fmt, encoding)
         text = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline="")
-        reader = csv.DictReader(text, delimiter=DELIMITERS[fmt])
+        reader = csv.DictReader(text, delimiter=delimiter)
         row_number = 0
         while True:
             try:
@@ -319,6 +320,15 @@ def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
                 yield Row(row_number, None, "row has more cells than the header", str(record)[:RAW_PREVIEW])
                 continue
             yield Row(row_number, record)
+
+
+def _delimiter(f, fmt: str, encoding: str) -> str:
+    """The format's separator; for CSV a semicolon where the header line has semicolons and no comma, as
+    spreadsheets write CSV in locales whose decimal mark is the comma."""
+    if fmt != "csv":
+        return DELIMITERS[fmt]
+    header = f.peek(65536)[:65536].decode(encoding, errors="ignore").splitlines()[:1]
+    return ";" if header and ";" in header[0] and "," not in header[0] else ","
 
 
 def _unique_names(names: list[str]) -> list[str]:

@@ -40,6 +40,18 @@ def test_every_format_yields_the_same_records(tmp_path, name, writer):
     assert [r.line for r in rows] == [1, 2]
 
 
+def test_a_csv_with_semicolons_as_spreadsheets_write_it(tmp_path):
+    """Spreadsheets in locales whose decimal mark is the comma separate CSV cells with semicolons; a comma
+    CSV whose text holds semicolons stays a comma CSV."""
+    semi = tmp_path / "semi.csv"
+    semi.write_text('instruction;output\n"Add 2,5 and 3.";5,5\nName a colour.;Blue\n', encoding="utf-8-sig")
+    assert [r.record for r in iter_rows(semi)] == [{"instruction": "Add 2,5 and 3.", "output": "5,5"},
+                                                   {"instruction": "Name a colour.", "output": "Blue"}]
+    comma = tmp_path / "comma.csv"
+    comma.write_text('instruction,output\nList two; then three.,"a; b"\n')
+    assert [r.record for r in iter_rows(comma)] == [{"instruction": "List two; then three.", "output": "a; b"}]
+
+
 def test_csv_with_embedded_newlines_and_bom(tmp_path):
     path = tmp_path / "s.csv"
     with open(path, "w", encoding="utf-8-sig", newline="") as f:
