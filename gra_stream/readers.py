@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from gra_stream.errors import UserError
+from gra_stream.pandas_layouts import pandas_rows
 
 RAW_PREVIEW = 300  # characters of a bad row kept for the error table
 DELIMITERS = {"csv": ",", "tsv": "\t"}  # the delimited text formats and their separators
@@ -136,7 +137,12 @@ def _json_rows(path: Path) -> Iterator[Row]:
                     if key is not None:
                         yield from _json_array_rows(path, key)
                         return
+                table = pandas_rows(row.record) if first and row.record is not None else None
                 first = False
+                if table is not None:  # a DataFrame's to_json: its rows, numbered as the items of an array
+                    yield from (Row(i, record) if isinstance(record, dict) else _array_item(i, record)
+                                for i, record in enumerate(table, start=1))
+                    continue
                 yield row
         except (OSError, EOFError, *STREAM_ERRORS, UnicodeDecodeError) as e:  # truncated or corrupt stream
             yield Row(line + 1, None, f"file truncated or corrupt after line {line}: {e}")

@@ -241,3 +241,28 @@ def test_json_lines_with_a_broken_first_line_stay_json_lines(tmp_path):
     path.write_text('{"instruction": "cut off\n' + "".join(json.dumps(r) + "\n" for r in RECORDS))
     rows = list(iter_rows(path))
     assert rows[0].error.startswith("malformed JSON") and [r.record for r in rows[1:]] == RECORDS
+
+
+@pytest.mark.parametrize("orient", ["columns", "index", "split", "table"])
+def test_a_dataframe_saved_with_pandas_to_json_is_read_as_its_rows(tmp_path, orient):
+    """`df.to_json(path)` writes one JSON object on one line, by column unless told otherwise: its rows are
+    the records, in order, whatever the layout (pandas comes with `datasets`, in the test extra)."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame([{**r, "score": i + 0.5} for i, r in enumerate(RECORDS * 3)])
+    path = tmp_path / "frame.json"
+    frame.to_json(path, orient=orient)
+    rows = list(iter_rows(path))
+    records = [{k: v for k, v in r.record.items() if k != "index"} for r in rows]  # "table" adds the index
+    assert records == frame.to_dict(orient="records")
+    assert [r.line for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_record_like_a_pandas_layout_only_in_part_is_one_record(tmp_path):
+    """Objects that are not a DataFrame's layout stay one record each (a bad seed where a field is an object)."""
+    lines = [{"instruction": {"0": "a"}, "output": "b"},            # a column, but not all values objects
+             {"a": {"0": 1}, "b": {"1": 2}},                        # columns with different row labels
+             {"columns": ["x"], "data": [[1, 2]]},                  # split rows longer than the columns
+             {"q": {"text": "x"}, "a": {"text": "y"}}]              # labels that are not row numbers
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert [r.record for r in iter_rows(path)] == lines
