@@ -21,6 +21,7 @@ class FieldStats:
     kind: str                 # text, list of text, chat, number, object, list, empty
     mean_chars: float = 0.0
     questions: float = 0.0    # share of values ending with "?"
+    spaced: float = 0.0       # share of values with a space or a line break: prose, not an id or a hash
     sample: str = ""
 
 
@@ -58,9 +59,12 @@ def field_stats(records: list[dict]) -> list[FieldStats]:
         texts = [v if isinstance(v, str) else "\n".join(v) for v, k in zip(values, kinds)
                  if k in ("text", "list of text")]
         sample = json.dumps(values[0], ensure_ascii=False, default=str) if values else ""
-        out.append(FieldStats(name, kind, sum(map(len, texts)) / len(texts) if texts else 0.0,
-                              sum(t.rstrip().endswith("?") for t in texts) / len(texts) if texts else 0.0,
-                              clip(" ".join(sample.split()), 80)))
+
+        def share(measure) -> float:  # its mean over the text values
+            return sum(map(measure, texts)) / len(texts) if texts else 0.0
+
+        out.append(FieldStats(name, kind, share(len), share(lambda t: t.rstrip().endswith("?")),
+                              share(lambda t: any(c.isspace() for c in t.strip())), clip(" ".join(sample.split()), 80)))
     return out
 
 
@@ -73,7 +77,7 @@ def guess_mapping(records: list[dict], fields: Fields, path: Path) -> Guess:
     if mapping is not None and (mapping.chat or mapping.response):
         return Guess(mapping, stats)
     texts = [s for s in stats if s.kind in ("text", "list of text")]
-    long_texts = [s for s in texts if s.mean_chars >= MIN_TEXT_CHARS] or texts
+    long_texts = [s for s in texts if s.mean_chars >= MIN_TEXT_CHARS and s.spaced >= 0.5] or texts
     unsure = []
     if mapping is not None:  # an instruction by name, no response by name
         instruction = mapping.instruction
@@ -86,7 +90,8 @@ def guess_mapping(records: list[dict], fields: Fields, path: Path) -> Guess:
     else:
         instruction = stats[0].name if stats else "instruction"
         unsure.append(f"instruction = {instruction!r}: no field holds text; map one by hand")
-    rest = [s for s in long_texts if s.name != instruction]
+    taken = (instruction, mapping.input if mapping is not None else "")  # the input found by name is not a response
+    rest = [s for s in long_texts if s.name not in taken]
     response = max(rest, key=lambda s: s.mean_chars).name if rest else ""
     if response:
         unsure.append(f"response = {response!r} is a guess: the longest other text field")

@@ -28,11 +28,11 @@ MAX_FIELD_CHARS = 100_000
 # Recognised names, most specific first, compared in lower case. en_* wins over the unprefixed field
 # (Alpaca en/zh keeps Chinese in the unprefixed one).
 INSTRUCTION_NAMES = ("en_instruction", "instruction", "question", "prompt", "query", "problem", "request",
-                     "user_prompt", "task", "text")
+                     "user_prompt", "task", "text", "user", "human")
 INPUT_NAMES = ("en_input", "input", "context", "contexts", "passages", "passage", "document")
 RESPONSE_NAMES = ("en_output", "output", "response", "answer", "long_answer", "completion", "canonical_solution",
-                  "solution", "code", "target", "reply", "chosen", "final_answer")
-CHAT_NAMES = ("conversations", "messages", "conversation", "dialog", "turns")
+                  "solution", "code", "target", "reply", "chosen", "final_answer", "assistant")
+CHAT_NAMES = ("conversations", "messages", "conversation", "dialog", "turns", "chosen")  # chosen: preference sets
 USER_ROLES = ("user", "human")
 ASSISTANT_ROLES = ("assistant", "gpt", "bot", "model", "chatgpt")
 

@@ -22,6 +22,20 @@ def test_real_corpora_map_by_default(name, expected, tmp_path):
     assert reason == "" and texts[0] and texts[2]
 
 
+@pytest.mark.parametrize("record,expected", [
+    ({"user": "Say hi.", "assistant": "Hi!"}, ("user", "", "assistant", "")),
+    ({"human": "Say hi.", "assistant": "Hi!"}, ("human", "", "assistant", "")),
+    # a preference set whose chosen reply is a conversation (UltraFeedback's binarized layout, without messages)
+    ({"prompt": "Say hi.", "chosen": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}],
+      "rejected": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "No."}]}, ("", "", "", "chosen")),
+    ({"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}, ("prompt", "", "chosen", "")),
+])
+def test_common_layouts_map_by_name(record, expected):
+    mapping = resolve_mapping(record, Fields(), None)
+    assert (mapping.instruction, mapping.input, mapping.response, mapping.chat) == expected
+    assert extract(record, mapping) == (("Say hi.", "", "Hi!"), "")
+
+
 def test_alpaca_takes_the_english_fields():
     record = read_jsonl(corpus("alpaca_en_zh_500"), 1)[0]
     texts, _ = extract(record, resolve_mapping(record, Fields(), None))

@@ -106,6 +106,16 @@ def test_init_guesses_from_values_when_no_name_is_known(tmp_path):
     assert seed_instructions(run_dir) == sorted(QUESTIONS) and kept(run_dir) > 0
 
 
+def test_init_does_not_propose_the_input_as_the_response(tmp_path):
+    """A reading-comprehension set (SQuAD's layout): the question by name, the passage as its input by
+    name, the answers in an object. The passage is not also proposed as the response."""
+    records = [{"id": str(i), "context": f"Passage {i}: " + r["answer"], "question": r["question"],
+                "answers": {"text": [r["answer"][-3:]], "answer_start": [0]}} for i, r in enumerate(GSM)]
+    seeds = write_jsonl(tmp_path / "squad.jsonl", records)
+    result = cli("init", seeds, "-o", tmp_path / "c.toml")
+    assert result.exit_code == 0 and "instruction=question input=context response=-" in result.output, result.output
+
+
 def test_init_still_writes_a_config_for_a_file_without_text(tmp_path):
     seeds = write_jsonl(tmp_path / "numbers.jsonl", [{"a": i, "b": i * 2} for i in range(5)])
     result = cli("init", seeds, "-o", tmp_path / "c.toml")
