@@ -30,6 +30,7 @@ class FaultServer:
         self.reject = reject            # body -> the message of an HTTP 400 for it, or None to answer it
         self.wrap = wrap                # (reply text, request number) -> the text sent, as a chatty model words it
         self.down = False               # True: every request gets 503, as from a gateway whose backend is down
+        self.error_200 = ""             # set: every request gets HTTP 200 with this error as its body, as some gateways answer
         self.slow_s = slow_s
         self.api_key = api_key
         self.rate_per_s, self.burst, self.latency_s = rate_per_s, burst, latency_s
@@ -58,6 +59,8 @@ class FaultServer:
                     return self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}).encode())
                 if server.down:
                     return self._send(503, b'{"error": {"message": "no healthy upstream"}}')
+                if server.error_200:
+                    return self._send(200, json.dumps({"error": {"message": server.error_200, "code": 502}}).encode())
                 rejected = server.reject(body) if server.reject else None
                 if rejected:
                     return self._send(400, json.dumps({"error": {"message": rejected, "type": "invalid_request_error",

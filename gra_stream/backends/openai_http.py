@@ -156,7 +156,7 @@ class OpenAIBackend:
                     if done is not None:
                         outcome = OK
                         return done
-                    last_error = "malformed response body"
+                    last_error = f"not a chat completion: {self._redact(_message(response))}"  # a proxy's page, an error
                 elif response.status_code in REFUSED_STATUS:
                     raise UserError(f"model {self.spec.name!r}: {self.url} refused the request "
                                     f"(HTTP {response.status_code}): {self._redact(_message(response))}")

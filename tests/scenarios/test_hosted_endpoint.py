@@ -122,9 +122,10 @@ def test_a_refused_key_stops_the_run_with_the_servers_message(tmp_path):
 
 
 def test_an_endpoint_that_cannot_serve_stops_the_run_and_the_same_command_resumes(tmp_path):
-    """A server that is gone (connections refused), then a gateway answering 503 to everything: each stops
-    the run with one line instead of quarantining every row, and once the endpoint answers, the same
-    command finishes with nothing lost."""
+    """A server that is gone (connections refused), then a gateway answering 503 to everything, then one
+    answering HTTP 200 with an error for a body: each stops the run with one line (the gateway's words
+    in it) instead of quarantining every row, and once the endpoint answers, the same command finishes
+    with nothing lost."""
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 8)
     with FaultServer(faults=False) as server:
         url, port = server.url, server.httpd.server_address[1]
@@ -134,15 +135,18 @@ def test_an_endpoint_that_cannot_serve_stops_the_run_and_the_same_command_resume
         server.down = True
         stopped.append(gra(*args, env_key=KEY))
         assert server.requests > 0
-        server.down = False
+        server.down, server.error_200 = False, "Upstream provider timed out"
+        stopped.append(gra(*args, env_key=KEY))
+        server.error_200 = ""
         resumed = gra(*args, env_key=KEY)
-    for result, says in zip(stopped, ("cannot connect to", "no reply from")):
+    for result, says in zip(stopped, ("cannot connect to", "no reply from", "no reply from")):
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         line = result.stderr.strip().splitlines()[-1]
         assert says in line and "run the same command again once the endpoint answers" in line, line
         # said when it happens too, for the passes in flight (a CPU stage's batch) can take minutes to stop
         assert f"stopping once the batches in flight are committed: model 'hosted': {says}" in result.stderr
     assert "(gave up after 2 retries: HTTP 503)" in stopped[1].stderr
+    assert "(gave up after 2 retries: not a chat completion: Upstream provider timed out)" in stopped[2].stderr
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     con = Store(tmp_path / "run").connect()
     assert con.sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
