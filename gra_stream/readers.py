@@ -140,8 +140,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
                 table = pandas_rows(row.record) if first and row.record is not None else None
                 first = False
                 if table is not None:  # a DataFrame's to_json: its rows, numbered as the items of an array
-                    yield from (Row(i, record) if isinstance(record, dict) else _array_item(i, record)
-                                for i, record in enumerate(table, start=1))
+                    yield from (Row(i, record) for i, record in enumerate(table, start=1))
                     continue
                 yield row
         except (OSError, EOFError, *STREAM_ERRORS, UnicodeDecodeError) as e:  # truncated or corrupt stream
@@ -302,8 +301,12 @@ def _arrow_rows(path: Path) -> Iterator[Row]:
 def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
     with _open_binary(path) as f:
-        encoding = "utf-8-sig" if _text_encoding(f) == "utf-8" else "utf-16"
-        delimiter = _delimiter(f, fmt, encoding)
+        try:
+            encoding = "utf-8-sig" if _text_encoding(f) == "utf-8" else "utf-16"
+            delimiter = _delimiter(f, fmt, encoding)
+        except (OSError, EOFError, *STREAM_ERRORS) as e:  # cut or corrupt within its first block
+            yield Row(1, None, f"file truncated or corrupt before its first line: {e}")
+            return
         text = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline="")
         reader = csv.DictReader(text, delimiter=delimiter)
         row_number = 0

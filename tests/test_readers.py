@@ -91,7 +91,8 @@ def test_a_truncated_compressed_file_keeps_the_lines_before_the_cut(tmp_path, su
 
 
 @pytest.mark.parametrize("name,compress", [("cut.jsonl.gz", gzip.compress), ("cut.jsonl.bz2", bz2.compress),
-                                           ("cut.jsonl.xz", lzma.compress), ("cut.csv.xz", lzma.compress)])
+                                           ("cut.jsonl.xz", lzma.compress), ("cut.csv.xz", lzma.compress),
+                                           ("cut.csv.bz2", bz2.compress)])
 def test_a_file_cut_within_its_first_block_is_a_bad_row_not_a_crash(tmp_path, name, compress):
     data = compress(jsonl_bytes(RECORDS))
     path = tmp_path / name
