@@ -111,12 +111,12 @@ def _decode(raw: bytes, line: int) -> tuple[str | None, str]:
 def _json_rows(path: Path) -> Iterator[Row]:
     """JSON Lines; or one JSON array (a file whose first character is '['), or one JSON object spread over
     lines whose records are in a list (`_document_records`), read an item at a time."""
-    try:
-        with _open_binary(path) as binary:
+    with _open_binary(path) as binary:
+        try:
             array = _first_character(binary) == "["
-    except (OSError, EOFError, *STREAM_ERRORS) as e:  # cut or corrupt within its first block
-        yield Row(1, None, f"file truncated or corrupt before its first line: {e}")
-        return
+        except (OSError, EOFError, *STREAM_ERRORS) as e:  # cut or corrupt within its first block
+            yield Row(1, None, f"file truncated or corrupt before its first line: {e}")
+            return
     if array:
         yield from _json_array_rows(path)
         return
@@ -292,10 +292,13 @@ def _arrow_rows(path: Path) -> Iterator[Row]:
     except (pa.ArrowInvalid, OSError) as e:
         raise UserError(f"{path}: not a readable Arrow file ({e})") from None
     line = 0
-    for batch in batches:
-        for record in batch.to_pylist():
-            line += 1
-            yield Row(line, record)
+    try:
+        for batch in batches:
+            for record in batch.to_pylist():
+                line += 1
+                yield Row(line, record)
+    except (pa.ArrowInvalid, OSError) as e:  # a stream cut short: the rows before the cut stand
+        yield Row(line + 1, None, f"file truncated or corrupt after row {line}: {e}")
 
 
 def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:

@@ -142,6 +142,8 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
     try:
         return _run_locked(seed_files, run_dir, config, progress, stages, executor, ray_address, max_samples)
     except OSError as e:
+        if e.filename and Path(e.filename).resolve() in {path.resolve() for path in seed_files}:
+            raise UserError(f"cannot read {e.filename}: {e.strerror or e}") from None
         where = e.filename or run_dir
         raise UserError(f"cannot write the run: {e.strerror or e} ({where}); fix that and run the same command "
                         f"again to resume") from None

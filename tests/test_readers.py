@@ -267,3 +267,19 @@ def test_a_record_like_a_pandas_layout_only_in_part_is_one_record(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert [r.record for r in iter_rows(path)] == lines
+
+
+def test_a_truncated_arrow_stream_keeps_the_rows_before_the_cut(tmp_path):
+    """`datasets` writes Arrow streams of many batches; one cut short (a copy that stopped) keeps the
+    batches before the cut and ends with a bad row, where it stopped the run as if the run directory
+    could not be written."""
+    table = pa.Table.from_pylist(RECORDS * 500)
+    path = tmp_path / "data-00000-of-00001.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=100):
+            writer.write_batch(batch)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    rows = list(iter_rows(path))
+    assert rows[-1].record is None and rows[-1].error.startswith("file truncated or corrupt after row ")
+    assert len(rows) > 100 and all(r.record in RECORDS for r in rows[:-1])

@@ -121,3 +121,30 @@ def test_a_seed_file_fixed_and_run_again_reports_only_its_bad_rows_of_now(tmp_pa
     assert [r["instruction"] for r in kept] == sorted(good(i)["instruction"] for i in (1, 2, 3))
     assert any("(changed since it was read): 2 rows, 1 new seeds, 1 duplicates, 0 bad rows" in line for line in said.lines)
     check_run(run_dir)
+
+
+def test_a_seed_file_that_cannot_be_read_is_not_called_a_run_that_cannot_be_written(tmp_path, monkeypatch):
+    """An OSError naming a seed file (permission denied, as a file of another user gives) is said as
+    such; one naming the run directory (here its seeds table is a file, not a folder) says the run
+    cannot be written. Each is one line, exit 1."""
+    from gra_stream import readers
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps(good(1)) + "\n")
+    opened = readers._open_binary
+
+    def refused(path):
+        if path == seeds:
+            raise PermissionError(13, "Permission denied", str(path))
+        return opened(path)
+
+    monkeypatch.setattr(readers, "_open_binary", refused)
+    result = CliRunner().invoke(main, ["run", str(seeds), "--run-dir", str(tmp_path / "r"), "--backend", "fake"])
+    assert result.exit_code == 1 and f"cannot read {seeds}: Permission denied" in result.output, result.output
+    monkeypatch.undo()
+
+    (tmp_path / "r2").mkdir()
+    (tmp_path / "r2" / "seeds").write_text("not a folder")
+    result = CliRunner().invoke(main, ["run", str(seeds), "--run-dir", str(tmp_path / "r2"), "--backend", "fake"])
+    assert result.exit_code == 1 and "cannot write the run:" in result.output and "Traceback" not in result.output, \
+        result.output
