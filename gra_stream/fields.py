@@ -80,8 +80,18 @@ def chat_turns(value) -> list[tuple[str, object]] | None:
         text = turn.get(lower.get("value", lower.get("content", "")))
         if not isinstance(role, str):
             return None
-        turns.append((role.lower(), text))
+        turns.append((role.lower(), _parts_text(text)))
     return turns
+
+
+def _parts_text(content):
+    """A turn's content as text where it is OpenAI's list of text parts (`[{"type": "text", "text": ...}]`),
+    joined by newlines; other content as it is (a turn with an image part is then no text: the row is
+    unusable, as its instruction would not make sense without the image)."""
+    if isinstance(content, list) and content and all(
+            isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in content):
+        return "\n".join(part["text"] for part in content)
+    return content
 
 
 def resolve_mapping(record: dict, fields: Fields, path: Path) -> Mapping:

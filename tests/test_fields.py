@@ -36,6 +36,19 @@ def test_common_layouts_map_by_name(record, expected):
     assert extract(record, mapping) == (("Say hi.", "", "Hi!"), "")
 
 
+def test_chat_turns_of_text_parts_are_their_text_and_an_image_part_makes_the_row_unusable():
+    def turn(role, *parts):
+        return {"role": role, "content": [{"type": "text", "text": p} if isinstance(p, str) else p for p in parts]}
+
+    record = {"messages": [turn("user", "Say hi.", "Politely."), turn("assistant", "Hi!")]}
+    mapping = resolve_mapping(record, Fields(), None)
+    assert mapping.chat == "messages" and extract(record, mapping) == (("Say hi.\nPolitely.", "", "Hi!"), "")
+    image = {"messages": [turn("user", "What is shown?", {"type": "image_url", "image_url": {"url": "x.png"}}),
+                          turn("assistant", "A cat.")]}
+    texts, reason = extract(image, mapping)
+    assert texts is None and "is list, expected text" in reason
+
+
 def test_alpaca_takes_the_english_fields():
     record = read_jsonl(corpus("alpaca_en_zh_500"), 1)[0]
     texts, _ = extract(record, resolve_mapping(record, Fields(), None))
