@@ -175,7 +175,8 @@ def ask(pool: ModelPool, calls: Calls, *, max_reasks: int) -> Replies:
         groups, budgets = {}, {}
         for model, indices in by_model.items():
             spec = pool.spec(model)
-            budget = budgets[model] = min(calls.max_tokens, spec.max_tokens) if spec.max_tokens else calls.max_tokens
+            budget = min(calls.max_tokens, spec.max_tokens) if spec.max_tokens else calls.max_tokens
+            budget = budgets[model] = budget + spec.reasoning_tokens  # a reasoning model's reasoning counts in it
             sampling = (calls.schema, budget, spec.temperature, spec.top_p)
             groups[model] = [ChatRequest(_messages(system, calls.users[i], replies, i, attempt), *sampling,
                                          calls.seeds[i] + attempt, spec.repetition_penalty) for i in indices]

@@ -68,7 +68,7 @@ def more_rounds(store: Store, recorded_config: dict, config: Config) -> str | No
     calls = _task_calls(_synthesis_tasks(seeds + samples, config), config)  # the seeds are profiled already
     lines = [f"rounds {before} -> {config.rounds}: the tables of {_rounds(1, before)} stand; round {before + 1} "
              f"anchors tasks on {seeds:,} profiled seeds and {samples:,} samples kept so far, at most (before "
-             f"re-asks): {_calls_line(calls)}"]
+             f"re-asks): {_calls_line(calls, config)}"]
     if config.rounds > before + 1:
         lines.append(f"  in {_rounds(before + 2, config.rounds)}, tasks are anchored on the samples of the rounds before too")
     if run_log.last_outcome(store) != "finished":
@@ -144,8 +144,8 @@ def whole_run_estimate(seed_files: list[Path], config: Config) -> str:
     rows = sum(1 for path in seed_files for row in iter_rows(path) if row.record is not None)
     tasks = _synthesis_tasks(rows, config) + (rows if config.mode in ("refinement", "integrated") else 0)
     calls = {"profile": rows, **_task_calls(tasks, config)}
-    tokens = _tokens(calls)
-    lines = [f"estimate for {rows:,} seed rows, round 1, at most (before re-asks): {_calls_line(calls)}"]
+    tokens = _tokens(calls, config)
+    lines = [f"estimate for {rows:,} seed rows, round 1, at most (before re-asks): {_calls_line(calls, config)}"]
     priced = [m for m in config.models if m.price_output or m.price_input]
     if priced:
         most = max(m.price_output for m in config.models)
@@ -169,14 +169,15 @@ def _task_calls(tasks: int, config: Config) -> dict[str, int]:
     return {"generate": tasks, "review": tasks * config.committee.reviewers, "adjudicate": tasks, "annotate": tasks}
 
 
-def _tokens(calls: dict[str, int]) -> int:
+def _tokens(calls: dict[str, int], config: Config) -> int:
     budget = {**MAX_TOKENS, "annotate": MAX_TOKENS["profile"]}  # annotation asks the profile's questions
-    return sum(calls[r] * budget[r] for r in calls)
+    reasoning = max(m.reasoning_tokens for m in config.models)  # added to every budget of a reasoning model
+    return sum(calls[r] * (budget[r] + reasoning) for r in calls)
 
 
-def _calls_line(calls: dict[str, int]) -> str:
+def _calls_line(calls: dict[str, int], config: Config) -> str:
     return (", ".join(f"{r} {n:,}" for r, n in calls.items())
-            + f" calls; {sum(calls.values()):,} calls and {_tokens(calls):,} output tokens in all")
+            + f" calls; {sum(calls.values()):,} calls and {_tokens(calls, config):,} output tokens in all")
 
 
 def _rounds(first: int, last: int) -> str:

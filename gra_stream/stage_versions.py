@@ -30,7 +30,7 @@ REPLY_FIELDS = ("name", "backend", "path", "url", "api_model", "temperature", "t
                 "max_tokens", "trust_remote_code")
 # Reply-changing fields added since: a part of a version only where not at their default, so that the
 # tables made before they existed keep their versions.
-LATER_REPLY_FIELDS = {"structured_output": "json_schema", "reasoning_effort": ""}
+LATER_REPLY_FIELDS = {"structured_output": "json_schema", "reasoning_effort": "", "reasoning_tokens": 0}
 # Engine settings that change replies: numerics and what fits in a prompt.
 ENGINE_KEYS = ("vllm.dtype", "vllm.max_model_len")
 

@@ -36,6 +36,8 @@ def test_backend_override_applies_to_every_model():
      "models.structured_output = 'xml' (model 'm') must be one of json_schema, json_object, none"),
     ("[[models]]\nname = 'm'\nbackend = 'fake'\nstructured_output = 'none'", "other than json_schema only for the openai"),
     ("[[models]]\nname = 'm'\nreasoning_effort = 'low'", "models.reasoning_effort = 'low' (model 'm')"),
+    ("[[models]]\nname = 'm'\nbackend = 'openai'\nurl = 'http://x/v1'\nreasoning_tokens = 500",
+     "models.reasoning_tokens = 500 (model 'm') must be 0 or more, and more than 0 only for a model with a reasoning_effort"),
     ("[[models]]\nname = 'm'\nbackend = 'openai'\nurl = 'http://x/v1'\nreasoning_effort = 'minimal'",
      "reasoning models sample at temperature 1 and top_p 1 only; set temperature = 1.0 and top_p = 1.0 (now 0.7 and 0.95)"),
     ("[[models]]\nname = 'm'\nrepetition_penalty = 0.5", "models.repetition_penalty = 0.5 (model 'm') must be between 1 and 2"),

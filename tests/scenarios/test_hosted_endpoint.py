@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gra_stream.progress import Progress
+from gra_stream.reply_schemas import MAX_TOKENS
 from gra_stream.runner import run_pipeline
 from gra_stream.store import Store
 from tests.conftest import FAKE_POOL, corpus, fake_config, head_jsonl, write_toml
@@ -286,12 +287,16 @@ def test_a_reasoning_model_is_asked_with_max_completion_tokens_and_no_sampling_s
         line = result.stderr.strip().splitlines()[-1]
         assert "Use 'max_completion_tokens' instead." in line and "reasoning_effort" in line, line
 
-        config = toml_config(tmp_path / "c.toml", server.url, 'reasoning_effort = "minimal"\ntemperature = 1.0\ntop_p = 1.0')
+        config = toml_config(tmp_path / "c.toml", server.url,
+                             'reasoning_effort = "minimal"\nreasoning_tokens = 100\ntemperature = 1.0\ntop_p = 1.0')
         before = len(server.bodies)
         result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, env_key=KEY)
     assert result.returncode == 0, result.stderr[-2000:]
     bodies = [json.loads(b) for b in server.bodies[before:]]
-    assert bodies and all(b["reasoning_effort"] == "minimal" and b["max_completion_tokens"] > 0 for b in bodies)
+    assert bodies and all(b["reasoning_effort"] == "minimal" for b in bodies)
+    # each role's budget and the tokens for reasoning on top (the fake server keeps replies within the budget)
+    assert {b["max_completion_tokens"] for b in bodies} <= {budget + 100 for budget in MAX_TOKENS.values()}
+    assert MAX_TOKENS["profile"] + 100 in {b["max_completion_tokens"] for b in bodies}
     assert not any({"max_tokens", "temperature", "top_p"} & set(b) for b in bodies)
     con = Store(tmp_path / "run").connect()
     assert con.sql("SELECT count(*) FROM profiles WHERE status = 'ok'").fetchall() == [(6,)]
