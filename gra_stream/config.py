@@ -54,7 +54,7 @@ class ModelSpec:
     timeout_s: float = 120.0       # openai backend: per request
     structured_output: str = "json_schema"  # openai backend: one of model_checks.STRUCTURED_OUTPUTS
     reasoning_effort: str = ""     # openai backend: set for OpenAI's reasoning models (backends.md), "" for the others
-    reasoning_tokens: int = 0      # with reasoning_effort: tokens added to every role's budget for the model's reasoning
+    reasoning_tokens: int = 0      # openai backend: tokens added to every role's budget for a model that reasons in it
     max_retries: int = 5           # openai backend: transport-level retries (429, 5xx, timeouts, garbage)
     price_input: float = 0.0       # cost of a million prompt tokens (any currency), for status and report
     price_output: float = 0.0      # cost of a million completion tokens

@@ -35,9 +35,9 @@ def check_model(source: str, m) -> None:
     if m.reasoning_effort and (m.backend != "openai" or not re.fullmatch(r"[a-z]+", m.reasoning_effort)):
         raise UserError(f"{s}: models.reasoning_effort = {m.reasoning_effort!r} (model {m.name!r}) must be a level such "
                         f"as \"minimal\", \"none\" or \"low\", and is for the openai backend only")
-    if m.reasoning_tokens < 0 or (m.reasoning_tokens and not m.reasoning_effort):
+    if m.reasoning_tokens < 0 or (m.reasoning_tokens and m.backend != "openai"):
         raise UserError(f"{s}: models.reasoning_tokens = {m.reasoning_tokens} (model {m.name!r}) must be 0 or more, "
-                        f"and more than 0 only for a model with a reasoning_effort")
+                        f"and more than 0 only for the openai backend")
     if m.reasoning_effort and (m.temperature, m.top_p) != (1.0, 1.0):  # what the request leaves out is what they use
         raise UserError(f"{s}: model {m.name!r} has a reasoning_effort: reasoning models sample at temperature 1 and "
                         f"top_p 1 only; set temperature = 1.0 and top_p = 1.0 (now {m.temperature:g} and {m.top_p:g})")
