@@ -56,6 +56,12 @@ class Mapping:
             return f"chat={self.chat} (first user turn, then the assistant's reply)"
         return f"instruction={self.instruction} input={self.input or '-'} response={self.response or '-'}"
 
+    def under(self, key: str) -> Mapping:
+        """This mapping of an object that is field `key` of the record: each name a dotted path through it."""
+        def through(name: str) -> str:
+            return f"{key}.{name}" if name else ""
+        return Mapping(through(self.instruction), through(self.input), through(self.response), through(self.chat))
+
     def expressions(self) -> dict[str, str]:
         return {role: value for role, value in (("instruction", self.instruction), ("input", self.input),
                                                 ("response", self.response)) if is_expression(value)}
@@ -94,8 +100,10 @@ def _parts_text(content):
     return content
 
 
-def resolve_mapping(record: dict, fields: Fields, path: Path) -> Mapping:
-    """Pick the mapping of one file from its first record; explicit config fields always win."""
+def resolve_mapping(record: dict, fields: Fields, path: Path, *, descend: bool = True) -> Mapping:
+    """Pick the mapping of one file from its first record; explicit config fields always win. With no
+    field configured and none found by name, the names are looked for in each object field of the record
+    (`descend`: one level down)."""
     names = field_names(record)
 
     def first(candidates, exclude=()):
@@ -116,6 +124,13 @@ def resolve_mapping(record: dict, fields: Fields, path: Path) -> Mapping:
     if nested and not fields.response and not response:
         response = "instances.0.output"
         input_ = input_ or "instances.0.input"
+    if not instruction and descend and fields == Fields():  # the fields may sit in an object: {"data": {...}}
+        for key, value in record.items():
+            if isinstance(value, dict) and _PATH.fullmatch(str(key)) and "." not in str(key):
+                try:
+                    return resolve_mapping(value, fields, path, descend=False).under(str(key))
+                except UserError:
+                    continue
     if not instruction:
         lists = [k for k, v in record.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
         hint = f"; {lists[0]!r} holds a list of {len(record[lists[0]])} objects: save it as JSON Lines" if lists else ""

@@ -49,6 +49,18 @@ def test_chat_turns_of_text_parts_are_their_text_and_an_image_part_makes_the_row
     assert texts is None and "is list, expected text" in reason
 
 
+def test_fields_inside_an_object_of_the_record_are_found_as_dotted_paths(tmp_path):
+    record = {"id": 7, "meta": {"source": "x"}, "data": {"Instruction": "Say hi.", "output": "Hi!"}}
+    mapping = resolve_mapping(record, Fields(), None)
+    assert (mapping.instruction, mapping.response) == ("data.Instruction", "data.output")
+    assert extract(record, mapping) == (("Say hi.", "", "Hi!"), "")
+    chat = {"sample": {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]}}
+    assert extract(chat, resolve_mapping(chat, Fields(), None)) == (("Say hi.", "", "Hi!"), "")
+    deeper = {"a": {"b": {"instruction": "Say hi."}}}  # one level only
+    with pytest.raises(UserError, match="cannot find the instruction field among: a;"):
+        resolve_mapping(deeper, Fields(), tmp_path / "x.jsonl")
+
+
 def test_alpaca_takes_the_english_fields():
     record = read_jsonl(corpus("alpaca_en_zh_500"), 1)[0]
     texts, _ = extract(record, resolve_mapping(record, Fields(), None))
