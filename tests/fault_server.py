@@ -24,8 +24,11 @@ class _Server(ThreadingHTTPServer):
 
 class FaultServer:
     def __init__(self, *, faults: bool = True, slow_s: float = 1.5, api_key: str = "", rate_per_s: float = 0.0,
-                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0, reject=None, wrap=None, refuse=None):
+                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0, reject=None, wrap=None, refuse=None, route: str = "/v1/chat/completions",
+                 key_header: str = "Authorization"):
         self.faults = faults
+        self.route = route              # the path and query it answers; others get 404 (Azure's has ?api-version=)
+        self.key_header = key_header    # "Authorization" (a bearer token) or "api-key", as Azure OpenAI takes the key
         self.refuse = refuse            # body -> a refusal, sent as OpenAI does (content null), or None to answer it
         self.reject = reject            # body -> the message of an HTTP 400 for it, or None to answer it
         self.wrap = wrap                # (reply text, request number) -> the text sent, as a chatty model words it
@@ -55,7 +58,7 @@ class FaultServer:
                     n = server.requests
                     server.headers_seen.append(dict(self.headers))
                     server.bodies.append(json.dumps(body, sort_keys=True))
-                if self.path != "/v1/chat/completions":
+                if self.path != server.route:
                     return self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}).encode())
                 if server.down:
                     return self._send(503, b'{"error": {"message": "no healthy upstream"}}')
@@ -65,10 +68,12 @@ class FaultServer:
                 if rejected:
                     return self._send(400, json.dumps({"error": {"message": rejected, "type": "invalid_request_error",
                                                                  "code": 400}}).encode())
-                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                bearer = server.key_header == "Authorization"
+                if server.api_key and self.headers.get(server.key_header) != (f"Bearer {server.api_key}" if bearer
+                                                                              else server.api_key):
                     with server.lock:
                         server.unauthorized += 1
-                    sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                    sent = (self.headers.get(server.key_header) or "").removeprefix("Bearer ")
                     message = f"Incorrect API key provided: {sent}. You can find your API key in your account."
                     return self._send(401, json.dumps({"error": {"message": message}}).encode())
                 wait = server.take_token()

@@ -56,6 +56,12 @@ def credential_headers(spec: ModelSpec) -> dict[str, str]:
     return headers
 
 
+def chat_completions_url(base: str) -> str:
+    """The chat endpoint under a model's base URL; a query (Azure OpenAI's `?api-version=`) stays last."""
+    url = httpx.URL(base)
+    return str(url.copy_with(path=url.path.rstrip("/") + "/chat/completions"))
+
+
 def check_credentials(config: Config) -> None:
     """Every key and header variable of the pool's HTTP models is set: checked before any request."""
     for spec in config.models:
@@ -66,7 +72,7 @@ def check_credentials(config: Config) -> None:
 class OpenAIBackend:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
-        self.url = spec.url.rstrip("/") + "/chat/completions"
+        self.url = chat_completions_url(spec.url)
         self.model = spec.api_model or spec.path
         self.headers = credential_headers(spec)
         self._secrets = [v.removeprefix("Bearer ") for v in self.headers.values()]

@@ -166,6 +166,33 @@ def test_a_url_without_its_v1_stops_the_run_at_the_first_404(tmp_path):
     assert Store(tmp_path / "run").connect().sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
 
 
+def test_an_azure_deployment_url_keeps_its_api_version_and_takes_the_key_as_api_key(tmp_path):
+    """Azure OpenAI names the deployment in the path, wants `?api-version=` after /chat/completions and the
+    key in an `api-key` header: the query stays at the end of the URL, and the run is served."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 5)
+    route = "/openai/deployments/fake-a/chat/completions?api-version=2024-10-21"
+    with FaultServer(faults=False, api_key=KEY, key_header="api-key", route=route) as server:
+        base = server.url.removesuffix("/v1") + "/openai/deployments/fake-a?api-version=2024-10-21"
+        config = write_toml(tmp_path / "azure.toml", f"""
+[[models]]
+name = "azure"
+backend = "openai"
+url = "{base}"
+api_model = "fake-a"
+headers = {{ "api-key" = "GRA_TEST_KEY" }}
+max_retries = 2
+[diversity]
+model = "hashing"
+""")
+        result = gra("run", seeds, "--run-dir", tmp_path / "run", "--config", config, env_key=KEY)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert server.requests > 0 and server.unauthorized == 0
+    con = Store(tmp_path / "run").connect()
+    assert con.sql("SELECT count(*) FROM profiles WHERE status = 'ok'").fetchall() == [(5,)]
+    assert con.sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
+    assert files_containing(tmp_path / "run", KEY) == []
+
+
 def test_an_endpoint_that_rejects_every_request_stops_the_run_and_one_rejected_row_is_quarantined(tmp_path):
     """A provider without JSON-schema outputs answers HTTP 400 to every request: the run stops with its
     message, where it quarantined every row as a parse error and exited 0. A request rejected among others
