@@ -175,8 +175,9 @@ def calibrate(labelled, make_set, sources, size, config_path, backend, as_json, 
 
 @main.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "alpaca", "sharegpt", "hf"]), default=None,
-              help="Default: from the output's name (.jsonl, .parquet, .json for Alpaca).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "alpaca", "sharegpt", "messages", "hf"]),
+              default=None, help="Default: from the output's name (.jsonl, .parquet, .json for Alpaca). "
+              "messages: OpenAI's and TRL's chat format.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="File (or folder for hf).")
 @click.option("--metadata", is_flag=True, help="Include score, domain, keywords, summary and provenance.")
 @user_errors

@@ -1,41 +1,38 @@
-"""Exports of the kept samples: JSONL, Parquet, Alpaca, ShareGPT and a Hugging Face dataset folder.
+"""Exports of the kept samples: JSONL, Parquet, Alpaca, ShareGPT, chat messages and a Hugging Face dataset
+folder.
 
-With `metadata`, every record also carries the score, domain, keywords, summary, round, kind, how it
-was decided and its provenance (which model played which role).
+Each format is one SELECT over `samples` that DuckDB copies straight to the file, so an export streams
+whatever the size of the run. With `metadata`, every record also carries the score, domain, keywords,
+summary, round, kind, how it was decided and its provenance (which model played which role).
 """
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
-import polars as pl
+import duckdb
 
 from gra_stream.errors import UserError
 from gra_stream.store import Store
 
-FORMATS = ("jsonl", "parquet", "alpaca", "sharegpt", "hf")
-KINDS = {"jsonl": "JSON", "alpaca": "JSON", "sharegpt": "JSON", "parquet": "Parquet", "hf": "a dataset folder"}
+# the columns of each format's records, as DuckDB select items over `samples`
+COLUMNS = {
+    "jsonl": "instruction, response",
+    "parquet": "instruction, response",
+    "hf": "instruction, response",
+    "alpaca": "instruction, '' AS input, response AS output",
+    "sharegpt": "[{'from': 'human', 'value': instruction}, {'from': 'gpt', 'value': response}] AS conversations",
+    # OpenAI's fine-tuning files and TRL's conversational datasets
+    "messages": "[{'role': 'user', 'content': instruction}, {'role': 'assistant', 'content': response}] AS messages",
+}
+FORMATS = tuple(COLUMNS)
+KINDS = {"jsonl": "JSON", "alpaca": "JSON", "sharegpt": "JSON", "messages": "JSON", "parquet": "Parquet",
+         "hf": "a dataset folder"}
 BY_SUFFIX = {".jsonl": "jsonl", ".parquet": "parquet", ".json": "alpaca"}  # the format an output name implies
 METADATA = ["id", "score", "domain", "keywords", "summary", "round", "kind", "decided_by", "generator", "reviewers",
             "adjudicator", "annotator", "seed_id"]
-
-
-def read_samples(store: Store) -> pl.DataFrame:
-    return store.connect().sql("SELECT * FROM samples ORDER BY id").pl()
-
-
-def _records(samples: pl.DataFrame, fmt: str, metadata: bool) -> list[dict]:
-    out = []
-    for row in samples.iter_rows(named=True):
-        meta = {k: row[k] for k in METADATA} if metadata else {}
-        if fmt == "alpaca":
-            out.append({"instruction": row["instruction"], "input": "", "output": row["response"], **meta})
-        elif fmt == "sharegpt":
-            out.append({"conversations": [{"from": "human", "value": row["instruction"]},
-                                          {"from": "gpt", "value": row["response"]}], **meta})
-        else:
-            out.append({"instruction": row["instruction"], "response": row["response"], **meta})
-    return out
+COPY_OPTIONS = {"JSON": "FORMAT JSON", "Parquet": "FORMAT PARQUET, COMPRESSION ZSTD"}
+EXPORT_MEMORY = "320MB"  # DuckDB's limit while it sorts the samples by id; beyond it, it spills to DIR/.tmp
 
 
 def export_format(fmt: str | None, out: Path) -> str:
@@ -56,39 +53,37 @@ def export_format(fmt: str | None, out: Path) -> str:
 
 
 def export(store: Store, fmt: str | None, out: Path, *, metadata: bool = False) -> tuple[int, str]:
-    """Write the samples to `out` in `fmt` (None: as its suffix implies); returns how many were written,
-    and in which format."""
+    """Write the samples to `out` in `fmt` (None: as its suffix implies), in id order; returns how many were
+    written, and in which format. The file appears whole or not at all."""
     fmt = export_format(fmt, out)
-    samples = read_samples(store)
-    records = _records(samples, fmt, metadata)
+    select = f"SELECT {COLUMNS[fmt]}{''.join(', ' + c for c in METADATA) if metadata else ''} FROM samples ORDER BY id"
+    options = COPY_OPTIONS["JSON" if KINDS[fmt] == "JSON" else "Parquet"] + (", ARRAY true" if fmt == "alpaca" else "")
+    target = out / "data" / "train-00000-of-00001.parquet" if fmt == "hf" else out
+    partial = target.with_name(target.name + ".partial")
+    con = store.connect(memory_limit=EXPORT_MEMORY)
+    con.execute("SET preserve_insertion_order = true")  # the file in id order, as the ORDER BY says
+    con.execute("SET threads = 1")  # a sort on more threads needs more memory than the limit, and is no faster here
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if fmt in ("jsonl", "sharegpt"):
-            with open(out, "w", encoding="utf-8") as f:
-                for r in records:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        elif fmt == "alpaca":
-            out.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
-        elif fmt == "parquet":
-            _frame(records).write_parquet(out)
-        else:
-            _hf(records, out, store)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        n = con.execute(f"COPY ({select}) TO $path ({options})", {"path": str(partial)}).fetchone()[0]
+        os.replace(partial, target)
+        if fmt == "hf":
+            _dataset_card(out, n, store)
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror}") from None
-    return len(records), fmt
+    except duckdb.IOException as e:
+        raise UserError(f"cannot write {out}: {str(e).splitlines()[0]}") from None
+    finally:
+        con.close()
+        if partial.exists():
+            partial.unlink()
+    return n, fmt
 
 
-def _frame(records: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame(
-        {"instruction": [], "response": []}, schema={"instruction": pl.String, "response": pl.String})
-
-
-def _hf(records: list[dict], out: Path, store: Store) -> None:
-    """A dataset folder for `datasets.load_dataset("parquet", data_dir=OUT)` (or `load_dataset(str(OUT))`):
-    data/train-00000-of-00001.parquet and a dataset card."""
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    _frame(records).write_parquet(out / "data" / "train-00000-of-00001.parquet")
+def _dataset_card(out: Path, n: int, store: Store) -> None:
+    """The README.md that makes OUT a dataset for `datasets.load_dataset(str(OUT))` (or
+    `load_dataset("parquet", data_dir=OUT/data)`)."""
     (out / "README.md").write_text(
         "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n---\n"
-        f"# GRA synthetic data\n\n{len(records)} samples synthesised by gra-stream from the run at `{store.root}`, "
+        f"# GRA synthetic data\n\n{n} samples synthesised by gra-stream from the run at `{store.root}`, "
         "with a committee of small language models (generator, reviewers, adjudicator).\n", encoding="utf-8")

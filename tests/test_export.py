@@ -1,5 +1,7 @@
 import json
+import shutil
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -33,8 +35,12 @@ def test_every_format_holds_every_sample(run_dir, tmp_path):
     export(run_dir, "sharegpt", tmp_path / "g.jsonl")
     convs = [json.loads(l)["conversations"] for l in (tmp_path / "g.jsonl").read_text().splitlines()]
     assert {(c[0]["value"], c[1]["value"]) for c in convs} == pairs and convs[0][0]["from"] == "human"
+    export(run_dir, "messages", tmp_path / "m.jsonl")
+    chats = [json.loads(l)["messages"] for l in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [(c[0]["content"], c[1]["content"]) for c in chats] == list(zip(samples["instruction"], samples["response"]))
+    assert [c[0]["role"] for c in chats[:1]] == ["user"] and chats[0][1]["role"] == "assistant"
     export(run_dir, "parquet", tmp_path / "s.parquet")
-    assert pq.read_table(tmp_path / "s.parquet").num_rows == samples.height
+    assert pq.read_table(tmp_path / "s.parquet").column("instruction").to_pylist() == samples["instruction"].to_list()
     export(run_dir, "hf", tmp_path / "hf")
     table = pq.read_table(tmp_path / "hf" / "data" / "train-00000-of-00001.parquet")
     assert table.num_rows == samples.height and "data/train-*.parquet" in (tmp_path / "hf" / "README.md").read_text()
@@ -66,9 +72,39 @@ def test_the_format_follows_the_output_name(run_dir, tmp_path):
         assert not (tmp_path / args[-1]).exists()
 
 
-def test_export_errors_are_clean(tmp_path):
+def test_export_errors_are_clean(run_dir, tmp_path):
     result = CliRunner().invoke(main, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.jsonl")])
     assert result.exit_code == 1 and "does not exist" in result.output
+    (tmp_path / "file").write_text("")
+    result = CliRunner().invoke(main, ["export", str(run_dir), "-o", str(tmp_path / "file" / "x.jsonl")])
+    assert result.exit_code == 1 and result.output.startswith("Error: cannot write ") and "Traceback" not in result.output
+
+
+def test_every_character_survives_each_format(run_dir, tmp_path):
+    """Quotes, tabs, newlines, U+2028, accents, CJK and emoji come back from every format as they are in
+    `samples`, and JSON files keep them as UTF-8 rather than escapes."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    segment = pq.read_table(next((copy / "samples").glob("finalize-*.parquet")))
+    odd = [f'Explique «ça» {i}: "中文"\t\n🚀 \u2028 \\ /' for i in range(segment.num_rows)]
+    segment = segment.set_column(segment.schema.get_field_index("instruction"), "instruction", pa.array(odd))
+    segment = segment.set_column(segment.schema.get_field_index("id"), "id", pa.array([f"~{i:04}" for i in range(len(odd))]))
+    pq.write_table(segment, copy / "samples" / "finalize-00000000000000ff.parquet")
+    expected = frame(copy, "SELECT instruction FROM samples ORDER BY id")["instruction"].to_list()
+    assert expected[-len(odd):] == odd
+    def lines(p):  # as JSON Lines readers split them: at \n only (str.splitlines also splits at U+2028)
+        return [json.loads(line) for line in p.read_text(encoding="utf-8").split("\n") if line]
+
+    read = {"jsonl": lambda p: [r["instruction"] for r in lines(p)],
+            "alpaca": lambda p: [r["instruction"] for r in json.loads(p.read_text(encoding="utf-8"))],
+            "sharegpt": lambda p: [r["conversations"][0]["value"] for r in lines(p)],
+            "messages": lambda p: [r["messages"][0]["content"] for r in lines(p)],
+            "parquet": lambda p: pq.read_table(p).column("instruction").to_pylist()}
+    for fmt, back in read.items():
+        out = tmp_path / f"out-{fmt}.{'parquet' if fmt == 'parquet' else 'json' if fmt == 'alpaca' else 'jsonl'}"
+        export(copy, fmt, out)
+        assert back(out) == expected, fmt
+        assert fmt == "parquet" or "中文" in out.read_text(encoding="utf-8")
 
 
 def test_the_hf_export_loads_with_the_datasets_package(run_dir, tmp_path, monkeypatch):

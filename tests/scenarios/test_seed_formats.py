@@ -183,12 +183,13 @@ def test_a_dataset_saved_with_save_to_disk(tmp_path):
     assert seed_instructions(tmp_path / "run2") == sorted(QUESTIONS), "the train split only"
 
 
-def test_sharegpt_exported_by_gra_stream_reads_back_with_the_same_instructions(tmp_path):
+@pytest.mark.parametrize("fmt", ["sharegpt", "messages"])
+def test_chats_exported_by_gra_stream_read_back_with_the_same_instructions(tmp_path, fmt):
     config = fake_config_file(tmp_path)
     seeds = write_jsonl(tmp_path / "gsm.jsonl", GSM)
     assert cli("run", seeds, "--run-dir", tmp_path / "first", "--config", config, "--quiet").exit_code == 0
-    exported = tmp_path / "out.sharegpt.json"
-    assert cli("export", tmp_path / "first", "--format", "sharegpt", "-o", exported).exit_code == 0
+    exported = tmp_path / f"out.{fmt}.json"
+    assert cli("export", tmp_path / "first", "--format", fmt, "-o", exported).exit_code == 0
     assert cli("run", exported, "--run-dir", tmp_path / "second", "--config", config, "--quiet").exit_code == 0
     samples = sorted(r["instruction"] for r in sql_rows(tmp_path / "first", "SELECT instruction FROM samples"))
     assert samples and seed_instructions(tmp_path / "second") == samples
