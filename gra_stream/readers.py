@@ -69,6 +69,12 @@ def _utf8_lines(f):
         yield (line.encode("utf-8") for line in text)
 
 
+# Arrow IPC files under the names people give them: `datasets` and Arrow (.arrow), pandas' `to_feather`
+# and R (.feather), Polars' `write_ipc` (.ipc), the stream format's own suffix (.arrows)
+ARROW_SUFFIXES = (".arrow", ".feather", ".ipc", ".arrows")
+SEED_TYPES = ".jsonl, .json, .parquet, .csv, .tsv, .arrow or .feather"  # for the errors that list them
+
+
 def detect_format(path: Path) -> str:
     name = path.name.lower()
     for suffix in COMPRESSIONS:
@@ -81,10 +87,10 @@ def detect_format(path: Path) -> str:
         return "tsv"
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "json"
-    if name.endswith(".arrow"):
+    if name.endswith(ARROW_SUFFIXES):
         return "arrow"
-    raise UserError(f"{path}: unknown seed file type; use .jsonl, .json, .parquet, .csv, .tsv (optionally .gz/.zst/.bz2/.xz) "
-                    f"or .arrow, or give a folder of them")
+    raise UserError(f"{path}: unknown seed file type; use {SEED_TYPES} (text ones optionally .gz/.zst/.bz2/.xz), "
+                    f"or give a folder of them")
 
 
 def iter_rows(path: Path) -> Iterator[Row]:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from gra_stream.errors import UserError
-from gra_stream.readers import detect_format
+from gra_stream.readers import SEED_TYPES, detect_format
 
 SPLITS = ("train", "test", "validation", "valid", "val", "dev", "eval")
 METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
@@ -38,7 +38,7 @@ def _matches(pattern: str) -> list[Path]:
     """The seed files a glob pattern names, in name order (files only, as DuckDB and `datasets` match)."""
     files = [p for p in map(Path, sorted(glob.glob(pattern, recursive=True))) if p.is_file() and _is_seed_file(p)]
     if not files:
-        raise UserError(f"no seed file matches {pattern} (.jsonl, .json, .parquet, .csv, .tsv, .arrow)")
+        raise UserError(f"no seed file matches {pattern} ({SEED_TYPES})")
     return files
 
 
@@ -69,7 +69,7 @@ def _folder_files(folder: Path) -> list[Path]:
         return [folder / f["filename"] for f in state.get("_data_files", [])]
     files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_seed_file(p))
     if not files:
-        raise UserError(f"{folder}: no seed files in this folder (.jsonl, .json, .parquet, .csv, .tsv, .arrow)")
+        raise UserError(f"{folder}: no seed files in this folder ({SEED_TYPES})")
     splits = {_split(f, folder) for f in files}
     if "train" in splits and len(splits) > 1:
         files = [f for f in files if _split(f, folder) == "train"]

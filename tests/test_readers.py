@@ -115,6 +115,19 @@ def test_unknown_extension_is_a_user_error(tmp_path):
         list(iter_rows(path))
 
 
+def test_arrow_files_under_their_other_names_are_read(tmp_path):
+    """pandas' `to_feather` (LZ4-compressed by default), Polars' `write_ipc` (string_view columns) and an
+    IPC stream named .arrows: each was "unknown seed file type"."""
+    import pandas as pd
+    import polars as pl
+
+    pd.DataFrame(RECORDS).to_feather(tmp_path / "pandas.feather")
+    pl.DataFrame(RECORDS).write_ipc(tmp_path / "polars.ipc")
+    pl.DataFrame(RECORDS).write_ipc_stream(tmp_path / "polars.arrows")
+    for name in ("pandas.feather", "polars.ipc", "polars.arrows"):
+        assert [r.record for r in iter_rows(tmp_path / name)] == RECORDS, name
+
+
 def test_get_path_follows_dicts_and_lists():
     record = {"instances": [{"input": "", "output": "yes"}], "a": {"b": 1}}
     assert get_path(record, "instances.0.output") == "yes"
