@@ -49,11 +49,29 @@ def init_config(seeds: Path, out: Path, config: Config) -> Guess:
     return guess
 
 
+def _keys_line(config: Config) -> str:
+    """Whether the variables holding the HTTP models' keys and headers are set ('' for a pool without any)."""
+    from gra_stream.backends.openai_http import check_credentials
+
+    variables = sorted({v for m in config.models if m.backend == "openai"
+                        for v in ([m.api_key_env] if m.api_key_env else []) + [v for _, v in m.headers]})
+    if not variables:
+        return ""
+    try:
+        check_credentials(config)
+    except UserError as e:
+        return f"keys: {e}: the run would stop before its first request"
+    return f"keys: set ({', '.join(variables)})"
+
+
 def dry_run(seeds: list[Path], config: Config, run_dir: Path | None = None, *, prompts: int = 2) -> str:
     """Check config, field mapping and SQL filters, render the first profile prompts, and say what a run
     into `run_dir` would do first: the plan of a config change, or the estimate of a whole new run."""
     lines = [f"config {config.source}: ok ({len(config.models)} model(s): "
              f"{', '.join(f'{m.name} [{m.backend}]' for m in config.models)})"]
+    keys = _keys_line(config)
+    if keys:
+        lines.append(keys)
     filters = load_filters(config)
     lines.append(f"SQL filters: {', '.join(f.name for f in filters) or 'none'}: ok (dry-run on an empty batch)")
     system, template = load_prompt("system", config.prompts_dir), load_prompt("profile", config.prompts_dir)

@@ -37,3 +37,19 @@ def test_dry_run_reports_a_bad_filter(tmp_path):
     config.write_text(f'[filters]\nenabled = ["bad"]\ndirectory = "{tmp_path}"\n')
     result = cli("run", corpus("gsm8k_train"), "--run-dir", tmp_path / "r", "--config", config, "--dry-run")
     assert result.exit_code == 1 and "bad.sql: the filter does not run" in result.output
+
+
+def test_dry_run_says_when_a_hosted_models_key_is_not_set(tmp_path, monkeypatch):
+    """The run would stop before its first request; the dry run says so, and still gives the estimate."""
+    config = tmp_path / "hosted.toml"
+    config.write_text('[[models]]\nname = "hosted"\nbackend = "openai"\nurl = "https://api.provider.example/v1"\n'
+                      'api_key_env = "GRA_TEST_UNSET_KEY"\nprice_output = 0.6\n[diversity]\nmodel = "hashing"\n')
+    monkeypatch.delenv("GRA_TEST_UNSET_KEY", raising=False)
+    result = cli("run", corpus("gsm8k_train"), "--run-dir", tmp_path / "r", "--config", config, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert ("keys: model 'hosted': the environment variable GRA_TEST_UNSET_KEY (its API key) is not set: "
+            "the run would stop before its first request") in result.output
+    assert "calls and" in result.output and "no model was loaded" in result.output
+    monkeypatch.setenv("GRA_TEST_UNSET_KEY", "sk-set")
+    result = cli("run", corpus("gsm8k_train"), "--run-dir", tmp_path / "r", "--config", config, "--dry-run")
+    assert result.exit_code == 0 and "keys: set (GRA_TEST_UNSET_KEY)" in result.output and "sk-set" not in result.output
