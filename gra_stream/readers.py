@@ -75,6 +75,11 @@ ARROW_SUFFIXES = (".arrow", ".feather", ".ipc", ".arrows")
 SEED_TYPES = ".jsonl, .json, .parquet, .csv, .tsv, .arrow or .feather"  # for the errors that list them
 
 
+# A file of bare JSON texts (a list of prompts, an array or one per line) holds instruction-only seeds:
+# each text becomes a record with this one field.
+PROMPT_FIELD = "instruction"
+
+
 def detect_format(path: Path) -> str:
     name = path.name.lower()
     for suffix in COMPRESSIONS:
@@ -166,15 +171,23 @@ def _parse_json_object(text: str, line: int) -> Row:
     except (json.JSONDecodeError, RecursionError) as e:
         return Row(line, None, f"malformed JSON: {e.msg if hasattr(e, 'msg') else 'nested too deeply'}",
                    text[:RAW_PREVIEW])
+    if isinstance(value, str) and value.strip():
+        return Row(line, {PROMPT_FIELD: value})
     if not isinstance(value, dict):
-        return Row(line, None, f"expected a JSON object, got {type(value).__name__}", text[:RAW_PREVIEW])
+        return Row(line, None, f"expected a JSON object or a text, got {_kind(value)}", text[:RAW_PREVIEW])
     return Row(line, value)
 
 
 def _array_item(i: int, value) -> Row:
     if isinstance(value, dict):
         return Row(i, value)
-    return Row(i, None, f"array item {i} is {type(value).__name__}, not an object", str(value)[:RAW_PREVIEW])
+    if isinstance(value, str) and value.strip():
+        return Row(i, {PROMPT_FIELD: value})
+    return Row(i, None, f"array item {i} is {_kind(value)}, not an object or a text", str(value)[:RAW_PREVIEW])
+
+
+def _kind(value) -> str:
+    return "an empty text" if isinstance(value, str) else type(value).__name__
 
 
 class _Chunks:

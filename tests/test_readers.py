@@ -128,6 +128,18 @@ def test_arrow_files_under_their_other_names_are_read(tmp_path):
         assert [r.record for r in iter_rows(tmp_path / name)] == RECORDS, name
 
 
+def test_a_list_of_prompts_is_read_as_instruction_only_records(tmp_path):
+    """JSON texts, one per line or in an array, are prompts: each is a record with an instruction, where
+    each was a bad row; an empty text stays one."""
+    prompts = ["Write a haiku about the sea.", "Explain how a hash map resolves collisions."]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in [*prompts, " "]))
+    (tmp_path / "prompts.json").write_text(json.dumps([*prompts, ""]))
+    for name in ("prompts.jsonl", "prompts.json"):
+        rows = list(iter_rows(tmp_path / name))
+        assert [r.record for r in rows[:2]] == [{"instruction": p} for p in prompts], name
+        assert rows[2].record is None and "an empty text" in rows[2].error, name
+
+
 def test_get_path_follows_dicts_and_lists():
     record = {"instances": [{"input": "", "output": "yes"}], "a": {"b": 1}}
     assert get_path(record, "instances.0.output") == "yes"

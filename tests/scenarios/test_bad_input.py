@@ -26,7 +26,7 @@ def build_corpus(folder):
              json.dumps({"instruction": [{"a": "list of objects"}], "output": "x"}), json.dumps({"output": "no instruction"}),
              json.dumps(good(1)), json.dumps(good(2))]
     (folder / "malformed.jsonl").write_text("\n".join(lines) + "\n")
-    (folder / "array.jsonl").write_text(json.dumps([good(3), good(4), "not an object"]))
+    (folder / "array.jsonl").write_text(json.dumps([good(3), good(4), 7]))
     (folder / "utf8.jsonl").write_bytes(b'{"instruction": "caf\xe9", "output": "x"}\n' + json.dumps(good(5)).encode() + b"\n")
     (folder / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(good(6)).encode() + b"\n")
     (folder / "huge.jsonl").write_text(json.dumps({"instruction": "x" * 10_000_000, "output": "y"}) + "\n"
