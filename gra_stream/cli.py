@@ -36,7 +36,7 @@ def main():
 @click.option("--backend", type=click.Choice(["fake", "vllm"]), help="Serve every pool model with this backend.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", is_flag=True, help="Show what the libraries print (else in DIR/logs/library.log).")
-@click.option("--dry-run", is_flag=True, help="Check config, field mapping and SQL filters; show the first prompts and what the run would do (the plan of a config change, or the calls and tokens of a new run at most); write nothing.")
+@click.option("--dry-run", is_flag=True, help="Check config, API key variables, field mapping and SQL filters; show the first prompts and what the run would do (the plan of a config change, or the calls and tokens of a new run at most); write nothing.")
 @click.option("--executor", type=click.Choice(["auto", "local", "processes", "ray"]), default="auto", show_default=True,
               help="Run batches in this process, in worker processes on this machine ([processes] workers), "
                    "or on a Ray cluster (pip install 'gra-stream[ray]'). auto: worker processes where the machine "
@@ -46,7 +46,8 @@ def main():
               help="Stop after the wave that brings the kept samples to N; the same command without it goes on.")
 @user_errors
 def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor, ray_address, max_samples):
-    """Run the GRA pipeline over SEEDS (JSONL, JSON, Parquet, CSV, TSV, Arrow; .gz/.zst/.bz2/.xz) into --run-dir.
+    """Run the GRA pipeline over SEEDS (JSONL, JSON, Parquet, CSV, TSV, Arrow, Feather; .gz/.zst/.bz2/.xz, files,
+    folders or glob patterns) into --run-dir.
 
     Re-running the same command resumes an interrupted run; adding seed files processes only the new seeds.
     """
