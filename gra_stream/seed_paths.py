@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 from pathlib import Path
 
 from gra_stream.errors import UserError
 from gra_stream.readers import SEED_TYPES, detect_format
 
 SPLITS = ("train", "test", "validation", "valid", "val", "dev", "eval")
-METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
+METADATA = {"dataset_info.json", "dataset_infos.json", "state.json", "dataset_dict.json"}  # datasets and the hub
 GLOB_CHARS = set("*?[")
+URL = re.compile(r"^[a-z][a-z0-9+.-]+:/")  # https://, s3://, hf://... (a Path keeps one slash of the two)
 
 
 def expand_seed_paths(paths: list[Path]) -> list[Path]:
@@ -28,6 +30,10 @@ def expand_seed_paths(paths: list[Path]) -> list[Path]:
         if not path.exists() and GLOB_CHARS.intersection(str(path)):
             files.extend(_matches(str(path)))
             continue
+        if not path.exists() and URL.match(str(path)):
+            url = str(path).replace(":/", "://", 1)
+            raise UserError(f"seed file {url} is a URL; gra-stream reads local files: download it first (a hub "
+                            f"dataset: hf download NAME --repo-type dataset --local-dir DIR, then give DIR)")
         if not path.exists():
             raise UserError(f"seed file {path} does not exist")
         files.extend(_folder_files(path) if path.is_dir() else [path])

@@ -169,6 +169,22 @@ def test_a_folder_of_parquet_shards_gives_its_train_split(tmp_path):
     assert seed_instructions(run_dir) == sorted(QUESTIONS) and kept(run_dir) > 0
 
 
+def test_a_hub_download_folder_gives_its_seed_file_only(tmp_path):
+    """`hf download NAME --repo-type dataset --local-dir DIR` leaves a dataset card, .gitattributes, the
+    older hub's dataset_infos.json and a .cache folder beside the data: the data file alone is read."""
+    hub = tmp_path / "hub"
+    (hub / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    write_jsonl(hub / "gsm8k.jsonl", [{"question": r["question"], "answer": r["answer"]} for r in GSM])
+    (hub / "dataset_infos.json").write_text(json.dumps({"default": {"description": "GSM8K", "features": {
+        "question": {"dtype": "string"}, "answer": {"dtype": "string"}}}}, indent=2))
+    (hub / "README.md").write_text("# a dataset card\n")
+    (hub / ".gitattributes").write_text("*.jsonl filter=lfs\n")
+    (hub / ".cache" / "huggingface" / "download" / "gsm8k.jsonl.metadata").write_text("abc\n")
+    run_dir, _ = init_then_run(tmp_path, hub)
+    assert seed_instructions(run_dir) == sorted(QUESTIONS)
+    assert sql_rows(run_dir, "SELECT count(*) AS n FROM ingest_errors")[0]["n"] == 0
+
+
 def test_a_dataset_saved_with_save_to_disk(tmp_path):
     datasets = pytest.importorskip("datasets")
     records = [{"question": r["question"], "answer": r["answer"]} for r in GSM]
