@@ -44,7 +44,7 @@ class ModelSpec:
     backend: str = "vllm"
     path: str = "embedded:smollm2"
     url: str = ""                  # openai backend: base URL, e.g. http://127.0.0.1:8000/v1
-    api_model: str = ""            # openai backend: the served model name (default: path)
+    api_model: str = ""            # openai backend: the served model name (default: path, if set)
     api_key_env: str = ""          # openai backend: environment variable holding the API key (sent as a bearer token)
     headers: tuple[tuple[str, str], ...] = ()  # openai backend: extra headers, each name -> environment variable
     max_in_flight: int = 64        # openai backend: concurrent requests to this endpoint (the adaptive limit's ceiling)

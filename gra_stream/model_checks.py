@@ -41,6 +41,9 @@ def check_model(source: str, m) -> None:
     if m.reasoning_effort and (m.temperature, m.top_p) != (1.0, 1.0):  # what the request leaves out is what they use
         raise UserError(f"{s}: model {m.name!r} has a reasoning_effort: reasoning models sample at temperature 1 and "
                         f"top_p 1 only; set temperature = 1.0 and top_p = 1.0 (now {m.temperature:g} and {m.top_p:g})")
+    if m.backend == "openai" and not m.api_model and m.path.startswith("embedded:"):  # a server never serves that name
+        raise UserError(f"{s}: model {m.name!r} (backend openai) has no api_model: set it to the name its server "
+                        f"serves the model under, e.g. \"gpt-4o-mini\" or vllm serve's --served-model-name")
     if m.backend == "vllm" and not m.path.startswith("embedded:") and "/" in m.path and m.path.startswith(("/", ".")) \
             and not Path(m.path).exists():
         raise UserError(f"{s}: models.path = {m.path!r} (model {m.name!r}) does not exist; "

@@ -58,7 +58,8 @@ def test_the_llm_batch_follows_the_pool_unless_set(tmp_path):
     from gra_stream.stages import all_stages
     assert load_config(None).llm_batch_size == 256
     assert load_config(None, backend="fake").llm_batch_size == 1024
-    served = write_toml(tmp_path / "served.toml", "[[models]]\nname = 'm'\nbackend = 'openai'\nurl = 'http://x/v1'\n")
+    served = write_toml(tmp_path / "served.toml", "[[models]]\nname = 'm'\nbackend = 'openai'\nurl = 'http://x/v1'\n"
+                                                            "api_model = 'm'\n")
     assert load_config(served).llm_batch_size == 1024 and load_config(served, backend="vllm").llm_batch_size == 256
     assert load_config(write_toml(tmp_path / "set.toml", "batch_size = 64"), backend="fake").llm_batch_size == 64
     profile = next(s for s in all_stages() if s.name == "profile")

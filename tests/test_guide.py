@@ -43,7 +43,7 @@ def test_dry_run_says_when_a_hosted_models_key_is_not_set(tmp_path, monkeypatch)
     """The run would stop before its first request; the dry run says so, and still gives the estimate."""
     config = tmp_path / "hosted.toml"
     config.write_text('[[models]]\nname = "hosted"\nbackend = "openai"\nurl = "https://api.provider.example/v1"\n'
-                      'api_key_env = "GRA_TEST_UNSET_KEY"\nprice_output = 0.6\n[diversity]\nmodel = "hashing"\n')
+                      'api_model = "qwen-7b"\napi_key_env = "GRA_TEST_UNSET_KEY"\nprice_output = 0.6\n[diversity]\nmodel = "hashing"\n')
     monkeypatch.delenv("GRA_TEST_UNSET_KEY", raising=False)
     result = cli("run", corpus("gsm8k_train"), "--run-dir", tmp_path / "r", "--config", config, "--dry-run")
     assert result.exit_code == 0, result.output

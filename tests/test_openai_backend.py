@@ -51,7 +51,7 @@ def test_a_dead_endpoint_stops_the_run_and_quarantines_nothing(tmp_path):
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 5)
     port = free_port()  # nothing listens there once the probing socket is closed
     config = fake_config(models=[{"name": "dead", "backend": "openai", "url": f"http://127.0.0.1:{port}/v1",
-                                  "max_retries": 1, "timeout_s": 1.0}], max_reasks=0)
+                                  "api_model": "dead", "max_retries": 1, "timeout_s": 1.0}], max_reasks=0)
     with pytest.raises(UserError, match=r"model 'dead': cannot connect to .* \(ConnectError, 1 retries\)"):
         run_pipeline([seeds], tmp_path / "run", config, progress=Progress(quiet=True))
     assert table(tmp_path / "run", "SELECT count(*) FROM profiles")[0][0] == 0
@@ -63,6 +63,11 @@ def test_openai_url_is_validated(tmp_path):
 
     with pytest.raises(UserError, match="must be an http"):
         fake_config(models=[{"name": "m", "backend": "openai", "url": "localhost:8000"}])
+    # without api_model (nor a path) the request would name the embedded default, which no server serves
+    with pytest.raises(UserError, match="model 'm' \\(backend openai\\) has no api_model: set it to the name"):
+        fake_config(models=[{"name": "m", "backend": "openai", "url": "https://api.openai.com/v1"}])
+    assert fake_config(models=[{"name": "m", "backend": "openai", "url": "https://api.openai.com/v1",
+                                "path": "Qwen/Qwen2.5-7B-Instruct"}]).models[0].path == "Qwen/Qwen2.5-7B-Instruct"
 
 
 @pytest.mark.slow

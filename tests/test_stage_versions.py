@@ -255,7 +255,7 @@ def test_a_dry_run_on_a_new_run_directory_estimates_the_whole_run(tmp_path):
     assert f"390 calls and {budgets:,} output tokens in all" in result.output
     # a reasoning model's reasoning tokens count as output tokens too: every call may spend them on top
     reasoning = config_in(tmp_path / "r", 'tasks_per_seed = 2\n[[models]]\nname = "o"\nbackend = "openai"\n'
-                          'url = "https://api.example/v1"\nreasoning_effort = "low"\nreasoning_tokens = 100\n'
+                          'api_model = "o4-mini"\nurl = "https://api.example/v1"\nreasoning_effort = "low"\nreasoning_tokens = 100\n'
                           'temperature = 1.0\ntop_p = 1.0\n')
     result = cli("run", seeds, "--run-dir", tmp_path / "new", "--config", reasoning, "--dry-run")
     assert result.exit_code == 0 and f"390 calls and {budgets + 390 * 100:,} output tokens in all" in result.output, \
