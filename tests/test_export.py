@@ -123,3 +123,18 @@ def test_the_hf_export_loads_with_the_datasets_package(run_dir, tmp_path, monkey
         assert by_id[first["id"]]["instruction"] == first["instruction"]
         assert by_id[first["id"]]["score"] == pytest.approx(first["score"])
         assert isinstance(by_id[first["id"]]["reviewers"], list)  # provenance survives as a list column
+
+
+def test_a_run_that_kept_no_sample_exports_empty_files_that_read_back(run_dir, tmp_path):
+    """The demo's 135M model often keeps nothing: every format still writes a file its readers take."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    for segment in (copy / "samples").glob("finalize-*.parquet"):
+        segment.unlink()
+    export(copy, "alpaca", tmp_path / "e.json")
+    assert json.loads((tmp_path / "e.json").read_text()) == []
+    export(copy, "jsonl", tmp_path / "e.jsonl")
+    assert (tmp_path / "e.jsonl").read_text() == ""
+    export(copy, "parquet", tmp_path / "e.parquet")
+    table = pq.read_table(tmp_path / "e.parquet")
+    assert table.num_rows == 0 and table.column_names == ["instruction", "response"]
