@@ -1,7 +1,8 @@
 """`gra-stream export` of `samples` tables of growing size: seconds and peak RSS of each format, each
-export in a process of its own, and the JSON Lines export as it was before 2026-12-07 ("before"). The
-tables are the samples of one fake run of `--seeds` seeds with their segments copied (`--copies` times
-each, under new segment names), so that they cost one small run to build.
+export in a process of its own, the whole table as CSV through `gra-stream sql` ("sql-csv"), and the JSON
+Lines export as it was before 2026-12-07 ("before"). The tables are the samples of one fake run of
+`--seeds` seeds with their segments copied (`--copies` times each, under new segment names), so that they
+cost one small run to build.
 
     python benchmarks/export.py [--seeds 10000] [--copies 100,300]
 
@@ -22,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import build_corpus, fake_config  # noqa: E402
 
-FORMATS = {"jsonl": "out.jsonl", "parquet": "out.parquet", "alpaca": "out.json", "messages": "out.messages.jsonl"}
+FORMATS = {"jsonl": "out.jsonl", "parquet": "out.parquet", "alpaca": "out.json", "messages": "out.messages.jsonl",
+           "sql-csv": "out.csv"}
 # the export of JSON Lines before 2026-12-07: the table as a Polars frame, then a dict and json.dumps per row
 BEFORE = """
 import json, sys
@@ -38,13 +40,18 @@ with open(sys.argv[2], "w", encoding="utf-8") as f:
 
 
 def export(run_dir: Path, fmt: str, out: Path) -> tuple[float, float]:
-    """Seconds and peak RSS (MiB) of one `gra-stream export --metadata` (fmt "before": the code before)."""
+    """Seconds and peak RSS (MiB) of one `gra-stream export --metadata`; fmt "before": the code before;
+    fmt "sql-csv": `gra-stream sql DIR "SELECT * FROM samples" --format csv > OUT`."""
     started = time.perf_counter()
-    command = ["-c", BEFORE, str(run_dir)] if fmt == "before" else ["-m", "gra_stream", "export", str(run_dir),
-                                                                     "--format", fmt, "--metadata", "-o"]
-    proc = subprocess.Popen([sys.executable, *command, str(out)], stdout=subprocess.DEVNULL,
-                            cwd=Path(__file__).resolve().parents[1])
-    _, status, usage = os.wait4(proc.pid, 0)
+    if fmt == "before":
+        command = ["-c", BEFORE, str(run_dir), str(out)]
+    elif fmt == "sql-csv":
+        command = ["-m", "gra_stream", "sql", str(run_dir), "SELECT * FROM samples ORDER BY id", "--format", "csv"]
+    else:
+        command = ["-m", "gra_stream", "export", str(run_dir), "--format", fmt, "--metadata", "-o", str(out)]
+    with open(out if fmt == "sql-csv" else os.devnull, "w") as stdout:
+        proc = subprocess.Popen([sys.executable, *command], stdout=stdout, cwd=Path(__file__).resolve().parents[1])
+        _, status, usage = os.wait4(proc.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, f"export {fmt} failed"
     return time.perf_counter() - started, usage.ru_maxrss / 1024
 

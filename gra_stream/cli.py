@@ -94,11 +94,11 @@ def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor,
 @user_errors
 def sql(run_dir, query, fmt):
     """Query a run's tables with SQL (read-only; safe while a run is writing). Without QUERY: list the tables."""
-    from gra_stream.query import format_rows, list_tables, open_run, run_query
+    from gra_stream.query import list_tables, open_run, run_query, write_rows
 
     store = open_run(run_dir)
-    columns, rows = run_query(store, query) if query else list_tables(store)
-    click.echo(format_rows(columns, rows, fmt))
+    columns, chunks = run_query(store, query) if query else list_tables(store)
+    write_rows(columns, chunks, fmt, sys.stdout)
 
 
 @main.command()

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import duckdb
 
@@ -15,6 +16,7 @@ from gra_stream.store import Store
 from gra_stream.views import VIEWS
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+ROWS_PER_CHUNK = 10_000  # rows fetched and written at a time: CSV and JSON output streams, whatever its size
 
 
 def open_run(run_dir: Path) -> Store:
@@ -26,7 +28,8 @@ def open_run(run_dir: Path) -> Store:
     return store
 
 
-def run_query(store: Store, query: str) -> tuple[list[str], list[tuple]]:
+def run_query(store: Store, query: str) -> tuple[list[str], Iterator[list[tuple]]]:
+    """The columns of `query`'s result and its rows, fetched ROWS_PER_CHUNK at a time as they are read."""
     con = store.connect()
     try:
         statements = con.extract_statements(query)
@@ -46,7 +49,15 @@ def run_query(store: Store, query: str) -> tuple[list[str], list[tuple]]:
         con.execute("SET lock_configuration = true")
         result = con.execute(statements[-1])
         columns = [d[0] for d in result.description]
-        return columns, result.fetchall()
+    except duckdb.Error as e:
+        raise sql_error(e) from None
+    return columns, _chunks(result)
+
+
+def _chunks(result: duckdb.DuckDBPyConnection) -> Iterator[list[tuple]]:
+    try:
+        while rows := result.fetchmany(ROWS_PER_CHUNK):
+            yield rows
     except duckdb.Error as e:
         raise sql_error(e) from None
 
@@ -59,13 +70,13 @@ def sql_error(error: duckdb.Error) -> UserError:
     return UserError(f"SQL error: {message}")
 
 
-def list_tables(store: Store) -> tuple[list[str], list[tuple]]:
+def list_tables(store: Store) -> tuple[list[str], Iterator[list[tuple]]]:
     con = store.connect()
     rows = [(t, "table", con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in TABLES]
     rows += [(v, "view", con.sql(f"SELECT count(*) FROM {v}").fetchall()[0][0]) for v in VIEWS]
     rows += [(f"{k.label}.{t}", f"kept ({k.kept_at})", con.sql(f"SELECT count(*) FROM {k.label}.{t}").fetchall()[0][0])
              for k in store.kept() for t in k.tables()]
-    return ["name", "kind", "rows"], rows
+    return ["name", "kind", "rows"], iter([rows])
 
 
 def _plain(value):
@@ -80,25 +91,35 @@ def _plain(value):
     return str(value)
 
 
-def format_rows(columns: list[str], rows: list[tuple], fmt: str, *, max_width: int = 60) -> str:
+def write_rows(columns: list[str], chunks: Iterator[list[tuple]], fmt: str, out: TextIO, *,
+               max_width: int = 60) -> None:
+    """Write the rows to `out`: as JSON (one array) or CSV chunk by chunk; as a table, whose widths need
+    every row, all at once."""
     if fmt == "json":
-        return json.dumps([{c: _plain(v) for c, v in zip(columns, row)} for row in rows], ensure_ascii=False)
+        out.write("[")
+        sep = ""
+        for rows in chunks:
+            for row in rows:
+                out.write(sep + json.dumps({c: _plain(v) for c, v in zip(columns, row)}, ensure_ascii=False))
+                sep = ", "
+        out.write("]\n")
+        return
     if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([[json.dumps(_plain(v), ensure_ascii=False) if isinstance(v, (list, dict)) else v
-                           for v in row] for row in rows])
-        return buf.getvalue().rstrip("\n")
+        for rows in chunks:
+            writer.writerows([[json.dumps(_plain(v), ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                               for v in row] for row in rows])
+        return
 
     def cell(v) -> str:
         text = "NULL" if v is None else json.dumps(_plain(v), ensure_ascii=False) if isinstance(v, (list, dict)) else str(v)
         text = text.replace("\n", "\\n")
         return text if len(text) <= max_width else text[: max_width - 3] + "..."
 
-    cells = [[cell(v) for v in row] for row in rows]
+    cells = [[cell(v) for v in row] for rows in chunks for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), "-+-".join("-" * w for w in widths)]
-    out += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(out)
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines.append(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
+    out.write("\n".join(lines) + "\n")
