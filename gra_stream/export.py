@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from gra_stream.errors import UserError
+from gra_stream.memory import DUCKDB_MEMORY
 from gra_stream.store import Store
 
 # the columns of each format's records, as DuckDB select items over `samples`
@@ -32,7 +33,6 @@ BY_SUFFIX = {".jsonl": "jsonl", ".parquet": "parquet", ".json": "alpaca"}  # the
 METADATA = ["id", "score", "domain", "keywords", "summary", "round", "kind", "decided_by", "generator", "reviewers",
             "adjudicator", "annotator", "seed_id"]
 COPY_OPTIONS = {"JSON": "FORMAT JSON", "Parquet": "FORMAT PARQUET, COMPRESSION ZSTD"}
-EXPORT_MEMORY = "320MB"  # DuckDB's limit while it sorts the samples by id; beyond it, it spills to DIR/.tmp
 
 
 def export_format(fmt: str | None, out: Path) -> str:
@@ -60,7 +60,7 @@ def export(store: Store, fmt: str | None, out: Path, *, metadata: bool = False) 
     options = COPY_OPTIONS["JSON" if KINDS[fmt] == "JSON" else "Parquet"] + (", ARRAY true" if fmt == "alpaca" else "")
     target = out / "data" / "train-00000-of-00001.parquet" if fmt == "hf" else out
     partial = target.with_name(target.name + ".partial")
-    con = store.connect(memory_limit=EXPORT_MEMORY)
+    con = store.connect(memory_limit=DUCKDB_MEMORY)  # the run's own limit: the sort by id spills to DIR/.tmp
     con.execute("SET preserve_insertion_order = true")  # the file in id order, as the ORDER BY says
     con.execute("SET threads = 1")  # a sort on more threads needs more memory than the limit, and is no faster here
     try:

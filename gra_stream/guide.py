@@ -51,10 +51,9 @@ def init_config(seeds: Path, out: Path, config: Config) -> Guess:
 
 def _keys_line(config: Config) -> str:
     """Whether the variables holding the HTTP models' keys and headers are set ('' for a pool without any)."""
-    from gra_stream.backends.openai_http import check_credentials
+    from gra_stream.backends.openai_http import check_credentials, credential_variables
 
-    variables = sorted({v for m in config.models if m.backend == "openai"
-                        for v in ([m.api_key_env] if m.api_key_env else []) + [v for _, v in m.headers]})
+    variables = sorted({v for m in config.models if m.backend == "openai" for _, v in credential_variables(m)})
     if not variables:
         return ""
     try:

@@ -24,8 +24,8 @@ class _Server(ThreadingHTTPServer):
 
 class FaultServer:
     def __init__(self, *, faults: bool = True, slow_s: float = 1.5, api_key: str = "", rate_per_s: float = 0.0,
-                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0, reject=None, wrap=None, refuse=None, route: str = "/v1/chat/completions",
-                 key_header: str = "Authorization"):
+                 burst: float = 1.0, latency_s: float = 0.0, port: int = 0, reject=None, wrap=None, refuse=None,
+                 route: str = "/v1/chat/completions", key_header: str = "Authorization"):
         self.faults = faults
         self.route = route              # the path and query it answers; others get 404 (Azure's has ?api-version=)
         self.key_header = key_header    # "Authorization" (a bearer token) or "api-key", as Azure OpenAI takes the key

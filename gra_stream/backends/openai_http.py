@@ -42,12 +42,16 @@ SCHEMA_IN_PROMPT = "\n\nReply with one JSON object that follows this JSON schema
 STOPPED = "the run stopped with what was committed before; run the same command again once the endpoint answers"
 
 
+def credential_variables(spec: ModelSpec) -> list[tuple[str, str]]:
+    """(header, environment variable) for each header a model's endpoint needs: its key, then `headers`."""
+    return ([("Authorization", spec.api_key_env)] if spec.api_key_env else []) + list(spec.headers)
+
+
 def credential_headers(spec: ModelSpec) -> dict[str, str]:
     """The headers a model's endpoint needs, read from the environment; an unset or empty variable is a
     one-line error naming it and the model."""
-    wanted = ([("Authorization", spec.api_key_env)] if spec.api_key_env else []) + list(spec.headers)
     headers = {}
-    for header, variable in wanted:
+    for header, variable in credential_variables(spec):
         value = os.environ.get(variable, "").strip()
         if not value:
             raise UserError(f"model {spec.name!r}: the environment variable {variable} "
