@@ -58,6 +58,7 @@ class Progress:
         self.started = self.last = time.monotonic()
         self.stages: dict[str, StageCount] = {}
         self.headline = ""
+        self.eta_at: float | None = None  # when the corpus is expected to be through, as of the last wave
         self._bars: RichProgress | None = None
         self.live: Live | None = None  # the live view, while a run shows one
         self.lock = threading.RLock()  # overlapping passes report from threads of their own
@@ -92,20 +93,20 @@ class Progress:
             self._wave(label, seeds_done, seeds, kept)
 
     def _wave(self, label: str, seeds_done: int, seeds: int, kept: int) -> None:
-        elapsed = time.monotonic() - self.started
-        eta = elapsed * (seeds - seeds_done) / seeds_done if seeds_done else 0
-        self.headline = (f"{label}  {seeds_done:,}/{seeds:,} seeds through every stage  "
-                         f"{kept:,} samples kept  ETA {_clock(eta)}")
-        if self.live is not None:
-            self.live.update(self._view())
-        elif not self.quiet:
-            print(self.headline, file=self.stream, flush=True)
+        now = time.monotonic()
+        self.eta_at = now + ((now - self.started) * (seeds - seeds_done) / seeds_done if seeds_done else 0)
+        self.headline = f"{label}  {seeds_done:,}/{seeds:,} seeds through every stage  {kept:,} samples kept"
+        if self.live is None and not self.quiet:
+            print(self._headline(), file=self.stream, flush=True)
+
+    def _headline(self) -> str:
+        """The headline with the time left until `eta_at`: the live view counts it down between waves."""
+        return f"{self.headline}  ETA {_clock(self.eta_at - time.monotonic())}"
 
     def close(self) -> None:
         """End the view: on a terminal the live view stays as it is; elsewhere one line per stage."""
         if self.live is not None:
-            self.live.update(self._view())
-            self.live.stop()
+            self.live.stop()  # drawn one last time
             self.live = None
         elif not self.quiet and self.stages:
             for count in self.stages.values():
@@ -117,21 +118,20 @@ class Progress:
             self._bars = RichProgress(TextColumn("{task.description:<10}"), BarColumn(bar_width=24),
                                       MofNCompleteColumn(), TextColumn("rows  {task.fields[rate]}"),
                                       TimeElapsedColumn(), console=Console(file=self.stream), auto_refresh=False)
-            self.live = Live(self._view(), console=self._bars.console, refresh_per_second=4)
+            # drawn four times a second from the state at that moment
+            self.live = Live(get_renderable=self._view, console=self._bars.console, refresh_per_second=4)
             self.live.start()
         if count.task is None:
             count.task = self._bars.add_task(count.name, total=count.total or None, rate="")
         else:
             self._bars.update(count.task, total=count.total or None)
-        self.live.update(self._view())
 
     def _view(self):
-        return Group(Text(self.headline), self._bars) if self.headline else self._bars
+        return Group(Text(self._headline()), self._bars) if self.headline else self._bars
 
     def _advanced(self, count: StageCount) -> None:
         if self._bars is not None and count.task is not None:
             self._bars.update(count.task, completed=count.done, rate=count.rates())
-            self.live.update(self._view())
         elif not self.quiet and not self.tty and time.monotonic() - self.last >= PLAIN_EVERY_S:
             self._plain()
 
@@ -160,8 +160,13 @@ class StageBar:
             self._close()
 
     def _close(self) -> None:
-        """A pass of no known size that did nothing leaves no row."""
+        """A pass of no known size that did nothing leaves no row; one that did something (the ingest) shows
+        what it did as its total, so that its row reads as finished and its clock stops."""
         self.count.busy_s, self.count.opened = self.count.elapsed(), None
-        if self.p._bars is not None and self.count.task is not None and not (self.count.done or self.count.total):
+        if self.p._bars is None or self.count.task is None or self.count.total:
+            return
+        if self.count.done:
+            self.p._bars.update(self.count.task, total=self.count.done)
+        else:
             self.p._bars.remove_task(self.count.task)
             self.count.task = None

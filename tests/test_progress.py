@@ -69,3 +69,33 @@ def test_quiet_prints_nothing():
     for out in (io.StringIO(), Terminal()):
         run_two_waves(Progress(quiet=True, stream=out))
         assert out.getvalue() == ""
+
+
+def test_a_finished_pass_of_unknown_size_reads_as_finished():
+    out = Terminal()
+    progress = Progress(stream=out)
+    ingest = progress.stage("ingest", 0)  # the ingest does not know its rows in advance
+    ingest.advance(52002)
+    ingest.close()
+    progress.stage("profile", 8).advance(3)
+    progress.close()
+    ingest_row = out.screen()[0]
+    assert ingest_row.startswith("ingest") and "52002/52002 rows" in ingest_row, out.screen()
+
+
+def test_the_live_eta_counts_down_between_waves(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    out = Terminal()
+    progress = Progress(stream=out)
+    bar = progress.stage("profile", 40)
+    clock[0] = 110.0
+    bar.advance(10)
+    progress.wave("wave 1/3", 10, 40, 2)  # a quarter of the corpus in 10 s: 30 s to go
+    shown = []
+    for now in (110.0, 125.0, 150.0):
+        clock[0] = now
+        progress.live.refresh()
+        shown.append(out.screen()[0].rsplit("ETA ", 1)[1])
+    progress.close()
+    assert shown == ["0:00:30", "0:00:15", "0:00:00"]
