@@ -1,6 +1,6 @@
 import pytest
 
-from gra_stream.config import DEFAULT_CONFIG, load_config
+from gra_stream.config import DEFAULT_CONFIG, Config, load_config
 from gra_stream.errors import UserError
 from tests.conftest import write_toml
 
@@ -10,6 +10,16 @@ def test_default_config_loads_with_paper_values():
     assert c.source == str(DEFAULT_CONFIG)
     assert (c.committee.reviewers, c.committee.tau, c.committee.delta) == (3, 8.0, 1.5)
     assert [m.path for m in c.models] == ["embedded:smollm2"]
+
+
+def test_the_cpu_presets_leave_the_batch_sizes_to_the_measured_defaults():
+    """Batch sizes change no result, only speed; a preset that pins one gives its users a slower run. (paper.toml
+    sets larger LLM batches for its GPU engines, which the defaults were not measured on.)"""
+    defaults = Config()
+    for path in (DEFAULT_CONFIG, DEFAULT_CONFIG.parent / "fake.toml"):
+        c = load_config(path, backend="fake")
+        assert (c.batch_size, c.cpu_batch_size, c.dedup.batch_size) == \
+            (defaults.batch_size, defaults.cpu_batch_size, defaults.dedup.batch_size), path.name
 
 
 def test_backend_override_applies_to_every_model():
