@@ -12,7 +12,7 @@ import numpy as np
 from gra_stream import svg
 from gra_stream.embeddings import DIM, HashingEmbedder
 from gra_stream.errors import UserError
-from gra_stream.status import collect_status
+from gra_stream.status import collect_status, runs_count
 from gra_stream.store import Store
 
 MAP_POINTS = 1500  # per group, for the embedding map
@@ -118,7 +118,7 @@ def build_report(store: Store) -> str:
     body = [f"<h1>gra-stream run {escape(str(store.root))}</h1>",
             f"<p class='note'>{f['samples']} samples kept from {f['seeds']} seeds; {f['reviews']} review calls "
             f"({f['review_calls_saved']} saved by the short-circuit); adjudicator overturn rate {rate}; "
-            f"{status['runs']['invocations']} invocations, {status['runs']['elapsed_s']:.0f} s"
+            f"{runs_count(status['runs']['invocations'])}, {status['runs']['elapsed_s']:.0f} s"
             + (f"; cost {status['cost']['total']:.4f} in all, {status['cost']['per_sample']:.4f} per kept sample"
                if status["cost"]["priced"] and status["cost"]["per_sample"] is not None else "") + ".</p>"]
     for section, items in charts.items():

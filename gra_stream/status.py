@@ -82,9 +82,14 @@ def config_differences(kept_config: dict, current: dict) -> list[str]:
             if a.get(k) != b.get(k) and k != "source"]  # where the config was read from is no difference
 
 
+def runs_count(invocations: int) -> str:
+    """How many times `gra-stream run` ran on the directory: "1 run", "3 runs"."""
+    return f"{invocations} run" + ("" if invocations == 1 else "s")
+
+
 def format_status(status: dict) -> str:
     f = status["funnel"]
-    lines = [f"run {status['run_dir']}  ({status['runs']['invocations']} invocations, last {status['runs']['last_outcome']},"
+    lines = [f"run {status['run_dir']}  ({runs_count(status['runs']['invocations'])}, last {status['runs']['last_outcome']},"
              f" {status['runs']['elapsed_s']:.1f} s in all)", "", "funnel"]
     for label, key in [("seeds", "seeds"), ("  without a response", "seeds_without_response"),
                        ("bad seed rows", "ingest_errors"), ("profiled", "profiled"),

@@ -86,6 +86,7 @@ def test_status_json_and_text(run_dir):
     assert sum(r["rows"] for r in data["rejections"]) > 0 and data["runs"]["last_outcome"] == "finished"
     text = cli("status", run_dir).output
     assert "funnel" in text and "rejections by stage and reason" in text and "near_duplicate" in text
+    assert data["runs"]["invocations"] == 1 and "(1 run, last finished," in text.splitlines()[0]
 
 
 @pytest.mark.parametrize("args,message", [
