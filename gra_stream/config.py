@@ -325,6 +325,12 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", backend: str | None =
     return config
 
 
+def _synthesis_keys(c: Config) -> list[str]:
+    """The keys set away from their defaults that only synthesis reads, which refinement alone would ignore."""
+    return [f"{key} = {getattr(c, key)}" for key, default in (("rounds", 1), ("tasks_per_seed", 1), ("tasks_per_round", 0))
+            if getattr(c, key) != default]
+
+
 def validate(c: Config) -> None:
     s = c.source
     checks = [
@@ -335,6 +341,8 @@ def validate(c: Config) -> None:
          f"mode = {c.mode!r} must be synthesis, refinement or integrated"),
         (1 <= c.rounds <= 100, f"rounds = {c.rounds} must be between 1 and 100"),
         (c.tasks_per_round >= 0, f"tasks_per_round = {c.tasks_per_round} must be 0 (no cap) or more"),
+        (c.mode != "refinement" or not _synthesis_keys(c), f"{(_synthesis_keys(c) or [''])[0]} shapes synthesis tasks, and "
+         f"mode = \"refinement\" rewrites each seed's response once; leave it out, or use mode = \"integrated\""),
         (0.0 < c.diversity.threshold <= 1.0, f"diversity.threshold = {c.diversity.threshold} must be in (0, 1]"),
         (c.diversity.index in ("exact", "ivf"), f"diversity.index = {c.diversity.index!r} must be \"exact\" or \"ivf\""),
         (c.diversity.cells >= 1, f"diversity.cells = {c.diversity.cells} must be at least 1"),

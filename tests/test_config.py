@@ -54,6 +54,10 @@ def test_backend_override_applies_to_every_model():
     ("[[models]]\nname = 'm'\npath = '/no/such/model'", "models.path = '/no/such/model'"),
     ("[[models]]\nname = 'm'\n[[models]]\nname = 'm'", "two [[models]] share the name 'm'"),
     ("this is = not toml =", "not valid TOML"),
+    ("mode = 'refinement'\nrounds = 5", "rounds = 5 shapes synthesis tasks, and mode = \"refinement\" rewrites each "
+     "seed's response once; leave it out, or use mode = \"integrated\""),
+    ("mode = 'refinement'\ntasks_per_seed = 2", "tasks_per_seed = 2 shapes synthesis tasks"),
+    ("mode = 'refinement'\ntasks_per_round = 100", "tasks_per_round = 100 shapes synthesis tasks"),
 ])
 def test_bad_configs_name_the_file_key_and_fix(tmp_path, text, message):
     path = write_toml(tmp_path / "bad.toml", text)
