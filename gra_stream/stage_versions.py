@@ -1,5 +1,6 @@
 """What each stage's results depend on, in one place: the config keys it reads, the prompt templates it
 renders, the SQL filters it applies, the model specs whose replies it uses, and the stages it reads from.
+Files count by their content (templates, filters, decontamination references), model folders by path.
 
 A stage's version hashes those (with the versions of the stages it reads from), so it changes when, and
 only when, its results can change. Performance knobs (batch sizes, executor and worker settings, in-flight
@@ -17,9 +18,12 @@ tells which stages' requests the change alters, for the plan a run prints before
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 from dataclasses import dataclass
 
+from gra_stream import resources
 from gra_stream.config import Config
 from gra_stream.ids import content_id
 from gra_stream.prompts import load_prompt
@@ -100,6 +104,9 @@ def inputs(config: Config) -> dict[str, dict]:
     out = {}
     for stage, dep in STAGES.items():
         own = {key: _value(data, key) for key in dep.keys}
+        if "decontamination" in own:  # the reference files' content, not only their names
+            own["decontamination"] = {**own["decontamination"],
+                                      "references": reference_digests(config.decontamination.references)}
         own.update({f"prompt {name}": content_id(prompts[name]) for name in dep.prompts})
         if dep.filters:
             own["filters"] = json.loads(json.dumps(filters, default=str))
@@ -109,6 +116,27 @@ def inputs(config: Config) -> dict[str, dict]:
     if config.rounds > 1:
         out["generate"] = {key: value for stage in AFTER_GENERATION for key, value in out[stage].items()}
     return out
+
+
+def reference_digests(references) -> list[list[str]]:
+    """Each decontamination reference as [name, hash of its file]: a reference edited in place changes the
+    gate's results as a new one does."""
+    out = []
+    for name in references:
+        path = resources.reference_path(name)
+        stat = path.stat()
+        out.append([name, _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)])
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """The file's SHA-256 (16 hex digits), read once per size and modification time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def versions(config: Config) -> dict[str, str]:
@@ -130,6 +158,8 @@ def describe(key: str, old, new) -> str:
     """"key old -> new" for plain values; what changed filter by filter; only "key" for templates and models."""
     if key == "filters" and isinstance(old, list) and isinstance(new, list):
         return _filter_changes(old, new)
+    if key == "decontamination" and isinstance(old, dict) and isinstance(new, dict):
+        return _decontamination_changes(old, new)
     plain = all(isinstance(v, (str, int, float, bool, type(None))) for v in (old, new))
     return f"{key} {old!r} -> {new!r}" if plain and not key.startswith("prompt ") else key
 
@@ -149,6 +179,17 @@ def _filter_changes(old: list, new: list) -> str:
     if [n for n in a if n in b] != [n for n in b if n in a]:  # the first filter to reject gives the reason
         out.append(f"filters order {list(a)} -> {list(b)}")
     return "; ".join(out)
+
+
+def _decontamination_changes(old: dict, new: dict) -> str:
+    """"decontamination.ngram 13 -> 10", and each reference added, removed or changed (its file's content;
+    a run recorded before the content was part of the version has names alone, read as changed)."""
+    out = [f"decontamination.{k} {old.get(k)!r} -> {new.get(k)!r}" for k in differing(old, new) if k != "references"]
+    a, b = ({r if isinstance(r, str) else r[0]: r for r in side.get("references") or []} for side in (old, new))
+    out += [f"decontamination.references {name} added" for name in b if name not in a]
+    out += [f"decontamination.references {name} removed" for name in a if name not in b]
+    out += [f"decontamination.references {name} changed" for name in b if name in a and a[name] != b[name]]
+    return "; ".join(out) or "decontamination.references order"
 
 
 def changes(old: dict[str, dict], new: dict[str, dict]) -> list[str]:

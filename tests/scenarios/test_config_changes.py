@@ -4,6 +4,7 @@ that directory (rule 2). The models are served over HTTP on loopback by the fake
 that the requests are counted where they arrive, and the call cache (which never holds fake-backend
 replies) is in play."""
 import io
+import json
 import re
 import shutil
 from collections import Counter
@@ -144,6 +145,28 @@ def test_a_changed_config_recomputes_what_a_fresh_run_makes_with_only_the_calls_
     assert asked == expected, f"{sum(asked.values())} requests sent, {sum(expected.values())} never answered before"
     assert fresh, "the fresh run asked something"
     check_plan_bounds("\n".join(said.lines), asked)
+
+
+def test_a_reference_file_edited_in_place_recomputes_the_gate_as_a_fresh_run_does(server, seeds, base, tmp_path):
+    """The config names the same file before and after; its content is what the gate's results depend on."""
+    base_dir, _ = base
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_dir, run_dir)
+    reference = tmp_path / "benchmark.jsonl"
+    reference.write_text('{"question": "a benchmark item that no generation resembles at all"}\n', encoding="utf-8")
+    cfg = config(server.url, **BASE, decontamination={"references": [str(reference)]})
+    run(server, seeds, run_dir, cfg)
+    kept = Store(run_dir).connect().sql("SELECT instruction, response FROM samples ORDER BY id").fetchall()
+    assert len(kept) >= 2
+    asked_before = Counter(server.bodies)
+    reference.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in kept[::2]), encoding="utf-8")
+    said = Said(quiet=True)
+    asked = run(server, seeds, run_dir, cfg, progress=said)
+    assert "decontamination.references " + str(reference) + " changed" in "\n".join(said.lines)
+    fresh = run(server, seeds, tmp_path / "fresh", cfg)
+    assert tables(run_dir) == tables(tmp_path / "fresh"), "the tables of a fresh run with the edited file"
+    assert len(tables(run_dir)["samples"]) <= len(kept) - len(kept[::2]), "the listed samples are dropped as contaminated"
+    assert asked == Counter({body: n for body, n in fresh.items() if body not in asked_before})
 
 
 # The opening words of each LLM stage's templates; annotation asks the profile's questions, so its
