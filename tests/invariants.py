@@ -62,6 +62,8 @@ def segments(run_dir, table):
 
 
 def wait_for(proc, condition, timeout=120):
+    """Whether `condition` came to hold while `proc` ran (False: it exited first). Past `timeout` the process
+    is killed and the test fails with the end of what it printed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -69,7 +71,22 @@ def wait_for(proc, condition, timeout=120):
         if proc.poll() is not None:
             return False
         time.sleep(0.005)
-    raise AssertionError("timed out waiting for the run")
+    _fail(proc, f"timed out after {timeout} s waiting for the run")
+
+
+def reach(proc, condition, timeout=120) -> None:
+    """Wait until `condition` holds while `proc` runs; if the process exits first, fail with what it printed."""
+    if not wait_for(proc, condition, timeout):
+        _fail(proc, "the run exited before the point the test waits for")
+
+
+def _fail(proc, why: str):
+    """Stop `proc`, close its pipes (so that no later test meets them unclosed) and fail with its stderr."""
+    if proc.poll() is None:
+        proc.kill()
+    _, err = proc.communicate()
+    err = err.decode(errors="replace") if isinstance(err, bytes) else err or ""
+    raise AssertionError(f"{why} (exit {proc.returncode}): {err[-3000:]}")
 
 
 def final_state(run_dir):

@@ -16,7 +16,7 @@ from gra_stream.executors.processes import ProcessExecutor
 from gra_stream.stages import Stage
 from gra_stream.store import Store
 from tests.conftest import fake_config, fake_config_file, gra, head_jsonl, corpus
-from tests.invariants import KEYED_TABLES, SMALL_BATCHES, SMALL_WALK, check_run, segments, state, wait_for
+from tests.invariants import KEYED_TABLES, SMALL_BATCHES, SMALL_WALK, check_run, reach, segments, state
 
 # small gate and diversity batches too, so that workers prepare several of them ahead of the ordered finish
 WORKERS = SMALL_BATCHES + "[processes]\nworkers = 2\n[dedup]\nbatch_size = 16\n"
@@ -72,13 +72,13 @@ def test_a_stopped_then_killed_processes_run_resumes_to_the_local_result(tmp_pat
     run_dir = tmp_path / "procs"
 
     proc = start(seeds, run_dir, config)  # SIGTERM: stops at a batch boundary
-    assert wait_for(proc, lambda: segments(run_dir, "profiles") >= 2, timeout=300)
+    reach(proc, lambda: segments(run_dir, "profiles") >= 2, timeout=300)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "run the same command again to resume" in err and "Traceback" not in err
 
     proc = start(seeds, run_dir, config)  # SIGKILL: the runner dies mid-stage, its workers with it
-    assert wait_for(proc, lambda: segments(run_dir, "reviews") >= 2, timeout=300)
+    reach(proc, lambda: segments(run_dir, "reviews") >= 2, timeout=300)
     workers = children(proc.pid)
     assert len(workers) >= 2  # the batches run in worker processes
     proc.kill()

@@ -5,7 +5,7 @@ import sys
 import time
 
 from tests.conftest import fake_config_file, gra, head_jsonl, corpus, python_child, sql_rows
-from tests.invariants import KEYED_TABLES, SMALL_BATCHES, SMALL_WALK, check_run, segments, state, wait_for
+from tests.invariants import KEYED_TABLES, SMALL_BATCHES, SMALL_WALK, check_run, reach, segments, state
 
 def start(seeds, run_dir, config, address):
     return subprocess.Popen([sys.executable, "-m", "gra_stream", "run", str(seeds), "--run-dir", str(run_dir),
@@ -40,13 +40,13 @@ def test_a_stopped_then_killed_ray_run_resumes_to_the_local_result(tmp_path, ray
     run_dir = tmp_path / "ray"
 
     proc = start(seeds, run_dir, config, ray_cluster)  # SIGTERM: stops at a batch boundary
-    assert wait_for(proc, lambda: segments(run_dir, "profiles") >= 2, timeout=300)
+    reach(proc, lambda: segments(run_dir, "profiles") >= 2, timeout=300)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "run the same command again to resume" in err and "Traceback" not in err
 
     proc = start(seeds, run_dir, config, ray_cluster)  # SIGKILL: the driver dies mid-stage
-    assert wait_for(proc, lambda: segments(run_dir, "reviews") >= 2, timeout=300)
+    reach(proc, lambda: segments(run_dir, "reviews") >= 2, timeout=300)
     proc.kill()
     proc.communicate()
     committed = {t: segments(run_dir, t) for t in KEYED_TABLES}
