@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -145,14 +146,39 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local two-CPU Ray cluster started with `ray start`, as a user would; its address."""
+    """A local two-CPU Ray cluster started with `ray start`, as a user would; its address. It is stopped
+    alone (`stop_ray_cluster`): `ray stop` would stop every Ray cluster on the machine, a user's too."""
     ray = Path(sys.executable).parent / "ray"
     port = free_port()
+    temp = tempfile.mkdtemp(prefix="gra-ray-")  # short: Ray's socket paths must fit in 107 characters
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}  # loopback only
-    subprocess.run([ray, "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--port", str(port),
-                    "--include-dashboard", "false", "--object-store-memory", str(512 * 2**20), "--disable-usage-stats"],
-                   check=True, capture_output=True, env=env, timeout=180)
     try:
+        subprocess.run([ray, "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--port", str(port),
+                        "--include-dashboard", "false", "--object-store-memory", str(512 * 2**20),
+                        "--disable-usage-stats", "--temp-dir", temp], check=True, capture_output=True, env=env, timeout=180)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=180)
+        stop_ray_cluster(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_ray_cluster(temp: str) -> None:
+    """Kill the processes of the cluster whose temp folder is `temp` (its GCS, raylet and agents name it on
+    their command lines) and everything they started (workers rename themselves, so they are found as
+    children)."""
+    import psutil
+
+    ours = {}
+    for process in psutil.process_iter(["cmdline"]):
+        if any(temp in part for part in process.info["cmdline"] or []):
+            ours[process.pid] = process
+            try:
+                ours.update({child.pid: child for child in process.children(recursive=True)})
+            except psutil.NoSuchProcess:
+                pass
+    for process in ours.values():
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(list(ours.values()), timeout=30)
