@@ -327,8 +327,8 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", backend: str | None =
 
 def _synthesis_keys(c: Config) -> list[str]:
     """The keys set away from their defaults that only synthesis reads, which refinement alone would ignore."""
-    return [f"{key} = {getattr(c, key)}" for key, default in (("rounds", 1), ("tasks_per_seed", 1), ("tasks_per_round", 0))
-            if getattr(c, key) != default]
+    return [f"{key} = {getattr(c, key)}" for key in ("rounds", "tasks_per_seed", "tasks_per_round")
+            if getattr(c, key) != Config.__dataclass_fields__[key].default]
 
 
 def validate(c: Config) -> None:
