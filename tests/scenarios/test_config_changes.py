@@ -149,16 +149,15 @@ def test_a_changed_config_recomputes_what_a_fresh_run_makes_with_only_the_calls_
 
 def test_a_reference_file_edited_in_place_recomputes_the_gate_as_a_fresh_run_does(server, seeds, base, tmp_path):
     """The config names the same file before and after; its content is what the gate's results depend on."""
-    base_dir, _ = base
+    base_dir, asked_in_base = base
     run_dir = tmp_path / "run"
     shutil.copytree(base_dir, run_dir)
     reference = tmp_path / "benchmark.jsonl"
     reference.write_text('{"question": "a benchmark item that no generation resembles at all"}\n', encoding="utf-8")
     cfg = config(server.url, **BASE, decontamination={"references": [str(reference)]})
-    run(server, seeds, run_dir, cfg)
+    asked_before = asked_in_base + run(server, seeds, run_dir, cfg)  # every request answered in this directory
     kept = Store(run_dir).connect().sql("SELECT instruction, response FROM samples ORDER BY id").fetchall()
     assert len(kept) >= 2
-    asked_before = Counter(server.bodies)
     reference.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in kept[::2]), encoding="utf-8")
     said = Said(quiet=True)
     asked = run(server, seeds, run_dir, cfg, progress=said)
