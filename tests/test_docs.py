@@ -120,3 +120,17 @@ def test_the_package_map_names_every_module():
                if p.name != "__main__.py" and p.parent.name not in ("bundled", "prompts") and p.stat().st_size]
     missing = [m for m in modules if f"`{m}`" not in text and f"`{m.removesuffix('__init__.py')}`" not in text]
     assert missing == []
+
+
+def test_every_docs_page_the_project_names_exists():
+    """A `docs/NAME.md` named in a comment, a message or a page, and every relative Markdown link, resolves."""
+    texts = {p: p.read_text() for pattern in ("gra_stream/**/*.py", "configs/*.toml", "sql/**/*.sql", "*.md",
+                                             "docs/*.md", "benchmarks/*.md", "benchmarks/*.py")
+             for p in ROOT.glob(pattern)}
+    missing = []
+    for path, text in texts.items():
+        named = {ROOT / m for m in re.findall(r"\bdocs/[\w-]+\.md", text)}
+        linked = {path.parent / m for m in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", text)}
+        missing += [f"{path.relative_to(ROOT)} -> {t.resolve().relative_to(ROOT)}" for t in named | linked
+                    if not t.exists()]
+    assert missing == []
