@@ -199,11 +199,14 @@ def init(seeds, output):
     """Write a commented config for SEEDS, with its fields mapped."""
     from gra_stream.config import load_config
     from gra_stream.guide import init_config
+    from gra_stream.seed_paths import left_out_splits
 
     guess = init_config(seeds, output, load_config(None))
     click.echo(f"wrote {output} ({guess.mapping.describe()})")
     for note in guess.unsure:
         click.echo(f"  check: {note}")
+    for note in left_out_splits([seeds]):
+        click.echo(note)
     click.echo(f"then: gra-stream run {shlex.quote(str(seeds))} --run-dir runs/NAME --config {shlex.quote(str(output))}")
 
 

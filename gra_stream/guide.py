@@ -16,6 +16,7 @@ from gra_stream.ingest import check_seed_files, resolve_file_mapping
 from gra_stream.plan import preview, whole_run_estimate
 from gra_stream.prompts import load_prompt
 from gra_stream.readers import iter_rows
+from gra_stream.seed_paths import left_out_splits
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import all_stages
 from gra_stream.stages.profile import profile_prompts
@@ -76,6 +77,7 @@ def dry_run(seeds: list[Path], config: Config, run_dir: Path | None = None, *, p
     system, template = load_prompt("system", config.prompts_dir), load_prompt("profile", config.prompts_dir)
     shown = 0
     files = check_seed_files(seeds)
+    lines += left_out_splits(seeds)
     for path in files:
         record = first_record(path)
         mapping = resolve_file_mapping(record, config, path)

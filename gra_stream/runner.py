@@ -24,6 +24,7 @@ from gra_stream.passes import PASSES_AT_ONCE, Pass, declared_waits, run_passes
 from gra_stream.pending import batches, drain, idle_stages
 from gra_stream.plan import change_plan, more_rounds, planned_moves, with_recorded_fields
 from gra_stream.progress import Progress
+from gra_stream.seed_paths import left_out_splits
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
 from gra_stream.store import RunLock, Store
@@ -131,6 +132,8 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
     `ray_address`, or a local one started for the run) or "auto" (`choose_executor`). With `max_samples`,
     the run stops after the wave that brings the kept samples to that many (0: no limit)."""
     progress = progress or Progress()
+    for note in left_out_splits(seed_files):
+        progress.say(note)
     seed_files = check_inputs(seed_files, config)
     stages = stages or all_stages()
     if run_dir.exists() and not run_dir.is_dir():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 from gra_stream.errors import UserError
@@ -66,17 +67,32 @@ def _split(path: Path, folder: Path) -> str:
     return ""
 
 
+def left_out_splits(paths: list[Path]) -> list[str]:
+    """One line for each folder among `paths` of which only the train split is read, naming what is left out."""
+    notes = []
+    for folder in (p for p in paths if p.is_dir()):
+        splits = Counter(split or "no split" for split, _ in _split_files(folder))
+        if "train" in splits and len(splits) > 1:
+            left = ", ".join(f"{split} ({n} file{'s' * (n > 1)})" for split, n in splits.items() if split != "train")
+            notes.append(f"note: {folder}: only its train split is read, {left} left out; name those files, or a "
+                         f"glob pattern, to read them")
+    return notes
+
+
 def _folder_files(folder: Path) -> list[Path]:
+    files = _split_files(folder)
+    return [f for split, f in files if split == "train"] or [f for _, f in files]
+
+
+def _split_files(folder: Path) -> list[tuple[str, Path]]:
+    """A folder's seed files in reading order, each with its split ('' where no name places it in one)."""
     if (folder / "dataset_dict.json").is_file():  # datasets.DatasetDict.save_to_disk: one folder per split
         splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
-        return [f for split in (["train"] if "train" in splits else splits) for f in _folder_files(folder / split)]
+        return [(split, f) for split in splits for f in _folder_files(folder / split)]
     if (folder / "state.json").is_file():  # datasets.Dataset.save_to_disk: its Arrow files, in order
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        return [folder / f["filename"] for f in state.get("_data_files", [])]
+        return [("", folder / f["filename"]) for f in state.get("_data_files", [])]
     files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_seed_file(p))
     if not files:
         raise UserError(f"{folder}: no seed files in this folder ({SEED_TYPES})")
-    splits = {_split(f, folder) for f in files}
-    if "train" in splits and len(splits) > 1:
-        files = [f for f in files if _split(f, folder) == "train"]
-    return files
+    return [(_split(f, folder), f) for f in files]

@@ -165,8 +165,17 @@ def test_a_folder_of_parquet_shards_gives_its_train_split(tmp_path):
     frame.slice(20).write_parquet(data / "train-00001-of-00002.parquet")
     pl.DataFrame({"question": ["A test question?"], "answer": ["No."]}).write_parquet(data / "test-00000-of-00001.parquet")
     (tmp_path / "hub" / "README.md").write_text("# a dataset card\n")
-    run_dir, _ = init_then_run(tmp_path, tmp_path / "hub")
+    run_dir, proposed = init_then_run(tmp_path, tmp_path / "hub")
     assert seed_instructions(run_dir) == sorted(QUESTIONS) and kept(run_dir) > 0
+    # Every command that reads the folder says what it left out.
+    note = f"note: {tmp_path / 'hub'}: only its train split is read, test (1 file) left out"
+    config = tmp_path / "fake.toml"  # init_then_run's
+    dry = cli("run", tmp_path / "hub", "--run-dir", tmp_path / "dry", "--config", config, "--dry-run")
+    again = cli("run", tmp_path / "hub", "--run-dir", run_dir, "--config", config)
+    assert all(note in result.output for result in (dry, again)) and note in proposed, (dry.output, proposed)
+    everything = cli("run", data / "*.parquet", "--run-dir", tmp_path / "all", "--config", config)
+    assert everything.exit_code == 0 and "left out" not in everything.output
+    assert seed_instructions(tmp_path / "all") == sorted(QUESTIONS + ["A test question?"]), "a pattern names its files"
 
 
 def test_a_hub_download_folder_gives_its_seed_file_only(tmp_path):
@@ -195,7 +204,8 @@ def test_a_dataset_saved_with_save_to_disk(tmp_path):
                                  "test": datasets.Dataset.from_list([{"question": "Held out?", "answer": "yes"}])})
     both.save_to_disk(str(tmp_path / "dd"))
     config = fake_config_file(tmp_path)
-    assert cli("run", tmp_path / "dd", "--run-dir", tmp_path / "run2", "--config", config, "--quiet").exit_code == 0
+    ran = cli("run", tmp_path / "dd", "--run-dir", tmp_path / "run2", "--config", config)
+    assert ran.exit_code == 0 and "only its train split is read, test (1 file) left out" in ran.output, ran.output
     assert seed_instructions(tmp_path / "run2") == sorted(QUESTIONS), "the train split only"
 
 
