@@ -71,7 +71,7 @@ def left_out_splits(paths: list[Path]) -> list[str]:
     """One line for each folder among `paths` of which only the train split is read, naming what is left out."""
     notes = []
     for folder in (p for p in paths if p.is_dir()):
-        splits = Counter(split or "no split" for split, _ in _split_files(folder))
+        splits = Counter(split or "other" for split, _ in _split_files(folder))
         if "train" in splits and len(splits) > 1:
             left = ", ".join(f"{split} ({n} file{'s' * (n > 1)})" for split, n in splits.items() if split != "train")
             notes.append(f"note: {folder}: only its train split is read, {left} left out; name those files, or a "
