@@ -15,7 +15,7 @@ from gra_stream.fields import extract
 from gra_stream.ingest import check_seed_files, resolve_file_mapping
 from gra_stream.plan import preview, whole_run_estimate
 from gra_stream.prompts import load_prompt
-from gra_stream.readers import iter_rows
+from gra_stream.readers import iter_rows, read_as
 from gra_stream.seed_paths import left_out_splits
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import all_stages
@@ -43,6 +43,9 @@ def init_config(seeds: Path, out: Path, config: Config) -> Guess:
     if not records:
         raise UserError(f"{path}: no readable record in the file")
     guess = guess_mapping(records, config.fields, path)
+    if read_as(path):
+        guess.unsure.append(f"{path.name} is not UTF-8 and is read as {read_as(path)}: check that the letters of "
+                            f"the fields' sample values are right")
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     start = text.index("# Field mapping")
     end = text.index("\n\n", text.index("[fields]"))
@@ -81,7 +84,8 @@ def dry_run(seeds: list[Path], config: Config, run_dir: Path | None = None, *, p
     for path in files:
         record = first_record(path)
         mapping = resolve_file_mapping(record, config, path)
-        lines.append(f"{path}: {mapping.describe()}")
+        encoding = read_as(path)
+        lines.append(f"{path}{f' (read as {encoding}: not UTF-8)' if encoding else ''}: {mapping.describe()}")
         for row in iter_rows(path):
             if shown >= prompts:
                 break

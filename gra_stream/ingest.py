@@ -19,7 +19,7 @@ from gra_stream.errors import UserError
 from gra_stream.field_expressions import check_expression
 from gra_stream.fields import Mapping, extract_many, is_expression, resolve_mapping
 from gra_stream.ids import content_id
-from gra_stream.readers import Row, iter_rows
+from gra_stream.readers import Row, iter_rows, read_as
 from gra_stream.seed_paths import expand_seed_paths
 from gra_stream.store import Store
 
@@ -36,6 +36,13 @@ class FileStats:
     bad_rows: int = 0
     skipped: bool = False
     changed: bool = False     # read before, with other contents
+    read_as: str = ""         # a CSV or TSV file's encoding where it is not UTF-8 or UTF-16
+
+    def describe(self) -> str:
+        notes = " (changed since it was read)" if self.changed else ""
+        notes += f" (read as {self.read_as}: not UTF-8)" if self.read_as else ""
+        return (f"{self.path}{notes}: {self.rows} rows, {self.seeds} new seeds, {self.duplicates} duplicates, "
+                f"{self.bad_rows} bad rows")
 
 
 def file_key(path: Path) -> str:
@@ -156,7 +163,7 @@ def _ingest_file(store: Store, path: Path, key: str, mapping: Mapping | None, on
     for table in ("seeds", "ingest_errors"):
         store.remove_segments(table, f"{key}-")
     known = _known_ids(store, f"{key}-")
-    stats = FileStats(str(path))
+    stats = FileStats(str(path), read_as=read_as(path))
     seeds: list[dict] = []
     errors: list[dict] = []
     chunk = 0

@@ -7,13 +7,9 @@ read an item at a time (ijson), as the hub's largest instruction sets ship as ar
 """
 from __future__ import annotations
 
-import bz2
 import csv
-import gzip
 import io
 import json
-import lzma
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +17,8 @@ from typing import Any, Iterator
 
 from gra_stream.errors import UserError
 from gra_stream.pandas_layouts import pandas_rows
+from gra_stream.text_files import (COMPRESSIONS, STREAM_ERRORS, UNKNOWN, delimited_encoding, open_binary,
+                                   text_encoding, utf8_lines)
 
 RAW_PREVIEW = 300  # characters of a bad row kept for the error table
 DELIMITERS = {"csv": ",", "tsv": "\t"}  # the delimited text formats and their separators
@@ -32,41 +30,6 @@ class Row:
     record: dict | None
     error: str = ""
     raw: str = ""
-
-
-COMPRESSIONS = (".gz", ".zst", ".zstd", ".bz2", ".xz")
-# what a truncated or corrupt compressed stream raises, beside OSError and EOFError
-STREAM_ERRORS = (zlib.error, lzma.LZMAError)
-
-
-def _open_binary(path: Path):
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if name.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    if name.endswith(".xz"):
-        return lzma.open(path, "rb")
-    if name.endswith(".zst") or name.endswith(".zstd"):
-        import zstandard
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
-    return open(path, "rb")
-
-
-def _text_encoding(f) -> str:
-    """UTF-16 where the stream starts with its byte order mark (as Windows tools write text), else UTF-8."""
-    return "utf-16" if f.peek(2)[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
-
-
-@contextmanager
-def _utf8_lines(f):
-    """The lines of a text stream as UTF-8 bytes, whichever of UTF-8 and UTF-16 it is in."""
-    if _text_encoding(f) == "utf-8":
-        yield f
-        return
-    with io.TextIOWrapper(f, encoding="utf-16", newline="") as text:
-        yield (line.encode("utf-8") for line in text)
 
 
 # Arrow IPC files under the names people give them: `datasets` and Arrow (.arrow), pandas' `to_feather`
@@ -98,6 +61,11 @@ def detect_format(path: Path) -> str:
                     f"or give a folder of them")
 
 
+def read_as(path: Path) -> str:
+    """The encoding a seed file is read in where that is neither UTF-8 nor UTF-16, for the user to check."""
+    return "Windows-1252" if detect_format(path) in DELIMITERS and delimited_encoding(path) == "cp1252" else ""
+
+
 def iter_rows(path: Path) -> Iterator[Row]:
     fmt = detect_format(path)
     if fmt == "parquet":
@@ -122,7 +90,7 @@ def _decode(raw: bytes, line: int) -> tuple[str | None, str]:
 def _json_rows(path: Path) -> Iterator[Row]:
     """JSON Lines; or one JSON array (a file whose first character is '['), or one JSON object spread over
     lines whose records are in a list (`_document_records`), read an item at a time."""
-    with _open_binary(path) as binary:
+    with open_binary(path) as binary:
         try:
             array = _first_character(binary) == "["
         except (OSError, EOFError, *STREAM_ERRORS) as e:  # cut or corrupt within its first block
@@ -131,7 +99,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
     if array:
         yield from _json_array_rows(path)
         return
-    with _open_binary(path) as binary, _utf8_lines(binary) as f:
+    with open_binary(path) as binary, utf8_lines(binary) as f:
         line, first = 0, True
         try:
             for raw in f:
@@ -161,7 +129,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
 def _first_character(binary) -> str:
     """The first character of a text stream that is not JSON whitespace (or a byte order mark)."""
     head = binary.peek(4096)[:4096]
-    text = head.decode(_text_encoding(binary), errors="ignore")
+    text = head.decode(text_encoding(binary), errors="ignore")
     return text.lstrip(" \t\r\n\ufeff")[:1]
 
 
@@ -209,7 +177,7 @@ class _Chunks:
 @contextmanager
 def _json_source(path: Path):
     """A JSON file as a file-like of UTF-8 bytes for ijson, a byte order mark dropped."""
-    with _open_binary(path) as binary, _utf8_lines(binary) as lines:
+    with open_binary(path) as binary, utf8_lines(binary) as lines:
         if lines is binary and binary.peek(3)[:3] == b"\xef\xbb\xbf":
             binary.read(3)  # JSON parsers refuse it
         yield binary if lines is binary else _Chunks(lines)
@@ -244,7 +212,7 @@ def _json_array_rows(path: Path, key: str = "") -> Iterator[Row]:
 def _whole_json(path: Path):
     """The file parsed whole by Python's json (which reads NaN and Infinity), or None where it cannot."""
     try:
-        with _open_binary(path) as binary, _utf8_lines(binary) as lines:
+        with open_binary(path) as binary, utf8_lines(binary) as lines:
             return json.loads(b"".join(lines).removeprefix(b"\xef\xbb\xbf"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError, EOFError, *STREAM_ERRORS):
         return None
@@ -322,14 +290,15 @@ def _arrow_rows(path: Path) -> Iterator[Row]:
 
 def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
-    with _open_binary(path) as f:
+    encoding = delimited_encoding(path)
+    codec = "utf-8-sig" if encoding == UNKNOWN else encoding
+    with open_binary(path) as f:
         try:
-            encoding = "utf-8-sig" if _text_encoding(f) == "utf-8" else "utf-16"
-            delimiter = _delimiter(f, fmt, encoding)
+            delimiter = _delimiter(f, fmt, codec)
         except (OSError, EOFError, *STREAM_ERRORS) as e:  # cut or corrupt within its first block
             yield Row(1, None, f"file truncated or corrupt before its first line: {e}")
             return
-        text = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline="")
+        text = io.TextIOWrapper(f, encoding=codec, errors="replace" if encoding == UNKNOWN else "strict", newline="")
         reader = csv.DictReader(text, delimiter=delimiter)
         row_number = 0
         while True:
@@ -340,8 +309,7 @@ def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
             except StopIteration:
                 return
             except UnicodeDecodeError as e:
-                yield Row(row_number + 1, None, f"invalid {encoding.upper().removesuffix('-SIG')} at byte {e.start}; "
-                                                f"the rest of the file is skipped")
+                yield Row(row_number + 1, None, f"invalid {encoding} ({e.reason}); the rest of the file is skipped")
                 return
             except (csv.Error, OSError, EOFError, *STREAM_ERRORS) as e:
                 yield Row(row_number + 1, None, f"unreadable {fmt.upper()}: {e}")
@@ -349,6 +317,10 @@ def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
             row_number += 1
             if None in record:  # more cells than header columns
                 yield Row(row_number, None, "row has more cells than the header", str(record)[:RAW_PREVIEW])
+                continue
+            if encoding == UNKNOWN and any("\ufffd" in v for v in record.values() if isinstance(v, str)):
+                yield Row(row_number, None, "neither UTF-8 nor Windows-1252: convert the file to UTF-8 "
+                                            "(iconv -f ITS_ENCODING -t UTF-8)", str(record)[:RAW_PREVIEW])
                 continue
             yield Row(row_number, record)
 

@@ -208,9 +208,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
                 for stats in ingest_files(store, seed_files, config, on_progress=bar.advance):
                     summary.new_seeds += stats.seeds
                     if not stats.skipped:
-                        progress.say(f"ingest     {stats.path}{' (changed since it was read)' if stats.changed else ''}: "
-                                     f"{stats.rows} rows, {stats.seeds} new seeds, {stats.duplicates} duplicates, "
-                                     f"{stats.bad_rows} bad rows")
+                        progress.say(f"ingest     {stats.describe()}")
             finally:
                 bar.close()
             if not summary.new_seeds and run_log.nothing_changed(store, config, names):

@@ -1,6 +1,7 @@
 import csv
 import bz2
 import gzip
+import io
 import json
 import lzma
 
@@ -192,6 +193,31 @@ def test_utf16_text_with_a_byte_order_mark_is_read(tmp_path, name, write):
     write(path)
     rows = list(iter_rows(path))
     assert [r.record for r in rows] == RECORDS and not any(r.error for r in rows)
+
+
+@pytest.mark.parametrize("name,compress", [("excel.csv", lambda b: b), ("excel.tsv.gz", gzip.compress)])
+def test_a_spreadsheets_windows_1252_text_is_read_whole(tmp_path, name, compress):
+    # Excel's "CSV (Comma delimited)" on Western-locale Windows: not UTF-8. The first accented row comes
+    # after a megabyte of plain ASCII, past the blocks a reader peeks at.
+    plain = [[f"Add {i} and 1.", str(i + 1)] for i in range(60_000)]
+    accented = [["Décris le café en 3 mots, s\u2019il te plaît.", "Noir, chaud, 2\u20ac"], ["Say hi.", "Hi!"]]
+    out = io.StringIO()
+    csv.writer(out, delimiter="," if ".csv" in name else "\t").writerows([["instruction", "output"], *plain, *accented])
+    text = out.getvalue()
+    assert len(text) > 1 << 20
+    (tmp_path / name).write_bytes(compress(text.encode("cp1252")))
+    rows = list(iter_rows(tmp_path / name))
+    assert not any(r.error for r in rows) and len(rows) == len(plain) + 2
+    assert [list(r.record.values()) for r in rows[-2:]] == accented
+
+
+def test_delimited_text_in_neither_utf8_nor_windows_1252_says_what_to_do(tmp_path):
+    path = tmp_path / "sjis.csv"
+    path.write_bytes(b"instruction,output\nAdd 2 and 3.,5\n\x81\x8d\x90,3\n")  # bytes that are neither
+    rows = list(iter_rows(path))
+    assert rows[0].record == {"instruction": "Add 2 and 3.", "output": "5"}
+    assert rows[1].line == 2 and rows[1].error.startswith("neither UTF-8 nor Windows-1252")
+    assert "convert the file to UTF-8 (iconv -f ITS_ENCODING -t UTF-8)" in rows[1].error and len(rows) == 2
 
 
 def test_repeated_csv_header_names_lose_no_column(tmp_path):

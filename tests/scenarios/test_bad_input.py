@@ -131,14 +131,14 @@ def test_a_seed_file_that_cannot_be_read_is_not_called_a_run_that_cannot_be_writ
 
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(json.dumps(good(1)) + "\n")
-    opened = readers._open_binary
+    opened = readers.open_binary
 
     def refused(path):
         if path == seeds:
             raise PermissionError(13, "Permission denied", str(path))
         return opened(path)
 
-    monkeypatch.setattr(readers, "_open_binary", refused)
+    monkeypatch.setattr(readers, "open_binary", refused)
     result = CliRunner().invoke(main, ["run", str(seeds), "--run-dir", str(tmp_path / "r"), "--backend", "fake"])
     assert result.exit_code == 1 and f"cannot read {seeds}: Permission denied" in result.output, result.output
     monkeypatch.undo()

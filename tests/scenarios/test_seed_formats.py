@@ -178,6 +178,27 @@ def test_a_folder_of_parquet_shards_gives_its_train_split(tmp_path):
     assert seed_instructions(tmp_path / "all") == sorted(QUESTIONS + ["A test question?"]), "a pattern names its files"
 
 
+def test_a_spreadsheets_windows_1252_csv_is_read_and_every_command_says_so(tmp_path):
+    """Excel's "CSV (Comma delimited)" on Western-locale Windows is not UTF-8: before, its first accented
+    row ended the file."""
+    import csv
+    import io
+
+    accented = [f"{q} R\u00e9ponds en fran\u00e7ais, s\u2019il te pla\u00eet." for q in QUESTIONS]
+    out = io.StringIO()
+    csv.writer(out).writerows([["Question", "Answer"], *[[q, r["answer"]] for q, r in zip(accented, GSM)]])
+    seeds = tmp_path / "excel.csv"
+    seeds.write_bytes(out.getvalue().replace("\u2212", "-").encode("cp1252"))
+    run_dir, proposed = init_then_run(tmp_path, seeds)
+    assert seed_instructions(run_dir) == sorted(accented) and kept(run_dir) > 0
+    config = tmp_path / "fake.toml"  # init_then_run's
+    dry = cli("run", seeds, "--run-dir", tmp_path / "dry", "--config", config, "--dry-run")
+    ran = cli("run", seeds, "--run-dir", tmp_path / "again", "--config", config)
+    assert "excel.csv is not UTF-8 and is read as Windows-1252" in proposed
+    assert f"{seeds} (read as Windows-1252: not UTF-8): instruction=Question" in dry.output, dry.output
+    assert f"ingest     {seeds} (read as Windows-1252: not UTF-8): {N} rows, {N} new seeds" in ran.output, ran.output
+
+
 def test_a_hub_download_folder_gives_its_seed_file_only(tmp_path):
     """`hf download NAME --repo-type dataset --local-dir DIR` leaves a dataset card, .gitattributes, the
     older hub's dataset_infos.json and a .cache folder beside the data: the data file alone is read."""
