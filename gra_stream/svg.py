@@ -6,18 +6,26 @@ from html import escape
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
 
 
+def _label(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis, the whole of it shown on hover; escaped after
+    the cut, so that no entity is cut in half."""
+    if len(text) <= limit:
+        return escape(text)
+    return f"{escape(text[:limit - 1])}\u2026<title>{escape(text)}</title>"
+
+
 def bars(title: str, labels: list[str], values: list[float], *, width: int = 640, fmt: str = "{:,.0f}") -> str:
     """Horizontal bars, one per label."""
     if not labels:
         return _empty(title)
-    row, left, top = 22, 230, 28
+    row, left, top = 22, 250, 28
     height = top + row * len(labels) + 10
     peak = max(max(values), 1e-9)
     parts = [_open(title, width, height)]
     for i, (label, value) in enumerate(zip(labels, values)):
         y = top + i * row
         w = max(1.0, (width - left - 70) * value / peak) if value else 0
-        parts.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{escape(str(label))[:34]}</text>'
+        parts.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{_label(str(label), 38)}</text>'
                      f'<rect class="bar" x="{left}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{PALETTE[0]}"/>'
                      f'<text x="{left + w + 4:.1f}" y="{y + 14}">{fmt.format(value)}</text>')
     return "".join(parts) + "</svg>"
@@ -46,7 +54,7 @@ def histograms(title: str, series: dict[str, list[float]], *, lo: float, hi: flo
             parts.append(f'<rect class="bar" x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bw:.1f}" height="{h:.1f}" '
                          f'fill="{color}"><title>{escape(name)}: {n}</title></rect>')
         parts.append(f'<rect x="{width - 120}" y="{top + 16 * k}" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{width - 106}" y="{top + 16 * k + 9}">{escape(name)[:16]}</text>')
+                     f'<text x="{width - 106}" y="{top + 16 * k + 9}">{_label(name, 16)}</text>')
     for t in range(5):
         v = lo + (hi - lo) * t / 4
         x = left + plot_w * t / 4
@@ -58,13 +66,15 @@ def heatmap(title: str, labels: list[str], matrix: list[list[float | None]], *, 
     """A labelled square matrix; empty cells where there is no data."""
     if not labels:
         return _empty(title)
-    cell, left, top = 56, 120, 40
-    size = left + cell * len(labels) + 20
+    slant = 5 * min(20, max(map(len, labels)))  # how far the longest slanted column label reaches, up and right
+    cell, left, top = 56, 140, 36 + slant
+    size = left + cell * len(labels) + slant
     parts = [_open(title, size, top + cell * len(labels) + 20)]
-    for j, name in enumerate(labels):
-        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 6}" text-anchor="middle">{escape(name)[:8]}</text>')
+    for j, name in enumerate(labels):  # slanted, so that names as long as the rows' fit above their column
+        x, y = left + j * cell + cell / 2, top - 8
+        parts.append(f'<text x="{x}" y="{y}" transform="rotate(-40 {x} {y})">{_label(name, 20)}</text>')
     for i, name in enumerate(labels):
-        parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end">{escape(name)[:16]}</text>')
+        parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end">{_label(name, 20)}</text>')
         for j, v in enumerate(matrix[i]):
             shade = "#eee" if v is None else f"rgba(76,120,168,{0.15 + 0.85 * max(0.0, min(1.0, v)):.2f})"
             parts.append(f'<rect class="cell" x="{left + j * cell}" y="{top + i * cell}" width="{cell - 2}" '

@@ -43,3 +43,22 @@ def test_chromium_draws_every_chart(report, tmp_path):
     subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1400,2600",
                     f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000, "a screenshot of drawn charts is not a blank page"
+
+
+def test_long_chart_labels_are_cut_into_valid_svg_and_tell_the_models_apart():
+    """Model names that share their first characters (a base model and its quantised variant) stay apart in
+    the agreement heatmap's columns, and a label cut next to `&` or `<` leaves well-formed SVG."""
+    import xml.etree.ElementTree as ET
+
+    from gra_stream import svg
+
+    names = ["qwen2.5-7b-instruct", "qwen2.5-7b-instruct-awq", "adjudicate: adjudicator_parse_error", "a<b&c " * 8]
+    charts = [svg.bars("bars", names, [1, 2, 3, 4]), svg.heatmap("heat", names, [[0.5] * 4] * 4),
+              svg.histograms("hist", {name: [1.0] for name in names}, lo=0, hi=10)]
+    parsed = [ET.fromstring(chart) for chart in charts]
+    columns = [t.text for t in parsed[1].iter("{http://www.w3.org/2000/svg}text") if "transform" in t.attrib]
+    assert len(columns) == 4 and len(set(columns)) == 4, columns
+    for chart in parsed:
+        shown = [(t.text or "") + "".join(c.text for c in t if c.tag.endswith("title")) for t in chart.iter()
+                 if t.tag.endswith("text")]
+        assert all(any(name in label for label in shown) for name in names), "every whole name is in the chart"
