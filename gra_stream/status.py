@@ -65,21 +65,45 @@ def collect_status(store: Store) -> dict:
 
 
 def _leaves(data, prefix: str = "") -> dict:
+    """A config as {dotted key: value}; the items of a list of named tables ([[models]]) under their names."""
     if isinstance(data, dict):
         return {k: v for key, value in data.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+    if _named(data):
+        return {k: v for item in data for k, v in _leaves(item, f"{prefix}{item['name']}.").items()}
     return {prefix.rstrip("."): data}
 
 
+def _named(data) -> bool:
+    return isinstance(data, list) and bool(data) and all(isinstance(v, dict) and "name" in v for v in data)
+
+
+def _named_lists(data, prefix: str = "") -> dict[str, list[str]]:
+    """{dotted key: the names in order} of every list of named tables in a config."""
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in _named_lists(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): [item["name"] for item in data]} if _named(data) else {}
+
+
 def config_differences(kept_config: dict, current: dict) -> list[str]:
-    """Where a kept version's config differs from the current tables' config ("committee.tau 6.0, now 8.0");
-    a key one of them does not set is "unset" there (its default applies)."""
+    """Where a kept version's config differs from the current tables' config ("committee.tau 6.0, now 8.0",
+    "models.qwen.temperature 0.7, now 0.9", "models.mistral absent, now present"); a key one of them does
+    not set is "unset" there (its default applies)."""
     a, b = _leaves(kept_config), _leaves(current)
+    lists_a, lists_b = _named_lists(kept_config), _named_lists(current)
+    out, alone = [], []
+    for key in sorted(set(lists_a) | set(lists_b)):
+        names_a, names_b = lists_a.get(key, []), lists_b.get(key, [])
+        out += [f"{key}.{n} present, now absent" for n in names_a if n not in names_b]
+        out += [f"{key}.{n} absent, now present" for n in names_b if n not in names_a]
+        alone += [f"{key}.{n}." for n in set(names_a) ^ set(names_b)]
+        if [n for n in names_a if n in names_b] != [n for n in names_b if n in names_a]:
+            out.append(f"{key} order {names_a}, now {names_b}")
 
     def value(leaves: dict, k: str) -> str:
         return repr(leaves[k]) if k in leaves else "unset"
 
-    return [f"{k} {value(a, k)}, now {value(b, k)}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and k != "source"]  # where the config was read from is no difference
+    return out + [f"{k} {value(a, k)}, now {value(b, k)}" for k in sorted(set(a) | set(b))
+                  if a.get(k) != b.get(k) and k != "source" and not k.startswith(tuple(alone))]
 
 
 def runs_count(invocations: int) -> str:

@@ -260,3 +260,11 @@ def test_a_dry_run_on_a_new_run_directory_estimates_the_whole_run(tmp_path):
     result = cli("run", seeds, "--run-dir", tmp_path / "new", "--config", reasoning, "--dry-run")
     assert result.exit_code == 0 and f"390 calls and {budgets + 390 * 100:,} output tokens in all" in result.output, \
         result.output
+
+
+def test_status_names_the_model_whose_settings_differ_not_the_whole_pool():
+    pool = [{"name": "a", "temperature": 0.7, "latency_s": 0.05}, {"name": "b", "temperature": 0.7, "latency_s": 0.05}]
+    now = [{"name": "b", "temperature": 0.7, "latency_s": 0.0}, {"name": "c", "temperature": 0.9}]
+    assert config_differences({"models": pool}, {"models": now}) == [
+        "models.a present, now absent", "models.c absent, now present", "models.b.latency_s 0.05, now 0.0"]
+    assert config_differences({"models": pool}, {"models": pool[::-1]}) == ["models order ['a', 'b'], now ['b', 'a']"]
