@@ -12,6 +12,7 @@ import io
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -129,7 +130,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
 def _first_character(binary) -> str:
     """The first character of a text stream that is not JSON whitespace (or a byte order mark)."""
     head = binary.peek(4096)[:4096]
-    text = head.decode(text_encoding(binary), errors="ignore")
+    text = head.decode(text_encoding(binary), errors="replace")  # an undecodable first byte is not JSON
     return text.lstrip(" \t\r\n\ufeff")[:1]
 
 
@@ -299,7 +300,8 @@ def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
             yield Row(1, None, f"file truncated or corrupt before its first line: {e}")
             return
         text = io.TextIOWrapper(f, encoding=codec, errors="replace" if encoding == UNKNOWN else "strict", newline="")
-        reader = csv.DictReader(text, delimiter=delimiter)
+        quoting = csv.QUOTE_NONE if fmt == "tsv" and not _quoted_tsv(path, codec) else csv.QUOTE_MINIMAL
+        reader = csv.DictReader(text, delimiter=delimiter, quoting=quoting)
         row_number = 0
         while True:
             try:
@@ -323,6 +325,23 @@ def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
                                             "(iconv -f ITS_ENCODING -t UTF-8)", str(record)[:RAW_PREVIEW])
                 continue
             yield Row(row_number, record)
+
+
+@lru_cache(maxsize=64)
+def _quoted_tsv(path: Path, codec: str) -> bool:
+    """Whether a TSV file's quotes all follow CSV's rules (as pandas' `to_csv(sep="\\t")` writes fields that
+    hold a tab, a quote or a line break), so that they are read as quoting. Else, as in most TSV files (the
+    IANA format has no quoting), a quote is a character of its field: `"Hi," she said.` stays as written,
+    and an unpaired one does not join the rest of the file into one field."""
+    try:
+        with open_binary(path) as f, io.TextIOWrapper(f, encoding=codec, errors="replace", newline="") as text:
+            for _ in csv.reader(text, delimiter="\t", strict=True):
+                pass
+    except csv.Error:
+        return False
+    except (OSError, EOFError, *STREAM_ERRORS):
+        pass  # the reader says where the file ends
+    return True
 
 
 def _delimiter(f, fmt: str, encoding: str) -> str:

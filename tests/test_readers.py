@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from gra_stream.errors import UserError
 from gra_stream.readers import get_path, iter_rows
@@ -152,6 +152,7 @@ def test_get_path_follows_dicts_and_lists():
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 @given(st.lists(st.one_of(st.binary(max_size=40), st.dictionaries(st.text(max_size=8), st.text(max_size=20), max_size=3)
                           .map(lambda d: json.dumps(d).encode())), max_size=20))
+@example(lines=[b"\x80", b"["])  # found by the fuzzer: an undecodable first byte hid that the file is no array
 def test_fuzzed_jsonl_never_crashes_and_accounts_for_every_line(tmp_path, lines):
     path = tmp_path / "fuzz.jsonl"
     lines = [l.replace(b"\n", b" ").replace(b"\r", b" ") for l in lines]
@@ -218,6 +219,27 @@ def test_delimited_text_in_neither_utf8_nor_windows_1252_says_what_to_do(tmp_pat
     assert rows[0].record == {"instruction": "Add 2 and 3.", "output": "5"}
     assert rows[1].line == 2 and rows[1].error.startswith("neither UTF-8 nor Windows-1252")
     assert "convert the file to UTF-8 (iconv -f ITS_ENCODING -t UTF-8)" in rows[1].error and len(rows) == 2
+
+
+def test_a_tsv_file_without_quoting_keeps_its_quotes_and_its_rows(tmp_path):
+    # As sentence corpora ship TSV (Tatoeba): a quote is text. Before, the quotes of the first row were
+    # dropped, and the unpaired one of the second file joined every later row into one field.
+    rows = [['"Hello," she said.', "Bonjour, dit-elle."], ['Say "hi" twice.', "hi hi"], ["Count to 3.", "1 2 3"]]
+    for first in ('"Hello," she said.', '"Hello, she said.'):
+        path = tmp_path / "pairs.tsv"
+        path.write_text("".join("\t".join(r) + "\n" for r in [["instruction", "output"], [first, rows[0][1]], *rows[1:]]))
+        assert [list(r.record.values()) for r in iter_rows(path)] == [[first, rows[0][1]], *rows[1:]]
+
+
+def test_a_tsv_file_quoted_as_pandas_writes_it_is_read_with_its_quoting(tmp_path):
+    records = [{"instruction": 'Say "hi"\ttwice.', "output": "line one\nline two"}, {"instruction": "Hi.", "output": "Hi!"}]
+    path = tmp_path / "pandas.tsv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["instruction", "output"], delimiter="\t")
+        writer.writeheader()
+        writer.writerows(records)
+    assert '"Say ""hi""' in path.read_text()
+    assert [r.record for r in iter_rows(path)] == records
 
 
 def test_repeated_csv_header_names_lose_no_column(tmp_path):
