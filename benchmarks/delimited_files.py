@@ -1,6 +1,6 @@
 """What the whole-file checks of a delimited seed file cost before its first row is read: its encoding
 (`text_files.delimited_encoding`: a spreadsheet's Windows-1252 text may show its first accented character
-late) and, for TSV, whether its quotes follow CSV's rules (`readers._quoted_tsv`). Each against reading
+late) and, for TSV, whether its quotes follow CSV's rules (`delimited_rows._quoted_tsv`). Each against reading
 every row with `readers.iter_rows` (the checks then cached) and against ingesting the file into a new run
 directory (the checks included, as a run does them). Alpaca 52k records repeated, as CSV, gzipped CSV
 and TSV.
@@ -21,7 +21,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import ALPACA  # noqa: E402
-from gra_stream import readers  # noqa: E402
+from gra_stream import delimited_rows, readers  # noqa: E402
 from gra_stream.config import load_config  # noqa: E402
 from gra_stream.ingest import ingest_files  # noqa: E402
 from gra_stream.store import Store  # noqa: E402
@@ -30,7 +30,7 @@ from gra_stream.text_files import _delimited_encoding, delimited_encoding  # noq
 
 def clear() -> None:
     _delimited_encoding.cache_clear()
-    readers._quoted_tsv.cache_clear()
+    delimited_rows._quoted_tsv.cache_clear()
 
 
 def checks(path: Path) -> float:
@@ -39,7 +39,7 @@ def checks(path: Path) -> float:
     started = time.perf_counter()
     codec = delimited_encoding(path)
     if readers.detect_format(path) == "tsv":
-        readers._quoted_tsv(path, codec)
+        delimited_rows._quoted_tsv(path, codec)
     return time.perf_counter() - started
 
 

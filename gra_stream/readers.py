@@ -1,5 +1,5 @@
-"""Streaming seed readers: JSONL (plain, .gz, .zst, .bz2, .xz), JSON arrays, Parquet, CSV and TSV, and Arrow IPC (the files
-of a `datasets.save_to_disk` folder), one record at a time.
+"""Streaming seed readers: JSONL (plain, .gz, .zst, .bz2, .xz), JSON arrays, Parquet, CSV and TSV (in
+`delimited_rows`), and Arrow IPC (the files of a `datasets.save_to_disk` folder), one record at a time.
 
 Each reader yields `Row(line, record, error)`: a row that cannot be read carries the reason instead of a
 record, so one bad line never stops a file. Memory stays bounded for every format: JSON arrays too are
@@ -7,19 +7,16 @@ read an item at a time (ijson), as the hub's largest instruction sets ship as ar
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
 from gra_stream.errors import UserError
 from gra_stream.pandas_layouts import pandas_rows
-from gra_stream.text_files import (COMPRESSIONS, STREAM_ERRORS, UNKNOWN, delimited_encoding, open_binary,
-                                   text_encoding, utf8_lines)
+from gra_stream.text_files import (COMPRESSIONS, STREAM_ERRORS, delimited_encoding, open_binary, text_encoding,
+                                   utf8_lines)
 
 RAW_PREVIEW = 300  # characters of a bad row kept for the error table
 DELIMITERS = {"csv": ",", "tsv": "\t"}  # the delimited text formats and their separators
@@ -42,6 +39,10 @@ SEED_TYPES = ".jsonl, .json, .parquet, .csv, .tsv, .arrow or .feather"  # for th
 # A file of bare JSON texts (a list of prompts, an array or one per line) holds instruction-only seeds:
 # each text becomes a record with this one field.
 PROMPT_FIELD = "instruction"
+# A conversation given as a bare list of turns (a line of JSON Lines, an item of an array) becomes a
+# record with its turns in this field, as OpenAI's chat format names them.
+CHAT_FIELD = "messages"
+FIRST_LINE_LIMIT = 1 << 20  # bytes of a first line read to tell JSON Lines of arrays from one JSON array
 
 
 def detect_format(path: Path) -> str:
@@ -74,7 +75,9 @@ def iter_rows(path: Path) -> Iterator[Row]:
     elif fmt == "arrow":
         yield from _arrow_rows(path)
     elif fmt in DELIMITERS:
-        yield from _csv_rows(path, fmt)
+        from gra_stream.delimited_rows import delimited_rows  # it reads Row and DELIMITERS from here
+
+        yield from delimited_rows(path, fmt)
     else:
         yield from _json_rows(path)
 
@@ -97,7 +100,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
         except (OSError, EOFError, *STREAM_ERRORS) as e:  # cut or corrupt within its first block
             yield Row(1, None, f"file truncated or corrupt before its first line: {e}")
             return
-    if array:
+    if array and not _lines_of_arrays(path):
         yield from _json_array_rows(path)
         return
     with open_binary(path) as binary, utf8_lines(binary) as f:
@@ -134,25 +137,53 @@ def _first_character(binary) -> str:
     return text.lstrip(" \t\r\n\ufeff")[:1]
 
 
+def _lines_of_arrays(path: Path) -> bool:
+    """Whether a file that starts with '[' is JSON Lines of arrays (a conversation's turns a line) rather
+    than one JSON array: its first line alone is a whole array, and another line follows it."""
+    with open_binary(path) as binary, utf8_lines(binary) as lines:
+        read = (lambda: binary.readline(FIRST_LINE_LIMIT)) if lines is binary else (lambda: next(lines, b""))
+        try:
+            first = read()
+            if not first.endswith(b"\n") or not isinstance(json.loads(first.removeprefix(b"\xef\xbb\xbf")), list):
+                return False
+            while (line := read()) and not line.strip():
+                pass
+        except (ValueError, RecursionError, OSError, EOFError, *STREAM_ERRORS):  # JSONDecodeError, UnicodeDecodeError
+            return False
+    return line.lstrip().startswith(b"[")
+
+
+def _record(value) -> dict | None:
+    """The record a JSON value gives: an object as it is, a text as an instruction-only seed, a list of
+    objects as a conversation's turns; None for anything else."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.strip():
+        return {PROMPT_FIELD: value}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return {CHAT_FIELD: value}
+    return None
+
+
 def _parse_json_object(text: str, line: int) -> Row:
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as e:
         return Row(line, None, f"malformed JSON: {e.msg if hasattr(e, 'msg') else 'nested too deeply'}",
                    text[:RAW_PREVIEW])
-    if isinstance(value, str) and value.strip():
-        return Row(line, {PROMPT_FIELD: value})
-    if not isinstance(value, dict):
-        return Row(line, None, f"expected a JSON object or a text, got {_kind(value)}", text[:RAW_PREVIEW])
-    return Row(line, value)
+    record = _record(value)
+    if record is None:
+        return Row(line, None, f"expected a JSON object, a text or a list of turns, got {_kind(value)}",
+                   text[:RAW_PREVIEW])
+    return Row(line, record)
 
 
 def _array_item(i: int, value) -> Row:
-    if isinstance(value, dict):
-        return Row(i, value)
-    if isinstance(value, str) and value.strip():
-        return Row(i, {PROMPT_FIELD: value})
-    return Row(i, None, f"array item {i} is {_kind(value)}, not an object or a text", str(value)[:RAW_PREVIEW])
+    record = _record(value)
+    if record is None:
+        return Row(i, None, f"array item {i} is {_kind(value)}, not an object, a text or a list of turns",
+                   str(value)[:RAW_PREVIEW])
+    return Row(i, record)
 
 
 def _kind(value) -> str:
@@ -287,86 +318,6 @@ def _arrow_rows(path: Path) -> Iterator[Row]:
                 yield Row(line, record)
     except (pa.ArrowInvalid, OSError) as e:  # a stream cut short: the rows before the cut stand
         yield Row(line + 1, None, f"file truncated or corrupt after row {line}: {e}")
-
-
-def _csv_rows(path: Path, fmt: str) -> Iterator[Row]:
-    csv.field_size_limit(1 << 30)
-    encoding = delimited_encoding(path)
-    codec = "utf-8-sig" if encoding == UNKNOWN else encoding
-    with open_binary(path) as f:
-        try:
-            delimiter = _delimiter(f, fmt, codec)
-        except (OSError, EOFError, *STREAM_ERRORS) as e:  # cut or corrupt within its first block
-            yield Row(1, None, f"file truncated or corrupt before its first line: {e}")
-            return
-        text = io.TextIOWrapper(f, encoding=codec, errors="replace" if encoding == UNKNOWN else "strict", newline="")
-        quoting = csv.QUOTE_NONE if fmt == "tsv" and not _quoted_tsv(path, codec) else csv.QUOTE_MINIMAL
-        reader = csv.DictReader(text, delimiter=delimiter, quoting=quoting)
-        row_number = 0
-        while True:
-            try:
-                if row_number == 0 and reader.line_num == 0:
-                    reader.fieldnames = _unique_names(reader.fieldnames or [])
-                record = next(reader)
-            except StopIteration:
-                return
-            except UnicodeDecodeError as e:
-                yield Row(row_number + 1, None, f"invalid {encoding} ({e.reason}); the rest of the file is skipped")
-                return
-            except (csv.Error, OSError, EOFError, *STREAM_ERRORS) as e:
-                yield Row(row_number + 1, None, f"unreadable {fmt.upper()}: {e}")
-                return
-            row_number += 1
-            if None in record:  # more cells than header columns
-                yield Row(row_number, None, "row has more cells than the header", str(record)[:RAW_PREVIEW])
-                continue
-            if encoding == UNKNOWN and any("\ufffd" in v for v in record.values() if isinstance(v, str)):
-                yield Row(row_number, None, "neither UTF-8 nor Windows-1252: convert the file to UTF-8 "
-                                            "(iconv -f ITS_ENCODING -t UTF-8)", str(record)[:RAW_PREVIEW])
-                continue
-            yield Row(row_number, record)
-
-
-@lru_cache(maxsize=64)
-def _quoted_tsv(path: Path, codec: str) -> bool:
-    """Whether a TSV file's quotes all follow CSV's rules (as pandas' `to_csv(sep="\\t")` writes fields that
-    hold a tab, a quote or a line break), so that they are read as quoting. Else, as in most TSV files (the
-    IANA format has no quoting), a quote is a character of its field: `"Hi," she said.` stays as written,
-    and an unpaired one does not join the rest of the file into one field."""
-    try:
-        with open_binary(path) as f, io.TextIOWrapper(f, encoding=codec, errors="replace", newline="") as text:
-            for _ in csv.reader(text, delimiter="\t", strict=True):
-                pass
-    except csv.Error:
-        return False
-    except (OSError, EOFError, *STREAM_ERRORS):
-        pass  # the reader says where the file ends
-    return True
-
-
-def _delimiter(f, fmt: str, encoding: str) -> str:
-    """The format's separator; for CSV a semicolon where the header line has semicolons and no comma, as
-    spreadsheets write CSV in locales whose decimal mark is the comma."""
-    if fmt != "csv":
-        return DELIMITERS[fmt]
-    header = f.peek(65536)[:65536].decode(encoding, errors="ignore").splitlines()[:1]
-    return ";" if header and ";" in header[0] and "," not in header[0] else ","
-
-
-def _unique_names(names: list[str]) -> list[str]:
-    """A header's column names with repeats renamed `name_1`, `name_2`... (as DuckDB names them), so that
-    no column's cells are lost to a later one of the same name. Unnamed columns stay as they are."""
-    seen = set(names)
-    out = []
-    for name in names:
-        if name in out and name:
-            k = 1
-            while f"{name}_{k}" in seen:
-                k += 1
-            name = f"{name}_{k}"
-            seen.add(name)
-        out.append(name)
-    return out
 
 
 def get_path(record: Any, dotted: str) -> Any:

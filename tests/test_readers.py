@@ -175,6 +175,23 @@ def test_a_single_line_json_array_in_a_jsonl_file(tmp_path):
     assert [r.record for r in iter_rows(path)] == RECORDS
 
 
+CHATS = [[{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}] for r in RECORDS]
+
+
+def test_json_lines_whose_lines_are_lists_of_turns_give_a_conversation_a_line(tmp_path):
+    # Before, a first '[' made the file one JSON array: the first line's turns became two records, and
+    # the rest of the file one bad row.
+    lines = tmp_path / "chats.jsonl"
+    lines.write_text("".join(json.dumps(chat) + "\n" for chat in CHATS * 2))
+    array = tmp_path / "chats.json"
+    array.write_text(json.dumps(CHATS) + "\n")
+    single = tmp_path / "one.jsonl"
+    single.write_text(json.dumps(RECORDS) + "\n\n")  # one line, one array: its items
+    assert [r.record for r in iter_rows(lines)] == [{"messages": chat} for chat in CHATS * 2]
+    assert [r.record for r in iter_rows(array)] == [{"messages": chat} for chat in CHATS]
+    assert [r.record for r in iter_rows(single)] == RECORDS
+
+
 def test_a_multi_line_json_array(tmp_path):
     path = tmp_path / "array.json"
     path.write_text(json.dumps(RECORDS, indent=2))

@@ -199,6 +199,13 @@ def test_a_spreadsheets_windows_1252_csv_is_read_and_every_command_says_so(tmp_p
     assert f"ingest     {seeds} (read as Windows-1252: not UTF-8): {N} rows, {N} new seeds" in ran.output, ran.output
 
 
+def test_json_lines_of_bare_turn_lists_map_as_chats(tmp_path):
+    seeds = write_jsonl(tmp_path / "turns.jsonl", [[{"from": "human", "value": r["question"]},
+                                                     {"from": "gpt", "value": r["answer"]}] for r in GSM])
+    run_dir, proposed = init_then_run(tmp_path, seeds)
+    assert "chat=messages" in proposed and seed_instructions(run_dir) == sorted(QUESTIONS) and kept(run_dir) > 0
+
+
 def test_a_hub_download_folder_gives_its_seed_file_only(tmp_path):
     """`hf download NAME --repo-type dataset --local-dir DIR` leaves a dataset card, .gitattributes, the
     older hub's dataset_infos.json and a .cache folder beside the data: the data file alone is read."""
