@@ -143,7 +143,8 @@ def _lines_of_arrays(path: Path) -> bool:
     with open_binary(path) as binary, utf8_lines(binary) as lines:
         read = (lambda: binary.readline(FIRST_LINE_LIMIT)) if lines is binary else (lambda: next(lines, b""))
         try:
-            first = read()
+            while (first := read()) and not first.strip():
+                pass
             if not first.endswith(b"\n") or not isinstance(json.loads(first.removeprefix(b"\xef\xbb\xbf")), list):
                 return False
             while (line := read()) and not line.strip():

@@ -182,7 +182,7 @@ def test_json_lines_whose_lines_are_lists_of_turns_give_a_conversation_a_line(tm
     # Before, a first '[' made the file one JSON array: the first line's turns became two records, and
     # the rest of the file one bad row.
     lines = tmp_path / "chats.jsonl"
-    lines.write_text("".join(json.dumps(chat) + "\n" for chat in CHATS * 2))
+    lines.write_text("\n" + "".join(json.dumps(chat) + "\n" for chat in CHATS * 2))
     array = tmp_path / "chats.json"
     array.write_text(json.dumps(CHATS) + "\n")
     single = tmp_path / "one.jsonl"
