@@ -1,6 +1,6 @@
 """What the whole-file checks of a delimited seed file cost before its first row is read: its encoding
 (`text_files.delimited_encoding`: a spreadsheet's Windows-1252 text may show its first accented character
-late) and, for TSV, whether its quotes follow CSV's rules (`delimited_rows._quoted_tsv`). Each against reading
+late) and, for TSV, whether its quotes follow CSV's rules (`delimited_rows.quoted_tsv`). Each against reading
 every row with `readers.iter_rows` (the checks then cached) and against ingesting the file into a new run
 directory (the checks included, as a run does them). Alpaca 52k records repeated, as CSV, gzipped CSV
 and TSV.
@@ -39,7 +39,7 @@ def checks(path: Path) -> float:
     started = time.perf_counter()
     codec = delimited_encoding(path)
     if readers.detect_format(path) == "tsv":
-        delimited_rows._quoted_tsv(path, codec)
+        delimited_rows.quoted_tsv(path, codec)
     return time.perf_counter() - started
 
 

@@ -25,7 +25,7 @@ def delimited_rows(path: Path, fmt: str) -> Iterator[Row]:
             yield Row(1, None, f"file truncated or corrupt before its first line: {e}")
             return
         text = io.TextIOWrapper(f, encoding=codec, errors="replace" if encoding == UNKNOWN else "strict", newline="")
-        quoting = csv.QUOTE_NONE if fmt == "tsv" and not _quoted_tsv(path, codec) else csv.QUOTE_MINIMAL
+        quoting = csv.QUOTE_NONE if fmt == "tsv" and not quoted_tsv(path, codec) else csv.QUOTE_MINIMAL
         reader = csv.DictReader(text, delimiter=delimiter, quoting=quoting)
         row_number = 0
         while True:
@@ -52,12 +52,17 @@ def delimited_rows(path: Path, fmt: str) -> Iterator[Row]:
             yield Row(row_number, record)
 
 
-@lru_cache(maxsize=64)
-def _quoted_tsv(path: Path, codec: str) -> bool:
+def quoted_tsv(path: Path, codec: str) -> bool:
     """Whether a TSV file's quotes all follow CSV's rules (as pandas' `to_csv(sep="\\t")` writes fields that
     hold a tab, a quote or a line break), so that they are read as quoting. Else, as in most TSV files (the
     IANA format has no quoting), a quote is a character of its field: `"Hi," she said.` stays as written,
     and an unpaired one does not join the rest of the file into one field."""
+    stat = path.stat()
+    return _quoted_tsv(path, codec, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _quoted_tsv(path: Path, codec: str, size: int, mtime_ns: int) -> bool:
     try:
         with open_binary(path) as f, io.TextIOWrapper(f, encoding=codec, errors="replace", newline="") as text:
             for _ in csv.reader(text, delimiter="\t", strict=True):
