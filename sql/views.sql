@@ -12,8 +12,19 @@ SELECT id, 'generate', 'parse_error', error, NULL FROM generations WHERE status 
 UNION ALL
 SELECT id, 'gate', reason, detail, duplicate_of FROM gates WHERE NOT passed
 UNION ALL
-SELECT id, 'decide', reason, printf('mean=%.3f std=%.3f reviews=%d', mean, std, n_reviews), NULL
-  FROM verdicts WHERE decision = 'reject'
+SELECT v.id, 'decide', v.reason, concat_ws('; ', c.failed, printf('mean=%.3f std=%.3f reviews=%d', v.mean, v.std, v.n_reviews)),
+       NULL
+  FROM verdicts v
+  -- which reviewer failed which instruction check ("qwen: not complete"); a query that does not read
+  -- detail (status counts by reason) does not make this join
+  LEFT JOIN (SELECT generation_id,
+                    string_agg(model || ': ' || concat_ws(', ', CASE WHEN NOT reasonable THEN 'not reasonable' END,
+                                                          CASE WHEN NOT complete THEN 'not complete' END,
+                                                          CASE WHEN NOT clear THEN 'not clear' END),
+                               '; ' ORDER BY reviewer_index) AS failed
+               FROM reviews WHERE status = 'ok' AND NOT (reasonable AND complete AND clear)
+               GROUP BY generation_id) c ON c.generation_id = v.id AND v.reason = 'instruction_check_failed'
+  WHERE v.decision = 'reject'
 UNION ALL
 SELECT id, 'adjudicate',
        CASE WHEN status <> 'ok' THEN 'adjudicator_parse_error' ELSE 'adjudicator_rejected' END,

@@ -29,6 +29,19 @@ def test_a_fake_run_walks_every_path(self_instruct_run):
     assert table(self_instruct_run, "SELECT sum(attempts) - count(*) AS n FROM calls")["n"][0] > 0, "no re-ask happened"
 
 
+def test_a_failed_instruction_check_names_its_reviewer_and_check(self_instruct_run):
+    failed = table(self_instruct_run, """
+        SELECT r.detail, list(v.model || ': ' || v.checks ORDER BY v.reviewer_index) AS expected
+        FROM rejections r JOIN (
+            SELECT generation_id, reviewer_index, model, concat_ws(', ', CASE WHEN NOT reasonable THEN 'not reasonable' END,
+                   CASE WHEN NOT complete THEN 'not complete' END, CASE WHEN NOT clear THEN 'not clear' END) AS checks
+            FROM reviews WHERE status = 'ok') v ON v.generation_id = r.id AND v.checks <> ''
+        WHERE r.reason = 'instruction_check_failed' GROUP BY r.id, r.detail""")
+    assert failed.height > 0
+    for detail, expected in failed.iter_rows():
+        assert detail.startswith("; ".join(expected) + "; mean="), (detail, expected)
+
+
 def test_roles_are_distinct_and_recorded(self_instruct_run):
     g = table(self_instruct_run, "SELECT generator, reviewers, adjudicator FROM generations")
     for generator, reviewers, adjudicator in g.iter_rows():
