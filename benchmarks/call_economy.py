@@ -18,7 +18,7 @@ from gra_stream.config import config_from_dict, load_config
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
 from gra_stream.stages.decide import decide_one
-from gra_stream.stages.review import certain_reject
+from gra_stream.stages.review import OUT_OF_REACH, certain_reject
 from gra_stream.store import Store
 
 GSM = Path(__file__).resolve().parent.parent / "data" / "seeds" / "gsm8k_train.jsonl.gz"
@@ -59,18 +59,19 @@ def main():
     for gid, rows in by_gen.items():
         n = len(rows)
         full_calls += n
-        totals, failed, asked = [], False, 0
+        totals, failed, asked, why = [], False, 0, ""
         for i, (status, checks, scores) in enumerate(rows):
             asked += 1
             if status == "ok":
                 totals.append(sum(scores))
                 failed |= not checks
-            if i < n - 1 and certain_reject(totals, failed, n - 1 - i, config.committee):
+            why = certain_reject(totals, failed, n - 1 - i, config.committee) if i < n - 1 else ""
+            if why:
                 break
         short_calls += asked
         full = decide_one([s for st, _, s in rows if st == "ok"], any(not c for st, c, _ in rows if st == "ok"), config)
         short = decide_one([s for st, _, s in rows[:asked] if st == "ok"],
-                           any(not c for st, c, _ in rows[:asked] if st == "ok"), config)
+                           any(not c for st, c, _ in rows[:asked] if st == "ok"), config, why == OUT_OF_REACH)
         same &= full["decision"] == short["decision"]
     print(f"run {run_dir}: {len(by_gen):,} reviewed samples, {kept:,} kept, {other_calls:,} non-review calls")
     for label, calls in (("full protocol", full_calls), ("short-circuit", short_calls)):

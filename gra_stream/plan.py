@@ -80,7 +80,9 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
     """The lines a run prints before it switches to a changed config."""
     new = stage_versions.inputs(config)
     old = recorded.get("inputs", {})
-    lines = [f"the config changed since these tables were made: {'; '.join(stage_versions.changes(old, new))}"]
+    keys = {k for stage in new for k in stage_versions.differing(old.get(stage, {}), new[stage])}
+    what = "gra-stream" if all(k.endswith(" revision") for k in keys) else "the config"
+    lines = [f"{what} changed since these tables were made: {'; '.join(stage_versions.changes(old, new))}"]
     asks = stage_versions.asks_anew(recorded, config)
     stale = list(dict.fromkeys(m.stage for m in moves))
     carried = carry.planned(recorded, config, moves)

@@ -50,6 +50,7 @@ class Depends:
     text_from: tuple[str, ...] = ()   # stages whose rows' text goes into its prompts (or that it embeds)
     carry_key: str = ""               # its table's column naming the input row, where its rows can be carried (`same_rows`)
     reuses: tuple[str, ...] = ()      # the keys its per-row work reads, where a kept table's is reusable (`same_work`)
+    revision: int = 0                 # raised where gra-stream's own code changes the stage's results (REVISIONS)
 
 
 LLM = ("run_seed", "max_reasks", *ENGINE_KEYS)
@@ -70,7 +71,7 @@ STAGES: dict[str, Depends] = {
     "review": Depends(keys=(*LLM, *SHORT_CIRCUIT), prompts=("system", "review"), models=True, reads=("gate",),
                       selects=SHORT_CIRCUIT, text_from=("generate",), carry_key="generation_id"),
     "decide": Depends(keys=("committee.tau", "committee.delta", "committee.min_reviews", "committee.reviewers"),
-                      reads=("review",)),
+                      reads=("review",), revision=1),
     "adjudicate": Depends(keys=(*LLM, "committee.tau"), prompts=("system", "adjudicate"), models=True,
                           reads=("decide",), selects=("committee.tau",), text_from=("generate", "review"),
                           carry_key="id"),
@@ -82,6 +83,9 @@ STAGES: dict[str, Depends] = {
                         text_from=("generate",), carry_key="id"),
     "finalize": Depends(reads=("annotate",)),
 }
+# What each revision changed, for the plan of a run on tables made before it (docs/resuming.md).
+REVISIONS = {("decide", 1): "a sample whose reviewers the short-circuit stopped, tau being out of reach, is "
+                            "low_score, not insufficient_reviews"}
 # With more than one round, generation reads the samples the stages after it made in earlier rounds.
 AFTER_GENERATION = list(STAGES)[list(STAGES).index("generate"):]
 
@@ -112,6 +116,8 @@ def inputs(config: Config) -> dict[str, dict]:
             own["filters"] = json.loads(json.dumps(filters, default=str))
         if dep.models:
             own["models"] = models
+        if dep.revision:  # only where raised: the other stages keep the versions they had before revisions
+            own[f"{stage} revision"] = dep.revision
         out[stage] = own
     if config.rounds > 1:
         out["generate"] = {key: value for stage in AFTER_GENERATION for key, value in out[stage].items()}
@@ -160,6 +166,8 @@ def describe(key: str, old, new) -> str:
         return _filter_changes(old, new)
     if key == "decontamination" and isinstance(old, dict) and isinstance(new, dict):
         return _decontamination_changes(old, new)
+    if key.endswith(" revision") and (key.removesuffix(" revision"), new) in REVISIONS:
+        return f"{key} {old or 0} -> {new} ({REVISIONS[key.removesuffix(' revision'), new]})"
     plain = all(isinstance(v, (str, int, float, bool, type(None))) for v in (old, new))
     return f"{key} {old!r} -> {new!r}" if plain and not key.startswith("prompt ") else key
 

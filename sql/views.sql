@@ -12,7 +12,9 @@ SELECT id, 'generate', 'parse_error', error, NULL FROM generations WHERE status 
 UNION ALL
 SELECT id, 'gate', reason, detail, duplicate_of FROM gates WHERE NOT passed
 UNION ALL
-SELECT v.id, 'decide', v.reason, concat_ws('; ', c.failed, printf('mean=%.3f std=%.3f reviews=%d', v.mean, v.std, v.n_reviews)),
+SELECT v.id, 'decide', v.reason,
+       CASE WHEN v.mean IS NULL THEN printf('reviews=%d parsed, fewer than min_reviews (the replies that did not parse are in quarantine)', v.n_reviews)
+            ELSE concat_ws('; ', c.failed, printf('mean=%.3f std=%.3f reviews=%d', v.mean, v.std, v.n_reviews)) END,
        NULL
   FROM verdicts v
   -- which reviewer failed which instruction check ("qwen: not complete"); a query that does not read

@@ -268,3 +268,23 @@ def test_status_names_the_model_whose_settings_differ_not_the_whole_pool():
     assert config_differences({"models": pool}, {"models": now}) == [
         "models.a present, now absent", "models.c absent, now present", "models.b.latency_s 0.05, now 0.0"]
     assert config_differences({"models": pool}, {"models": pool[::-1]}) == ["models order ['a', 'b'], now ['b', 'a']"]
+
+
+def test_a_revised_stage_recomputes_tables_made_before_and_says_gra_stream_changed(tmp_path, monkeypatch):
+    """Tables made before decide's revision 1 (recorded without it) are recomputed from decide on, as a
+    fresh run makes them; the stages before it keep their versions."""
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 40)
+    config = fake_config_file(tmp_path)
+    revised = stage_versions.STAGES["decide"]
+    monkeypatch.setitem(stage_versions.STAGES, "decide", dataclasses.replace(revised, revision=0))
+    assert cli("run", seeds, "--run-dir", tmp_path / "before", "--config", config, "--quiet").exit_code == 0
+    monkeypatch.setitem(stage_versions.STAGES, "decide", revised)
+    result = cli("run", seeds, "--run-dir", tmp_path / "before", "--config", config, "--quiet")
+    assert result.exit_code == 0
+    plan = result.output.splitlines()
+    assert plan[0].startswith("gra-stream changed since these tables were made: decide revision 0 -> 1 (a sample "
+                              "whose reviewers the short-circuit stopped"), plan[0]
+    assert [line.split()[0] for line in plan[1:6]] == ["decide", "adjudicate", "diversity", "annotate", "finalize"]
+    assert cli("run", seeds, "--run-dir", tmp_path / "fresh", "--config", config, "--quiet").exit_code == 0
+    query = "SELECT id, n_reviews, mean, decision, reason FROM verdicts ORDER BY id"
+    assert sql_rows(tmp_path / "before", query) == sql_rows(tmp_path / "fresh", query)

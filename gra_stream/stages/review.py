@@ -30,6 +30,10 @@ def pending(config, scope: Scope = Scope()) -> str:
             f"WHERE {scope.seeds('g.seed_id')} ORDER BY g.id")
 
 
+OUT_OF_REACH = "the mean cannot reach tau"  # why reviewers are skipped where the rule can only say low_score
+SKIPPED = "not asked: "                    # the error of a skipped review, before its reason
+
+
 def certain_reject(totals: list[int], check_failed: bool, remaining: int, c: Committee) -> str:
     """Why the verdict is already a rejection whatever the remaining reviewers say, or ''. `totals` are
     the parsed reviews' score totals (a reviewer's mean is its total over the score dimensions)."""
@@ -41,7 +45,7 @@ def certain_reject(totals: list[int], check_failed: bool, remaining: int, c: Com
     # len(totals) + remaining reviewers, below tau = p / q: in integers, exactly
     tau, dims = exact(c.tau), len(SCORE_DIMS)
     if totals and (sum(totals) + 10 * dims * remaining) * tau.denominator < tau.numerator * dims * (len(totals) + remaining):
-        return "the mean cannot reach tau"
+        return OUT_OF_REACH
     return ""
 
 
@@ -164,7 +168,7 @@ def _skipped_rows(out: dict[str, list], generation_id: str, indices: range, mode
     out["reviewer_index"] += list(indices)
     for key in (*CHECKS, *SCORE_DIMS, "mean", "strengths", "weaknesses"):
         out[key] += [None] * k
-    columns = {"model": [models[i] for i in indices], "status": "skipped", "error": f"not asked: {why}", "raw": "",
+    columns = {"model": [models[i] for i in indices], "status": "skipped", "error": SKIPPED + why, "raw": "",
                "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0, "attempts": 0, "truncated": False,
                "retries": 0, "wait_s": 0.0}
     for key, value in columns.items():

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from gra_stream.progress import Progress
 from gra_stream.runner import run_pipeline
-from gra_stream.stages.review import certain_reject
+from gra_stream.stages.review import OUT_OF_REACH, certain_reject
 from gra_stream.store import Store
 from tests.conftest import fake_config, head_jsonl, corpus
 
@@ -59,6 +59,13 @@ def test_short_circuit_decides_exactly_like_the_full_protocol(tmp_path):
     v_full, kept_full, adj_full, calls_full, skipped_full = decisions(full)
     v_short, kept_short, adj_short, calls_short, skipped_short = decisions(short)
     assert v_short == v_full and kept_short == kept_full and adj_short == adj_full
+    # A sample whose reviewers were skipped because its mean could not reach tau is low_score, also after
+    # one review (fewer than min_reviews, 2): not insufficient_reviews, which says that replies did not
+    # parse. (The full protocol may name another reason: a later reviewer's failed check.)
+    out_of_reach = dict(Store(short).connect().sql(
+        "SELECT v.id, v.reason FROM verdicts v WHERE v.id IN (SELECT generation_id FROM reviews "
+        f"WHERE error = 'not asked: {OUT_OF_REACH}') AND v.n_reviews = 1").fetchall())
+    assert out_of_reach and set(out_of_reach.values()) == {"low_score"}
     assert skipped_full == 0 and skipped_short > 0
     assert calls_short + skipped_short == calls_full
     assert len(v_full) > 200 and {"accept", "reject", "adjudicate"} == set(v_full.values())
