@@ -88,7 +88,14 @@ def _split_files(folder: Path) -> list[tuple[str, Path]]:
     """A folder's seed files in reading order, each with its split ('' where no name places it in one)."""
     if (folder / "dataset_dict.json").is_file():  # datasets.DatasetDict.save_to_disk: one folder per split
         splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
-        return [(split, f) for split in splits for f in _folder_files(folder / split)]
+        files = []
+        for split in splits:
+            try:
+                files += [(split, f) for f in _folder_files(folder / split)]
+            except UserError:  # a split removed from disk is not read anyway, beside a train split
+                if split == "train" or "train" not in splits:
+                    raise
+        return files
     if (folder / "state.json").is_file():  # datasets.Dataset.save_to_disk: its Arrow files, in order
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         return [("", folder / f["filename"]) for f in state.get("_data_files", [])]

@@ -3,6 +3,7 @@ records, list fields, instruction-only seeds, field expressions, folders of shar
 datasets. For each: `init` proposes a config, `run` accepts it, every row becomes a seed with the right
 instruction, and a fake-backend run keeps samples."""
 import json
+import shutil
 
 import polars as pl
 import pytest
@@ -235,6 +236,9 @@ def test_a_dataset_saved_with_save_to_disk(tmp_path):
     ran = cli("run", tmp_path / "dd", "--run-dir", tmp_path / "run2", "--config", config)
     assert ran.exit_code == 0 and "only its train split is read, test (1 file) left out" in ran.output, ran.output
     assert seed_instructions(tmp_path / "run2") == sorted(QUESTIONS), "the train split only"
+    shutil.rmtree(tmp_path / "dd" / "test")  # removed to save space, still listed in dataset_dict.json
+    ran = cli("run", tmp_path / "dd", "--run-dir", tmp_path / "run3", "--config", config, "--quiet")
+    assert ran.exit_code == 0 and seed_instructions(tmp_path / "run3") == sorted(QUESTIONS), ran.output
 
 
 @pytest.mark.parametrize("fmt", ["sharegpt", "messages"])
