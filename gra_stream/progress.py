@@ -86,15 +86,16 @@ class Progress:
             self._show(count)
         return StageBar(self, count)
 
-    def wave(self, label: str, seeds_done: int, seeds: int, kept: int) -> None:
+    def wave(self, label: str, seeds_done: int, seeds: int, kept: int, *, round: int = 1, rounds: int = 1) -> None:
         """A wave (`label`: "wave 3/9") went through every stage: `seeds_done` of the corpus's `seeds` are
-        through. The ETA assumes the rest goes at the pace so far."""
+        through round `round` of `rounds`. The ETA assumes the rest, later rounds included, goes at the pace
+        so far."""
         with self.lock:
-            self._wave(label, seeds_done, seeds, kept)
+            self._wave(label, seeds_done, seeds, kept, (round - 1) * seeds + seeds_done, rounds * seeds)
 
-    def _wave(self, label: str, seeds_done: int, seeds: int, kept: int) -> None:
+    def _wave(self, label: str, seeds_done: int, seeds: int, kept: int, done: int, total: int) -> None:
         now = time.monotonic()
-        self.eta_at = now + ((now - self.started) * (seeds - seeds_done) / seeds_done if seeds_done else 0)
+        self.eta_at = now + ((now - self.started) * (total - done) / done if done else 0)
         self.headline = f"{label}  {seeds_done:,}/{seeds:,} seeds through every stage  {kept:,} samples kept"
         if self.live is None and not self.quiet:
             print(self._headline(), file=self.stream, flush=True)

@@ -317,7 +317,8 @@ def _run_waves(stages: list[Stage], store: Store, con, ctx: Context, executor: E
             return True
         kept = _samples(store)
         wave = f"wave {p.wave + 1}/{len(plan)}"
-        progress.wave(f"round {p.round}, {wave}" if rounds > 1 else wave, plan[p.wave].through, plan[-1].through, kept)
+        progress.wave(f"round {p.round}, {wave}" if rounds > 1 else wave, plan[p.wave].through, plan[-1].through, kept,
+                      round=p.round, rounds=rounds)
         last = p.round == rounds and p.wave == len(plan) - 1
         if max_samples and kept >= max_samples and not last:
             summary.stopped_at, halt.enough = kept, True

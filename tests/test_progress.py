@@ -99,3 +99,18 @@ def test_the_live_eta_counts_down_between_waves(monkeypatch):
         shown.append(out.screen()[0].rsplit("ETA ", 1)[1])
     progress.close()
     assert shown == ["0:00:30", "0:00:15", "0:00:00"]
+
+
+def test_the_eta_counts_the_rounds_still_to_come(monkeypatch):
+    # Before, the last wave of round 1 of 2 said ETA 0:00:00 with a whole round to go.
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    progress = Progress(stream=out)
+    clock[0] = 120.0
+    progress.wave("round 1, wave 2/2", 40, 40, 9, round=1, rounds=2)  # half the run in 20 s
+    clock[0] = 130.0
+    progress.wave("round 2, wave 1/2", 10, 40, 12, round=2, rounds=2)  # five eighths in 30 s
+    text = out.getvalue()
+    assert "round 1, wave 2/2  40/40 seeds through every stage  9 samples kept  ETA 0:00:20" in text, text
+    assert "round 2, wave 1/2  10/40 seeds through every stage  12 samples kept  ETA 0:00:18" in text, text
