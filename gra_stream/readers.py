@@ -42,6 +42,7 @@ PROMPT_FIELD = "instruction"
 # A conversation given as a bare list of turns (a line of JSON Lines, an item of an array) becomes a
 # record with its turns in this field, as OpenAI's chat format names them.
 CHAT_FIELD = "messages"
+TURN_KEYS = {"role", "from"}  # an object with one of these is a chat turn (OpenAI's, ShareGPT's)
 FIRST_LINE_LIMIT = 1 << 20  # bytes of a first line read to tell JSON Lines of arrays from one JSON array
 
 
@@ -156,12 +157,13 @@ def _lines_of_arrays(path: Path) -> bool:
 
 def _record(value) -> dict | None:
     """The record a JSON value gives: an object as it is, a text as an instruction-only seed, a list of
-    objects as a conversation's turns; None for anything else."""
+    chat turns as a conversation; None for anything else."""
     if isinstance(value, dict):
         return value
     if isinstance(value, str) and value.strip():
         return {PROMPT_FIELD: value}
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+    if isinstance(value, list) and value and all(isinstance(v, dict) and TURN_KEYS & {k.lower() for k in v}
+                                                 for v in value):
         return {CHAT_FIELD: value}
     return None
 

@@ -190,6 +190,11 @@ def test_json_lines_whose_lines_are_lists_of_turns_give_a_conversation_a_line(tm
     assert [r.record for r in iter_rows(lines)] == [{"messages": chat} for chat in CHATS * 2]
     assert [r.record for r in iter_rows(array)] == [{"messages": chat} for chat in CHATS]
     assert [r.record for r in iter_rows(single)] == RECORDS
+    batches = tmp_path / "batches.jsonl"  # arrays of records appended a line each: not conversations
+    batches.write_text(json.dumps(RECORDS) + "\n" + json.dumps(RECORDS) + "\n")
+    rows = list(iter_rows(batches))
+    assert [r.line for r in rows] == [1, 2] and all(r.error.startswith("expected a JSON object, a text or a list "
+                                                                        "of turns, got list") for r in rows)
 
 
 def test_a_multi_line_json_array(tmp_path):
