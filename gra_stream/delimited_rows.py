@@ -9,8 +9,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from gra_stream.readers import DELIMITERS, RAW_PREVIEW, Row
+from gra_stream.seed_row import RAW_PREVIEW, Row
 from gra_stream.text_files import STREAM_ERRORS, UNKNOWN, delimited_encoding, open_binary
+
+
+DELIMITERS = {"csv": ",", "tsv": "\t"}  # the delimited text formats and their separators
 
 
 def delimited_rows(path: Path, fmt: str) -> Iterator[Row]:

@@ -19,8 +19,9 @@ from gra_stream.errors import UserError
 from gra_stream.field_expressions import check_expression
 from gra_stream.fields import Mapping, extract_many, is_expression, resolve_mapping
 from gra_stream.ids import content_id
-from gra_stream.readers import Row, iter_rows, read_as
+from gra_stream.readers import iter_rows, read_as
 from gra_stream.seed_paths import expand_seed_paths
+from gra_stream.seed_row import Row
 from gra_stream.store import Store
 
 CHUNK_ROWS = 20_000   # seed rows per committed segment

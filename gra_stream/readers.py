@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from gra_stream.delimited_rows import DELIMITERS, delimited_rows
 from gra_stream.errors import UserError
 from gra_stream.pandas_layouts import pandas_rows
+from gra_stream.seed_row import RAW_PREVIEW, Row
 from gra_stream.text_files import (COMPRESSIONS, STREAM_ERRORS, delimited_encoding, open_binary, text_encoding,
                                    utf8_lines)
-
-RAW_PREVIEW = 300  # characters of a bad row kept for the error table
-DELIMITERS = {"csv": ",", "tsv": "\t"}  # the delimited text formats and their separators
-
-
-@dataclass(frozen=True)
-class Row:
-    line: int
-    record: dict | None
-    error: str = ""
-    raw: str = ""
-
 
 # Arrow IPC files under the names people give them: `datasets` and Arrow (.arrow), pandas' `to_feather`
 # and R (.feather), Polars' `write_ipc` (.ipc), the stream format's own suffix (.arrows)
@@ -76,8 +65,6 @@ def iter_rows(path: Path) -> Iterator[Row]:
     elif fmt == "arrow":
         yield from _arrow_rows(path)
     elif fmt in DELIMITERS:
-        from gra_stream.delimited_rows import delimited_rows  # it reads Row and DELIMITERS from here
-
         yield from delimited_rows(path, fmt)
     else:
         yield from _json_rows(path)
