@@ -43,8 +43,9 @@ def init_config(seeds: Path, out: Path, config: Config) -> Guess:
     if not records:
         raise UserError(f"{path}: no readable record in the file")
     guess = guess_mapping(records, config.fields, path)
-    if read_as(path):
-        guess.unsure.append(f"{path.name} is not UTF-8 and is read as {read_as(path)}: check that the letters of "
+    encoding = read_as(path)
+    if encoding:
+        guess.unsure.append(f"{path.name} is not UTF-8 and is read as {encoding}: check that the letters of "
                             f"the fields' sample values are right")
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     start = text.index("# Field mapping")
