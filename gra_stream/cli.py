@@ -97,7 +97,7 @@ def sql(run_dir, query, fmt):
     from gra_stream.query import list_tables, open_run, run_query, write_rows
 
     store = open_run(run_dir)
-    columns, chunks = run_query(store, query) if query else list_tables(store)
+    columns, chunks = run_query(store, query) if query else store.read(lambda: list_tables(store))
     write_rows(columns, chunks, fmt, sys.stdout)
 
 
@@ -110,7 +110,8 @@ def status(run_dir, as_json):
     from gra_stream.query import open_run
     from gra_stream.status import collect_status, format_status
 
-    data = collect_status(open_run(run_dir))
+    store = open_run(run_dir)
+    data = store.read(lambda: collect_status(store))  # a run may be writing: see Store.read
     click.echo(json.dumps(data, indent=2) if as_json else format_status(data))
 
 
@@ -187,7 +188,8 @@ def export_command(run_dir, fmt, output, metadata):
     from gra_stream.export import export
     from gra_stream.query import open_run
 
-    n, fmt = export(open_run(run_dir), fmt, output, metadata=metadata)
+    store = open_run(run_dir)
+    n, fmt = store.read(lambda: export(store, fmt, output, metadata=metadata))
     click.echo(f"wrote {n} sample{'' if n == 1 else 's'} to {output} ({fmt})")
 
 
@@ -219,5 +221,6 @@ def report(run_dir, output):
     from gra_stream.query import open_run
     from gra_stream.report import write_report
 
-    write_report(open_run(run_dir), output)
+    store = open_run(run_dir)
+    store.read(lambda: write_report(store, output))
     click.echo(f"wrote {output}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ def open_run(run_dir: Path) -> Store:
 
 def run_query(store: Store, query: str) -> tuple[list[str], Iterator[list[tuple]]]:
     """The columns of `query`'s result and its rows, fetched ROWS_PER_CHUNK at a time as they are read."""
-    con = store.connect()
+    con = store.read(store.connect)  # its views read the segments already
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as e:
@@ -47,11 +48,20 @@ def run_query(store: Store, query: str) -> tuple[list[str], Iterator[list[tuple]
         con.execute("SET allowed_directories = $dirs", {"dirs": [str(store.root.resolve()) + "/"]})
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
+    except duckdb.Error as e:
+        raise sql_error(e) from None
+
+    def first_rows():
         result = con.execute(statements[-1])
+        return result, result.fetchmany(ROWS_PER_CHUNK)
+
+    # The query runs again where a commit broke it (Store.read), but only until its first rows are out.
+    try:
+        result, first = store.read(first_rows)
         columns = [d[0] for d in result.description]
     except duckdb.Error as e:
         raise sql_error(e) from None
-    return columns, _chunks(result)
+    return columns, itertools.chain([first] if first else [], _chunks(result))
 
 
 def _chunks(result: duckdb.DuckDBPyConnection) -> Iterator[list[tuple]]:

@@ -2,7 +2,10 @@
 
 A segment is written to a hidden temporary file, flushed, and renamed into place: the rename is the
 commit, so a reader (or a crash) only ever sees whole batches. Readers never take a lock, which is how
-`gra-stream sql` works while a run is writing (a DuckDB database file would lock them out).
+`gra-stream sql` works while a run is writing (a DuckDB database file would lock them out). A few
+segments are replaced or removed by a run (its own row in `runs`, the segments of a changed seed file,
+tables moved to a kept version), and DuckDB opens a file more than once in a query, so a reader in
+another process reads through `Store.read`, which runs a query again when a commit broke it.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import duckdb
 import numpy as np
@@ -23,6 +27,9 @@ from gra_stream.ids import content_id
 from gra_stream.schemas import TABLES, empty, polars_types
 
 EMPTY_SEGMENT = "_empty.parquet"
+READ_TRIES = 5  # a failed read is tried again only when segments changed meanwhile, and at most this often
+
+T = TypeVar("T")
 
 
 def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
@@ -132,11 +139,26 @@ class Store:
         entries = []
         for t in sorted(tables):
             if self.table_dir(t).is_dir():
-                for e in os.scandir(self.table_dir(t)):
-                    if e.name.endswith(".parquet"):
-                        st = e.stat()
-                        entries.append(f"{t}/{e.name}:{st.st_size}:{st.st_mtime_ns}")
+                with os.scandir(self.table_dir(t)) as listing:
+                    for e in listing:
+                        if e.name.endswith(".parquet"):
+                            try:
+                                st = e.stat()
+                            except FileNotFoundError:  # removed since it was listed (by a run, see `read`)
+                                continue
+                            entries.append(f"{t}/{e.name}:{st.st_size}:{st.st_mtime_ns}")
         return content_id(*sorted(entries))
+
+    def read(self, query: Callable[[], T]) -> T:
+        """`query()`, run again where it failed while a writer replaced or removed segments under it (a
+        failure with the segments unchanged, a damaged file or a bad query, is raised at once)."""
+        for attempt in range(1, READ_TRIES + 1):
+            listing = self.digest(TABLES)
+            try:
+                return query()
+            except duckdb.Error:
+                if attempt == READ_TRIES or self.digest(TABLES) == listing:
+                    raise
 
     def kept(self) -> list[KeptVersion]:
         """The tables of earlier configs, oldest first."""
