@@ -35,6 +35,9 @@ def expand_seed_paths(paths: list[Path]) -> list[Path]:
             url = str(path).replace(":/", "://", 1)
             raise UserError(f"seed file {url} is a URL; gra-stream reads local files: download it first (a hub "
                             f"dataset: hf download NAME --repo-type dataset --local-dir DIR, then give DIR)")
+        if not path.exists() and str(path) == "-":
+            raise UserError("seeds cannot come from standard input: a run reads its seed files again to resume "
+                            "and to take in rows added since; save them to a file (a .jsonl) and give its path")
         if not path.exists():
             raise UserError(f"seed file {path} does not exist")
         files.extend(_folder_files(path) if path.is_dir() else [path])

@@ -94,6 +94,7 @@ def test_status_json_and_text(run_dir):
     (["run", "https://huggingface.co/datasets/o/d/resolve/main/train.jsonl", "--run-dir", "{tmp}/r", "--backend", "fake"],
      "seed file https://huggingface.co/datasets/o/d/resolve/main/train.jsonl is a URL; gra-stream reads local files"),
     (["init", "hf://datasets/o/d", "-o", "{tmp}/c.toml"], "seed file hf://datasets/o/d is a URL"),
+    (["run", "-", "--run-dir", "{tmp}/r", "--backend", "fake"], "seeds cannot come from standard input"),
     (["sql", "{tmp}/nowhere"], "does not exist"),
     (["status", "{tmp}"], "is not a gra-stream run directory"),
     (["run", "{seeds}", "--run-dir", "{tmp}/r", "--config", "{tmp}/none.toml"], "does not exist"),
