@@ -56,18 +56,19 @@ def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor,
     from gra_stream.progress import Progress
     from gra_stream.runner import Interrupted, check_inputs, run_pipeline
     from gra_stream.status import collect_status, format_status
-    from gra_stream.store import Store
+    from gra_stream.store import Store, check_run_dir
 
     if ray_address and executor != "ray":
         raise click.UsageError("--ray-address needs --executor ray")
     config = load_config(config_path, backend=backend)
+    check_run_dir(run_dir)
     if dry_run:
         from gra_stream.guide import dry_run as check
 
         click.echo(check(list(seeds), config, run_dir))
         return
     check_inputs(list(seeds), config)  # a user error is one line here, before any log file is made
-    log = None if verbose or (run_dir.exists() and not run_dir.is_dir()) else run_dir / "logs" / "library.log"
+    log = None if verbose else run_dir / "logs" / "library.log"
     with library_output_to(log) as (out, err):
         progress = Progress(quiet=quiet, stream=err)
         try:

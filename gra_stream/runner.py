@@ -27,7 +27,7 @@ from gra_stream.progress import Progress
 from gra_stream.seed_paths import left_out_splits
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
-from gra_stream.store import RunLock, Store
+from gra_stream.store import RunLock, Store, check_run_dir
 from gra_stream.waves import Scope
 
 __all__ = ["Interrupted", "RunSummary", "run_pipeline"]
@@ -136,8 +136,7 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
         progress.say(note)
     seed_files = check_inputs(seed_files, config)
     stages = stages or all_stages()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--run-dir {run_dir} exists and is not a directory")
+    check_run_dir(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

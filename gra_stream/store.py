@@ -27,6 +27,7 @@ from gra_stream.ids import content_id
 from gra_stream.schemas import TABLES, empty, polars_types
 
 EMPTY_SEGMENT = "_empty.parquet"
+OWN_ENTRIES = {*TABLES, "versions", "logs"}  # what a run puts in its directory, hidden entries aside
 READ_TRIES = 5  # a failed read is tried again only when segments changed meanwhile, and at most this often
 
 T = TypeVar("T")
@@ -215,6 +216,20 @@ class Store:
             con.execute("SET preserve_insertion_order = false")
         define_views(con, self)
         return con
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """A run writes a folder per table into `run_dir`: it must be new, empty, or a run directory already
+    (a one-line error for a file, or for a folder of other files such as `--run-dir .` in a project)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir} exists and is not a directory")
+    if not run_dir.is_dir() or Store(run_dir).exists():
+        return
+    others = sorted(p.name for p in run_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith("."))
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise UserError(f"--run-dir {run_dir} holds other files ({shown}) and is not a gra-stream run directory: a run "
+                        f"writes a folder per table there; give a new or empty folder, such as {run_dir / 'run'}")
 
 
 class RunLock:

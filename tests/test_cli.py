@@ -95,6 +95,9 @@ def test_status_json_and_text(run_dir):
      "seed file https://huggingface.co/datasets/o/d/resolve/main/train.jsonl is a URL; gra-stream reads local files"),
     (["init", "hf://datasets/o/d", "-o", "{tmp}/c.toml"], "seed file hf://datasets/o/d is a URL"),
     (["run", "-", "--run-dir", "{tmp}/r", "--backend", "fake"], "seeds cannot come from standard input"),
+    (["run", "{seeds}", "--run-dir", "{tmp}", "--backend", "fake"], "holds other files (s.jsonl) and is not a gra-stream run"),
+    (["run", "{seeds}", "--run-dir", "{tmp}", "--backend", "fake", "--dry-run"], "holds other files (s.jsonl)"),
+    (["run", "{seeds}", "--run-dir", "{seeds}", "--backend", "fake"], "exists and is not a directory"),
     (["sql", "{tmp}/nowhere"], "does not exist"),
     (["status", "{tmp}"], "is not a gra-stream run directory"),
     (["run", "{seeds}", "--run-dir", "{tmp}/r", "--config", "{tmp}/none.toml"], "does not exist"),
@@ -149,3 +152,13 @@ def test_a_seed_file_named_twice_is_read_once(tmp_path, monkeypatch):
     result = cli("run", seeds, "s.jsonl", "--run-dir", tmp_path / "r", "--config", fake_config_file(tmp_path))
     ingest = [line for line in result.output.splitlines() if "new seeds" in line]
     assert result.exit_code == 0 and ingest == [f"ingest     {seeds}: 5 rows, 5 new seeds, 0 duplicates, 0 bad rows"]
+
+
+def test_a_run_directory_may_be_empty_or_hold_a_users_notes(tmp_path):
+    seeds = tmp_path / "s.jsonl"
+    seeds.write_text('{"instruction": "Say hi.", "output": "Hi there, friend."}\n')
+    (tmp_path / "empty" / ".cache").mkdir(parents=True)  # hidden entries are not counted as files
+    assert cli("run", seeds, "--run-dir", tmp_path / "empty", "--backend", "fake", "--quiet").exit_code == 0
+    (tmp_path / "empty" / "NOTES.md").write_text("tau 8, first try\n")
+    result = cli("run", seeds, "--run-dir", tmp_path / "empty", "--backend", "fake")
+    assert result.exit_code == 0 and "nothing to do" in result.output
