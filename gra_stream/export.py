@@ -41,8 +41,10 @@ def export_format(fmt: str | None, out: Path) -> str:
     implied = BY_SUFFIX.get(out.suffix.lower())
     if fmt is None:
         if implied is None:
+            table = (" (a CSV of the samples: gra-stream sql RUN_DIR 'SELECT * FROM samples' --format csv > FILE)"
+                     if out.suffix.lower() in (".csv", ".tsv") else "")
             raise UserError(f"cannot tell the export format from the name {out.name!r}: name it .jsonl, .parquet "
-                            f"or .json (Alpaca), or pass --format ({', '.join(FORMATS)})")
+                            f"or .json (Alpaca), or pass --format ({', '.join(FORMATS)}){table}")
         return implied
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -63,6 +63,7 @@ def test_the_format_follows_the_output_name(run_dir, tmp_path):
     assert pq.read_table(tmp_path / "s.parquet").num_rows == n
     assert len(json.loads((tmp_path / "s.json").read_text())) == n
     for args, says in ((["-o", "s.txt"], "cannot tell the export format"),
+                       (["-o", "s.csv"], "a CSV of the samples: gra-stream sql RUN_DIR"),
                        (["--format", "jsonl", "-o", "t.parquet"], "writes JSON, but the name 't.parquet' says Parquet"),
                        (["--format", "parquet", "-o", "t.jsonl"], "writes Parquet"),
                        (["--format", "hf", "-o", "t.json"], "writes a dataset folder")):
