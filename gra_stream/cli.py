@@ -31,7 +31,8 @@ def main():
 
 @main.command()
 @click.argument("seeds", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--run-dir", required=True, type=click.Path(path_type=Path), help="Folder that holds the run's tables: a new or empty one, or an earlier run's to resume or extend it.")
+@click.option("--run-dir", required=True, type=click.Path(path_type=Path),
+              help="Folder that holds the run's tables: a new or empty one, or an earlier run's to resume or extend it.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config (default: configs/default.toml).")
 @click.option("--backend", type=click.Choice(["fake", "vllm"]), help="Serve every pool model with this backend.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
