@@ -1,20 +1,26 @@
 """What a run is about to do, said before it does it: after a config change, stage by stage, which tables
 are kept aside or come back, how many rows each had and whether its LLM requests change; for a new run
-directory (`run --dry-run`), the most LLM calls and output tokens the whole run can take."""
+directory (`run --dry-run`), the most LLM calls, output and prompt tokens the whole run can take."""
 from __future__ import annotations
 
 import dataclasses
+from itertools import islice
 from pathlib import Path
 
 import polars as pl
 
 from gra_stream import carry, kept_versions, run_log, stage_versions
 from gra_stream.config import Config, Fields
-from gra_stream.ingest import same_mappings
+from gra_stream.fields import extract_many
+from gra_stream.ingest import EXTRACT_ROWS, first_record, resolve_file_mapping, same_mappings
 from gra_stream.kept_versions import Move
+from gra_stream.prompts import load_prompt
 from gra_stream.readers import iter_rows
 from gra_stream.reply_schemas import MAX_TOKENS
+from gra_stream.stages.profile import profile_prompts
 from gra_stream.store import Store
+
+CHARS_PER_TOKEN = 4  # as the rate limiter counts a prompt (docs/backends.md)
 
 
 def with_recorded_fields(store: Store, recorded_config: dict, config: Config, seed_files: list[Path]) -> Config:
@@ -142,19 +148,61 @@ def _cause(keys: list[str], upstream: list[str]) -> str:
 
 def whole_run_estimate(seed_files: list[Path], config: Config) -> str:
     """The most LLM calls and output tokens of a run over `seed_files` (every row a new seed, every task
-    passing the gate, every review asked, every sample disputed and kept): an upper bound for round 1."""
-    rows = sum(1 for path in seed_files for row in iter_rows(path) if row.record is not None)
-    tasks = _synthesis_tasks(rows, config) + (rows if config.mode in ("refinement", "integrated") else 0)
-    calls = {"profile": rows, **_task_calls(tasks, config)}
+    passing the gate, every review asked, every sample disputed and kept): an upper bound for round 1.
+    And the prompt tokens those calls send, for the bill of a hosted model: an upper bound too, but for
+    the characters a token, which depend on the model's tokenizer."""
+    rows, profile_chars = _seed_rows(seed_files, config)
+    refinements = rows if config.mode in ("refinement", "integrated") else 0
+    calls = {"profile": rows, **_task_calls(_synthesis_tasks(rows, config) + refinements, config)}
     tokens = _tokens(calls, config)
-    lines = [f"estimate for {rows:,} seed rows, round 1, at most (before re-asks): {_calls_line(calls, config)}"]
-    priced = [m for m in config.models if m.price_output or m.price_input]
-    if priced:
-        most = max(m.price_output for m in config.models)
-        lines.append(f"  output tokens at the dearest model's price: at most {tokens * most / 1e6:,.2f}")
+    prompt_tokens = _prompt_tokens(calls, config, profile_chars, refinements)
+    lines = [f"estimate for {rows:,} seed rows, round 1, at most (before re-asks): {_calls_line(calls, config)}",
+             f"  and at most about {prompt_tokens:,} prompt tokens (the replies a prompt quotes at their budgets; "
+             f"about {CHARS_PER_TOKEN} characters a token, more in scripts other than Latin)"]
+    if any(m.price_output or m.price_input for m in config.models):
+        output_price = max(m.price_output for m in config.models)
+        prompt_price = max(m.price_input for m in config.models)
+        lines.append(f"  at the dearest model's prices: at most {tokens * output_price / 1e6:,.2f} for output "
+                     f"tokens and at most about {prompt_tokens * prompt_price / 1e6:,.2f} for prompt tokens")
     if config.rounds > 1:
         lines.append(f"  in {_rounds(2, config.rounds)}, tasks are anchored on the samples of the rounds before too")
     return "\n".join(lines)
+
+
+def _seed_rows(seed_files: list[Path], config: Config) -> tuple[int, int]:
+    """How many rows of `seed_files` map to a seed, and the characters of their profile prompts."""
+    template = load_prompt("profile", config.prompts_dir)
+    rows = chars = 0
+    for path in seed_files:
+        record = first_record(path)
+        if record is None:
+            continue
+        mapping = resolve_file_mapping(record, config, path)
+        records = (row.record for row in iter_rows(path) if row.record is not None)
+        while chunk := list(islice(records, EXTRACT_ROWS)):
+            texts = [t for t, _ in extract_many(chunk, mapping) if t is not None]
+            if texts:
+                seeds = pl.DataFrame(texts, schema=["instruction", "input", "response"], orient="row")
+                rows += seeds.height
+                chars += sum(map(len, profile_prompts(seeds, template)))
+    return rows, chars
+
+
+def _prompt_tokens(calls: dict[str, int], config: Config, profile_chars: int, refinements: int) -> int:
+    """The prompt tokens `calls` send at most: every call's system prompt and template; the seeds' text
+    in their profile prompts, and again in the refinements; and at their token budgets, the replies a
+    later prompt quotes (two profiles in a synthesis task, the generation in its reviews, adjudication and
+    annotation, the reviews in the adjudication)."""
+    size = {name: len(load_prompt(name, config.prompts_dir))
+            for name in ("system", "profile", "generate", "review", "adjudicate")}
+    template = {"generate": "generate", "review": "review", "adjudicate": "adjudicate",
+                "annotate": "profile"}  # annotation asks the profile's questions of a sample
+    chars = sum(calls.values()) * size["system"] + profile_chars * (2 if refinements else 1)
+    chars += sum(n * size[template[role]] for role, n in calls.items() if role != "profile")  # profile_chars has its own
+    quoted = {"generate": 2 * MAX_TOKENS["profile"], "review": MAX_TOKENS["generate"],
+              "adjudicate": MAX_TOKENS["generate"] + config.committee.reviewers * MAX_TOKENS["review"],
+              "annotate": MAX_TOKENS["generate"]}
+    return chars // CHARS_PER_TOKEN + sum(n * quoted.get(role, 0) for role, n in calls.items())
 
 
 def _synthesis_tasks(anchors: int, config: Config) -> int:

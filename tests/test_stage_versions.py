@@ -3,6 +3,7 @@ specs each reach exactly the stages that read them and the stages downstream. On
 says what it will redo before it does it, and `--dry-run` says only that (tests/scenarios/test_config_changes.py
 checks the recomputed tables and the calls made)."""
 import dataclasses
+import json
 import re
 
 import pytest
@@ -260,6 +261,33 @@ def test_a_dry_run_on_a_new_run_directory_estimates_the_whole_run(tmp_path):
     result = cli("run", seeds, "--run-dir", tmp_path / "new", "--config", reasoning, "--dry-run")
     assert result.exit_code == 0 and f"390 calls and {budgets + 390 * 100:,} output tokens in all" in result.output, \
         result.output
+
+
+def prompt_estimate(output: str) -> int:
+    return int(re.search(r"and at most about ([\d,]+) prompt tokens", output).group(1).replace(",", ""))
+
+
+def test_the_dry_run_bounds_the_prompt_tokens_and_prices_them(tmp_path):
+    """The prompt-token bound counts the seeds' own text (each character added to 20 seeds' instructions
+    adds 20 characters, a token per 4) and holds over what a run sends (the fake backend counts a
+    prompt's tokens as its characters / 4, as the bound does); with prices, both sides of the bill."""
+    def seeds(name, pad):
+        rows = [{"instruction": f"Task {i}: explain the idea." + " more" * pad, "output": "An answer."} for i in range(20)]
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tmp_path / name
+
+    config = config_in(tmp_path / "c", "")
+    short, long = (prompt_estimate(cli("run", seeds(name, pad), "--run-dir", tmp_path / "new", "--config", config,
+                                       "--dry-run").output) for name, pad in (("short.jsonl", 0), ("long.jsonl", 40)))
+    assert abs((long - short) - 20 * 40 * len(" more") / 4) <= 1
+    assert cli("run", tmp_path / "short.jsonl", "--run-dir", tmp_path / "r", "--config", config, "--quiet").exit_code == 0
+    sent = sql_rows(tmp_path / "r", "SELECT sum(prompt_tokens) AS n FROM calls")[0]["n"]
+    assert 0 < sent <= short, (sent, short)
+    priced = config_in(tmp_path / "p", '[[models]]\nname = "m"\nbackend = "fake"\nprice_input = 0.5\nprice_output = 2.0\n')
+    output = cli("run", tmp_path / "short.jsonl", "--run-dir", tmp_path / "new", "--config", priced, "--dry-run").output
+    outputs = int(re.search(r"([\d,]+) output tokens in all", output).group(1).replace(",", ""))
+    assert (f"at the dearest model's prices: at most {outputs * 2.0 / 1e6:,.2f} for output tokens and at most about "
+            f"{prompt_estimate(output) * 0.5 / 1e6:,.2f} for prompt tokens") in output
 
 
 def test_status_names_the_model_whose_settings_differ_not_the_whole_pool():
