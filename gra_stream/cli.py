@@ -193,6 +193,9 @@ def export_command(run_dir, fmt, output, metadata):
     store = open_run(run_dir)
     n, fmt = store.read(lambda: export(store, fmt, output, metadata=metadata))
     click.echo(f"wrote {n} sample{'' if n == 1 else 's'} to {output} ({fmt})")
+    if not n:
+        click.echo(f"no sample is kept in {run_dir}: `gra-stream status {run_dir}` counts the rejections by reason, "
+                   f"and the rejections table says why each was dropped")
 
 
 @main.command()

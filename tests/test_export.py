@@ -139,3 +139,16 @@ def test_a_run_that_kept_no_sample_exports_empty_files_that_read_back(run_dir, t
     export(copy, "parquet", tmp_path / "e.parquet")
     table = pq.read_table(tmp_path / "e.parquet")
     assert table.num_rows == 0 and table.column_names == ["instruction", "response"]
+
+
+def test_an_export_of_no_sample_says_where_to_see_why(tmp_path):
+    seeds = tmp_path / "s.jsonl"
+    seeds.write_text('{"instruction": "Say hi.", "output": "Hi there, friend."}\n')
+    config = tmp_path / "c.toml"
+    config.write_text("[filters.min_length]\nmin_response_chars = 100000\n")  # every generation too short: nothing is kept
+    result = CliRunner().invoke(main, ["run", str(seeds), "--run-dir", str(tmp_path / "r"), "--config", str(config),
+                                       "--backend", "fake", "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "r"), "-o", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0 and "wrote 0 samples" in result.output
+    assert f"`gra-stream status {tmp_path / 'r'}` counts the rejections by reason" in result.output
