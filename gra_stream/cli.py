@@ -96,10 +96,10 @@ def run(seeds, run_dir, config_path, backend, quiet, verbose, dry_run, executor,
 @user_errors
 def sql(run_dir, query, fmt):
     """Query a run's tables with SQL (read-only; safe while a run is writing). Without QUERY: list the tables."""
-    from gra_stream.query import list_tables, open_run, run_query, write_rows
+    from gra_stream.query import list_tables, open_run, read_run, run_query, write_rows
 
     store = open_run(run_dir)
-    columns, chunks = run_query(store, query) if query else store.read(lambda: list_tables(store))
+    columns, chunks = run_query(store, query) if query else read_run(store, lambda: list_tables(store))
     write_rows(columns, chunks, fmt, sys.stdout)
 
 
@@ -109,11 +109,11 @@ def sql(run_dir, query, fmt):
 @user_errors
 def status(run_dir, as_json):
     """Show the funnel of a run: rows per stage, rejections by reason, LLM calls and tokens per role."""
-    from gra_stream.query import open_run
+    from gra_stream.query import open_run, read_run
     from gra_stream.status import collect_status, format_status
 
     store = open_run(run_dir)
-    data = store.read(lambda: collect_status(store))  # a run may be writing: see Store.read
+    data = read_run(store, lambda: collect_status(store))  # a run may be writing: see Store.read
     click.echo(json.dumps(data, indent=2) if as_json else format_status(data))
 
 
@@ -188,10 +188,10 @@ def calibrate(labelled, make_set, sources, size, config_path, backend, as_json, 
 def export_command(run_dir, fmt, output, metadata):
     """Export the kept samples of a run."""
     from gra_stream.export import export
-    from gra_stream.query import open_run
+    from gra_stream.query import open_run, read_run
 
     store = open_run(run_dir)
-    n, fmt = store.read(lambda: export(store, fmt, output, metadata=metadata))
+    n, fmt = read_run(store, lambda: export(store, fmt, output, metadata=metadata))
     click.echo(f"wrote {n} sample{'' if n == 1 else 's'} to {output} ({fmt})")
     if not n:
         click.echo(f"no sample is kept in {run_dir}: `gra-stream status {run_dir}` counts the rejections by reason, "
@@ -223,9 +223,9 @@ def init(seeds, output):
 @user_errors
 def report(run_dir, output):
     """Write a self-contained HTML report of a run (charts, no network needed)."""
-    from gra_stream.query import open_run
+    from gra_stream.query import open_run, read_run
     from gra_stream.report import write_report
 
     store = open_run(run_dir)
-    store.read(lambda: write_report(store, output))
+    read_run(store, lambda: write_report(store, output))
     click.echo(f"wrote {output}")

@@ -74,6 +74,8 @@ def export(store: Store, fmt: str | None, out: Path, *, metadata: bool = False) 
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror}") from None
     except duckdb.IOException as e:
+        if str(partial) not in str(e):
+            raise  # reading the run directory failed, not writing the file (see Store.read)
         raise UserError(f"cannot write {out}: {str(e).splitlines()[0]}") from None
     finally:
         con.close()

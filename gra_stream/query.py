@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO, TypeVar
 
 import duckdb
 
@@ -19,6 +19,8 @@ from gra_stream.views import VIEWS
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 ROWS_PER_CHUNK = 10_000  # rows fetched and written at a time: CSV and JSON output streams, whatever its size
 
+T = TypeVar("T")
+
 
 def open_run(run_dir: Path) -> Store:
     store = Store(run_dir)
@@ -29,9 +31,19 @@ def open_run(run_dir: Path) -> Store:
     return store
 
 
+def read_run(store: Store, read: Callable[[], T]) -> T:
+    """`read()` through `Store.read`, for a command that reads a run directory: a failure that is not a
+    commit's, such as a segment that is not whole Parquet (a directory copied while a run wrote it), on
+    one line that names the file."""
+    try:
+        return store.read(read)
+    except duckdb.Error as e:
+        raise UserError(f"cannot read {store.root}: {sql_message(e)}") from None
+
+
 def run_query(store: Store, query: str) -> tuple[list[str], Iterator[list[tuple]]]:
     """The columns of `query`'s result and its rows, fetched ROWS_PER_CHUNK at a time as they are read."""
-    con = store.read(store.connect)  # its views read the segments already
+    con = read_run(store, store.connect)  # its views read the segments already
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as e:

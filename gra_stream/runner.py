@@ -10,11 +10,13 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import duckdb
+
 from gra_stream import carry, kept_versions, run_log, stage_versions, waves
 from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
-from gra_stream.errors import Interrupted, UserError
+from gra_stream.errors import Interrupted, UserError, sql_message
 from gra_stream.executors import Executor, LocalExecutor, open_context
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
@@ -223,7 +225,10 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             if len(config.models) < needed:
                 progress.say(f"note: the pool has {len(config.models)} model(s), fewer than reviewers + 2 = {needed}: "
                              f"some roles go to the same model (see docs/config.md, 'Roles with a small pool')")
-            con = store.connect(memory_limit=DUCKDB_MEMORY)
+            try:
+                con = store.connect(memory_limit=DUCKDB_MEMORY)
+            except duckdb.Error as e:  # a segment that is not whole Parquet, say
+                raise UserError(f"cannot read {run_dir}: {sql_message(e)}") from None
             preflight(stages, con, config)
             # The stages' lookups run on a cursor of the same database: one memory limit for both.
             ctx = open_context(store, config, con.cursor())

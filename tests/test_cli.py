@@ -1,12 +1,13 @@
 import csv
 import io
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
 
 from gra_stream.cli import main
-from tests.conftest import fake_config_file, corpus
+from tests.conftest import corpus, fake_config_file, sql_rows
 
 TABLES = ["seeds", "generations", "reviews", "verdicts", "rejections", "samples"]
 
@@ -162,3 +163,23 @@ def test_a_run_directory_may_be_empty_or_hold_a_users_notes(tmp_path):
     (tmp_path / "empty" / "NOTES.md").write_text("tau 8, first try\n")
     result = cli("run", seeds, "--run-dir", tmp_path / "empty", "--backend", "fake")
     assert result.exit_code == 0 and "nothing to do" in result.output
+
+
+def test_a_damaged_segment_is_one_line_naming_it_and_deleting_it_recomputes_its_rows(run_dir, tmp_path):
+    """A copy made while a run wrote can cut a segment short: every command names it on one line; once
+    it is deleted, a run makes its rows again."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    segment = sorted((copy / "samples").glob("finalize-*.parquet"))[0]
+    segment.write_bytes(segment.read_bytes()[:100])
+    seeds = corpus("self_instruct_seed_tasks")
+    for args in (["sql", copy], ["sql", copy, "SELECT count(*) FROM seeds"], ["status", copy],
+                 ["export", copy, "-o", tmp_path / "out.jsonl"], ["report", copy, "-o", tmp_path / "r.html"],
+                 ["run", seeds, "--run-dir", copy, "--config", fake_config_file(tmp_path), "--quiet"]):
+        result = cli(*args)
+        assert result.exit_code == 1 and result.output.startswith(f"Error: cannot read {copy}: "), (args, result.output)
+        assert segment.name in result.output and len(result.output.splitlines()) == 1
+    segment.unlink()
+    assert cli("run", seeds, "--run-dir", copy, "--config", fake_config_file(tmp_path), "--quiet").exit_code == 0
+    query = "SELECT id, instruction, response FROM samples ORDER BY id"
+    assert sql_rows(copy, query) == sql_rows(run_dir, query)
