@@ -10,13 +10,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import duckdb
-
 from gra_stream import carry, kept_versions, run_log, stage_versions, waves
 from gra_stream.backends.openai_http import check_credentials
 from gra_stream.config import Config
 from gra_stream.embeddings import MINILM
-from gra_stream.errors import Interrupted, UserError, sql_message
+from gra_stream.errors import Interrupted, UserError
 from gra_stream.executors import Executor, LocalExecutor, open_context
 from gra_stream.ids import content_id
 from gra_stream.ingest import check_seed_files, ingest_files
@@ -26,6 +24,7 @@ from gra_stream.passes import PASSES_AT_ONCE, Pass, declared_waits, run_passes
 from gra_stream.pending import batches, drain, idle_stages
 from gra_stream.plan import change_plan, more_rounds, planned_moves, with_recorded_fields
 from gra_stream.progress import Progress
+from gra_stream.query import read_run
 from gra_stream.seed_paths import left_out_splits
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
@@ -225,10 +224,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             if len(config.models) < needed:
                 progress.say(f"note: the pool has {len(config.models)} model(s), fewer than reviewers + 2 = {needed}: "
                              f"some roles go to the same model (see docs/config.md, 'Roles with a small pool')")
-            try:
-                con = store.connect(memory_limit=DUCKDB_MEMORY)
-            except duckdb.Error as e:  # a segment that is not whole Parquet, say
-                raise UserError(f"cannot read {run_dir}: {sql_message(e)}") from None
+            con = read_run(store, lambda: store.connect(memory_limit=DUCKDB_MEMORY))  # a damaged segment: one line
             preflight(stages, con, config)
             # The stages' lookups run on a cursor of the same database: one memory limit for both.
             ctx = open_context(store, config, con.cursor())
