@@ -15,6 +15,7 @@ from gra_stream.fields import extract
 from gra_stream.ingest import check_seed_files, resolve_file_mapping
 from gra_stream.plan import preview, whole_run_estimate
 from gra_stream.prompts import load_prompt
+from gra_stream.query import read_run
 from gra_stream.readers import iter_rows, read_as
 from gra_stream.seed_paths import left_out_splits
 from gra_stream.sql_filters import load_filters
@@ -101,7 +102,7 @@ def dry_run(seeds: list[Path], config: Config, run_dir: Path | None = None, *, p
             shown += 1
     store = Store(run_dir) if run_dir is not None else None
     if store is not None and store.exists():
-        lines.append(preview(store, files, config, all_stages()))
+        lines.append(read_run(store, lambda: preview(store, files, config, all_stages())))
     else:
         lines.append(whole_run_estimate(files, config))
     lines.append("dry run: nothing was written and no model was loaded")

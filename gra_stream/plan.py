@@ -88,12 +88,17 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
     old = recorded.get("inputs", {})
     keys = {k for stage in new for k in stage_versions.differing(old.get(stage, {}), new[stage])}
     what = "gra-stream" if all(k.endswith(" revision") for k in keys) else "the config"
+    store = Store(run_dir)
+    label = kept_versions.label_for(store, recorded["versions"])
+    if not old:  # no run recorded them (run_log.tables_config)
+        return "\n".join(["no run recorded the config these tables were made under (a `runs` segment was deleted?): "
+                          "every stage is recomputed under this one, its LLM requests answered before replayed from "
+                          "the call cache"] + [f"  {m.table:<15}{m.rows:>9,} rows kept as {label}" for m in moves if m.rows]
+                         + _kept_aside(moves, label, run_dir))
     lines = [f"{what} changed since these tables were made: {'; '.join(stage_versions.changes(old, new))}"]
     asks = stage_versions.asks_anew(recorded, config)
     stale = list(dict.fromkeys(m.stage for m in moves))
     carried = carry.planned(recorded, config, moves)
-    store = Store(run_dir)
-    label = kept_versions.label_for(store, recorded["versions"])
     for stage in stale:
         mine = [m for m in moves if m.stage == stage]
         rows = sum(m.rows for m in mine)
@@ -121,12 +126,16 @@ def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path
     recomputed_llm = any(m.stage in asks and not m.restored_from for m in moves)
     if recomputed_llm and any(m.backend == "fake" for m in config.models):
         lines.append("  (fake models are never cached: what is not carried over is asked again, at no cost)")
+    return "\n".join(lines + _kept_aside(moves, label, run_dir))
+
+
+def _kept_aside(moves: list[Move], label: str, run_dir: Path) -> list[str]:
     kept = [m.table for m in moves if m.rows]  # an empty table is not kept: the example names one that is
-    if kept:
-        example = "samples" if "samples" in kept else kept[-1]
-        lines.append(f"the tables kept aside stay queryable as {label}.<table> until removed: gra-stream sql {run_dir} "
-                     f"\"SELECT count(*) FROM {label}.{example}\"; gra-stream status lists kept versions, gra-stream prune removes them")
-    return "\n".join(lines)
+    if not kept:
+        return []
+    example = "samples" if "samples" in kept else kept[-1]
+    return [f"the tables kept aside stay queryable as {label}.<table> until removed: gra-stream sql {run_dir} "
+            f"\"SELECT count(*) FROM {label}.{example}\"; gra-stream status lists kept versions, gra-stream prune removes them"]
 
 
 def _calls_expected(rows: int, keys: list[str], upstream: list[str]) -> str:

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, TextIO, TypeVar
 
@@ -13,7 +14,7 @@ import duckdb
 
 from gra_stream.errors import UserError, sql_message
 from gra_stream.schemas import TABLES
-from gra_stream.store import Store
+from gra_stream.store import READ_ERRORS, Store
 from gra_stream.views import VIEWS
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
@@ -33,12 +34,31 @@ def open_run(run_dir: Path) -> Store:
 
 def read_run(store: Store, read: Callable[[], T]) -> T:
     """`read()` through `Store.read`, for a command that reads a run directory: a failure that is not a
-    commit's, such as a segment that is not whole Parquet (a directory copied while a run wrote it), on
-    one line that names the file."""
+    commit's on one line, naming the segment where one is damaged (`damage_named`)."""
+    with damage_named(store):
+        try:
+            return store.read(read)
+        except duckdb.Error as e:
+            if store.damaged_segment() is not None:
+                raise
+            raise UserError(f"cannot read {store.root}: {sql_message(e)}") from None
+
+
+@contextmanager
+def damage_named(store: Store) -> Iterator[None]:
+    """A failed read that a damaged segment explains (one that is not a whole Parquet file: a copy of the
+    directory made while a run wrote it) becomes one line naming it, whichever reader met it first;
+    other failures pass through."""
     try:
-        return store.read(read)
-    except duckdb.Error as e:
-        raise UserError(f"cannot read {store.root}: {sql_message(e)}") from None
+        yield
+    except READ_ERRORS:
+        segment = store.damaged_segment()
+        if segment is None:
+            raise
+        advice = ("delete every segment of runs/; docs/resuming.md, 'A damaged segment', says why"
+                  if segment.parent == store.table_dir("runs") else "docs/resuming.md, 'A damaged segment', says what to delete")
+        raise UserError(f"cannot read {store.root}: its segment {segment.relative_to(store.root)} is not a whole "
+                        f"Parquet file ({advice})") from None
 
 
 def run_query(store: Store, query: str) -> tuple[list[str], Iterator[list[tuple]]]:

@@ -13,7 +13,7 @@ from gra_stream import stage_versions
 from gra_stream.config import Config
 from gra_stream.ids import content_id
 from gra_stream.schemas import TABLES
-from gra_stream.store import Store
+from gra_stream.store import EMPTY_SEGMENT, Store
 
 
 def now() -> str:
@@ -50,10 +50,17 @@ def nothing_changed(store: Store, config: Config, stage_names: list[str]) -> boo
 
 def tables_config(store: Store) -> tuple[dict | None, dict]:
     """The stage versions and the config the latest run recorded: what the tables were made under
-    (None and {} for a new run directory)."""
+    (None and {} for a new run directory). Tables that no run recorded (their `runs` segments deleted)
+    count as made under an unknown config, which every config changes: a run recomputes them all. Their
+    versions name the tables, so that two such sets are kept aside apart, not merged under one label."""
     rows = (store.scan("runs").filter(pl.col("versions").is_not_null() & (pl.col("versions") != ""))
             .sort("started", "id").select("versions", "config").collect().rows())
-    return (json.loads(rows[-1][0]), json.loads(rows[-1][1])) if rows else (None, {})
+    if rows:
+        return json.loads(rows[-1][0]), json.loads(rows[-1][1])
+    if any(p.name != EMPTY_SEGMENT for t in _PASS_INPUTS for p in store.segments(t)):
+        unknown = f"unknown {store.digest(_PASS_INPUTS)}"
+        return {"versions": dict.fromkeys(stage_versions.STAGES, unknown), "inputs": {}}, {}
+    return None, {}
 
 
 def last_outcome(store: Store) -> str | None:

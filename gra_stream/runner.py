@@ -24,7 +24,7 @@ from gra_stream.passes import PASSES_AT_ONCE, Pass, declared_waits, run_passes
 from gra_stream.pending import batches, drain, idle_stages
 from gra_stream.plan import change_plan, more_rounds, planned_moves, with_recorded_fields
 from gra_stream.progress import Progress
-from gra_stream.query import read_run
+from gra_stream.query import damage_named
 from gra_stream.seed_paths import left_out_splits
 from gra_stream.sql_filters import load_filters
 from gra_stream.stages import Context, Stage, all_stages
@@ -143,7 +143,8 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
     except OSError as e:
         raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
     try:
-        return _run_locked(seed_files, run_dir, config, progress, stages, executor, ray_address, max_samples)
+        with damage_named(Store(run_dir)):  # a segment cut short by a copy: one line, whichever reader met it
+            return _run_locked(seed_files, run_dir, config, progress, stages, executor, ray_address, max_samples)
     except OSError as e:
         if e.filename and Path(e.filename).resolve() in {path.resolve() for path in seed_files}:
             raise UserError(f"cannot read {e.filename}: {e.strerror or e}") from None
@@ -224,7 +225,7 @@ def _run_locked(seed_files, run_dir, config, progress, stages, executor_kind, ra
             if len(config.models) < needed:
                 progress.say(f"note: the pool has {len(config.models)} model(s), fewer than reviewers + 2 = {needed}: "
                              f"some roles go to the same model (see docs/config.md, 'Roles with a small pool')")
-            con = read_run(store, lambda: store.connect(memory_limit=DUCKDB_MEMORY))  # a damaged segment: one line
+            con = store.connect(memory_limit=DUCKDB_MEMORY)
             preflight(stages, con, config)
             # The stages' lookups run on a cursor of the same database: one memory limit for both.
             ctx = open_context(store, config, con.cursor())

@@ -29,6 +29,8 @@ from gra_stream.schemas import TABLES, empty, polars_types
 EMPTY_SEGMENT = "_empty.parquet"
 OWN_ENTRIES = {*TABLES, "versions", "logs"}  # what a run puts in its directory, hidden entries aside
 READ_TRIES = 5  # a failed read is tried again only when segments changed meanwhile, and at most this often
+# What a reader of segments (DuckDB, Polars, Arrow) raises on a segment torn, removed or damaged under it.
+READ_ERRORS = (duckdb.Error, pl.exceptions.PolarsError, pl.exceptions.PanicException, pa.ArrowException, OSError)
 
 T = TypeVar("T")
 
@@ -157,9 +159,24 @@ class Store:
             listing = self.digest(TABLES)
             try:
                 return query()
-            except duckdb.Error:
+            except READ_ERRORS:
                 if attempt == READ_TRIES or self.digest(TABLES) == listing:
                     raise
+
+    def damaged_segment(self) -> Path | None:
+        """The first segment, of the tables or of a kept version, that is not a whole Parquet file (a copy
+        of the directory made while a run wrote it). Looked for once a read has failed: it opens every
+        segment's footer."""
+        folders = [self.table_dir(t) for t in TABLES] + [k.path / t for k in self.kept() for t in k.tables()]
+        for folder in folders:
+            for segment in sorted(folder.glob("*.parquet")):
+                try:
+                    pq.read_metadata(segment)
+                except FileNotFoundError:  # removed by a run since the listing
+                    continue
+                except (pa.ArrowException, OSError):
+                    return segment
+        return None
 
     def kept(self) -> list[KeptVersion]:
         """The tables of earlier configs, oldest first."""

@@ -173,9 +173,10 @@ def test_a_damaged_segment_is_one_line_naming_it_and_deleting_it_recomputes_its_
     segment = sorted((copy / "samples").glob("finalize-*.parquet"))[0]
     segment.write_bytes(segment.read_bytes()[:100])
     seeds = corpus("self_instruct_seed_tasks")
-    for args in (["sql", copy], ["sql", copy, "SELECT count(*) FROM seeds"], ["status", copy],
-                 ["export", copy, "-o", tmp_path / "out.jsonl"], ["report", copy, "-o", tmp_path / "r.html"],
-                 ["run", seeds, "--run-dir", copy, "--config", fake_config_file(tmp_path), "--quiet"]):
+    every_command = (["sql", copy], ["sql", copy, "SELECT count(*) FROM seeds"], ["status", copy],
+                     ["export", copy, "-o", tmp_path / "out.jsonl"], ["report", copy, "-o", tmp_path / "r.html"],
+                     ["run", seeds, "--run-dir", copy, "--config", fake_config_file(tmp_path), "--quiet"])
+    for args in every_command:
         result = cli(*args)
         assert result.exit_code == 1 and result.output.startswith(f"Error: cannot read {copy}: "), (args, result.output)
         assert segment.name in result.output and len(result.output.splitlines()) == 1
@@ -183,3 +184,37 @@ def test_a_damaged_segment_is_one_line_naming_it_and_deleting_it_recomputes_its_
     assert cli("run", seeds, "--run-dir", copy, "--config", fake_config_file(tmp_path), "--quiet").exit_code == 0
     query = "SELECT id, instruction, response FROM samples ORDER BY id"
     assert sql_rows(copy, query) == sql_rows(run_dir, query)
+    # The run log is read by Polars before any view is made, also by a dry run (which reads no other
+    # table): the same line, which says to delete all of it.
+    record = sorted((copy / "runs").glob("[0-9a-f]*.parquet"))[-1]
+    record.write_bytes(record.read_bytes()[:100])
+    for args in (*every_command, [*every_command[-1][:-1], "--dry-run"]):
+        result = cli(*args)
+        assert result.exit_code == 1 and f"its segment runs/{record.name} is not a whole Parquet file (delete every " \
+            "segment of runs/" in result.output and len(result.output.splitlines()) == 1, (args, result.output)
+
+
+def test_tables_no_run_recorded_are_recomputed_under_the_config_given(tmp_path):
+    """With the run log deleted (what a damaged `runs` segment calls for), a run cannot tell which config
+    made the tables: it keeps them aside and recomputes them, as a fresh run under its config would."""
+    seeds = corpus("self_instruct_seed_tasks")
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    usual, tight = fake_config_file(tmp_path / "a"), fake_config_file(tmp_path / "b", diversity="threshold = 0.5\n")
+    query = "SELECT id, instruction, response FROM samples ORDER BY id"
+    fresh = {}
+    for name, config in (("usual", usual), ("tight", tight)):
+        assert cli("run", seeds, "--run-dir", tmp_path / name, "--config", config, "--quiet").exit_code == 0
+        fresh[name] = sql_rows(tmp_path / name, query)
+    assert fresh["usual"] != fresh["tight"]
+    run = tmp_path / "run"
+    assert cli("run", seeds, "--run-dir", run, "--config", usual, "--quiet").exit_code == 0
+    for label, (name, config) in enumerate((("tight", tight), ("usual", usual)), start=1):
+        for record in (run / "runs").glob("[0-9a-f]*.parquet"):
+            record.unlink()
+        result = cli("run", seeds, "--run-dir", run, "--config", config)
+        assert result.exit_code == 0 and "no run recorded the config these tables were made under" in result.output
+        assert sql_rows(run, query) == fresh[name]
+        assert f"kept v{label} (" in cli("status", run).output
+    status = cli("status", run).output
+    assert status.count("made under a config no run recorded") == 2  # two sets of tables, kept apart
+    assert sql_rows(run, "SELECT count(*) FROM v1.samples") != sql_rows(run, "SELECT count(*) FROM v2.samples")
