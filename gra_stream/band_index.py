@@ -97,7 +97,7 @@ class EarlierIndex:
         """The sidecar of a gates segment, made from the segment the first time it is needed."""
         main = self.root / f"{segment.stem}.npy"
         minhash_path = self.root / f"{segment.stem}.minhash.npy"
-        if not main.exists():
+        if not (main.exists() and minhash_path.exists()):  # one deleted (docs/resuming.md): both again
             data = pl.read_parquet(segment, columns=["id", "passed", "minhash", "bands"]).filter(pl.col("passed"))
             sigs = data["minhash"].list.to_array(self.num_perm).to_numpy().reshape(-1, self.num_perm).astype(np.uint32)
             bands = data["bands"].list.to_array(self.bands).to_numpy().reshape(-1, self.bands).astype(np.uint64)

@@ -34,31 +34,35 @@ def open_run(run_dir: Path) -> Store:
 
 def read_run(store: Store, read: Callable[[], T]) -> T:
     """`read()` through `Store.read`, for a command that reads a run directory: a failure that is not a
-    commit's on one line, naming the segment where one is damaged (`damage_named`)."""
+    commit's on one line, naming the file where one is damaged (`damage_named`)."""
     with damage_named(store):
         try:
             return store.read(read)
         except duckdb.Error as e:
-            if store.damaged_segment() is not None:
+            if store.damaged_file() is not None:
                 raise
             raise UserError(f"cannot read {store.root}: {sql_message(e)}") from None
 
 
 @contextmanager
 def damage_named(store: Store) -> Iterator[None]:
-    """A failed read that a damaged segment explains (one that is not a whole Parquet file: a copy of the
-    directory made while a run wrote it) becomes one line naming it, whichever reader met it first;
-    other failures pass through."""
+    """A failed read that a damaged file explains (a segment that is not whole Parquet, an index file cut
+    short: a copy of the directory made while a run wrote it) becomes one line naming it and what to
+    delete, whichever reader met it first; other failures pass through."""
     try:
         yield
-    except READ_ERRORS:
-        segment = store.damaged_segment()
-        if segment is None:
+    except (*READ_ERRORS, ValueError):  # ValueError: numpy's, on an index file cut short
+        damaged = store.damaged_file()
+        if damaged is None:
             raise
-        advice = ("delete every segment of runs/; docs/resuming.md, 'A damaged segment', says why"
-                  if segment.parent == store.table_dir("runs") else "docs/resuming.md, 'A damaged segment', says what to delete")
-        raise UserError(f"cannot read {store.root}: its segment {segment.relative_to(store.root)} is not a whole "
-                        f"Parquet file ({advice})") from None
+        where = damaged.relative_to(store.root)
+        if where.parts[0] == ".index":
+            problem = f"its index file {where} is cut short (delete it: a run makes it again; docs/resuming.md, 'Derived files')"
+        else:
+            advice = ("delete every segment of runs/; docs/resuming.md, 'A damaged segment', says why"
+                      if where.parts[0] == "runs" else "docs/resuming.md, 'A damaged segment', says what to delete")
+            problem = f"its segment {where} is not a whole Parquet file ({advice})"
+        raise UserError(f"cannot read {store.root}: {problem}") from None
 
 
 def run_query(store: Store, query: str) -> tuple[list[str], Iterator[list[tuple]]]:

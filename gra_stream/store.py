@@ -58,6 +58,19 @@ def npy_header(f, offset: int | None = None) -> tuple[int, tuple[int, ...], np.d
     return f.tell(), shape, dtype
 
 
+def arrays_whole(path: Path) -> bool:
+    """Whether a `save_arrays` file holds whole arrays up to its last byte (one cut short by a copy does not)."""
+    try:
+        with open(path, "rb") as f:
+            offset, size = 0, os.fstat(f.fileno()).st_size
+            while offset < size:
+                start, shape, dtype = npy_header(f, offset)
+                offset = start + int(np.prod(shape)) * dtype.itemsize
+        return offset == size
+    except (ValueError, OSError):  # numpy's error for a header cut short
+        return False
+
+
 def map_arrays(path: Path) -> list[np.ndarray]:
     """The arrays of a `save_arrays` file as read-only memory maps: only the pages a search touches are
     read, and nothing is copied."""
@@ -163,10 +176,10 @@ class Store:
                 if attempt == READ_TRIES or self.digest(TABLES) == listing:
                     raise
 
-    def damaged_segment(self) -> Path | None:
-        """The first segment, of the tables or of a kept version, that is not a whole Parquet file (a copy
-        of the directory made while a run wrote it). Looked for once a read has failed: it opens every
-        segment's footer."""
+    def damaged_file(self) -> Path | None:
+        """The first segment (of the tables or of a kept version) that is not a whole Parquet file, or index
+        file cut short: what a copy of the directory made while a run wrote it can hold. Looked for once a
+        read has failed: it opens every segment's footer and every index file's headers."""
         folders = [self.table_dir(t) for t in TABLES] + [k.path / t for k in self.kept() for t in k.tables()]
         for folder in folders:
             for segment in sorted(folder.glob("*.parquet")):
@@ -176,7 +189,7 @@ class Store:
                     continue
                 except (pa.ArrowException, OSError):
                     return segment
-        return None
+        return next((p for p in sorted((self.root / ".index").rglob("*.npy")) if not arrays_whole(p)), None)
 
     def kept(self) -> list[KeptVersion]:
         """The tables of earlier configs, oldest first."""

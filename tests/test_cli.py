@@ -194,6 +194,34 @@ def test_a_damaged_segment_is_one_line_naming_it_and_deleting_it_recomputes_its_
             "segment of runs/" in result.output and len(result.output.splitlines()) == 1, (args, result.output)
 
 
+def test_an_index_file_cut_short_is_one_line_and_deleting_the_index_recomputes_it(tmp_path):
+    """The gate's sidecars under DIR/.index are derived from the tables: one cut short by a copy is named
+    on one line, and once it is deleted a run makes it again, with the results of an intact copy."""
+    config = fake_config_file(tmp_path)
+    first, second, third = (tmp_path / f"{n}.jsonl" for n in ("first", "second", "third"))
+    rows = [json.dumps({"instruction": f"Explain topic number {i} in two sentences.", "output": f"Topic {i} is ..."})
+            for i in range(60)]
+    for path, part in ((first, rows[:30]), (second, rows[30:45]), (third, rows[45:])):
+        path.write_text("\n".join(part) + "\n")
+    run = tmp_path / "run"
+    for files in ([first], [first, second]):  # the second run's gate searches the first's segment: a sidecar
+        assert cli("run", *files, "--run-dir", run, "--config", config, "--quiet").exit_code == 0
+    sidecar = sorted((run / ".index" / "gate").rglob("gate-*.npy"))[0]
+    intact = tmp_path / "intact"
+    shutil.copytree(run, intact)
+    sidecar.write_bytes(sidecar.read_bytes()[:50])
+    args = (first, second, third, "--config", config, "--quiet")
+    result = cli("run", *args[:3], "--run-dir", run, *args[3:])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith(f"Error: cannot read {run}: its index file {sidecar.relative_to(run)} is cut short")
+    sidecar.unlink()
+    for folder in (run, intact):
+        assert cli("run", *args[:3], "--run-dir", folder, *args[3:]).exit_code == 0
+    for table in ("gates", "samples"):
+        query = f"SELECT * FROM {table} ORDER BY id"
+        assert sql_rows(run, query) == sql_rows(intact, query)
+
+
 def test_tables_no_run_recorded_are_recomputed_under_the_config_given(tmp_path):
     """With the run log deleted (what a damaged `runs` segment calls for), a run cannot tell which config
     made the tables: it keeps them aside and recomputes them, as a fresh run under its config would."""
