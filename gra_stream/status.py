@@ -144,6 +144,7 @@ def format_status(status: dict) -> str:
                       f"(started {status['tables_config']['started']}; gra-stream sql DIR \"SELECT config FROM runs\")"]
     for k in status["kept_versions"]:
         tables = ", ".join(f"{t} {n}" for t, n in k["tables"].items())
+        example = "samples" if "samples" in k["tables"] else max(k["tables"], default="")  # a table it holds
         lines += [f"kept {k['label']} ({k['kept_at']}): {'; '.join(k['differs']) or 'same config'}",
-                  f"  {tables}  (query as {k['label']}.samples; gra-stream prune DIR removes it)"]
+                  f"  {tables}  (query as {k['label']}.{example}; gra-stream prune DIR removes it)"]
     return "\n".join(lines)

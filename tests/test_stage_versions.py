@@ -214,8 +214,8 @@ def test_a_plan_after_a_run_stopped_early_says_its_counts_leave_out_what_that_ru
 
 
 def test_the_query_the_plan_suggests_for_the_kept_tables_runs_when_no_sample_was_kept(tmp_path):
-    """An empty table is not kept aside, so the plan's example query must name one that is; and the plan
-    says nothing is carried over from it."""
+    """An empty table is not kept aside, so the plan's and status's example queries must name one that is;
+    and the plan says nothing is carried over from it."""
     seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 20)
     run_dir = tmp_path / "run"
     strict = config_in(tmp_path / "strict", "[committee]\ntau = 10.0\n")
@@ -226,6 +226,8 @@ def test_the_query_the_plan_suggests_for_the_kept_tables_runs_when_no_sample_was
     query = re.search(r'gra-stream sql \S+ "([^"]+)"', result.output)
     assert result.exit_code == 0 and query, result.output
     assert cli("sql", run_dir, query[1]).exit_code == 0, query[1]
+    kept = re.search(r"\(query as (v1\.\w+);", cli("status", run_dir).output)  # and the one status suggests
+    assert kept and cli("sql", run_dir, f"SELECT count(*) FROM {kept[1]}").exit_code == 0, kept
     annotate = re.search(r"\n  annotate +0 rows \(none yet\); (.*)\n", result.output)
     assert annotate and "carried over" not in annotate[1], result.output
 
