@@ -194,10 +194,15 @@ class Store:
     def kept(self) -> list[KeptVersion]:
         """The tables of earlier configs, oldest first."""
         out = []
-        for path in (self.root / "versions").glob("v*/version.json"):
-            meta = json.loads(path.read_text(encoding="utf-8"))
-            out.append(KeptVersion(path.parent.name, path.parent, meta["versions"], meta["config"], meta["kept_at"],
-                                   meta.get("inputs", {})))
+        for folder in (self.root / "versions").glob("v*"):
+            try:
+                meta = json.loads((folder / "version.json").read_text(encoding="utf-8"))
+                out.append(KeptVersion(folder.name, folder, meta["versions"], meta["config"], meta["kept_at"],
+                                       meta.get("inputs", {})))
+            except (OSError, ValueError, KeyError, TypeError):  # a copy made while a run wrote it, or edited
+                raise UserError(f"cannot read {self.root}: the kept version {folder.name} has no readable "
+                                f"{folder.name}/version.json; delete {folder} (its tables go with it, as with "
+                                f"`gra-stream prune`)") from None
         return sorted(out, key=lambda k: int(k.label[1:]))
 
     def exists(self) -> bool:

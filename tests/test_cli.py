@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from gra_stream.cli import main
-from tests.conftest import corpus, fake_config_file, sql_rows
+from tests.conftest import corpus, fake_config_file, head_jsonl, sql_rows
 
 TABLES = ["seeds", "generations", "reviews", "verdicts", "rejections", "samples"]
 
@@ -220,6 +220,25 @@ def test_an_index_file_cut_short_is_one_line_and_deleting_the_index_recomputes_i
     for table in ("gates", "samples"):
         query = f"SELECT * FROM {table} ORDER BY id"
         assert sql_rows(run, query) == sql_rows(intact, query)
+
+
+def test_a_kept_version_without_a_readable_record_is_one_line_saying_to_delete_it(tmp_path):
+    seeds = head_jsonl(corpus("gsm8k_train"), tmp_path / "gsm.jsonl", 20)
+    run = tmp_path / "run"
+    for tau in ("8.0", "6.0"):
+        (tmp_path / tau).mkdir()
+        config = fake_config_file(tmp_path / tau, f"[committee]\ntau = {tau}\n")
+        assert cli("run", seeds, "--run-dir", run, "--config", config, "--quiet").exit_code == 0
+    record = run / "versions" / "v1" / "version.json"
+    record.write_text(record.read_text()[:30])  # a copy made while a run wrote it
+    back = tmp_path / "8.0" / "fake.toml"  # back to tau 8.0, whose tables v1 holds
+    for args in (["status", run], ["sql", run, "SELECT 1"], ["run", seeds, "--run-dir", run, "--config", back]):
+        result = cli(*args)
+        assert result.exit_code == 1 and len(result.output.splitlines()) == 1, (args, result.output)
+        assert f"the kept version v1 has no readable v1/version.json; delete {record.parent} " in result.output
+    shutil.rmtree(record.parent)
+    assert cli("run", seeds, "--run-dir", run, "--config", back, "--quiet").exit_code == 0
+    assert "kept v1 (" in cli("status", run).output  # tau 6.0's tables, kept where the damaged ones were
 
 
 def test_tables_no_run_recorded_are_recomputed_under_the_config_given(tmp_path):
