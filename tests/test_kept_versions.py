@@ -121,6 +121,7 @@ def test_a_batch_reads_back_the_vectors_a_kept_version_has_wherever_its_segments
     store.init()
     folder = store.kept_dir("v1") / "diversity"
     folder.mkdir(parents=True)
+    (folder.parent / "version.json").write_text('{"versions": {}, "config": {}, "kept_at": ""}')
     for name, ids in (("s1", ["a0", "a1"]), ("s2", ["b0", "b1", "b2"]), ("s3", ["c0"])):
         vectors = [None if i == "b1" else [float(ord(i[0])), float(i[1])] for i in ids]
         pl.DataFrame({"id": ids, "kept": [True] * len(ids), "embedding": vectors},
