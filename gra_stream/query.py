@@ -57,7 +57,8 @@ def damage_named(store: Store) -> Iterator[None]:
             raise
         where = damaged.relative_to(store.root)
         if where.parts[0] == ".index":
-            problem = f"its index file {where} is cut short (delete it: a run makes it again; docs/resuming.md, 'Derived files')"
+            problem = (f"its index file {where} is cut short (delete it: a run makes it again; docs/resuming.md, "
+                       f"'Derived files')")
         else:
             advice = ("delete every segment of runs/; docs/resuming.md, 'A damaged segment', says why"
                       if where.parts[0] == "runs" else "docs/resuming.md, 'A damaged segment', says what to delete")

@@ -143,7 +143,7 @@ def run_pipeline(seed_files: list[Path], run_dir: Path, config: Config, *, progr
     except OSError as e:
         raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
     try:
-        with damage_named(Store(run_dir)):  # a segment cut short by a copy: one line, whichever reader met it
+        with damage_named(Store(run_dir)):  # a file cut short by a copy: one line, whichever reader met it
             return _run_locked(seed_files, run_dir, config, progress, stages, executor, ray_address, max_samples)
     except OSError as e:
         if e.filename and Path(e.filename).resolve() in {path.resolve() for path in seed_files}:

@@ -53,7 +53,7 @@ def collect_status(store: Store) -> dict:
     made_under = con.sql("SELECT id, started, config FROM runs WHERE coalesce(versions, '') <> '' "
                          "ORDER BY started DESC, id LIMIT 1").fetchall()
     current = json.loads(made_under[0][2]) if made_under else {}
-    kept_versions = [{"label": k.label, "kept_at": k.kept_at,
+    kept_versions = [{"label": k.label, "kept_at": k.kept_at,  # a config {}: tables no run recorded (run_log)
                       "differs": config_differences(k.config, current) if k.config else ["made under a config no run recorded"],
                       "tables": {t: con.sql(f"SELECT count(*) FROM {k.label}.{t}").fetchall()[0][0] for t in k.tables()}}
                      for k in store.kept()]
