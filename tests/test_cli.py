@@ -194,7 +194,7 @@ def test_a_damaged_segment_is_one_line_naming_it_and_deleting_it_recomputes_its_
             "segment of runs/" in result.output and len(result.output.splitlines()) == 1, (args, result.output)
 
 
-def test_an_index_file_cut_short_is_one_line_and_deleting_the_index_recomputes_it(tmp_path):
+def test_an_index_file_cut_short_is_one_line_and_deleting_it_makes_it_again(tmp_path):
     """The gate's sidecars under DIR/.index are derived from the tables: one cut short by a copy is named
     on one line, and once it is deleted a run makes it again, with the results of an intact copy."""
     config = fake_config_file(tmp_path)
@@ -245,8 +245,10 @@ def test_tables_no_run_recorded_are_recomputed_under_the_config_given(tmp_path):
     """With the run log deleted (what a damaged `runs` segment calls for), a run cannot tell which config
     made the tables: it keeps them aside and recomputes them, as a fresh run under its config would."""
     seeds = corpus("self_instruct_seed_tasks")
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    usual, tight = fake_config_file(tmp_path / "a"), fake_config_file(tmp_path / "b", diversity="threshold = 0.5\n")
+    for folder in ("usual", "tight"):
+        (tmp_path / "configs" / folder).mkdir(parents=True)
+    usual = fake_config_file(tmp_path / "configs" / "usual")
+    tight = fake_config_file(tmp_path / "configs" / "tight", diversity="threshold = 0.5\n")
     query = "SELECT id, instruction, response FROM samples ORDER BY id"
     fresh = {}
     for name, config in (("usual", usual), ("tight", tight)):
