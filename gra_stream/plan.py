@@ -84,17 +84,17 @@ def more_rounds(store: Store, recorded_config: dict, config: Config) -> str | No
 
 def change_plan(recorded: dict, config: Config, moves: list[Move], run_dir: Path) -> str:
     """The lines a run prints before it switches to a changed config."""
-    new = stage_versions.inputs(config)
-    old = recorded.get("inputs", {})
-    keys = {k for stage in new for k in stage_versions.differing(old.get(stage, {}), new[stage])}
-    what = "gra-stream" if all(k.endswith(" revision") for k in keys) else "the config"
     store = Store(run_dir)
     label = kept_versions.label_for(store, recorded["versions"])
+    old = recorded.get("inputs", {})
     if not old:  # no run recorded them (run_log.tables_config)
         return "\n".join(["no run recorded the config these tables were made under (a `runs` segment was deleted?): "
                           "every stage is recomputed under this one, its LLM requests answered before replayed from "
                           "the call cache"] + [f"  {m.table:<15}{m.rows:>9,} rows kept as {label}" for m in moves if m.rows]
                          + _kept_aside(moves, label, run_dir))
+    new = stage_versions.inputs(config)
+    keys = {k for stage in new for k in stage_versions.differing(old.get(stage, {}), new[stage])}
+    what = "gra-stream" if all(k.endswith(" revision") for k in keys) else "the config"
     lines = [f"{what} changed since these tables were made: {'; '.join(stage_versions.changes(old, new))}"]
     asks = stage_versions.asks_anew(recorded, config)
     stale = list(dict.fromkeys(m.stage for m in moves))

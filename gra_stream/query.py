@@ -35,35 +35,48 @@ def open_run(run_dir: Path) -> Store:
 def read_run(store: Store, read: Callable[[], T]) -> T:
     """`read()` through `Store.read`, for a command that reads a run directory: a failure that is not a
     commit's on one line, naming the file where one is damaged (`damage_named`)."""
-    with damage_named(store):
-        try:
-            return store.read(read)
-        except duckdb.Error as e:
-            if store.damaged_file() is not None:
-                raise
+    try:
+        return store.read(read)
+    except DAMAGE_ERRORS as e:
+        damage = _damage(store)
+        if damage is not None:
+            raise damage from None
+        if isinstance(e, duckdb.Error):
             raise UserError(f"cannot read {store.root}: {sql_message(e)}") from None
+        raise
 
 
 @contextmanager
 def damage_named(store: Store) -> Iterator[None]:
-    """A failed read that a damaged file explains (a segment that is not whole Parquet, an index file cut
-    short: a copy of the directory made while a run wrote it) becomes one line naming it and what to
-    delete, whichever reader met it first; other failures pass through."""
+    """A failed read that a damaged file explains becomes one line naming it and what to delete (`_damage`),
+    whichever reader met it first; other failures pass through."""
     try:
         yield
-    except (*READ_ERRORS, ValueError):  # ValueError: numpy's, on an index file cut short
-        damaged = store.damaged_file()
-        if damaged is None:
+    except DAMAGE_ERRORS:
+        damage = _damage(store)
+        if damage is None:
             raise
-        where = damaged.relative_to(store.root)
-        if where.parts[0] == ".index":
-            problem = (f"its index file {where} is cut short (delete it: a run makes it again; docs/resuming.md, "
-                       f"'Derived files')")
-        else:
-            advice = ("delete every segment of runs/; docs/resuming.md, 'A damaged segment', says why"
-                      if where.parts[0] == "runs" else "docs/resuming.md, 'A damaged segment', says what to delete")
-            problem = f"its segment {where} is not a whole Parquet file ({advice})"
-        raise UserError(f"cannot read {store.root}: {problem}") from None
+        raise damage from None
+
+
+DAMAGE_ERRORS = (*READ_ERRORS, ValueError)  # ValueError: numpy's, on an index file cut short
+
+
+def _damage(store: Store) -> UserError | None:
+    """The error to show for the damaged file of the run directory (a segment that is not whole Parquet, an
+    index file cut short: a copy of the directory made while a run wrote it), if there is one."""
+    damaged = store.damaged_file()
+    if damaged is None:
+        return None
+    where = damaged.relative_to(store.root)
+    if where.parts[0] == ".index":
+        problem = (f"its index file {where} is cut short (delete it: a run makes it again; docs/resuming.md, "
+                   f"'Derived files')")
+    else:
+        advice = ("delete every segment of runs/; docs/resuming.md, 'A damaged segment', says why"
+                  if where.parts[0] == "runs" else "docs/resuming.md, 'A damaged segment', says what to delete")
+        problem = f"its segment {where} is not a whole Parquet file ({advice})"
+    return UserError(f"cannot read {store.root}: {problem}")
 
 
 def run_query(store: Store, query: str) -> tuple[list[str], Iterator[list[tuple]]]:

@@ -13,7 +13,8 @@ from gra_stream import stage_versions
 from gra_stream.config import Config
 from gra_stream.ids import content_id
 from gra_stream.schemas import TABLES
-from gra_stream.store import EMPTY_SEGMENT, Store
+from gra_stream.kept_versions import has_rows
+from gra_stream.store import Store
 
 
 def now() -> str:
@@ -57,7 +58,7 @@ def tables_config(store: Store) -> tuple[dict | None, dict]:
             .sort("started", "id").select("versions", "config").collect().rows())
     if rows:
         return json.loads(rows[-1][0]), json.loads(rows[-1][1])
-    if any(p.name != EMPTY_SEGMENT for t in _PASS_INPUTS for p in store.segments(t)):
+    if any(has_rows(store.table_dir(t)) for t in _PASS_INPUTS):
         unknown = f"unknown {store.digest(_PASS_INPUTS)}"
         return {"versions": dict.fromkeys(stage_versions.STAGES, unknown), "inputs": {}}, {}
     return None, {}
